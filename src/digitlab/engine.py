@@ -1,0 +1,60 @@
+"""Run a model behind one call: normalised (N, 1, 28, 28) float32 in, (N, 10) logits out, as numpy arrays.
+
+The recogniser, the CLI and the web server talk to an engine, never to a framework, so a deployment can swap
+PyTorch for another runtime without touching them. An engine is anything with ``metadata`` (the checkpoint's,
+including ``normalisation``) and ``logits(batch)``; ``load_engine`` picks one by backend name.
+
+    engine = load_engine("runs/cnn5x5_dense1000/model.safetensors")       # or None: the bundled model
+    logits = engine.logits(batch)                                          # (N, 10) float32
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Protocol
+
+import numpy as np
+
+
+class Engine(Protocol):
+    metadata: dict[str, Any]
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        """(N, 1, 28, 28) float32, normalised as ``metadata["normalisation"]`` says -> (N, 10) float32."""
+        ...
+
+
+def check_batch(batch: np.ndarray) -> np.ndarray:
+    batch = np.ascontiguousarray(batch, dtype=np.float32)
+    if batch.ndim != 4 or batch.shape[1:] != (1, 28, 28):
+        raise ValueError(f"a batch must have shape (N, 1, 28, 28), not {batch.shape}")
+    return batch
+
+
+class TorchEngine:
+    """A digitlab checkpoint run by PyTorch (imported here, not at module level)."""
+
+    def __init__(self, path: str | os.PathLike | None = None, device: str = "cpu"):
+        from digitlab import checkpoint
+
+        self.model, self.metadata = checkpoint.load(path, device)
+        self.device = device
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        batch = check_batch(batch)
+        if len(batch) == 0:
+            return np.zeros((0, 10), np.float32)
+        with torch.inference_mode():
+            return self.model(torch.from_numpy(batch).to(self.device)).float().cpu().numpy()
+
+
+BACKENDS = {"torch": TorchEngine}
+
+
+def load_engine(path: str | os.PathLike | None = None, backend: str = "torch", **options) -> Engine:
+    """The model at ``path`` (None: the bundled one) behind the named backend."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of: {', '.join(sorted(BACKENDS))}")
+    return BACKENDS[backend](path, **options)

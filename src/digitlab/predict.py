@@ -1,0 +1,193 @@
+"""Recognise digits in people's images: the Python API behind ``digitlab predict`` and the web page.
+
+Each image goes through ``preprocess.prepare`` (the one preprocessing path), the digits of many images are stacked
+into batches for one model call each, and every answer says how sure it is. Below the confidence threshold, or
+when the image holds no clear ink at all, the digit is ``None`` and ``reason`` says why: a model that only knows
+ten classes gives a confident-looking guess for anything, so not knowing has to be decided here.
+
+    recognizer = Recognizer(load_engine(), threshold=0.7)
+    for result in recognizer.predict(["a.png", "b.jpg"]):
+        print(result.source, result.digit, result.confidence)
+    recognizer.predict_one("2026.jpg", multi=True).number       # "2026"
+
+Results turn into JSON with ``to_dict()``. An input that cannot be read gives a result with ``error`` set; the
+rest of the batch goes on. This module imports no torch (the engine decides what runs the model).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+from digitlab.engine import Engine
+from digitlab.preprocess import POLARITIES, ImageError, Prepared, normalise, prepare
+
+DEFAULT_THRESHOLD = 0.7
+
+
+@dataclass
+class DigitResult:
+    """One digit's answer. ``digit`` is None when the model is not sure enough (``reason`` says so)."""
+
+    digit: int | None
+    confidence: float                       # probability of the most likely class, whether accepted or not
+    top3: list[tuple[int, float]]           # (digit, probability), most likely first
+    probabilities: list[float]              # all ten, index = digit
+    box: tuple[int, int, int, int]          # x, y, width, height in the upright original image
+    reason: str | None = None
+    image: np.ndarray | None = field(default=None, repr=False)  # (28, 28) what the model saw
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "digit": self.digit,
+            "confidence": round(self.confidence, 6),
+            "top3": [{"digit": d, "probability": round(p, 6)} for d, p in self.top3],
+            "probabilities": [round(p, 6) for p in self.probabilities],
+            "box": list(self.box),
+            "reason": self.reason,
+        }
+
+
+@dataclass
+class Prediction:
+    """Everything said about one input: one digit, or (``multi``) a number read left to right."""
+
+    source: str
+    multi: bool = False
+    digits: list[DigitResult] = field(default_factory=list)
+    reason: str | None = None               # why there is no answer (blank, noise, unsure)
+    error: str | None = None                # the input could not be read at all
+    polarity: str | None = None
+    size: tuple[int, int] | None = None     # width, height of the upright original image
+
+    @property
+    def digit(self) -> int | None:
+        """The digit of a single-digit prediction (None when unsure, unreadable, or for a multi-digit one)."""
+        return self.digits[0].digit if not self.multi and self.digits else None
+
+    @property
+    def confidence(self) -> float | None:
+        """The best class's probability; for a number, the least sure of its digits."""
+        return min(d.confidence for d in self.digits) if self.digits else None
+
+    @property
+    def number(self) -> str | None:
+        """The digits read left to right as a string, or None if any of them is unsure."""
+        if not self.digits or any(d.digit is None for d in self.digits):
+            return None
+        return "".join(str(d.digit) for d in self.digits)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict: ``path``, ``digit`` (or ``number`` and ``digits``), ``confidence``, ``top3``..."""
+        if self.error is not None:
+            return {"path": self.source, "digit": None, "error": self.error}
+        confidence = None if self.confidence is None else round(self.confidence, 6)
+        if self.multi:
+            return {"path": self.source, "number": self.number, "confidence": confidence,
+                    "digits": [d.to_dict() for d in self.digits], "reason": self.reason}
+        if not self.digits:
+            return {"path": self.source, "digit": None, "confidence": None, "top3": [], "reason": self.reason}
+        only = self.digits[0].to_dict()
+        return {"path": self.source, **only, "reason": self.reason}
+
+
+class Recognizer:
+    """A model (behind an engine) plus the rules for when its answer counts."""
+
+    def __init__(self, engine: Engine, threshold: float = DEFAULT_THRESHOLD, polarity: str = "auto",
+                 batch_size: int = 256):
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold must be between 0 and 1, not {threshold}")
+        if polarity not in POLARITIES:
+            raise ValueError(f"polarity must be one of {', '.join(POLARITIES)}, not {polarity!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+        self.engine = engine
+        self.threshold = threshold
+        self.polarity = polarity
+        self.batch_size = batch_size
+        norm = engine.metadata.get("normalisation", {})
+        self.mean, self.std = float(norm.get("mean", 0.1307)), float(norm.get("std", 0.3081))
+
+    def predict_one(self, source, multi: bool = False) -> Prediction:
+        return self.predict([source], multi)[0]
+
+    def predict(self, inputs: Iterable, multi: bool = False) -> list[Prediction]:
+        """Predictions for every input, in order. An item is a path, bytes, a numpy array or a PIL image, or a
+        (name, item) pair that names it in the results."""
+        return list(self.iter_predict(inputs, multi))
+
+    def iter_predict(self, inputs: Iterable, multi: bool = False) -> Iterator[Prediction]:
+        """Like ``predict``, but yields results batch by batch, so a long folder shows progress and memory stays flat."""
+        chunk = []
+        for index, item in enumerate(inputs):
+            chunk.append(_named(index, item))
+            if len(chunk) == self.batch_size:
+                yield from self._predict_chunk(chunk, multi)
+                chunk = []
+        if chunk:
+            yield from self._predict_chunk(chunk, multi)
+
+    def _predict_chunk(self, chunk: list[tuple[str, Any]], multi: bool) -> list[Prediction]:
+        prepared: list[Prepared | Prediction] = [self._prepare(name, source, multi) for name, source in chunk]
+        images = [g.image for p in prepared if isinstance(p, Prepared) for g in p.glyphs]
+        probabilities = self.probabilities(np.stack(images)) if images else np.zeros((0, 10), np.float32)
+        results, used = [], 0
+        for (name, _), item in zip(chunk, prepared):
+            if isinstance(item, Prediction):  # could not be read
+                results.append(item)
+                continue
+            count = len(item.glyphs)
+            results.append(self._answer(name, item, probabilities[used:used + count], multi))
+            used += count
+        return results
+
+    def _prepare(self, name: str, source, multi: bool) -> Prepared | Prediction:
+        try:
+            return prepare(source, polarity=self.polarity, multi=multi)
+        except ImageError as exc:
+            return Prediction(name, multi, error=str(exc))
+        except MemoryError:
+            return Prediction(name, multi, error="out of memory while decoding the image")
+
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
+        """(N, 28, 28) MNIST-form images -> (N, 10) class probabilities, in batches of ``batch_size``."""
+        batches = [normalise(images[i:i + self.batch_size], self.mean, self.std)
+                   for i in range(0, len(images), self.batch_size)]
+        logits = np.concatenate([self.engine.logits(b) for b in batches]).astype(np.float64)
+        logits -= logits.max(axis=1, keepdims=True)
+        exp = np.exp(logits)
+        return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
+
+    def _answer(self, name: str, prepared: Prepared, probabilities: np.ndarray, multi: bool) -> Prediction:
+        digits = [self._digit(glyph.image, glyph.box, p) for glyph, p in zip(prepared.glyphs, probabilities)]
+        reason = prepared.reason
+        if reason is None:
+            unsure = [d for d in digits if d.digit is None]
+            if not multi and unsure:
+                reason = unsure[0].reason
+            elif unsure:
+                reason = f"{len(unsure)} of {len(digits)} digits unsure ({unsure[0].reason})"
+        return Prediction(name, multi, digits, reason, polarity=prepared.polarity, size=prepared.size)
+
+    def _digit(self, image: np.ndarray, box, probabilities: np.ndarray) -> DigitResult:
+        order = np.argsort(-probabilities)
+        best, confidence = int(order[0]), float(probabilities[order[0]])
+        top3 = [(int(d), float(probabilities[d])) for d in order[:3]]
+        accepted = confidence >= self.threshold
+        reason = None if accepted else (f"unsure: best guess {best} at {confidence:.0%} is below the threshold "
+                                        f"of {self.threshold:.0%}")
+        return DigitResult(best if accepted else None, confidence, top3, [float(p) for p in probabilities],
+                           tuple(box), reason, image)
+
+
+def _named(index: int, item) -> tuple[str, Any]:
+    if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
+        return item
+    if isinstance(item, (str, os.PathLike)):
+        return os.fspath(item), item
+    kind = "bytes" if isinstance(item, (bytes, bytearray, memoryview)) else type(item).__name__
+    return f"<{kind} #{index}>", item

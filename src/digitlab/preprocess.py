@@ -1,0 +1,445 @@
+"""A person's image -> the 28x28 form MNIST digits have. The one preprocessing path for the CLI, the API and the web.
+
+MNIST was made by fitting each digit into a 20x20 box keeping its aspect ratio (anti-aliased), then placing it in a
+28x28 field so its centre of mass lies at the centre, bright ink on a dark background. A photo of a digit on paper
+is none of that, so every image goes through the same steps, in this order:
+
+    load_image      bytes or a path -> an upright PIL image (size checked before decoding, EXIF orientation)
+    to_gray         any mode (alpha, palette, 16-bit, CMYK, colour) -> float gray (H, W) in [0, 1]
+    shrink          to a fixed working size, so every later step costs the same on a 4,000 px photo
+    find_polarity   dark ink on light paper, or light on dark (overridable)
+    ink_map         flip to bright ink, remove the background and uneven light, denoise -> ink coverage in [0, 1]
+    find_glyphs     connected components; merge the pieces of one broken digit, split touching digits, left to right
+    to_mnist        crop, fit into 20x20 keeping the aspect ratio, centre of mass to the centre of 28x28
+
+``prepare(source)`` runs them all and returns the 28x28 images with their boxes in the original picture, or a
+reason why there is nothing to read (a blank page, noise). ``normalise`` applies a checkpoint's mean and std.
+This module imports no torch, so the ONNX deployment path runs without it.
+
+    prepared = prepare("photo.jpg", multi=True)
+    batch = normalise(np.stack([g.image for g in prepared.glyphs]), mean=0.1307, std=0.3081)  # (N, 1, 28, 28)
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+POLARITIES = ("auto", "dark-on-light", "light-on-dark")
+MAX_PIXELS = 64_000_000      # a 64-megapixel photo is fine; a 30,000 x 30,000 PNG of 100 kB is a decompression bomb
+WORK_SIDE = 256              # longest side of the image every step after `shrink` works on
+BACKGROUND_SIDE = 64         # the background (paper, uneven light) is estimated at this coarser size
+MIN_CONTRAST = 0.06          # ink must differ from the paper by 6% of full brightness ...
+MIN_INK_PIXELS = 12          # ... over at least this many working pixels, or the image counts as blank
+INK_LEVEL = 0.35             # a pixel belongs to a stroke where its coverage exceeds this
+BOX, FIELD = 20, 28          # MNIST: fit into 20x20, centre in 28x28
+
+
+class ImageError(ValueError):
+    """A file that cannot be read as an image. The message is one line that says why."""
+
+
+@dataclass
+class Glyph:
+    """One digit ready for a model: the MNIST-form image and where it was found."""
+
+    image: np.ndarray                 # (28, 28) float32 in [0, 1], bright ink on dark
+    box: tuple[int, int, int, int]    # x, y, width, height in pixels of the upright original image
+
+
+@dataclass
+class Prepared:
+    """What ``prepare`` found in one image: glyphs left to right, or none and the reason."""
+
+    glyphs: list[Glyph]
+    polarity: str                     # "dark-on-light" or "light-on-dark", as detected or as given
+    size: tuple[int, int]             # width, height of the upright original image
+    reason: str | None = None         # why there are no glyphs
+    notes: dict = field(default_factory=dict)   # measurements behind the decisions, for --explain and tests
+
+
+# --- 1. decode ----------------------------------------------------------------------------------------------------
+
+def load_image(source, max_pixels: int = MAX_PIXELS, work_side: int = WORK_SIDE) -> tuple[Image.Image, float]:
+    """Open ``source`` (a path, bytes, a numpy array or a PIL image) as an upright, fully decoded PIL image.
+
+    Returns the image and the factor from its pixels to the original's (JPEGs are decoded at reduced size when the
+    working size needs no more, which is most of the decoding time saved). Raises ImageError with a one-line reason.
+    """
+    if isinstance(source, Image.Image):
+        return ImageOps.exif_transpose(source), 1.0
+    if isinstance(source, np.ndarray):
+        return Image.fromarray(_array_to_uint8(source)), 1.0
+    image = _open(source)
+    width, height = image.size
+    if width == 0 or height == 0:
+        raise ImageError(f"zero-size image ({width}x{height} pixels)")
+    if width * height > max_pixels:
+        raise ImageError(f"image too large: {width}x{height} pixels is over the limit of {max_pixels:,} "
+                         f"(a decompression bomb?)")
+    image.seek(0)  # an animated GIF or a multi-page TIFF: the first frame
+    if image.format == "JPEG":
+        reduce = work_side / max(width, height)
+        image.draft(image.mode if image.mode in ("L", "RGB") else None,
+                    (max(1, int(width * reduce)), max(1, int(height * reduce))))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image.load()
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombWarning,
+            Image.DecompressionBombError) as exc:
+        raise ImageError(f"corrupt or truncated image data ({_one_line(exc)})") from None
+    scale = width / image.size[0]
+    try:
+        image = ImageOps.exif_transpose(image)
+    except (OSError, ValueError, TypeError, KeyError):  # broken EXIF: keep the pixels as stored
+        pass
+    return image, scale
+
+
+def _open(source) -> Image.Image:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) == 0:
+            raise ImageError("empty data (0 bytes)")
+        stream, name = io.BytesIO(bytes(source)), "data"
+    else:
+        path = Path(os.fspath(source))
+        if not path.exists():
+            raise ImageError("no such file")
+        if path.is_dir():
+            raise ImageError("is a folder, not an image file")
+        if path.stat().st_size == 0:
+            raise ImageError("empty file (0 bytes)")
+        stream, name = path, "file"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return Image.open(stream)
+    except UnidentifiedImageError:
+        raise ImageError(f"not an image (the {name} is in no image format Pillow can read)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"image too large (a decompression bomb?): {_one_line(exc)}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageError(f"unreadable image ({_one_line(exc)})") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:160]
+
+
+def _array_to_uint8(array: np.ndarray) -> np.ndarray:
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3, 4)) or array.size == 0:
+        raise ImageError(f"an image array must be (H, W), (H, W, 3) or (H, W, 4), not {array.shape}")
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[..., 0]
+    if array.dtype == np.uint8:
+        return array
+    if np.issubdtype(array.dtype, np.floating):  # floats are read as brightness in [0, 1]
+        return (np.clip(np.nan_to_num(array), 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
+    if array.dtype == np.uint16:
+        return (array // 257).astype(np.uint8)
+    raise ImageError(f"unsupported image array type {array.dtype}")
+
+
+# --- 2. grayscale -------------------------------------------------------------------------------------------------
+
+def to_gray(image: Image.Image) -> np.ndarray:
+    """Any PIL mode -> float32 (H, W) brightness in [0, 1]. Transparent areas become a background the ink stands out on."""
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        return _high_depth_to_gray(np.asarray(image))
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        return composite_alpha(np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0)
+    return np.asarray(image.convert("L"), dtype=np.float32) / 255.0  # CMYK, YCbCr, 1-bit, RGB: luminance
+
+
+def _high_depth_to_gray(values: np.ndarray) -> np.ndarray:
+    values = values.astype(np.float32)
+    top = float(values.max()) if values.size else 0.0
+    full_scale = 1.0 if top <= 1.0 else 255.0 if top <= 255.0 else 65535.0 if top <= 65535.0 else top
+    return np.clip(values / full_scale, 0.0, 1.0)
+
+
+def composite_alpha(rgba: np.ndarray) -> np.ndarray:
+    """(H, W, 4) float RGBA -> gray, the transparent parts filled with whatever contrasts with the visible drawing.
+
+    A drawing app saves dark ink on a transparent canvas as often as white ink on one; putting the ink on white in
+    the first case and on black in the second keeps it visible either way.
+    """
+    luma = rgba[..., :3] @ np.array([0.299, 0.587, 0.114], np.float32)
+    alpha = rgba[..., 3]
+    if alpha.min() >= 1.0:
+        return luma
+    visible = float(alpha.sum())
+    drawing_brightness = float((luma * alpha).sum() / visible) if visible > 0 else 0.0
+    background = 1.0 if drawing_brightness < 0.5 else 0.0
+    return luma * alpha + background * (1.0 - alpha)
+
+
+# --- 3. working size ----------------------------------------------------------------------------------------------
+
+def shrink(gray: np.ndarray, work_side: int = WORK_SIDE) -> tuple[np.ndarray, float]:
+    """Resize so the longest side is ``work_side`` (area averaging when shrinking, which also averages out sensor
+    noise). Returns the image and the factor from working pixels to the input's pixels."""
+    height, width = gray.shape
+    factor = max(height, width) / work_side
+    size = (max(1, round(width / factor)), max(1, round(height / factor)))
+    interpolation = cv2.INTER_AREA if factor > 1 else cv2.INTER_LINEAR
+    return cv2.resize(gray, size, interpolation=interpolation), factor
+
+
+# --- 4. polarity --------------------------------------------------------------------------------------------------
+
+def coarse_background(gray: np.ndarray) -> np.ndarray:
+    """The paper's brightness everywhere, ignoring the ink: a wide median on a coarse copy, back at full size.
+
+    A median does not care whether ink is dark or light as long as it covers under half of each window, so it serves
+    before the polarity is known.
+    """
+    height, width = gray.shape
+    factor = max(height, width) / BACKGROUND_SIDE
+    small = cv2.resize(gray, (max(1, round(width / factor)), max(1, round(height / factor))),
+                       interpolation=cv2.INTER_AREA)
+    kernel = 2 * (BACKGROUND_SIDE // 4) + 1
+    small8 = np.round(small * 255).astype(np.uint8)
+    padded = cv2.copyMakeBorder(small8, kernel // 2, kernel // 2, kernel // 2, kernel // 2, cv2.BORDER_REFLECT)
+    median = cv2.medianBlur(padded, kernel)[kernel // 2:-(kernel // 2), kernel // 2:-(kernel // 2)]
+    return cv2.resize(median.astype(np.float32) / 255.0, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def find_polarity(gray: np.ndarray, background: np.ndarray) -> tuple[str, float]:
+    """Which way the ink differs from the paper, and how one-sided that is (1: all ink one way, 0: like noise).
+
+    Noise and JPEG ringing sit symmetrically around the paper; ink lies far out on one side only.
+    """
+    residual = gray - background
+    spread = _noise_level(residual)
+    darker = np.clip(-residual - 3 * spread, 0, None).sum()
+    lighter = np.clip(residual - 3 * spread, 0, None).sum()
+    total = darker + lighter
+    if total <= 0:
+        return "dark-on-light", 0.0
+    polarity = "dark-on-light" if darker >= lighter else "light-on-dark"
+    return polarity, float(abs(darker - lighter) / total)
+
+
+def _noise_level(residual: np.ndarray) -> float:
+    """Robust standard deviation of the paper's pixels (the median absolute deviation ignores the ink)."""
+    return float(1.4826 * np.median(np.abs(residual - np.median(residual))))
+
+
+# --- 5. ink -------------------------------------------------------------------------------------------------------
+
+def ink_map(gray: np.ndarray, polarity: str) -> tuple[np.ndarray, dict]:
+    """Gray (H, W) -> ink coverage (H, W) in [0, 1]: bright strokes on a black, flat background.
+
+    The ink is flipped to bright, the paper (with its uneven light) estimated by a morphological opening - which
+    removes every bright structure narrower than its window, i.e. the strokes - and subtracted. The result is scaled
+    so a stroke's core is 1 and everything within the noise of the paper is 0.
+    """
+    bright_ink = 1.0 - gray if polarity == "dark-on-light" else gray
+    bright_ink = cv2.medianBlur(bright_ink, 3)  # sensor noise and JPEG speckle
+    residual = bright_ink - paper_level(bright_ink)
+    noise = _noise_level(residual)
+    strong = residual > max(6 * noise, MIN_CONTRAST)
+    notes = {"noise": noise, "ink_pixels": int(strong.sum())}
+    if strong.sum() < MIN_INK_PIXELS:
+        return np.zeros_like(gray), notes | {"contrast": float(residual.max(initial=0.0))}
+    level = float(np.percentile(residual[strong], 90))
+    floor = min(3 * noise, 0.5 * level)
+    notes["contrast"] = level
+    return np.clip((residual - floor) / max(level - floor, 1e-6), 0.0, 1.0), notes
+
+
+def paper_level(bright_ink: np.ndarray) -> np.ndarray:
+    """The background under bright ink: an opening (min then max filter) wider than any stroke, on a coarse copy."""
+    height, width = bright_ink.shape
+    factor = max(height, width) / BACKGROUND_SIDE
+    small = cv2.resize(bright_ink, (max(1, round(width / factor)), max(1, round(height / factor))),
+                       interpolation=cv2.INTER_AREA)
+    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (BACKGROUND_SIDE // 4 + 1,) * 2)
+    opened = cv2.morphologyEx(small, cv2.MORPH_OPEN, kernel, borderType=cv2.BORDER_REPLICATE)
+    opened = cv2.GaussianBlur(opened, (0, 0), 2.0)
+    return cv2.resize(opened, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+# --- 6. segmentation ----------------------------------------------------------------------------------------------
+
+@dataclass
+class Region:
+    """A set of strokes taken as one digit: component labels and their joint box in working pixels."""
+
+    labels: list[int]
+    x: int
+    y: int
+    width: int
+    height: int
+    area: int
+
+    @property
+    def right(self) -> int:
+        return self.x + self.width
+
+    @property
+    def bottom(self) -> int:
+        return self.y + self.height
+
+    def merged(self, other: "Region") -> "Region":
+        x, y = min(self.x, other.x), min(self.y, other.y)
+        right, bottom = max(self.right, other.right), max(self.bottom, other.bottom)
+        return Region(self.labels + other.labels, x, y, right - x, bottom - y, self.area + other.area)
+
+
+def components(ink: np.ndarray) -> tuple[np.ndarray, list[Region]]:
+    """Connected strokes (8-connectivity) without specks: the label image and one Region per component."""
+    mask = (ink > INK_LEVEL).astype(np.uint8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    regions = [Region([i], *(int(v) for v in stats[i, :5])) for i in range(1, count)]
+    if not regions:
+        return labels, []
+    largest = max(r.area for r in regions)
+    return labels, [r for r in regions if r.area >= max(4, 0.02 * largest)]
+
+
+def merge_broken(regions: list[Region]) -> list[Region]:
+    """Join pieces that sit above one another (a 5's detached bar, a broken 4): digits are written side by side."""
+    regions = sorted(regions, key=lambda r: r.x)
+    merged: list[Region] = []
+    for region in regions:
+        if merged and _horizontal_overlap(merged[-1], region) > 0.5:
+            merged[-1] = merged[-1].merged(region)
+        else:
+            merged.append(region)
+    return merged
+
+
+def _horizontal_overlap(a: Region, b: Region) -> float:
+    overlap = min(a.right, b.right) - max(a.x, b.x)
+    return overlap / max(1, min(a.width, b.width))
+
+
+def split_touching(ink: np.ndarray, labels: np.ndarray, region: Region, digit_height: int) -> list[Region]:
+    """Cut a region far wider than one digit at the columns with least ink near where equal-width digits would meet."""
+    count = round(region.width / (0.75 * digit_height))
+    if count < 2 or region.width < 1.2 * region.height:
+        return [region]
+    inside = np.isin(labels[region.y:region.bottom, region.x:region.right], region.labels)
+    profile = (ink[region.y:region.bottom, region.x:region.right] * inside).sum(axis=0)
+    cuts, window = [], max(1, region.width // (3 * count))
+    for k in range(1, count):
+        guess = round(k * region.width / count)
+        lo, hi = max(1, guess - window), min(region.width - 1, guess + window)
+        cuts.append(lo + int(np.argmin(profile[lo:hi])) if hi > lo else guess)
+    pieces, edges = [], [0, *cuts, region.width]
+    for left, right in zip(edges[:-1], edges[1:]):
+        rows = np.nonzero(inside[:, left:right].any(axis=1))[0]
+        if len(rows) == 0:
+            continue
+        pieces.append(Region(region.labels, region.x + left, region.y + int(rows[0]), right - left,
+                             int(rows[-1] - rows[0] + 1), int(inside[:, left:right].sum())))
+    return pieces
+
+
+def find_glyphs(ink: np.ndarray, multi: bool) -> tuple[np.ndarray, list[Region]]:
+    """The regions to read, left to right: all the ink as one digit, or (``multi``) one region per digit.
+    Returns them with the component label image their ``labels`` refer to."""
+    labels, regions = components(ink)
+    if not regions:
+        return labels, []
+    if not multi:
+        whole = regions[0]
+        for region in regions[1:]:
+            whole = whole.merged(region)
+        return labels, [whole]
+    regions = merge_broken(regions)
+    digit_height = int(np.median([r.height for r in regions]))
+    split = [piece for r in regions for piece in split_touching(ink, labels, r, digit_height)]
+    return labels, sorted(split, key=lambda r: r.x)
+
+
+# --- 7. MNIST form ------------------------------------------------------------------------------------------------
+
+def region_ink(ink: np.ndarray, labels: np.ndarray, region: Region) -> np.ndarray:
+    """The ink inside a region's box that belongs to its strokes, soft edges included, other strokes left out."""
+    window = (slice(region.y, region.bottom), slice(region.x, region.right))
+    own = np.isin(labels, region.labels).astype(np.uint8)
+    own = cv2.dilate(own, np.ones((3, 3), np.uint8))  # keep the anti-aliased rim below INK_LEVEL
+    return ink[window] * own[window]
+
+
+def to_mnist(crop: np.ndarray) -> np.ndarray:
+    """A digit's ink (h, w) -> (28, 28) float32: fitted into 20x20 keeping its aspect, centre of mass at the centre.
+
+    MNIST shifted whole pixels, so its centres of mass sit within half a pixel of (14, 14); so do ours.
+    """
+    height, width = crop.shape
+    scale = BOX / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    digit = np.clip(cv2.resize(crop.astype(np.float32), size, interpolation=interpolation), 0.0, 1.0)
+    h, w = digit.shape
+    mass = float(digit.sum())
+    if mass > 0:
+        cy = float((digit.sum(axis=1) * np.arange(h)).sum() / mass)
+        cx = float((digit.sum(axis=0) * np.arange(w)).sum() / mass)
+    else:
+        cy, cx = (h - 1) / 2, (w - 1) / 2
+    top = int(np.clip(round(FIELD / 2 - cy), 0, FIELD - h))
+    left = int(np.clip(round(FIELD / 2 - cx), 0, FIELD - w))
+    field_ = np.zeros((FIELD, FIELD), np.float32)
+    field_[top:top + h, left:left + w] = digit
+    return field_
+
+
+def normalise(images: np.ndarray, mean: float, std: float) -> np.ndarray:
+    """(N, 28, 28) images in [0, 1] -> (N, 1, 28, 28) float32 standardised as the model was trained."""
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim == 2:
+        images = images[None]
+    return ((images - mean) / std)[:, None].astype(np.float32)
+
+
+# --- all steps ----------------------------------------------------------------------------------------------------
+
+def prepare(source, polarity: str = "auto", multi: bool = False, max_pixels: int = MAX_PIXELS) -> Prepared:
+    """Run every step on one image: the MNIST-form glyphs with their boxes, or a reason why there are none.
+
+    Raises ImageError only when the input cannot be read as an image; a blank page or noise is a normal answer
+    (``reason`` set, no glyphs).
+    """
+    if polarity not in POLARITIES:
+        raise ValueError(f"polarity must be one of {', '.join(POLARITIES)}, not {polarity!r}")
+    image, decode_scale = load_image(source, max_pixels)
+    gray = to_gray(image)
+    size = (round(gray.shape[1] * decode_scale), round(gray.shape[0] * decode_scale))
+    work, work_scale = shrink(gray)
+    to_original = decode_scale * work_scale
+
+    detected, one_sidedness = find_polarity(work, coarse_background(work))
+    notes = {"one_sidedness": one_sidedness, "detected_polarity": detected}
+    chosen = detected if polarity == "auto" else polarity
+    ink, ink_notes = ink_map(work, chosen)
+    notes |= ink_notes
+    if not ink.any():
+        reason = ("blank image: no ink stands out from the background" if notes["noise"] < 0.04 else
+                  "no clear strokes: nothing stands out from the noise")
+        return Prepared([], chosen, size, reason, notes)
+    if polarity == "auto" and one_sidedness < 0.5:
+        return Prepared([], chosen, size, "no clear ink: as much stands out darker as lighter (noise or a "
+                                          "photo, not a digit on a plain background)", notes)
+
+    labels, regions = find_glyphs(ink, multi)
+    glyphs = []
+    for region in regions:
+        box = tuple(int(round(v * to_original)) for v in (region.x, region.y, region.width, region.height))
+        glyphs.append(Glyph(to_mnist(region_ink(ink, labels, region)), box))
+    return Prepared(glyphs, chosen, size, None, notes)
