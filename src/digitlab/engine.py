@@ -11,9 +11,14 @@ including ``normalisation``) and ``logits(batch)``; ``load_engine`` picks one by
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+
+
+# The bundled model exported to ONNX, beside the bundled checkpoint (checkpoint.BUNDLED; not imported: it needs torch).
+BUNDLED_ONNX = Path(__file__).parent / "pretrained" / "digitnet.onnx"
 
 
 class Engine(Protocol):
@@ -50,7 +55,45 @@ class TorchEngine:
             return self.model(torch.from_numpy(batch).to(self.device)).float().cpu().numpy()
 
 
-BACKENDS = {"torch": TorchEngine}
+class OnnxEngine:
+    """A model exported by ``digitlab export`` run by onnxruntime: no PyTorch anywhere, for a lighter deployment.
+
+    The checkpoint's metadata travels inside the .onnx file (``metadata_props["digitlab"]``), so the file describes
+    itself as the checkpoint did. One session serves many threads at once; onnxruntime's ``run`` is thread-safe.
+    """
+
+    def __init__(self, path: str | os.PathLike | None = None, threads: int | None = None):
+        import json
+
+        import onnxruntime
+
+        path = BUNDLED_ONNX if path is None else Path(path)
+        if path.suffix == ".safetensors":
+            raise ValueError(f"{path}: the onnx backend runs .onnx files; make one with "
+                             f"`digitlab export {path} --onnx model.onnx`")
+        if not path.is_file():
+            raise ValueError(f"{path}: no such ONNX model file")
+        options = onnxruntime.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types for every kind of bad file
+            raise ValueError(f"{path}: not a readable ONNX model ({' '.join(str(exc).split())[:200]})") from None
+        props = self.session.get_modelmeta().custom_metadata_map
+        if "digitlab" not in props:
+            raise ValueError(f"{path}: an ONNX model, but not one written by `digitlab export` (no metadata)")
+        self.metadata = json.loads(props["digitlab"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        batch = check_batch(batch)
+        if len(batch) == 0:
+            return np.zeros((0, 10), np.float32)
+        return self.session.run(None, {self.input_name: batch})[0]
+
+
+BACKENDS = {"torch": TorchEngine, "onnx": OnnxEngine}
 
 
 def load_engine(path: str | os.PathLike | None = None, backend: str = "torch", **options) -> Engine:

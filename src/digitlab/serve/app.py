@@ -1,0 +1,274 @@
+"""The web page and the REST API around one model: ``create_app()`` builds the FastAPI app ``digitlab serve`` runs.
+
+    GET  /                    the page: draw a digit or drop an image (static files, no build step)
+    POST /api/predict         one image, as the raw request body or the multipart field ``file``
+                              (?multi=true reads a number; ?polarity=, ?threshold= as in `digitlab predict`)
+    POST /api/predict/batch   several images in the multipart field ``files``: one result (or error) per file
+    GET  /api/health          is the model loaded
+    GET  /api/model           the checkpoint's metadata
+    GET  /docs                OpenAPI documentation
+
+Every image goes through ``predict.Recognizer`` and so through ``preprocess`` - the one preprocessing path; the
+server only refuses what is not worth decoding. The answer includes the 28x28 image the model saw, as a PNG data
+URL, so the page can show it.
+
+Bad input is an HTTP error with a one-line ``detail``, never a traceback: a body over the size limit is 413 (from
+its Content-Length, or counted as it streams in); an image with too many pixels is 413, refused from its header
+before a byte of it is decoded; something that is not an image is 415; a truncated or corrupt image, an empty body
+or a missing form field is 422. The model is loaded once, in the lifespan; inference runs in the thread pool, so
+the event loop keeps accepting requests, and the one engine is shared by all threads (both backends are
+thread-safe for inference).
+
+    uvicorn --factory digitlab.serve.app:create_app      # or: digitlab serve --backend onnx --model m.onnx
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import os
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from PIL import Image, UnidentifiedImageError
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from digitlab.predict import DEFAULT_THRESHOLD, Prediction, Recognizer
+
+STATIC = Path(__file__).parent / "static"
+log = logging.getLogger("digitlab.serve")
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_upload_bytes: int = 10 * 2**20    # the body of POST /api/predict
+    max_batch_bytes: int = 50 * 2**20     # the body of POST /api/predict/batch
+    max_batch_files: int = 64
+    max_pixels: int = 40_000_000          # width x height, read from the header before decoding
+
+
+class ApiError(Exception):
+    """Bad input, answered with ``status`` and a one-line ``detail``."""
+
+    def __init__(self, status: int, detail: str):
+        super().__init__(detail)
+        self.status, self.detail = status, detail
+
+
+# --- request bodies -----------------------------------------------------------------------------------------------
+
+class BodyLimit:
+    """ASGI middleware: refuse a body over the limit from its Content-Length, else count it as it streams in.
+
+    A client can lie about the length or send chunks without one, so counting is what really holds; the header check
+    just answers honest clients at once, without reading their upload.
+    """
+
+    def __init__(self, app, limits: Limits):
+        self.app, self.limits = app, limits
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            return await self.app(scope, receive, send)
+        limit = self.limits.max_batch_bytes if scope["path"].endswith("/batch") else self.limits.max_upload_bytes
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            detail = (f"body too large: {int(declared):,} bytes is over the limit of {limit:,}" if declared.isdigit()
+                      else "invalid Content-Length header")
+            response = JSONResponse({"detail": detail}, status_code=413 if declared.isdigit() else 400)
+            return await response(scope, receive, send)
+        received = 0
+
+        async def counted_receive():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise ApiError(413, f"body too large: over the limit of {limit:,} bytes")
+            return message
+
+        await self.app(scope, counted_receive, send)
+
+
+def screen(data: bytes, limits: Limits) -> None:
+    """Refuse what is not worth decoding, from the bytes' header alone (Pillow's ``open`` reads no pixel data)."""
+    if not data:
+        raise ApiError(422, "empty body: send an image file (PNG, JPEG, ...) as the request body or in the form "
+                            "field 'file'")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+    except UnidentifiedImageError:
+        raise ApiError(415, f"not an image: {len(data):,} bytes in no format Pillow can read "
+                            f"(send PNG, JPEG, GIF, BMP, TIFF or WebP)") from None
+    except Image.DecompressionBombError:
+        raise ApiError(413, f"image too large: over the limit of {limits.max_pixels:,} pixels") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ApiError(422, f"unreadable image header ({' '.join(str(exc).split())[:160]})") from None
+    if width * height > limits.max_pixels:
+        raise ApiError(413, f"image too large: {width}x{height} pixels is over the limit of {limits.max_pixels:,}")
+
+
+async def form_files(request: Request, field: str, limits: Limits) -> list[UploadFile]:
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise ApiError(415, f"send the images as multipart/form-data in the field '{field}'")
+    form = await request.form(max_files=limits.max_batch_files, max_fields=limits.max_batch_files)
+    files = [item for item in form.getlist(field) if isinstance(item, UploadFile)]
+    if not files:
+        fields = ", ".join(repr(name) for name in form.keys()) or "none"
+        raise ApiError(422, f"no file in the form field '{field}' (fields sent: {fields})")
+    return files
+
+
+# --- answers ------------------------------------------------------------------------------------------------------
+
+def png_data_url(image: np.ndarray) -> str:
+    """(28, 28) float image in [0, 1] -> a data: URL of its 8-bit PNG."""
+    buffer = io.BytesIO()
+    Image.fromarray((np.clip(image, 0.0, 1.0) * 255 + 0.5).astype(np.uint8), "L").save(buffer, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def answer(prediction: Prediction) -> dict[str, Any]:
+    """The JSON for one readable image: ``Prediction.to_dict()`` plus what the model saw and the image's size."""
+    body = prediction.to_dict()
+    body["name"] = body.pop("path")
+    body |= {"multi": prediction.multi, "polarity": prediction.polarity,
+             "size": list(prediction.size) if prediction.size else None}
+    if prediction.multi:
+        for item, digit in zip(body["digits"], prediction.digits):
+            item["image"] = png_data_url(digit.image)
+    else:
+        body["image"] = png_data_url(prediction.digits[0].image) if prediction.digits else None
+    return body
+
+
+def recognise(recognizer: Recognizer, items: list[tuple[str, bytes]], multi: bool,
+              limits: Limits) -> list[dict[str, Any]]:
+    """Screen every item, run the readable ones through the model in one call, and answer each in order.
+
+    Runs in a worker thread. An item that cannot be read answers ``{"name", "error", "status"}``.
+    """
+    answers: list[dict[str, Any] | None] = [None] * len(items)
+    readable = []
+    for index, (name, data) in enumerate(items):
+        try:
+            screen(data, limits)
+            readable.append(index)
+        except ApiError as exc:
+            answers[index] = {"name": name, "error": exc.detail, "status": exc.status}
+    for index, prediction in zip(readable, recognizer.predict([items[i] for i in readable], multi)):
+        answers[index] = ({"name": prediction.source, "error": prediction.error, "status": 422}
+                          if prediction.error is not None else answer(prediction))
+    return answers
+
+
+# --- the app ------------------------------------------------------------------------------------------------------
+
+IMAGE_BODY = {"requestBody": {"required": True, "content": {
+    "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
+                                       "properties": {"file": {"type": "string", "format": "binary"}}}},
+    **{kind: {"schema": {"type": "string", "format": "binary"}}
+       for kind in ("image/png", "image/jpeg", "image/webp", "application/octet-stream")},
+}}}
+BATCH_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["files"],
+    "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"}}}}}}}}
+ERRORS = {413: {"description": "body or image too large"}, 415: {"description": "not an image"},
+          422: {"description": "empty, truncated or corrupt image, or a missing form field"}}
+Polarity = Literal["auto", "dark-on-light", "light-on-dark"]
+
+
+def create_app(model_path: str | os.PathLike | None = None, backend: str = "torch", *,
+               threshold: float = DEFAULT_THRESHOLD, limits: Limits = Limits(),
+               engine_options: dict[str, Any] | None = None) -> FastAPI:
+    """The app for the model at ``model_path`` (None: the bundled one) run by ``backend`` ("torch" or "onnx").
+
+    Nothing is loaded here; the model is loaded when the app starts (its lifespan).
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        from digitlab.engine import load_engine
+
+        app.state.engine = load_engine(model_path, backend, **(engine_options or {}))
+        log.info("model %s loaded (%s backend)", app.state.engine.metadata.get("arch"), backend)
+        yield
+
+    app = FastAPI(title="digitlab", version=_version(), lifespan=lifespan,
+                  description="Recognise handwritten digits in images: one digit, or a number with ?multi=true.")
+    app.add_middleware(BodyLimit, limits=limits)
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError):
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception):
+        log.exception("unhandled error in %s %s", request.method, request.url.path)  # the traceback stays here
+        return JSONResponse({"detail": "internal server error"}, status_code=500)
+
+    def recognizer(request: Request, polarity: str, request_threshold: float | None) -> Recognizer:
+        chosen = threshold if request_threshold is None else request_threshold
+        return Recognizer(request.app.state.engine, chosen, polarity)
+
+    @app.get("/", include_in_schema=False)
+    async def page():
+        return FileResponse(STATIC / "index.html")
+
+    @app.post("/api/predict", openapi_extra=IMAGE_BODY, responses=ERRORS)
+    async def predict(request: Request, multi: bool = False, polarity: Polarity = "auto",
+                      threshold: float | None = Query(None, ge=0.0, le=1.0)) -> dict[str, Any]:
+        """Recognise one image: ``digit``, ``confidence``, ``probabilities``, ``box`` and ``image`` (the 28x28
+        input the model saw); with ``multi=true`` the ``number`` and per-digit ``digits`` with boxes. ``digit`` is
+        null and ``reason`` says why when the model is unsure or the image is blank."""
+        if request.headers.get("content-type", "").startswith("multipart/form-data"):
+            upload = (await form_files(request, "file", limits))[0]
+            name, data = upload.filename or "upload", await upload.read()
+        else:
+            name, data = "body", await request.body()
+        result = (await run_in_threadpool(recognise, recognizer(request, polarity, threshold), [(name, data)],
+                                          multi, limits))[0]
+        if "error" in result and "status" in result:
+            raise ApiError(result["status"], result["error"])
+        return result
+
+    @app.post("/api/predict/batch", openapi_extra=BATCH_BODY, responses=ERRORS)
+    async def predict_batch(request: Request, multi: bool = False, polarity: Polarity = "auto",
+                            threshold: float | None = Query(None, ge=0.0, le=1.0)) -> dict[str, Any]:
+        """Recognise several images in one model call: ``results`` in the order sent, an unreadable file answering
+        ``error`` and ``status`` in its place while the others are read."""
+        files = await form_files(request, "files", limits)
+        items = [(upload.filename or f"file {i}", await upload.read()) for i, upload in enumerate(files)]
+        results = await run_in_threadpool(recognise, recognizer(request, polarity, threshold), items, multi, limits)
+        return {"results": results}
+
+    @app.get("/api/health")
+    async def health(request: Request) -> dict[str, Any]:
+        engine = getattr(request.app.state, "engine", None)
+        return {"status": "ok" if engine is not None else "loading", "backend": backend,
+                "model": engine.metadata.get("arch") if engine is not None else None}
+
+    @app.get("/api/model")
+    async def model(request: Request) -> dict[str, Any]:
+        """The checkpoint's metadata (network, normalisation, training config, metrics, versions) and how it is
+        served."""
+        return {"backend": backend, "threshold": threshold, "metadata": request.app.state.engine.metadata,
+                "limits": asdict(limits)}
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
+
+
+def _version() -> str:
+    from digitlab import __version__
+
+    return __version__
