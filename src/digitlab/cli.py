@@ -4,6 +4,7 @@
     digitlab eval runs/cnn5x5_dense1000/model.safetensors
     digitlab models
     digitlab summary cnn5x5_dense1000
+    digitlab serve --model model.onnx          (cli_serve.py: serve, export)
 
 Bad arguments or input end in a one-line message and exit code 2, never a traceback.
 """
@@ -128,6 +129,10 @@ def build_parser() -> Parser:
     p.add_argument("--tta", action="store_true", help="average over 1-pixel shifts (test-time augmentation)")
     p.add_argument("--json", action="store_true", help="one JSON object instead of the table")
     p.set_defaults(handler=cmd_eval)
+
+    from digitlab.cli_serve import add_serve_parsers
+
+    add_serve_parsers(sub)
     return parser
 
 

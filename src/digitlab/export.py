@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import warnings
 from dataclasses import dataclass
@@ -47,6 +48,8 @@ class ExportReport:
 def to_onnx(model: torch.nn.Module, opset: int = OPSET) -> bytes:
     """The model as a serialised ONNX graph with a dynamic batch axis (torch.export based exporter)."""
     example = torch.zeros(2, 1, 28, 28)
+    # The exporter logs that torchvision's operators are missing; digitlab's networks use none of them.
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's notes about its own internals mean nothing to a user
         program = torch.onnx.export(model.eval(), (example,), input_names=["image"], output_names=["logits"],

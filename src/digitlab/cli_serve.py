@@ -1,0 +1,88 @@
+"""The ``serve`` and ``export`` subcommands (wired into ``digitlab.cli``).
+
+    digitlab serve                                   # the bundled model on http://127.0.0.1:8000
+    digitlab serve --model model.onnx                # onnxruntime, PyTorch never imported
+    digitlab export runs/x/model.safetensors --onnx model.onnx
+
+Heavy imports (FastAPI, uvicorn, PyTorch, onnxruntime) happen inside the handlers.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+BACKENDS = ("torch", "onnx")
+
+
+def add_serve_parsers(subparsers) -> None:
+    p = subparsers.add_parser("serve", help="the web page and REST API on http://HOST:PORT (docs at /docs)")
+    p.add_argument("--model", help="a .safetensors checkpoint or an exported .onnx file (default: the bundled model)")
+    p.add_argument("--backend", choices=BACKENDS, help="what runs the model (default: onnx for a .onnx file, "
+                   "else torch)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--threshold", type=float, help="confidence below which the answer is 'unsure' (default: 0.7)")
+    p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest request body accepted (default: 10)")
+    p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    p.set_defaults(handler=cmd_serve)
+
+    p = subparsers.add_parser("export", help="write a checkpoint as ONNX, checked against PyTorch in onnxruntime")
+    p.add_argument("checkpoint", nargs="?", help="a .safetensors checkpoint (default: the bundled model)")
+    p.add_argument("--onnx", required=True, metavar="OUT.onnx", help="the file to write")
+    p.add_argument("--tolerance", type=float, default=1e-4, help="largest |logit difference| accepted (1e-4)")
+    p.add_argument("--check-images", type=int, default=2000, help="MNIST test images compared (default: 2000)")
+    p.add_argument("--data-dir", help="folder with the four MNIST files (default: $DIGITLAB_DATA, then the cache)")
+    p.set_defaults(handler=cmd_export)
+
+
+def backend_for(model: str | None, backend: str | None) -> str:
+    """The backend asked for, else the one that runs the file: onnx for ``.onnx``, torch for a checkpoint."""
+    if backend is not None:
+        return backend
+    return "onnx" if model is not None and model.endswith(".onnx") else "torch"
+
+
+def cmd_serve(args) -> int:
+    import uvicorn
+
+    from digitlab.engine import BUNDLED_ONNX
+    from digitlab.predict import DEFAULT_THRESHOLD
+    from digitlab.serve.app import Limits, create_app
+
+    backend = backend_for(args.model, args.backend)
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+        raise ValueError(f"--threshold must be between 0 and 1, not {args.threshold}")
+    if args.max_upload_mb <= 0:
+        raise ValueError("--max-upload-mb must be positive")
+    if args.model is not None and not Path(args.model).is_file():  # one line here, not a failed start-up later
+        raise ValueError(f"--model {args.model}: no such file")
+    if backend == "onnx" and args.model is None and not BUNDLED_ONNX.is_file():
+        raise ValueError("no bundled ONNX model in this install: pass --model FILE.onnx (see `digitlab export`)")
+    limits = Limits(max_upload_bytes=int(args.max_upload_mb * 2**20))
+    app = create_app(args.model, backend, limits=limits,
+                     threshold=DEFAULT_THRESHOLD if args.threshold is None else args.threshold)
+    print(f"serving {args.model or 'the bundled model'} ({backend}) on http://{args.host}:{args.port} "
+          f"- API docs at /docs", file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from digitlab.export import ExportError, export_onnx
+
+    if not args.onnx.endswith(".onnx"):
+        raise ValueError(f"--onnx {args.onnx}: the output file should end in .onnx")
+    if args.check_images < 1:
+        raise ValueError("--check-images must be at least 1")
+    try:
+        report = export_onnx(args.checkpoint, args.onnx, tolerance=args.tolerance, check_images=args.check_images,
+                             data_dir=args.data_dir)
+    except ExportError as exc:
+        print(f"digitlab export: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {report.path} ({report.size_bytes / 1e6:.2f} MB, dynamic batch axis): onnxruntime matches PyTorch "
+          f"on {report.images_checked} MNIST test images, max |logit difference| {report.max_abs_diff:.2g}, "
+          f"same class for {report.agreement:.2%}")
+    return 0
+

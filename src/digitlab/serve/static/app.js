@@ -1,0 +1,277 @@
+// The page: draw on a canvas (mouse, pen or touch) or open an image, send it as it is to /api/predict, show the
+// answer. No preprocessing here: the canvas goes out as a PNG and the server's preprocess module does the rest.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const canvas = $("canvas"), ctx = canvas.getContext("2d");
+const SIZES = { single: [280, 280], multi: [840, 280] };  // canvas pixels; the CSS scales them to the screen
+const STROKE = 20;            // pen width in canvas pixels: MNIST strokes are ~2 of 28 pixels, ours ~20 of 280
+const DEBOUNCE_MS = 120;      // while drawing, ask at most this often
+
+let mode = "single";
+let strokes = [];             // each a list of {x, y} in canvas pixels: undo removes the last, then redraws
+let current = null;           // the stroke under the pen
+let photo = null;             // the File being shown instead of the canvas
+let timer = null, inFlight = false, queued = false, sequence = 0;
+
+// --- drawing ----------------------------------------------------------------------------------------------------
+
+function paper() {
+  ctx.fillStyle = "#fff";
+  ctx.fillRect(0, 0, canvas.width, canvas.height);
+  ctx.lineCap = ctx.lineJoin = "round";
+  ctx.strokeStyle = "#111";
+  ctx.fillStyle = "#111";
+  ctx.lineWidth = STROKE;
+}
+
+function drawStroke(points) {
+  if (points.length === 1) {  // a tap is a dot
+    ctx.beginPath();
+    ctx.arc(points[0].x, points[0].y, STROKE / 2, 0, 2 * Math.PI);
+    ctx.fill();
+    return;
+  }
+  ctx.beginPath();
+  ctx.moveTo(points[0].x, points[0].y);
+  for (const p of points.slice(1)) ctx.lineTo(p.x, p.y);
+  ctx.stroke();
+}
+
+function redraw() {
+  paper();
+  strokes.forEach(drawStroke);
+  $("hint").hidden = strokes.length > 0 || photo !== null;
+  $("undo").disabled = strokes.length === 0;
+}
+
+function toCanvas(event) {
+  const rect = canvas.getBoundingClientRect();
+  return { x: (event.clientX - rect.left) * canvas.width / rect.width,
+           y: (event.clientY - rect.top) * canvas.height / rect.height };
+}
+
+canvas.addEventListener("pointerdown", (event) => {
+  if (event.button !== 0) return;
+  event.preventDefault();
+  canvas.setPointerCapture(event.pointerId);
+  if (photo) showCanvas();
+  current = [toCanvas(event)];
+  strokes.push(current);
+  redraw();
+});
+
+canvas.addEventListener("pointermove", (event) => {
+  if (!current) return;
+  const events = event.getCoalescedEvents ? event.getCoalescedEvents() : [event];
+  const last = current[current.length - 1];
+  const added = (events.length ? events : [event]).map(toCanvas);
+  current.push(...added);
+  ctx.beginPath();
+  ctx.moveTo(last.x, last.y);
+  for (const p of added) ctx.lineTo(p.x, p.y);
+  ctx.stroke();
+  schedule();
+});
+
+function endStroke() {
+  if (!current) return;
+  current = null;
+  redraw();
+  predictNow();
+}
+canvas.addEventListener("pointerup", endStroke);
+canvas.addEventListener("pointercancel", endStroke);
+
+function undo() {
+  if (!strokes.length) return;
+  strokes.pop();
+  redraw();
+  predictNow();
+}
+
+function clearAll() {
+  strokes = [];
+  photo = null;
+  showCanvas();
+  showResult(null);
+}
+
+$("undo").addEventListener("click", undo);
+$("clear").addEventListener("click", clearAll);
+document.addEventListener("keydown", (event) => {
+  if ((event.ctrlKey || event.metaKey) && event.key === "z") { event.preventDefault(); undo(); }
+  if (event.key === "Escape") clearAll();
+});
+
+// --- mode, files ------------------------------------------------------------------------------------------------
+
+for (const radio of document.querySelectorAll('input[name="mode"]')) {
+  radio.addEventListener("change", () => {
+    mode = radio.value;
+    [canvas.width, canvas.height] = SIZES[mode];
+    $("surface").classList.toggle("multi", mode === "multi");
+    strokes = [];
+    if (photo) { fitSurface(); predictNow(); } else { redraw(); showResult(null); }
+  });
+}
+
+function showCanvas() {
+  photo = null;
+  $("photo").hidden = true;
+  $("photo").removeAttribute("src");
+  canvas.hidden = false;
+  fitSurface();
+  redraw();
+}
+
+function showPhoto(file) {
+  photo = file;
+  strokes = [];
+  const img = $("photo");
+  img.onload = fitSurface;
+  img.src = URL.createObjectURL(file);
+  img.hidden = false;
+  redraw();
+  predictNow();
+}
+
+// The surface takes the shape of what it shows, so the boxes (in image pixels) land on the right spot.
+function fitSurface() {
+  const img = $("photo");
+  const surface = $("surface");
+  if (photo && img.naturalWidth) {
+    surface.style.aspectRatio = `${img.naturalWidth} / ${img.naturalHeight}`;
+  } else {
+    surface.style.aspectRatio = "";
+  }
+}
+
+$("file-input").addEventListener("change", (event) => {
+  const file = event.target.files[0];
+  if (file) showPhoto(file);
+  event.target.value = "";  // picking the same file again still fires
+});
+
+const surface = $("surface");
+surface.addEventListener("dragover", (event) => { event.preventDefault(); $("drop").hidden = false; });
+surface.addEventListener("dragleave", () => { $("drop").hidden = true; });
+surface.addEventListener("drop", (event) => {
+  event.preventDefault();
+  $("drop").hidden = true;
+  const file = event.dataTransfer.files[0];
+  if (file) showPhoto(file);
+});
+
+// --- asking the server ------------------------------------------------------------------------------------------
+
+function schedule() {
+  clearTimeout(timer);
+  timer = setTimeout(predictNow, DEBOUNCE_MS);
+}
+
+async function predictNow() {
+  clearTimeout(timer);
+  if (inFlight) { queued = true; return; }   // one request at a time; the latest drawing goes next
+  if (!photo && strokes.length === 0) { showResult(null); return; }
+  inFlight = true;
+  const mine = ++sequence;
+  $("result").dataset.status = "busy";
+  try {
+    const body = photo ?? await new Promise((resolve) => canvas.toBlob(resolve, "image/png"));
+    const response = await fetch(`/api/predict?multi=${mode === "multi"}`, {
+      method: "POST", body, headers: { "Content-Type": body.type || "application/octet-stream" },
+    });
+    const answer = await response.json();
+    if (mine !== sequence) return;
+    if (!response.ok) throw new Error(typeof answer.detail === "string" ? answer.detail : response.statusText);
+    showResult(answer);
+  } catch (error) {
+    showResult(null);
+    showMessage(`Could not read that: ${error.message}`);
+  } finally {
+    inFlight = false;
+    if (queued) { queued = false; predictNow(); }
+  }
+}
+
+// --- showing the answer -----------------------------------------------------------------------------------------
+
+const bars = [];
+for (let digit = 0; digit < 10; digit++) {
+  const row = document.createElement("li");
+  row.innerHTML = `<span>${digit}</span><span class="track"><span class="fill"></span></span><span class="pct"></span>`;
+  $("bars").append(row);
+  bars.push(row);
+}
+
+function showMessage(text) {
+  $("message").textContent = text;
+  $("message").hidden = !text;
+}
+
+function percent(p) { return `${(100 * p).toFixed(p > 0.995 || p < 0.005 ? 0 : 1)}%`; }
+
+function showResult(answer) {
+  showMessage("");
+  $("boxes").replaceChildren();
+  $("glyphs").replaceChildren();
+  $("result").dataset.status = answer ? "done" : "idle";
+  const multi = answer?.multi ?? mode === "multi";
+  $("glyphs").hidden = !multi;
+
+  const digits = answer ? (multi ? answer.digits : (answer.box ? [answer] : [])) : [];
+  const main = multi ? digits[0] : answer;
+  $("digit").textContent = answer ? (multi ? (answer.number ?? "?") : (answer.digit ?? "?")) : "–";
+  $("digit").classList.toggle("long", multi);
+  $("digit").classList.toggle("empty", !answer);
+  $("confidence").textContent = answer && answer.confidence !== null ? `${percent(answer.confidence)} sure` : "\u00a0";
+  $("reason").textContent = answer?.reason ?? "";
+  const seen = multi ? digits[0]?.image : answer?.image;
+  if (seen) $("seen").src = seen; else $("seen").removeAttribute("src");
+
+  const probabilities = main?.probabilities ?? new Array(10).fill(0);
+  const best = probabilities.indexOf(Math.max(...probabilities));
+  bars.forEach((row, digit) => {
+    row.querySelector(".fill").style.width = `${100 * probabilities[digit]}%`;
+    row.querySelector(".pct").textContent = main ? percent(probabilities[digit]) : "";
+    row.classList.toggle("top", Boolean(main) && digit === best);
+  });
+
+  if (answer?.size) {
+    const [width, height] = answer.size;
+    digits.forEach((d) => {
+      const [x, y, w, h] = d.box;
+      const box = document.createElement("div");
+      box.className = (d.digit === null ? "box unsure" : "box") + (y / height < 0.12 ? " low-label" : "");
+      Object.assign(box.style, { left: `${100 * x / width}%`, top: `${100 * y / height}%`,
+                                 width: `${100 * w / width}%`, height: `${100 * h / height}%` });
+      if (multi) box.innerHTML = `<span>${d.digit ?? "?"}</span>`;
+      $("boxes").append(box);
+    });
+  }
+  if (multi) {
+    digits.forEach((d) => {
+      const item = document.createElement("li");
+      item.innerHTML = `<img alt="digit as the model saw it"><b>${d.digit ?? "?"}</b>${percent(d.confidence)}`;
+      item.querySelector("img").src = d.image;
+      $("glyphs").append(item);
+    });
+  }
+}
+
+async function showModel() {
+  try {
+    const info = await (await fetch("/api/model")).json();
+    const metrics = info.metadata.metrics ?? {};
+    const accuracy = metrics.test_accuracy ?? metrics.val_accuracy;
+    $("model-info").textContent = `${info.metadata.arch} · ${info.backend}` +
+      (accuracy !== undefined ? ` · ${(100 * accuracy).toFixed(2)}% on ${metrics.test_accuracy !== undefined ? "MNIST test" : "validation"}` : "");
+  } catch {
+    $("model-info").textContent = "model information unavailable";
+  }
+}
+
+redraw();
+showResult(null);
+showModel();
