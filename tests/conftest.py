@@ -42,3 +42,31 @@ def test_split(mnist_dir):
     from digitlab.data import load_mnist
 
     return load_mnist("test", mnist_dir)
+
+
+# --- a model to serve and export ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def served_checkpoint(mnist_dir, tmp_path_factory) -> Path:
+    """The bundled model when this checkout has it, else a small network trained here in about ten seconds."""
+    from digitlab import checkpoint
+
+    if checkpoint.BUNDLED.is_file():
+        return checkpoint.BUNDLED
+    from digitlab.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("tiny-model")
+    train(TrainConfig(model="conv3_dense64", epochs=1, limit=12000, validation_split=0.0, seed=0, threads=2,
+                      data_dir=str(mnist_dir)), out, quiet=True)
+    return out / "model.safetensors"
+
+
+@pytest.fixture(scope="session")
+def served_onnx(served_checkpoint, mnist_dir, tmp_path_factory) -> Path:
+    """``served_checkpoint`` exported by ``digitlab.export`` (checked against PyTorch on 500 test images)."""
+    from digitlab.export import export_onnx
+
+    out = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    export_onnx(served_checkpoint, out, check_images=500, data_dir=mnist_dir)
+    return out
+

@@ -109,8 +109,8 @@ def screen(data: bytes, limits: Limits) -> None:
     except UnidentifiedImageError:
         raise ApiError(415, f"not an image: {len(data):,} bytes in no format Pillow can read "
                             f"(send PNG, JPEG, GIF, BMP, TIFF or WebP)") from None
-    except Image.DecompressionBombError:
-        raise ApiError(413, f"image too large: over the limit of {limits.max_pixels:,} pixels") from None
+    except Image.DecompressionBombError as exc:  # over Pillow's own limit, far over ours
+        raise ApiError(413, f"image too large: {' '.join(str(exc).split())[:160]}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ApiError(422, f"unreadable image header ({' '.join(str(exc).split())[:160]})") from None
     if width * height > limits.max_pixels:
