@@ -12,6 +12,7 @@ let mode = "single";
 let strokes = [];             // each a list of {x, y} in canvas pixels: undo removes the last, then redraws
 let current = null;           // the stroke under the pen
 let photo = null;             // the File being shown instead of the canvas
+let selected = 0;            // in number mode, which digit the bars and the 28x28 image describe
 let timer = null, inFlight = false, queued = false, sequence = 0;
 
 // --- drawing ----------------------------------------------------------------------------------------------------
@@ -221,22 +222,13 @@ function showResult(answer) {
   $("glyphs").hidden = !multi;
 
   const digits = answer ? (multi ? answer.digits : (answer.box ? [answer] : [])) : [];
-  const main = multi ? digits[0] : answer;
+  selected = Math.min(selected, Math.max(digits.length - 1, 0));
   $("digit").textContent = answer ? (multi ? (answer.number ?? "?") : (answer.digit ?? "?")) : "–";
   $("digit").classList.toggle("long", multi);
   $("digit").classList.toggle("empty", !answer);
   $("confidence").textContent = answer && answer.confidence !== null ? `${percent(answer.confidence)} sure` : "\u00a0";
   $("reason").textContent = answer?.reason ?? "";
-  const seen = multi ? digits[0]?.image : answer?.image;
-  if (seen) $("seen").src = seen; else $("seen").removeAttribute("src");
-
-  const probabilities = main?.probabilities ?? new Array(10).fill(0);
-  const best = probabilities.indexOf(Math.max(...probabilities));
-  bars.forEach((row, digit) => {
-    row.querySelector(".fill").style.width = `${100 * probabilities[digit]}%`;
-    row.querySelector(".pct").textContent = main ? percent(probabilities[digit]) : "";
-    row.classList.toggle("top", Boolean(main) && digit === best);
-  });
+  showDigit(multi ? digits[selected] : answer, multi && digits.length > 1 ? `digit ${selected + 1} of ${digits.length}` : "");
 
   if (answer?.size) {
     const [width, height] = answer.size;
@@ -251,13 +243,29 @@ function showResult(answer) {
     });
   }
   if (multi) {
-    digits.forEach((d) => {
+    digits.forEach((d, index) => {
       const item = document.createElement("li");
-      item.innerHTML = `<img alt="digit as the model saw it"><b>${d.digit ?? "?"}</b>${percent(d.confidence)}`;
+      item.innerHTML = `<button type="button" title="show this digit's probabilities"><img alt="digit ${index + 1} as ` +
+                       `the model saw it"><b>${d.digit ?? "?"}</b>${percent(d.confidence)}</button>`;
       item.querySelector("img").src = d.image;
+      item.classList.toggle("selected", index === selected);
+      item.querySelector("button").addEventListener("click", () => { selected = index; showResult(answer); });
       $("glyphs").append(item);
     });
   }
+}
+
+// The bars and the 28x28 image for one digit (the only one, or the one picked in number mode).
+function showDigit(digit, caption) {
+  if (digit?.image) $("seen").src = digit.image; else $("seen").removeAttribute("src");
+  $("seen-caption").textContent = caption ? `what the model saw (${caption})` : "what the model saw";
+  const probabilities = digit?.probabilities ?? new Array(10).fill(0);
+  const best = probabilities.indexOf(Math.max(...probabilities));
+  bars.forEach((row, d) => {
+    row.querySelector(".fill").style.width = `${100 * probabilities[d]}%`;
+    row.querySelector(".pct").textContent = digit?.probabilities ? percent(probabilities[d]) : "";
+    row.classList.toggle("top", Boolean(digit?.probabilities) && d === best);
+  });
 }
 
 async function showModel() {
