@@ -23,6 +23,9 @@ def add_serve_parsers(subparsers) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--threshold", type=float, help="confidence below which the answer is 'unsure' (default: 0.7)")
+    p.add_argument("--workers", type=int, help="images decoded and recognised at once (default: one per CPU)")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads inside one model call (default: 1; the "
+                   "workers already run calls side by side)")
     p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest request body accepted (default: 10)")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     p.set_defaults(handler=cmd_serve)
@@ -55,12 +58,19 @@ def cmd_serve(args) -> int:
         raise ValueError(f"--threshold must be between 0 and 1, not {args.threshold}")
     if args.max_upload_mb <= 0:
         raise ValueError("--max-upload-mb must be positive")
+    if args.threads < 1 or (args.workers is not None and args.workers < 1):
+        raise ValueError("--threads and --workers must be at least 1")
     if args.model is not None and not Path(args.model).is_file():  # one line here, not a failed start-up later
         raise ValueError(f"--model {args.model}: no such file")
     if backend == "onnx" and args.model is None and not BUNDLED_ONNX.is_file():
         raise ValueError("no bundled ONNX model in this install: pass --model FILE.onnx (see `digitlab export`)")
+    if backend == "torch":
+        import torch
+
+        torch.set_num_threads(args.threads)  # this process serves; the setting is its own
     limits = Limits(max_upload_bytes=int(args.max_upload_mb * 2**20))
-    app = create_app(args.model, backend, limits=limits,
+    app = create_app(args.model, backend, limits=limits, workers=args.workers,
+                     engine_options={"threads": args.threads} if backend == "onnx" else None,
                      threshold=DEFAULT_THRESHOLD if args.threshold is None else args.threshold)
     print(f"serving {args.model or 'the bundled model'} ({backend}) on http://{args.host}:{args.port} "
           f"- API docs at /docs", file=sys.stderr)

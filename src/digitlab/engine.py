@@ -76,6 +76,8 @@ class OnnxEngine:
         options = onnxruntime.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
+        # Idle pool threads would otherwise spin, waiting for work: CPU taken from the rest of a shared machine.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types for every kind of bad file

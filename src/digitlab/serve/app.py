@@ -38,7 +38,7 @@ from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from PIL import Image, UnidentifiedImageError
-from starlette.concurrency import run_in_threadpool
+from anyio import CapacityLimiter, to_thread
 from starlette.datastructures import UploadFile
 
 from digitlab.predict import DEFAULT_THRESHOLD, Prediction, Recognizer
@@ -189,11 +189,15 @@ Polarity = Literal["auto", "dark-on-light", "light-on-dark"]
 
 def create_app(model_path: str | os.PathLike | None = None, backend: str = "torch", *,
                threshold: float = DEFAULT_THRESHOLD, limits: Limits = Limits(),
-               engine_options: dict[str, Any] | None = None) -> FastAPI:
+               engine_options: dict[str, Any] | None = None, workers: int | None = None) -> FastAPI:
     """The app for the model at ``model_path`` (None: the bundled one) run by ``backend`` ("torch" or "onnx").
 
-    Nothing is loaded here; the model is loaded when the app starts (its lifespan).
+    Nothing is loaded here; the model is loaded when the app starts (its lifespan). ``workers`` threads at most
+    decode and recognise at once (default: one per CPU); more would only fight over the CPUs and the GIL, so
+    further requests wait their turn in order.
     """
+    limiter = CapacityLimiter(workers or os.cpu_count() or 1)
+    recognizers: dict[tuple[str, float], Recognizer] = {}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -217,8 +221,15 @@ def create_app(model_path: str | os.PathLike | None = None, backend: str = "torc
         return JSONResponse({"detail": "internal server error"}, status_code=500)
 
     def recognizer(request: Request, polarity: str, request_threshold: float | None) -> Recognizer:
-        chosen = threshold if request_threshold is None else request_threshold
-        return Recognizer(request.app.state.engine, chosen, polarity)
+        key = (polarity, threshold if request_threshold is None else request_threshold)
+        if key not in recognizers:  # a few settings in practice; a race here only builds one twice
+            if len(recognizers) > 64:
+                recognizers.clear()
+            recognizers[key] = Recognizer(request.app.state.engine, key[1], polarity)
+        return recognizers[key]
+
+    async def in_worker(function, *args):
+        return await to_thread.run_sync(function, *args, limiter=limiter)
 
     @app.get("/", include_in_schema=False)
     async def page():
@@ -235,8 +246,8 @@ def create_app(model_path: str | os.PathLike | None = None, backend: str = "torc
             name, data = upload.filename or "upload", await upload.read()
         else:
             name, data = "body", await request.body()
-        result = (await run_in_threadpool(recognise, recognizer(request, polarity, threshold), [(name, data)],
-                                          multi, limits))[0]
+        result = (await in_worker(recognise, recognizer(request, polarity, threshold), [(name, data)], multi,
+                                  limits))[0]
         if "error" in result and "status" in result:
             raise ApiError(result["status"], result["error"])
         return result
@@ -248,7 +259,7 @@ def create_app(model_path: str | os.PathLike | None = None, backend: str = "torc
         ``error`` and ``status`` in its place while the others are read."""
         files = await form_files(request, "files", limits)
         items = [(upload.filename or f"file {i}", await upload.read()) for i, upload in enumerate(files)]
-        results = await run_in_threadpool(recognise, recognizer(request, polarity, threshold), items, multi, limits)
+        results = await in_worker(recognise, recognizer(request, polarity, threshold), items, multi, limits)
         return {"results": results}
 
     @app.get("/api/health")

@@ -1,0 +1,178 @@
+"""Load test: concurrent clients post 280x280 canvas PNGs to `digitlab serve` on 127.0.0.1, for each backend.
+
+    python benchmarks/load.py                                   # bundled model, torch and onnx, 16 clients, 30 s
+    python benchmarks/load.py --model runs/x/model.safetensors --clients 16 --seconds 30
+
+For each backend a server is started in its own process (`python -m digitlab.cli serve`), and ``--clients``
+keep-alive connections post, one request at a time each, PNGs like the page sends: MNIST test digits drawn as
+dark strokes on a white 280x280 canvas. A request counts as an error unless it answers 200 with a digit. Bounded
+twice: ``--seconds`` per backend and ``--max-requests`` in all. Prints requests/s and latency percentiles with
+the hardware, the load on the machine before and after, the versions and the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+
+def canvas_pngs(count: int) -> list[bytes]:
+    """MNIST test digits as the page's canvas would send them: dark ink on white, 280x280, RGBA PNG."""
+    from PIL import Image
+
+    from digitlab.data import load_mnist
+
+    images, _ = load_mnist("test")
+    pngs = []
+    for digit in images[:count].numpy():
+        ink = Image.fromarray(digit).resize((200, 200), Image.BILINEAR)
+        canvas = Image.new("L", (280, 280), 0)
+        canvas.paste(ink, (40, 40))
+        gray = 255 - np.asarray(canvas)
+        rgba = np.dstack([gray, gray, gray, np.full_like(gray, 255)])
+        buffer = io.BytesIO()
+        Image.fromarray(rgba, "RGBA").save(buffer, "PNG")
+        pngs.append(buffer.getvalue())
+    return pngs
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(model: str | None, backend: str, port: int) -> subprocess.Popen:
+    command = [sys.executable, "-m", "digitlab.cli", "serve", "--backend", backend, "--port", str(port),
+               "--log-level", "warning"] + (["--model", model] if model else [])
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2)
+            return process
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise SystemExit(f"server did not start: {process.stderr.read().decode()[-1500:]}")
+            time.sleep(0.2)
+
+
+async def client(port: int, bodies: list[bytes], offset: int, stop_at: float, budget: list[int],
+                 latencies: list[float], errors: list[str]) -> None:
+    """One keep-alive connection posting one request at a time until the time or the request budget runs out."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    k = offset
+    try:
+        while time.perf_counter() < stop_at and budget[0] > 0:
+            budget[0] -= 1
+            body = bodies[k % len(bodies)]
+            k += 1
+            head = (f"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
+                    f"Content-Length: {len(body)}\r\n\r\n").encode()
+            start = time.perf_counter()
+            writer.write(head + body)
+            try:
+                status_line = await asyncio.wait_for(reader.readline(), 10)
+                headers = {}
+                while (line := await reader.readline()) not in (b"\r\n", b""):
+                    name, _, value = line.decode().partition(":")
+                    headers[name.strip().lower()] = value.strip()
+                payload = await reader.readexactly(int(headers.get("content-length", 0)))
+            except (asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError) as exc:
+                errors.append(f"{type(exc).__name__}")
+                return
+            latencies.append(time.perf_counter() - start)
+            if not status_line.startswith(b"HTTP/1.1 200") or "digit" not in json.loads(payload):
+                errors.append(status_line.decode().strip())
+    finally:
+        writer.close()
+
+
+async def run_load(port: int, bodies: list[bytes], clients: int, seconds: float, max_requests: int):
+    latencies: list[float] = []
+    errors: list[str] = []
+    budget = [max_requests]
+    start = time.perf_counter()
+    await asyncio.gather(*(client(port, bodies, i * 7, start + seconds, budget, latencies, errors)
+                           for i in range(clients)))
+    return latencies, errors, time.perf_counter() - start
+
+
+def hardware() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    return f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}"
+
+
+def versions() -> str:
+    from importlib.metadata import version
+
+    names = ("digitlab", "torch", "onnxruntime", "fastapi", "uvicorn", "numpy", "pillow", "opencv-python-headless")
+    return ", ".join(f"{name} {version(name)}" for name in names) + f", Python {platform.python_version()}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", help="a .safetensors checkpoint (default: the bundled model)")
+    parser.add_argument("--onnx", help="its ONNX export (default: exported here to a temporary file)")
+    parser.add_argument("--backends", default="torch,onnx")
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--max-requests", type=int, default=60_000, help="stop after this many requests per backend")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of load before measuring")
+    args = parser.parse_args()
+
+    bodies = canvas_pngs(64)
+    print(f"command: {' '.join([Path(sys.executable).name] + sys.argv)}")
+    print(f"hardware: {hardware()}")
+    print(f"versions: {versions()}")
+    print(f"load: {args.clients} clients, one request in flight each, {args.seconds:g} s per backend "
+          f"(after {args.warmup:g} s warm-up), at most {args.max_requests} requests; "
+          f"{len(bodies)} different 280x280 RGBA canvas PNGs of {np.mean([len(b) for b in bodies]) / 1000:.1f} kB "
+          f"on average, raw body")
+    with tempfile.TemporaryDirectory() as scratch:
+        for backend in args.backends.split(","):
+            model = args.model
+            if backend == "onnx":
+                model = args.onnx or _export(args.model, Path(scratch) / "model.onnx")
+            port = free_port()
+            server = start_server(model, backend, port)
+            try:
+                asyncio.run(run_load(port, bodies, args.clients, args.warmup, args.max_requests))
+                before = os.getloadavg()
+                latencies, errors, elapsed = asyncio.run(run_load(port, bodies, args.clients, args.seconds,
+                                                                  args.max_requests))
+                after = os.getloadavg()
+            finally:
+                server.terminate()
+                server.wait(timeout=10)
+            ms = np.array(latencies) * 1000
+            print(f"{backend:>5}: {len(ms)} requests in {elapsed:.1f} s = {len(ms) / elapsed:.0f} requests/s, "
+                  f"{len(errors)} errors; latency p50 {np.percentile(ms, 50):.1f} ms, p90 {np.percentile(ms, 90):.1f} "
+                  f"ms, p99 {np.percentile(ms, 99):.1f} ms, max {ms.max():.1f} ms; load average before "
+                  f"{before[0]:.2f}, after {after[0]:.2f}" + (f"; first errors: {errors[:3]}" if errors else ""))
+
+
+def _export(model: str | None, out: Path) -> str:
+    from digitlab.export import export_onnx
+
+    export_onnx(model, out, check_images=500)
+    return str(out)
+
+
+if __name__ == "__main__":
+    main()
