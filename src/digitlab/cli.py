@@ -1,0 +1,156 @@
+"""The ``digitlab`` command: one subcommand per job, each handler a few lines that call the library.
+
+    digitlab train --recipe cnn5x5_dense1000
+    digitlab eval runs/cnn5x5_dense1000/model.safetensors
+    digitlab models
+    digitlab summary cnn5x5_dense1000
+
+Bad arguments or input end in a one-line message and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+class UsageError(Exception):
+    """Bad input from the user: reported as one line, exit code 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line instead of argparse's usage block
+        raise UsageError(f"{self.prog}: error: {message} (see {self.prog} --help)")
+
+
+# --- handlers -----------------------------------------------------------------------------------------------
+
+def cmd_models(args) -> int:
+    from digitlab.models import count_parameters, create_model, get_entry, list_models
+
+    print(f"{'network':<20}{'parameters':>12}  description")
+    for name in list_models():
+        print(f"{name:<20}{count_parameters(create_model(name)):>12,}  {get_entry(name).summary}")
+    return 0
+
+
+def cmd_summary(args) -> int:
+    from digitlab.models import create_model
+    from digitlab.summary import summary_table
+
+    print(summary_table(create_model(args.name), title=args.name))
+    return 0
+
+
+TRAIN_OVERRIDES = ("model", "epochs", "batch_size", "optimizer", "learning_rate", "weight_decay", "schedule",
+                   "label_smoothing", "augment", "ema_decay", "validation_split", "early_stopping", "seed", "limit",
+                   "device", "threads", "data_dir")
+
+
+def cmd_train(args) -> int:
+    from digitlab.recipes import DEFAULT_RECIPE, recipe_config
+    from digitlab.train import train
+
+    recipe = args.recipe or DEFAULT_RECIPE
+    cfg = recipe_config(recipe, **{k: getattr(args, k) for k in TRAIN_OVERRIDES})
+    out_dir = args.out or f"runs/{recipe if args.model is None else cfg.model}"
+    print(f"training {cfg.model} (recipe {recipe}) -> {out_dir}", file=sys.stderr)
+    try:
+        result = train(cfg, out_dir, resume=args.resume, dry_run=args.dry_run, command=" ".join(sys.argv),
+                       quiet=args.quiet)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished epochs are saved in {out_dir}; continue with --resume", file=sys.stderr)
+        return 130
+    print(f"wrote {result.out_dir / 'model.safetensors'} and {result.out_dir / 'history.json'}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from digitlab import checkpoint
+    from digitlab.data import load_mnist
+    from digitlab.evaluate import evaluate, format_report
+
+    model, meta = checkpoint.load(args.checkpoint)
+    images, labels = load_mnist("test", args.data_dir)
+    shifts = ((0, 0), (0, 1), (0, -1), (1, 0), (-1, 0)) if args.tta else ((0, 0),)
+    result = evaluate(model, images, labels, shifts=shifts)
+    result["checkpoint"] = str(args.checkpoint or checkpoint.BUNDLED)
+    result["arch"] = meta["arch"]
+    print(json.dumps(result) if args.json else format_report(result))
+    return 0
+
+
+# --- the parser -----------------------------------------------------------------------------------------------
+
+def build_parser() -> Parser:
+    parser = Parser(prog="digitlab", description="Train CNNs on MNIST and recognise handwritten digits.")
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    p = sub.add_parser("models", help="list the registered networks with their parameter counts")
+    p.set_defaults(handler=cmd_models)
+
+    p = sub.add_parser("summary", help="print a Keras-style layer table of a network")
+    p.add_argument("name", help="a network name from `digitlab models`")
+    p.set_defaults(handler=cmd_summary)
+
+    p = sub.add_parser("train", help="train a network on MNIST")
+    p.add_argument("--recipe", help="a named recipe (the tutorials' settings); options below override it")
+    p.add_argument("--model", help="network name (default: the recipe's)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--optimizer", choices=("adam", "adamw", "sgd"))
+    p.add_argument("--learning-rate", type=float)
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--schedule", choices=("constant", "step", "onecycle", "plateau"))
+    p.add_argument("--label-smoothing", type=float)
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="random rotation/shift/scale of each batch")
+    p.add_argument("--ema-decay", type=float, help="keep an exponential moving average of the weights (e.g. 0.999)")
+    p.add_argument("--validation-split", type=float, help="fraction of the training set held out, e.g. 0.1")
+    p.add_argument("--early-stopping", type=int, metavar="PATIENCE", help="stop after this many epochs without a "
+                   "better validation accuracy and keep the best")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--limit", type=int, help="train on the first N images only")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 or auto (default)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: PyTorch's choice)")
+    p.add_argument("--data-dir", help="folder with the four MNIST files (default: $DIGITLAB_DATA, then the cache)")
+    p.add_argument("--out", help="output folder (default: runs/RECIPE)")
+    p.add_argument("--resume", action="store_true", help="continue from the last finished epoch in --out")
+    p.add_argument("--dry-run", action="store_true", help="run a few batches end to end and stop")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(handler=cmd_train)
+
+    p = sub.add_parser("eval", help="accuracy, per-class precision/recall and confusion on the 10,000 test images")
+    p.add_argument("checkpoint", nargs="?", help="a .safetensors checkpoint (default: the bundled model)")
+    p.add_argument("--data-dir", help="folder with the four MNIST files")
+    p.add_argument("--tta", action="store_true", help="average over 1-pixel shifts (test-time augmentation)")
+    p.add_argument("--json", action="store_true", help="one JSON object instead of the table")
+    p.set_defaults(handler=cmd_eval)
+    return parser
+
+
+def _version() -> str:
+    from digitlab import __version__
+
+    return f"digitlab {__version__}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    from digitlab.checkpoint import CheckpointError
+    from digitlab.data import DataError
+
+    try:
+        args = build_parser().parse_args(argv)
+        return args.handler(args)
+    except UsageError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except (ValueError, DataError, CheckpointError, OSError) as exc:
+        print(f"digitlab: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

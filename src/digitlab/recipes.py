@@ -1,0 +1,41 @@
+"""Named training recipes: the tutorials' settings (and our own), so any of them runs in one line.
+
+    digitlab train --recipe cnn5x5_dense1000
+
+A recipe is a dict of ``TrainConfig`` fields; command-line options override single fields.
+The tutorial recipes train on all 60,000 images for a fixed number of epochs, as the tutorials did, unless the
+tutorial held out a validation split itself; nothing is picked on the test set.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from digitlab.train import TrainConfig
+
+RECIPES: dict[str, dict[str, Any]] = {
+    "cnn5x5_dense1000": dict(model="cnn5x5_dense1000", optimizer="adam", learning_rate=1e-3, batch_size=128,
+                             epochs=10, validation_split=0.0),
+    "tinyvgg_dropout": dict(model="tinyvgg_dropout", optimizer="adam", learning_rate=1e-3, batch_size=60,
+                            epochs=25, validation_split=0.0),
+    "conv32_dense128": dict(model="conv32_dense128", optimizer="adam", learning_rate=1e-3, batch_size=32,
+                            epochs=5, validation_split=0.0),
+    "conv3_dense64": dict(model="conv3_dense64", optimizer="adam", learning_rate=1e-3, batch_size=64,
+                          epochs=10, validation_split=0.2),
+    "mlp_3x256": dict(model="mlp_3x256", optimizer="sgd", learning_rate=0.05, momentum=0.0, batch_size=1024,
+                      epochs=20, validation_split=0.0),
+}
+DEFAULT_RECIPE = "cnn5x5_dense1000"
+
+
+def list_recipes() -> list[str]:
+    return sorted(RECIPES)
+
+
+def recipe_config(name: str, **overrides: Any) -> TrainConfig:
+    """The recipe's TrainConfig with ``overrides`` (None values are ignored) applied."""
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; choose one of: {', '.join(list_recipes())}")
+    values = dict(RECIPES[name])
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig.from_dict(values)

@@ -1,0 +1,311 @@
+"""Training: a ``TrainConfig`` dataclass beside one plain loop.
+
+The whole training set stays in memory as uint8 tensors (on the GPU when there is one); each step indexes a batch,
+augments it as one tensor and takes an optimiser step - no per-sample Python, no loader workers. After every epoch
+the loop validates and writes, atomically, ``model.safetensors`` (the self-describing model), ``resume.safetensors``
+(optimiser, schedule and EMA state) and ``history.json``; so Ctrl-C or a kill loses at most the running epoch and
+``resume=True`` carries on from the last one.
+
+    result = train(TrainConfig(model="cnn5x5_dense1000", epochs=10), out_dir="runs/cnn5x5")
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from digitlab import checkpoint
+from digitlab.augment import AugmentConfig, random_affine
+from digitlab.data import MNIST_MEAN, MNIST_STD, Split, load_mnist, split_validation
+from digitlab.evaluate import infer
+from digitlab.models import create_model, get_entry
+from digitlab.progress import EpochBar
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "step", "onecycle", "plateau")
+
+
+@dataclass
+class TrainConfig:
+    model: str = "cnn5x5_dense1000"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9          # SGD only (Nesterov)
+    schedule: str = "constant"
+    step_epochs: int = 5           # 'step': multiply the rate by step_gamma every step_epochs
+    step_gamma: float = 0.1
+    plateau_patience: int = 2      # 'plateau': epochs without a better validation loss before the rate drops
+    label_smoothing: float = 0.0
+    augment: bool = False
+    augment_config: AugmentConfig = field(default_factory=AugmentConfig)
+    ema_decay: float = 0.0         # 0 turns weight EMA off; the EMA weights are the ones validated and saved
+    validation_split: float = 0.1
+    early_stopping: int = 0        # patience in epochs on validation accuracy; 0 turns it off
+    seed: int = 0
+    limit: int = 0                 # train on the first `limit` images only (0: all); for quick experiments
+    device: str = "auto"
+    threads: int = 0               # CPU threads; 0 leaves PyTorch's choice
+    channels_last: bool = True
+    data_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.augment_config, dict):
+            self.augment_config = AugmentConfig(**self.augment_config)
+        get_entry(self.model)  # an unknown network fails here, before any work, with the list of choices
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, not {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, not {self.schedule!r}")
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.learning_rate <= 0:
+            raise ValueError("learning_rate must be positive")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError("ema_decay must be in [0, 1)")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError("label_smoothing must be in [0, 1)")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown training settings: {', '.join(sorted(unknown))}")
+        return cls(**values)
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module           # the weights that were saved (EMA weights when EMA is on), in eval mode
+    history: list[dict[str, float]]
+    out_dir: Path
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for, but PyTorch sees no GPU")
+    return torch.device(name)
+
+
+def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    params = model.parameters()
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.learning_rate, momentum=cfg.momentum,
+                           nesterov=cfg.momentum > 0, weight_decay=cfg.weight_decay)
+
+
+def make_schedule(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
+    """The learning-rate schedule; 'onecycle' steps every batch, the others once per epoch."""
+    if cfg.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.learning_rate, epochs=cfg.epochs,
+                                                   steps_per_epoch=steps_per_epoch, pct_start=0.25)
+    if cfg.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_epochs, gamma=cfg.step_gamma)
+    if cfg.schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.3, patience=cfg.plateau_patience)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+
+
+def batches(split: Split, batch_size: int, generator: torch.Generator):
+    """Index batches of a shuffled epoch: (uint8 images (B, 28, 28), labels (B,))."""
+    order = torch.randperm(len(split), generator=generator).to(split.images.device)
+    for start in range(0, len(split), batch_size):
+        idx = order[start:start + batch_size]
+        yield split.images[idx], split.labels[idx]
+
+
+def to_batch(images: torch.Tensor, cfg: TrainConfig, generator: torch.Generator | None) -> torch.Tensor:
+    """uint8 (B, 28, 28) -> normalised float (B, 1, 28, 28), augmented on [0, 1] so the background stays 0."""
+    x = images.unsqueeze(1).float().div_(255.0)
+    if cfg.augment:
+        x = random_affine(x, cfg.augment_config, generator)
+    x = x.sub_(MNIST_MEAN).div_(MNIST_STD)
+    return x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x
+
+
+# --- saving and resuming -------------------------------------------------------------------------------------
+
+def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    tensors, scalars = {}, {}
+    for index, entry in state["state"].items():
+        for key, value in entry.items():
+            if torch.is_tensor(value):
+                tensors[f"optimizer.{index}.{key}"] = value
+            else:
+                scalars[f"{index}.{key}"] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state: dict[int, dict] = {}
+    for name, value in tensors.items():
+        if name.startswith("optimizer."):
+            _, index, key = name.split(".", 2)
+            state.setdefault(int(index), {})[key] = value
+    for name, value in meta["scalars"].items():
+        index, key = name.split(".", 1)
+        state.setdefault(int(index), {})[key] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def _save_epoch(out_dir: Path, cfg: TrainConfig, model: nn.Module, eval_model: nn.Module, optimizer, schedule,
+                ema: AveragedModel | None, history: list, best: dict, command: str | None) -> None:
+    metrics = {k: v for k, v in history[-1].items() if k.startswith("val_")}
+    meta = {"config": asdict(cfg), "epoch": history[-1]["epoch"], "metrics": metrics, "command": command}
+    checkpoint.save(out_dir / "model.safetensors", eval_model, meta)
+    opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
+    extra = dict(opt_tensors)
+    if ema is not None:
+        extra.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
+    schedule_state = {k: v for k, v in schedule.state_dict().items() if k != "lr_lambdas"}
+    resume_meta = meta | {"optimizer": opt_meta, "schedule": schedule_state, "history": history, "best": best}
+    checkpoint.save(out_dir / "resume.safetensors", model, resume_meta, extra)
+    checkpoint.atomic_write_text(out_dir / "history.json", json.dumps(history, indent=1))
+
+
+def _load_resume(out_dir: Path, cfg: TrainConfig, model: nn.Module, optimizer, schedule,
+                 ema: AveragedModel | None) -> tuple[list, dict]:
+    path = out_dir / "resume.safetensors"
+    tensors, meta = checkpoint.read(path)
+    if meta["config"] != asdict(cfg) | {"epochs": meta["config"]["epochs"]}:
+        raise ValueError(f"{path} was written with other settings; resume with the same recipe and options "
+                         f"(only --epochs may change)")
+    model.load_state_dict(checkpoint.build(meta, tensors, str(path)).state_dict())
+    optimizer.load_state_dict(_unflatten_optimizer(tensors, meta["optimizer"]))
+    schedule.load_state_dict(meta["schedule"] | ({"lr_lambdas": [None]} if cfg.schedule == "constant" else {}))
+    if ema is not None:
+        ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+    return meta["history"], meta["best"]
+
+
+# --- the loop ---------------------------------------------------------------------------------------------------
+
+def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, dry_run: bool = False,
+          command: str | None = None, quiet: bool = False) -> TrainResult:
+    """Train ``cfg.model`` as configured; checkpoints and history go to ``out_dir``.
+
+    ``dry_run`` runs the real path end to end on three batches of one epoch and a small validation set.
+    """
+    out_dir = Path(out_dir)
+    device = resolve_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+
+    images, labels = load_mnist("train", cfg.data_dir)
+    if cfg.limit:
+        images, labels = images[:cfg.limit], labels[:cfg.limit]
+    train_split, val_split = split_validation(images, labels, cfg.validation_split, cfg.seed)
+    if dry_run and val_split is not None:
+        val_split = Split(val_split.images[:512], val_split.labels[:512])
+    train_split = Split(train_split.images.to(device), train_split.labels.to(device))
+
+    model = create_model(cfg.model, **cfg.model_kwargs).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    steps_per_epoch = -(-len(train_split) // cfg.batch_size)
+    optimizer = make_optimizer(cfg, model)
+    schedule = make_schedule(cfg, optimizer, steps_per_epoch)
+    ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+           if cfg.ema_decay else None)
+
+    history: list[dict[str, float]] = []
+    best = {"val_accuracy": -1.0, "epoch": 0}
+    if resume and (out_dir / "resume.safetensors").exists():
+        history, best = _load_resume(out_dir, cfg, model, optimizer, schedule, ema)
+        if not quiet:
+            print(f"resuming after epoch {len(history)} from {out_dir / 'resume.safetensors'}")
+    best_state = None
+
+    for epoch in range(len(history) + 1, cfg.epochs + 1):
+        # Each epoch draws from its own seed, so a resumed run repeats exactly what an unbroken one would do.
+        epoch_seed = cfg.seed * 100_003 + epoch
+        torch.manual_seed(epoch_seed)
+        generator = torch.Generator().manual_seed(epoch_seed)
+        total = 3 if dry_run else steps_per_epoch
+        bar = EpochBar(f"epoch {epoch}/{cfg.epochs}", total, enabled=not quiet)
+        model.train()
+        start = time.perf_counter()
+        seen = 0
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.int64)
+        for step, (x_uint8, y) in enumerate(batches(train_split, cfg.batch_size, generator), start=1):
+            x = to_batch(x_uint8, cfg, generator)
+            logits = model(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if cfg.schedule == "onecycle":
+                schedule.step()
+            if ema is not None:
+                ema.update_parameters(model)
+            seen += len(y)
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.argmax(1) == y).sum()
+            if step % 10 == 0 or step == total:  # reading a value syncs a GPU: not every step
+                bar.update(step, loss=loss_sum.item() / seen, acc=correct.item() / seen)
+            if step == total:
+                break
+        train_seconds = time.perf_counter() - start
+
+        eval_model = ema.module if ema is not None else model
+        row = {"epoch": epoch, "train_loss": loss_sum.item() / seen, "train_accuracy": correct.item() / seen,
+               "seconds": round(train_seconds, 2),
+               "lr": optimizer.param_groups[0]["lr"]}
+        if val_split is not None:
+            logits = infer(eval_model, val_split.images)
+            row["val_loss"] = F.cross_entropy(logits, val_split.labels).item()
+            row["val_accuracy"] = (logits.argmax(1) == val_split.labels).double().mean().item()
+        history.append(row)
+        if cfg.schedule == "step":
+            schedule.step()
+        elif cfg.schedule == "plateau":
+            schedule.step(row.get("val_loss", row["train_loss"]))
+
+        summary = f"loss {row['train_loss']:.4f}" + (
+            f" val_loss {row['val_loss']:.4f} val_acc {100 * row['val_accuracy']:.2f}%" if val_split else "")
+        bar.close(summary)
+
+        stop = False
+        if cfg.early_stopping and "val_accuracy" in row:
+            if row["val_accuracy"] > best["val_accuracy"]:
+                best = {"val_accuracy": row["val_accuracy"], "epoch": epoch}
+                best_state = copy.deepcopy(eval_model.state_dict())
+            elif epoch - best["epoch"] >= cfg.early_stopping:
+                stop = True
+        _save_epoch(out_dir, cfg, model, eval_model, optimizer, schedule, ema, history, best, command)
+        if stop:
+            if not quiet:
+                print(f"early stop: no better validation accuracy since epoch {best['epoch']}")
+            break
+        if dry_run:
+            break
+
+    eval_model = ema.module if ema is not None else model
+    if best_state is not None and best["epoch"] != history[-1]["epoch"]:
+        # Early stopping hands back the best validation epoch, as Keras' restore_best_weights does.
+        eval_model.load_state_dict(best_state)
+        meta = {"config": asdict(cfg), "epoch": best["epoch"], "command": command,
+                "metrics": {k: v for k, v in history[best["epoch"] - 1].items() if k.startswith("val_")}}
+        checkpoint.save(out_dir / "model.safetensors", eval_model, meta)
+    return TrainResult(eval_model.eval(), history, out_dir)
