@@ -128,6 +128,9 @@ def build_parser() -> Parser:
     p.add_argument("--tta", action="store_true", help="average over 1-pixel shifts (test-time augmentation)")
     p.add_argument("--json", action="store_true", help="one JSON object instead of the table")
     p.set_defaults(handler=cmd_eval)
+
+    from digitlab.cli_images import add_predict_parsers  # predict, export-samples (issue 4)
+    add_predict_parsers(sub)
     return parser
 
 

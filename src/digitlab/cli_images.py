@@ -12,7 +12,6 @@ is 1 when any failed (2 for bad arguments, from ``cli.main``).
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import sys
@@ -118,7 +117,7 @@ def _json_writer(out, width):
 
 def _csv_writer(out, width):
     rows = csv.writer(out, lineterminator="\n")
-    rows.writerow(["path", "digit", "number", "confidence", "top3", "boxes", "reason", "error"])
+    rows.writerow(["path", "digit", "number", "confidence", "top3", "digits", "boxes", "reason", "error"])
 
     def write(result):
         digits = " ".join("?" if d.digit is None else str(d.digit) for d in result.digits)
@@ -126,8 +125,8 @@ def _csv_writer(out, width):
         boxes = " ".join("x".join(str(v) for v in d.box) for d in result.digits)
         number = _blank(result.number) if result.multi else ""
         confidence = "" if result.confidence is None else f"{result.confidence:.6f}"
-        rows.writerow([result.source, _blank(result.digit), number, confidence, digits if result.multi else top3,
-                       boxes, result.reason or "", result.error or ""])
+        rows.writerow([result.source, _blank(result.digit), number, confidence, top3, digits, boxes,
+                       result.reason or "", result.error or ""])
     return write
 
 
@@ -164,9 +163,3 @@ def explain(prediction, out_path: str) -> None:
     write_explanation(prediction, original, out_path)
     print(f"wrote {out_path}", file=sys.stderr)
 
-
-if __name__ == "__main__":  # until cli.py wires these in: python -m digitlab.cli_images predict ...
-    parser = argparse.ArgumentParser(prog="digitlab")
-    add_predict_parsers(parser.add_subparsers(dest="command", required=True))
-    arguments = parser.parse_args()
-    sys.exit(arguments.handler(arguments))
