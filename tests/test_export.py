@@ -106,8 +106,16 @@ TORCH_FREE = textwrap.dedent("""
     with TestClient(create_app(onnx_path, backend="onnx")) as client:
         served = client.post("/api/predict", content=open(image_path, "rb").read()).json()
 
+    from digitlab.cli import main
+    import contextlib, io
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["predict", "--backend", "onnx", "--model", onnx_path, "--json", image_path])
+    assert code == 0, code
+    cli = json.loads(out.getvalue().splitlines()[0])
+
     assert "torch" not in sys.modules
-    print(json.dumps({"direct": direct.digit, "served": served["digit"],
+    print(json.dumps({"direct": direct.digit, "served": served["digit"], "cli": cli["digit"],
                       "probabilities": direct.digits[0].probabilities}))
 """)
 
@@ -126,7 +134,7 @@ def test_the_onnx_backend_never_imports_torch(served_onnx, served_checkpoint, te
     from digitlab.predict import Recognizer
 
     expected = Recognizer(load_engine(served_checkpoint)).predict_one(image_path)
-    assert result["direct"] == result["served"] == expected.digit
+    assert result["direct"] == result["served"] == result["cli"] == expected.digit
     np.testing.assert_allclose(result["probabilities"], expected.digits[0].probabilities, atol=1e-4)
 
 

@@ -130,8 +130,9 @@ def build_parser() -> Parser:
     p.add_argument("--json", action="store_true", help="one JSON object instead of the table")
     p.set_defaults(handler=cmd_eval)
 
-    from digitlab.cli_serve import add_serve_parsers
-
+    from digitlab.cli_images import add_predict_parsers  # predict, export-samples (issue 4)
+    add_predict_parsers(sub)
+    from digitlab.cli_serve import add_serve_parsers  # serve, export (issue 5)
     add_serve_parsers(sub)
     return parser
 
@@ -142,17 +143,26 @@ def _version() -> str:
     return f"digitlab {__version__}"
 
 
-def main(argv: list[str] | None = None) -> int:
-    from digitlab.checkpoint import CheckpointError
-    from digitlab.data import DataError
+def _user_errors() -> tuple[type[Exception], ...]:
+    """The exceptions that mean bad input. The checkpoint and data modules import torch, so their errors are only
+    looked up when they were loaded (they cannot have been raised otherwise): `--backend onnx` runs without torch."""
+    errors = [ValueError, OSError]
+    for module, name in (("digitlab.checkpoint", "CheckpointError"), ("digitlab.data", "DataError")):
+        if module in sys.modules:
+            errors.append(getattr(sys.modules[module], name))
+    return tuple(errors)
 
+
+def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return args.handler(args)
     except UsageError as exc:
         print(exc, file=sys.stderr)
         return 2
-    except (ValueError, DataError, CheckpointError, OSError) as exc:
+    except Exception as exc:
+        if not isinstance(exc, _user_errors()):
+            raise
         print(f"digitlab: error: {exc}", file=sys.stderr)
         return 2
 

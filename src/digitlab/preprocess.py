@@ -34,11 +34,12 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 POLARITIES = ("auto", "dark-on-light", "light-on-dark")
 MAX_PIXELS = 64_000_000      # a 64-megapixel photo is fine; a 30,000 x 30,000 PNG of 100 kB is a decompression bomb
-WORK_SIDE = 256              # longest side of the image every step after `shrink` works on
+WORK_SIDE = 256              # every step after `shrink` works on an image of the area of a square this wide
 BACKGROUND_SIDE = 64         # the background (paper, uneven light) is estimated at this coarser size
 MIN_CONTRAST = 0.06          # ink must differ from the paper by 6% of full brightness ...
 MIN_INK_PIXELS = 12          # ... over at least this many working pixels, or the image counts as blank
-INK_LEVEL = 0.35             # a pixel belongs to a stroke where its coverage exceeds this
+INK_LEVEL = 0.5              # a pixel belongs to a stroke where its coverage exceeds this ...
+RIM_LEVEL, RIM_PIXELS = 0.1, 4   # ... and its faint rim, within 4 working pixels, down to this
 BOX, FIELD = 20, 28          # MNIST: fit into 20x20, centre in 28x28
 
 
@@ -86,7 +87,7 @@ def load_image(source, max_pixels: int = MAX_PIXELS, work_side: int = WORK_SIDE)
                          f"(a decompression bomb?)")
     image.seek(0)  # an animated GIF or a multi-page TIFF: the first frame
     if image.format == "JPEG":
-        reduce = work_side / max(width, height)
+        reduce = work_side / (width * height) ** 0.5
         image.draft(image.mode if image.mode in ("L", "RGB") else None,
                     (max(1, int(width * reduce)), max(1, int(height * reduce))))
     try:
@@ -188,10 +189,11 @@ def composite_alpha(rgba: np.ndarray) -> np.ndarray:
 # --- 3. working size ----------------------------------------------------------------------------------------------
 
 def shrink(gray: np.ndarray, work_side: int = WORK_SIDE) -> tuple[np.ndarray, float]:
-    """Resize so the longest side is ``work_side`` (area averaging when shrinking, which also averages out sensor
-    noise). Returns the image and the factor from working pixels to the input's pixels."""
+    """Resize to the area of a ``work_side`` square, keeping the aspect ratio (area averaging when shrinking, which
+    also averages out sensor noise). By area, not longest side, so a digit on a long thin strip keeps enough pixels.
+    Returns the image and the factor from working pixels to the input's pixels."""
     height, width = gray.shape
-    factor = max(height, width) / work_side
+    factor = (height * width) ** 0.5 / work_side
     size = (max(1, round(width / factor)), max(1, round(height / factor)))
     interpolation = cv2.INTER_AREA if factor > 1 else cv2.INTER_LINEAR
     return cv2.resize(gray, size, interpolation=interpolation), factor
@@ -199,42 +201,32 @@ def shrink(gray: np.ndarray, work_side: int = WORK_SIDE) -> tuple[np.ndarray, fl
 
 # --- 4. polarity --------------------------------------------------------------------------------------------------
 
-def coarse_background(gray: np.ndarray) -> np.ndarray:
-    """The paper's brightness everywhere, ignoring the ink: a wide median on a coarse copy, back at full size.
-
-    A median does not care whether ink is dark or light as long as it covers under half of each window, so it serves
-    before the polarity is known.
-    """
-    height, width = gray.shape
-    factor = max(height, width) / BACKGROUND_SIDE
-    small = cv2.resize(gray, (max(1, round(width / factor)), max(1, round(height / factor))),
-                       interpolation=cv2.INTER_AREA)
-    kernel = 2 * (BACKGROUND_SIDE // 4) + 1
-    small8 = np.round(small * 255).astype(np.uint8)
-    padded = cv2.copyMakeBorder(small8, kernel // 2, kernel // 2, kernel // 2, kernel // 2, cv2.BORDER_REFLECT)
-    median = cv2.medianBlur(padded, kernel)[kernel // 2:-(kernel // 2), kernel // 2:-(kernel // 2)]
-    return cv2.resize(median.astype(np.float32) / 255.0, (width, height), interpolation=cv2.INTER_LINEAR)
-
-
-def find_polarity(gray: np.ndarray, background: np.ndarray) -> tuple[str, float]:
+def find_polarity(gray: np.ndarray) -> tuple[str, float]:
     """Which way the ink differs from the paper, and how one-sided that is (1: all ink one way, 0: like noise).
 
-    Noise and JPEG ringing sit symmetrically around the paper; ink lies far out on one side only.
+    The image's border is nearly always paper, and under smooth uneven light the paper inside stays within the
+    brightness range its border spans. Ink lies outside that range on one side only; noise, JPEG ringing and the
+    texture of a photo lie on both.
     """
-    residual = gray - background
-    spread = _noise_level(residual)
-    darker = np.clip(-residual - 3 * spread, 0, None).sum()
-    lighter = np.clip(residual - 3 * spread, 0, None).sum()
+    height, width = gray.shape
+    ring = max(1, round(0.04 * min(height, width)))
+    border = np.concatenate([gray[:ring].ravel(), gray[-ring:].ravel(), gray[:, :ring].ravel(),
+                             gray[:, -ring:].ravel()])
+    low, high = np.percentile(border, [2, 98])
+    darker = np.clip(low - 0.03 - gray, 0, None).sum()
+    lighter = np.clip(gray - high - 0.03, 0, None).sum()
     total = darker + lighter
     if total <= 0:
-        return "dark-on-light", 0.0
+        return "dark-on-light" if np.median(border) >= 0.5 else "light-on-dark", 0.0
     polarity = "dark-on-light" if darker >= lighter else "light-on-dark"
     return polarity, float(abs(darker - lighter) / total)
 
 
-def _noise_level(residual: np.ndarray) -> float:
-    """Robust standard deviation of the paper's pixels (the median absolute deviation ignores the ink)."""
-    return float(1.4826 * np.median(np.abs(residual - np.median(residual))))
+def _paper_noise(residual: np.ndarray) -> float:
+    """Standard deviation of the paper's pixels in a residual where ink is positive: measured on the low side only
+    (5th to 25th percentile of a normal distribution are 0.97 sigma apart), so ink may cover up to 3/4 of the image."""
+    p5, p25 = np.percentile(residual, [5, 25])
+    return float((p25 - p5) / 0.97)
 
 
 # --- 5. ink -------------------------------------------------------------------------------------------------------
@@ -249,12 +241,12 @@ def ink_map(gray: np.ndarray, polarity: str) -> tuple[np.ndarray, dict]:
     bright_ink = 1.0 - gray if polarity == "dark-on-light" else gray
     bright_ink = cv2.medianBlur(bright_ink, 3)  # sensor noise and JPEG speckle
     residual = bright_ink - paper_level(bright_ink)
-    noise = _noise_level(residual)
+    noise = _paper_noise(residual)
     strong = residual > max(6 * noise, MIN_CONTRAST)
     notes = {"noise": noise, "ink_pixels": int(strong.sum())}
     if strong.sum() < MIN_INK_PIXELS:
         return np.zeros_like(gray), notes | {"contrast": float(residual.max(initial=0.0))}
-    level = float(np.percentile(residual[strong], 90))
+    level = float(np.percentile(residual[strong], 95))
     floor = min(3 * noise, 0.5 * level)
     notes["contrast"] = level
     return np.clip((residual - floor) / max(level - floor, 1e-6), 0.0, 1.0), notes
@@ -263,12 +255,15 @@ def ink_map(gray: np.ndarray, polarity: str) -> tuple[np.ndarray, dict]:
 def paper_level(bright_ink: np.ndarray) -> np.ndarray:
     """The background under bright ink: an opening (min then max filter) wider than any stroke, on a coarse copy."""
     height, width = bright_ink.shape
-    factor = max(height, width) / BACKGROUND_SIDE
+    factor = (height * width) ** 0.5 / BACKGROUND_SIDE
     small = cv2.resize(bright_ink, (max(1, round(width / factor)), max(1, round(height / factor))),
                        interpolation=cv2.INTER_AREA)
-    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (BACKGROUND_SIDE // 4 + 1,) * 2)
-    opened = cv2.morphologyEx(small, cv2.MORPH_OPEN, kernel, borderType=cv2.BORDER_REPLICATE)
-    opened = cv2.GaussianBlur(opened, (0, 0), 2.0)
+    size = BACKGROUND_SIDE // 2 + 1  # wider than the thickest marker stroke
+    # odd reflection continues a brightness ramp past the edge, so the opening stays exact up to the border
+    padded = np.pad(small, size, mode="reflect", reflect_type="odd")
+    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (size, size))
+    opened = cv2.morphologyEx(padded, cv2.MORPH_OPEN, kernel)
+    opened = cv2.GaussianBlur(opened, (0, 0), 2.0)[size:-size, size:-size]
     return cv2.resize(opened, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
@@ -284,6 +279,7 @@ class Region:
     width: int
     height: int
     area: int
+    cut: bool = False            # cut out of touching digits by `split_touching`
 
     @property
     def right(self) -> int:
@@ -296,7 +292,8 @@ class Region:
     def merged(self, other: "Region") -> "Region":
         x, y = min(self.x, other.x), min(self.y, other.y)
         right, bottom = max(self.right, other.right), max(self.bottom, other.bottom)
-        return Region(self.labels + other.labels, x, y, right - x, bottom - y, self.area + other.area)
+        return Region(self.labels + other.labels, x, y, right - x, bottom - y, self.area + other.area,
+                      self.cut or other.cut)
 
 
 def components(ink: np.ndarray) -> tuple[np.ndarray, list[Region]]:
@@ -345,7 +342,7 @@ def split_touching(ink: np.ndarray, labels: np.ndarray, region: Region, digit_he
         if len(rows) == 0:
             continue
         pieces.append(Region(region.labels, region.x + left, region.y + int(rows[0]), right - left,
-                             int(rows[-1] - rows[0] + 1), int(inside[:, left:right].sum())))
+                             int(rows[-1] - rows[0] + 1), int(inside[:, left:right].sum()), cut=True))
     return pieces
 
 
@@ -366,14 +363,38 @@ def find_glyphs(ink: np.ndarray, multi: bool) -> tuple[np.ndarray, list[Region]]
     return labels, sorted(split, key=lambda r: r.x)
 
 
+def single_digit_doubt(region: Region, labels: np.ndarray) -> str | None:
+    """Why the ink of a single-digit image is no single digit, or None. A model that knows ten classes would read a
+    word, a dash or a row of digits as some digit; shapes no MNIST digit has are turned away before it is asked.
+    Fewer than 0.01% of MNIST digits are twice as wide as tall; a digit rarely breaks into more than 3 pieces."""
+    if region.width > 2.0 * region.height:
+        return (f"not one digit: the ink is {region.width / region.height:.1f} times wider than tall "
+                f"(several digits? use multi-digit mode)")
+    areas = np.bincount(labels.ravel())[region.labels]
+    pieces = int((areas >= 0.1 * areas.max()).sum())
+    if pieces > 3:
+        return f"not one digit: the ink is in {pieces} separate pieces"
+    return None
+
+
 # --- 7. MNIST form ------------------------------------------------------------------------------------------------
 
 def region_ink(ink: np.ndarray, labels: np.ndarray, region: Region) -> np.ndarray:
-    """The ink inside a region's box that belongs to its strokes, soft edges included, other strokes left out."""
-    window = (slice(region.y, region.bottom), slice(region.x, region.right))
+    """A region's ink, cropped: its strokes with their soft rim, other strokes left out.
+
+    Strokes are found at half coverage, but MNIST's 20x20 box holds every non-zero pixel, the faint rim too; so the
+    crop grows by a few pixels around the strokes and is trimmed to where the rim fades out.
+    """
     own = np.isin(labels, region.labels).astype(np.uint8)
-    own = cv2.dilate(own, np.ones((3, 3), np.uint8))  # keep the anti-aliased rim below INK_LEVEL
-    return ink[window] * own[window]
+    own = cv2.dilate(own, np.ones((2 * RIM_PIXELS + 1,) * 2, np.uint8))
+    side = 0 if region.cut else RIM_PIXELS  # a piece cut from touching digits must not grow into its neighbour
+    y0, y1 = max(0, region.y - RIM_PIXELS), min(ink.shape[0], region.bottom + RIM_PIXELS)
+    x0, x1 = max(0, region.x - side), min(ink.shape[1], region.right + side)
+    crop = ink[y0:y1, x0:x1] * own[y0:y1, x0:x1]
+    ys, xs = np.nonzero(crop > RIM_LEVEL)
+    if len(ys) == 0:
+        return crop
+    return crop[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
 
 
 def to_mnist(crop: np.ndarray) -> np.ndarray:
@@ -424,7 +445,7 @@ def prepare(source, polarity: str = "auto", multi: bool = False, max_pixels: int
     work, work_scale = shrink(gray)
     to_original = decode_scale * work_scale
 
-    detected, one_sidedness = find_polarity(work, coarse_background(work))
+    detected, one_sidedness = find_polarity(work)
     notes = {"one_sidedness": one_sidedness, "detected_polarity": detected}
     chosen = detected if polarity == "auto" else polarity
     ink, ink_notes = ink_map(work, chosen)
@@ -438,6 +459,10 @@ def prepare(source, polarity: str = "auto", multi: bool = False, max_pixels: int
                                           "photo, not a digit on a plain background)", notes)
 
     labels, regions = find_glyphs(ink, multi)
+    if not multi:
+        doubt = single_digit_doubt(regions[0], labels)
+        if doubt:
+            return Prepared([], chosen, size, doubt, notes)
     glyphs = []
     for region in regions:
         box = tuple(int(round(v * to_original)) for v in (region.x, region.y, region.width, region.height))

@@ -1,0 +1,111 @@
+"""digitlab predict / export-samples: output shapes, exit codes and per-file errors, through cli.main."""
+
+import csv
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from digitlab.cli import main
+
+
+@pytest.fixture(scope="module")
+def samples(tmp_path_factory, mnist_dir):
+    out = tmp_path_factory.mktemp("samples")
+    assert main(["export-samples", "--count", "6", "--data-dir", str(mnist_dir), str(out)]) == 0
+    return out
+
+
+def test_export_samples_writes_pngs_and_labels(samples, test_split):
+    rows = list(csv.DictReader(open(samples / "labels.csv")))
+    assert [r["file"] for r in rows] == [f"test_{i:05d}.png" for i in range(6)]
+    assert [int(r["label"]) for r in rows] == test_split[1][:6].tolist()
+    image = Image.open(samples / "test_00000.png")
+    assert image.size == (28, 28) and image.mode == "L"
+    assert (np.asarray(image) == test_split[0][0].numpy()).all()
+
+
+def test_export_samples_refuses_a_bad_count(tmp_path, mnist_dir, capsys):
+    assert main(["export-samples", "--count", "0", "--data-dir", str(mnist_dir), str(tmp_path)]) == 2
+    assert "cannot export" in capsys.readouterr().err
+
+
+def test_predict_table_json_csv(samples, small_model_path, test_split, capsys):
+    model = ["--model", str(small_model_path)]
+    assert main(["predict", str(samples), *model]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].startswith("path") and len(table) == 7
+
+    assert main(["predict", str(samples), "--json", "--threshold", "0", *model]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(lines) == 6 and all({"path", "digit", "confidence", "top3"} <= set(line) for line in lines)
+    assert sum(line["digit"] == label for line, label in zip(lines, test_split[1][:6].tolist())) >= 5
+
+    assert main(["predict", str(samples), "--csv", "--multi", *model]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert len(rows) == 6 and {"path", "number", "digits", "boxes", "error"} <= set(rows[0])
+
+
+def test_bad_files_are_reported_and_the_rest_runs(samples, small_model_path, tmp_path, capsys):
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "notes.png").write_text("not an image")
+    good = str(samples / "test_00000.png")
+    code = main(["predict", "--json", "--model", str(small_model_path), good, str(tmp_path / "empty.png"),
+                 str(tmp_path / "notes.png"), str(tmp_path / "missing.jpg")])
+    captured = capsys.readouterr()
+    lines = [json.loads(line) for line in captured.out.splitlines()]
+    assert code == 1 and len(lines) == 4
+    assert lines[0].get("error") is None and lines[0]["digit"] is not None
+    assert ["empty file" in lines[1]["error"], "not an image" in lines[2]["error"],
+            "no such file" in lines[3]["error"]] == [True, True, True]
+    assert "3 of 4 inputs could not be read" in captured.err
+
+
+def test_folders_recursive_and_empty(samples, small_model_path, tmp_path, capsys):
+    nested = tmp_path / "a" / "b"
+    nested.mkdir(parents=True)
+    (nested / "seven.png").write_bytes((samples / "test_00000.png").read_bytes())
+    model = ["--model", str(small_model_path), "--json"]
+    assert main(["predict", str(tmp_path / "a"), *model]) == 1  # no images at the top: reported, exit 1
+    assert "no image files" in capsys.readouterr().out
+    assert main(["predict", "--recursive", str(tmp_path / "a"), *model]) == 0
+    assert json.loads(capsys.readouterr().out)["path"].endswith("seven.png")
+
+
+def test_explain_writes_a_figure(samples, small_model_path, tmp_path, capsys):
+    out = tmp_path / "explain.png"
+    model = ["--model", str(small_model_path)]
+    assert main(["predict", str(samples / "test_00001.png"), "--explain", str(out), *model]) == 0
+    figure = Image.open(out)
+    assert figure.format == "PNG" and figure.size[0] > 600
+    assert main(["predict", str(samples), "--explain", str(out), *model]) == 2  # one image only
+    assert "one image" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["predict"], "required"),
+    (["predict", "x.png", "--threshold", "2"], "threshold"),
+    (["predict", "x.png", "--polarity", "sideways"], "invalid choice"),
+    (["predict", "x.png", "--json", "--csv"], "not allowed"),
+    (["predict", "x.png", "--model", "missing.safetensors"], "no such checkpoint"),
+])
+def test_bad_arguments_exit_2_with_one_line(args, needle, small_model_path, capsys):
+    if "--threshold" in args:
+        args = [*args, "--model", str(small_model_path)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert needle in err and len(err.strip().splitlines()) == 1
+
+
+def test_truncated_file_is_one_line_not_a_traceback(samples, small_model_path, tmp_path):
+    data = (samples / "test_00002.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    result = subprocess.run([sys.executable, "-m", "digitlab.cli", "predict", str(tmp_path / "cut.png"),
+                             str(samples / "test_00002.png"), "--model", str(small_model_path)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr + result.stdout
+    assert "truncated" in result.stdout and len(result.stdout.splitlines()) == 3

@@ -1,0 +1,370 @@
+"""preprocess: real MNIST digits redrawn as people supply them must come back as (nearly) the digit they were, and
+every kind of file a person may hand in must either be read or refused with a one-line reason."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import zlib
+import struct
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from digitlab.preprocess import ImageError, load_image, normalise, prepare, to_gray
+from digitlab.render import Style, render, render_number, render_set
+
+
+@pytest.fixture(scope="module")
+def digits(test_split):
+    images, labels = test_split
+    return images.numpy(), labels.numpy()
+
+
+@pytest.fixture(scope="module")
+def seven(digits):
+    return digits[0][0]  # the first test image, a 7
+
+
+def correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Pixel correlation of two 28x28 images at their best alignment within one pixel: MNIST rounds the centre of
+    mass to whole pixels, so a one-pixel offset is within what MNIST itself does."""
+    b = b.astype(np.float64)
+    return max(float(np.corrcoef(np.roll(a, (dy, dx), axis=(0, 1)).ravel(), b.ravel())[0, 1])
+               for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+
+
+def style(**changes) -> Style:
+    base = dict(width=400, height=300, fill=0.6, centre=(0.5, 0.5), ink=(20, 20, 20), paper=(250, 250, 248),
+                marker=0.0, lighting=0.0, light_angle=0.0, noise=2.0, jpeg_quality=None)
+    return Style(**(base | changes))
+
+
+def png(array: np.ndarray, mode: str | None = None) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array, mode).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def only_glyph(source, **options) -> np.ndarray:
+    prepared = prepare(source, **options)
+    assert prepared.reason is None and len(prepared.glyphs) == 1, prepared.reason
+    return prepared.glyphs[0].image
+
+
+# --- the oracle: rendered MNIST digits -----------------------------------------------------------------------------
+
+def test_rendered_digits_come_back_as_the_original(digits):
+    images, _ = digits
+    rendered = render_set(images[:40], seed=3)
+    scores = [correlation(only_glyph(data), original) for (data, _), original in zip(rendered, images[:40])]
+    assert np.median(scores) > 0.85, np.round(scores, 2)
+    assert min(scores) > 0.5, np.round(scores, 2)
+
+
+def test_output_has_the_mnist_form(digits):
+    images, _ = digits
+    for data, _ in render_set(images[40:60], seed=4):
+        image = only_glyph(data)
+        assert image.shape == (28, 28) and image.dtype == np.float32
+        assert 0.0 <= image.min() and image.max() <= 1.0 and image.max() > 0.9  # bright ink on black
+        ys, xs = np.nonzero(image > 0)
+        assert max(ys.max() - ys.min(), xs.max() - xs.min()) + 1 <= 21  # fitted into 20x20
+        total = image.sum()
+        cy = (image.sum(1) * np.arange(28)).sum() / total
+        cx = (image.sum(0) * np.arange(28)).sum() / total
+        assert abs(cy - 14) <= 0.75 and abs(cx - 14) <= 0.75  # centre of mass at the centre, like MNIST
+
+
+def test_model_reads_rendered_digits_as_it_reads_the_originals(digits, small_model_path):
+    from digitlab.engine import load_engine
+    from digitlab.predict import Recognizer
+
+    images, _ = digits
+    recognizer = Recognizer(load_engine(small_model_path), threshold=0.0)
+    originals = recognizer.probabilities(images[:60].astype(np.float32) / 255).argmax(1)
+    rendered = [data for data, _ in render_set(images[:60], seed=5)]
+    ours = [p.digits[0].top3[0][0] for p in recognizer.predict(rendered)]
+    assert (np.array(ours) == originals).mean() >= 0.9
+
+
+# --- one hand-made case per way a picture differs from MNIST ------------------------------------------------------
+
+@pytest.mark.parametrize("name,changes", [
+    ("dark on light", {}),
+    ("light on dark", {"ink": (250, 250, 250), "paper": (15, 15, 20)}),
+    ("off centre", {"centre": (0.15, 0.2), "fill": 0.35}),
+    ("uneven light", {"lighting": 0.6, "light_angle": 0.7}),
+    ("sensor noise", {"noise": 12.0}),
+    ("jpeg", {"jpeg_quality": 25}),
+    ("coloured ink and paper", {"ink": (25, 40, 150), "paper": (250, 245, 200)}),
+    ("marker", {"marker": 0.8}),
+    ("tiny canvas", {"width": 40, "height": 40, "fill": 0.8}),
+    ("long strip", {"width": 1000, "height": 120, "fill": 0.7}),
+])
+def test_each_condition_is_undone(seven, name, changes):
+    from digitlab.render import encode
+
+    drawn = style(**changes)
+    data = encode(render(seven, drawn, seed=1), drawn)
+    prepared = prepare(data)
+    assert prepared.polarity == drawn.polarity
+    assert len(prepared.glyphs) == 1 and correlation(prepared.glyphs[0].image, seven) > 0.7, name
+
+
+def test_box_is_where_the_digit_is(seven):
+    drawn = style(width=800, height=600, fill=0.3, centre=(0.8, 0.25), noise=0.0)
+    box = prepare(png(render(seven, drawn))).glyphs[0].box
+    x, y, w, h = box
+    assert abs((x + w / 2) - 640) < 20 and abs((y + h / 2) - 150) < 20 and abs(h - 180) < 15
+
+
+def test_polarity_can_be_overridden(seven):
+    data = png(render(seven, style()))
+    right = prepare(data, polarity="dark-on-light")
+    wrong = prepare(data, polarity="light-on-dark")  # reads the paper as ink: a negative of the 7, at best
+    assert right.polarity == "dark-on-light" and wrong.polarity == "light-on-dark"
+    assert correlation(right.glyphs[0].image, seven) > 0.9
+    assert not wrong.glyphs or correlation(wrong.glyphs[0].image, seven) < 0.8
+    with pytest.raises(ValueError, match="polarity"):
+        prepare(data, polarity="sideways")
+
+
+def test_mnist_png_itself_is_nearly_unchanged(seven):
+    assert correlation(only_glyph(png(seven)), seven) > 0.9
+
+
+def test_huge_canvas(seven):
+    drawn = style(width=4000, height=3000, fill=0.4, jpeg_quality=85)
+    from digitlab.render import encode
+
+    assert correlation(only_glyph(encode(render(seven, drawn), drawn)), seven) > 0.7
+
+
+# --- file formats and modes ---------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def paper_seven(seven):
+    """The 7 as black ink on white paper, RGB uint8 (300, 400, 3)."""
+    return render(seven, style(noise=0.0))
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP"])
+def test_formats(paper_seven, seven, fmt):
+    buffer = io.BytesIO()
+    Image.fromarray(paper_seven).save(buffer, format=fmt)
+    assert correlation(only_glyph(buffer.getvalue()), seven) > 0.8
+
+
+def test_animated_gif_uses_the_first_frame(paper_seven, seven):
+    first = Image.fromarray(paper_seven)
+    blank = Image.new("RGB", first.size, (255, 255, 255))
+    buffer = io.BytesIO()
+    first.save(buffer, format="GIF", save_all=True, append_images=[blank], duration=100)
+    assert correlation(only_glyph(buffer.getvalue()), seven) > 0.8
+
+
+def test_exif_orientation_is_applied(paper_seven, seven):
+    stored = Image.fromarray(paper_seven).transpose(Image.Transpose.ROTATE_90)  # a camera held sideways
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 clockwise to display"
+    buffer = io.BytesIO()
+    stored.save(buffer, format="JPEG", quality=95, exif=exif)
+    prepared = prepare(buffer.getvalue())
+    assert prepared.size == (400, 300)
+    assert correlation(prepared.glyphs[0].image, seven) > 0.8
+
+
+@pytest.mark.parametrize("ink_value", [0, 255])
+def test_alpha_is_composited_so_the_ink_shows(seven, ink_value):
+    rgba = np.zeros((280, 280, 4), np.uint8)
+    rgba[..., :3] = ink_value
+    rgba[..., 3] = cv2.resize(seven, (280, 280), interpolation=cv2.INTER_CUBIC)  # ink only where opaque
+    assert correlation(only_glyph(png(rgba)), seven) > 0.8
+
+
+def test_sixteen_bit(paper_seven, seven):
+    gray16 = (cv2.cvtColor(paper_seven, cv2.COLOR_RGB2GRAY).astype(np.uint16) * 257)
+    data = png(gray16)
+    assert Image.open(io.BytesIO(data)).mode.startswith("I")
+    assert correlation(only_glyph(data), seven) > 0.8
+
+
+def test_cmyk_jpeg(paper_seven, seven):
+    buffer = io.BytesIO()
+    Image.fromarray(paper_seven).convert("CMYK").save(buffer, format="JPEG", quality=90)
+    assert Image.open(io.BytesIO(buffer.getvalue())).mode == "CMYK"
+    assert correlation(only_glyph(buffer.getvalue()), seven) > 0.8
+
+
+def test_palette_with_transparency(seven):
+    rgba = np.zeros((200, 200, 4), np.uint8)
+    rgba[..., 3] = np.where(cv2.resize(seven, (200, 200)) > 128, 255, 0)
+    image = Image.fromarray(rgba).convert("P")
+    image.info["transparency"] = 0
+    buffer = io.BytesIO()
+    Image.fromarray(rgba).quantize(colors=4).save(buffer, format="PNG")
+    assert Image.open(io.BytesIO(buffer.getvalue())).mode == "P"
+    assert correlation(only_glyph(buffer.getvalue()), seven) > 0.7
+
+
+def test_arrays_and_paths(seven, tmp_path):
+    path = tmp_path / "seven.png"
+    path.write_bytes(png(seven))
+    from_path, from_array, from_float = only_glyph(path), only_glyph(seven), only_glyph(seven / 255.0)
+    assert np.allclose(from_path, from_array) and np.allclose(from_array, from_float, atol=0.02)
+    assert to_gray(Image.fromarray(seven)).dtype == np.float32
+
+
+# --- things that are no digit -------------------------------------------------------------------------------------
+
+def test_blank_pages(seven):
+    rng = np.random.default_rng(0)
+    white = np.clip(245 + rng.normal(0, 2, (300, 400)), 0, 255).astype(np.uint8)
+    ramp = np.clip(np.linspace(120, 250, 400)[None, :] + rng.normal(0, 2, (300, 400)), 0, 255).astype(np.uint8)
+    for page in (white, ramp, np.zeros((50, 50), np.uint8)):
+        prepared = prepare(png(page))
+        assert prepared.glyphs == [] and prepared.reason.startswith("blank"), prepared.reason
+
+
+def test_noise_is_no_digit():
+    rng = np.random.default_rng(1)
+    for noise in (rng.integers(0, 256, (300, 300), dtype=np.uint8),
+                  cv2.GaussianBlur(rng.integers(0, 256, (300, 300), dtype=np.uint8), (0, 0), 3)):
+        prepared = prepare(png(noise))
+        assert prepared.glyphs == [] and prepared.reason is not None
+
+
+def test_a_picture_with_dark_and_light_shapes_is_no_digit():
+    rng = np.random.default_rng(2)
+    picture = np.full((300, 400, 3), 128, np.uint8)
+    for _ in range(12):
+        centre = (int(rng.integers(0, 400)), int(rng.integers(0, 300)))
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        cv2.circle(picture, centre, int(rng.integers(15, 60)), colour, -1)
+    prepared = prepare(png(picture))
+    assert prepared.glyphs == [] and "no clear ink" in prepared.reason
+
+
+def test_a_word_is_no_single_digit():
+    page = np.full((200, 600), 255, np.uint8)
+    cv2.putText(page, "WWW", (30, 150), cv2.FONT_HERSHEY_SIMPLEX, 4, 0, 12)
+    prepared = prepare(png(page))
+    assert prepared.glyphs == [] and prepared.reason.startswith("not one digit")
+
+
+def test_scattered_marks_are_no_single_digit():
+    page = np.full((300, 300), 255, np.uint8)
+    for x, y in ((50, 50), (250, 60), (60, 240), (240, 250), (150, 150)):
+        cv2.circle(page, (x, y), 12, 0, -1)
+    assert "separate pieces" in prepare(png(page)).reason
+
+
+# --- files that cannot be read ------------------------------------------------------------------------------------
+
+def test_unreadable_inputs_raise_one_line_reasons(tmp_path, paper_seven):
+    full = io.BytesIO()
+    Image.fromarray(paper_seven).save(full, format="PNG")
+    jpeg = io.BytesIO()
+    Image.fromarray(paper_seven).save(jpeg, format="JPEG")
+    (tmp_path / "empty.png").write_bytes(b"")
+    cases = {
+        "zero bytes": (tmp_path / "empty.png", "empty file"),
+        "no file": (tmp_path / "missing.png", "no such file"),
+        "a folder": (tmp_path, "folder"),
+        "text": (b"hello, I am not an image\n", "not an image"),
+        "truncated png": (full.getvalue()[: len(full.getvalue()) // 2], "truncated"),
+        "truncated jpeg": (jpeg.getvalue()[:200], "truncated|corrupt|unreadable"),
+        "empty bytes": (b"", "empty"),
+    }
+    for name, (source, words) in cases.items():
+        with pytest.raises(ImageError, match=words) as caught:
+            prepare(source)
+        assert "\n" not in str(caught.value), name
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG that claims a size but whose pixel data is a few bytes: what a decompression bomb looks like at first."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + \
+        chunk(b"IEND", b"")
+
+
+def test_decompression_bomb_is_refused_before_decoding():
+    with pytest.raises(ImageError, match="too large"):
+        prepare(_png_header_only(100_000, 100_000))
+    with pytest.raises(ImageError, match="too large"):
+        load_image(_png_header_only(3000, 3000), max_pixels=1_000_000)
+
+
+def test_zero_size_image_is_refused():
+    with pytest.raises(ImageError):
+        prepare(_png_header_only(0, 10))
+
+
+def test_array_of_wrong_shape_is_refused():
+    with pytest.raises(ImageError, match="image array"):
+        prepare(np.zeros((3, 4, 5, 6), np.uint8))
+
+
+# --- several digits -----------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def year(digits):
+    """Real MNIST digits 2, 0, 2, 6 (the first of each in the test set), in that order."""
+    images, labels = digits
+    return [images[np.nonzero(labels == d)[0][0]] for d in (2, 0, 2, 6)]
+
+
+def test_a_number_is_read_left_to_right_with_boxes(year):
+    drawn = style(width=900, height=300, fill=0.5, noise=3.0)
+    prepared = prepare(png(render_number(year, drawn, gap=5)), multi=True)
+    assert len(prepared.glyphs) == 4
+    xs = [g.box[0] for g in prepared.glyphs]
+    assert xs == sorted(xs)
+    for left, right in zip(prepared.glyphs, prepared.glyphs[1:]):
+        assert left.box[0] + left.box[2] <= right.box[0] + 2  # boxes side by side, not overlapping
+    for glyph, original in zip(prepared.glyphs, year):
+        assert correlation(glyph.image, original) > 0.75
+
+
+def test_touching_digits_are_split(year):
+    drawn = style(width=900, height=300, fill=0.5, noise=1.0)
+    prepared = prepare(png(render_number(year[:2], drawn, gap=-3)), multi=True)  # 2 and 0 written into each other
+    assert len(prepared.glyphs) == 2
+    assert correlation(prepared.glyphs[0].image, year[0]) > 0.6
+
+
+def test_pieces_of_a_broken_digit_are_merged(digits):
+    images, labels = digits
+    five = images[np.nonzero(labels == 5)[0][0]].copy()
+    rows = np.nonzero(five.any(axis=1))[0]
+    five[rows[0] + 5: rows[0] + 7] = 0  # a gap across the digit: the bar comes off
+    page = png(render(five, style(noise=0.0)))
+    prepared = prepare(page, multi=True)
+    assert len(prepared.glyphs) == 1
+
+
+def test_single_mode_points_a_number_to_multi_digit_mode(year):
+    prepared = prepare(png(render_number(year, style(width=900, fill=0.5))))
+    assert prepared.glyphs == [] and "multi-digit mode" in prepared.reason
+
+
+# --- the rest -----------------------------------------------------------------------------------------------------
+
+def test_normalise_matches_the_training_input(seven):
+    batch = normalise(np.stack([seven / 255.0] * 3), mean=0.1307, std=0.3081)
+    assert batch.shape == (3, 1, 28, 28) and batch.dtype == np.float32
+    assert np.isclose(batch[0, 0, 0, 0], -0.1307 / 0.3081)
+
+
+def test_preprocess_imports_no_torch():
+    code = "import sys, digitlab.preprocess, digitlab.predict, digitlab.engine, digitlab.render; " \
+           "print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "False", result.stderr
