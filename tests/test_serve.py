@@ -121,6 +121,7 @@ def test_multi_digit_reads_a_number_left_to_right_with_boxes(client, oracle, tes
 def test_blank_image_is_an_answer_without_a_digit(client):
     body = client.post("/api/predict", content=png_bytes(np.full((280, 280), 255, np.uint8))).json()
     assert body["digit"] is None and "blank" in body["reason"] and body["image"] is None
+    assert body["probabilities"] is None and body["box"] is None
 
 
 def test_query_parameters(client, digits):

@@ -146,8 +146,10 @@ def answer(prediction: Prediction) -> dict[str, Any]:
     if prediction.multi:
         for item, digit in zip(body["digits"], prediction.digits):
             item["image"] = png_data_url(digit.image)
-    else:
+    else:  # the same keys whether or not a digit was found
         body["image"] = png_data_url(prediction.digits[0].image) if prediction.digits else None
+        body.setdefault("probabilities", None)
+        body.setdefault("box", None)
     return body
 
 
@@ -237,7 +239,7 @@ def create_app(model_path: str | os.PathLike | None = None, backend: str = "torc
 
     @app.post("/api/predict", openapi_extra=IMAGE_BODY, responses=ERRORS)
     async def predict(request: Request, multi: bool = False, polarity: Polarity = "auto",
-                      threshold: float | None = Query(None, ge=0.0, le=1.0)) -> dict[str, Any]:
+                      threshold: float | None = Query(None, ge=0.0, le=1.0)) -> JSONResponse:
         """Recognise one image: ``digit``, ``confidence``, ``probabilities``, ``box`` and ``image`` (the 28x28
         input the model saw); with ``multi=true`` the ``number`` and per-digit ``digits`` with boxes. ``digit`` is
         null and ``reason`` says why when the model is unsure or the image is blank."""
@@ -250,17 +252,17 @@ def create_app(model_path: str | os.PathLike | None = None, backend: str = "torc
                                   limits))[0]
         if "error" in result and "status" in result:
             raise ApiError(result["status"], result["error"])
-        return result
+        return JSONResponse(result)  # already plain JSON types: no second pass through pydantic
 
     @app.post("/api/predict/batch", openapi_extra=BATCH_BODY, responses=ERRORS)
     async def predict_batch(request: Request, multi: bool = False, polarity: Polarity = "auto",
-                            threshold: float | None = Query(None, ge=0.0, le=1.0)) -> dict[str, Any]:
+                            threshold: float | None = Query(None, ge=0.0, le=1.0)) -> JSONResponse:
         """Recognise several images in one model call: ``results`` in the order sent, an unreadable file answering
         ``error`` and ``status`` in its place while the others are read."""
         files = await form_files(request, "files", limits)
         items = [(upload.filename or f"file {i}", await upload.read()) for i, upload in enumerate(files)]
         results = await in_worker(recognise, recognizer(request, polarity, threshold), items, multi, limits)
-        return {"results": results}
+        return JSONResponse({"results": results})
 
     @app.get("/api/health")
     async def health(request: Request) -> dict[str, Any]:
