@@ -137,3 +137,12 @@ def load(path: str | os.PathLike | None = None, device: str | torch.device = "cp
     path = BUNDLED if path is None else Path(path)
     tensors, meta = read(path)
     return build(meta, tensors, str(path)).to(device), meta
+
+
+def update_metadata(path: str | os.PathLike, changes: dict[str, Any]) -> dict[str, Any]:
+    """Merge ``changes`` into a checkpoint's metadata, rewriting the file atomically; the weights are untouched."""
+    tensors, meta = read(path)
+    meta = meta | changes
+    header = {"digitlab": json.dumps(meta)}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header))
+    return meta

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 
 
@@ -51,31 +52,38 @@ TRAIN_OVERRIDES = ("model", "epochs", "batch_size", "optimizer", "learning_rate"
 
 def cmd_train(args) -> int:
     from digitlab.recipes import DEFAULT_RECIPE, recipe_config
-    from digitlab.train import train
+    from digitlab.train import is_main_process, train
 
     recipe = args.recipe or DEFAULT_RECIPE
     cfg = recipe_config(recipe, **{k: getattr(args, k) for k in TRAIN_OVERRIDES})
     out_dir = args.out or f"runs/{recipe if args.model is None else cfg.model}"
-    print(f"training {cfg.model} (recipe {recipe}) -> {out_dir}", file=sys.stderr)
+    speak = is_main_process()  # under torchrun only rank 0 talks
+    if speak:
+        print(f"training {cfg.model} (recipe {recipe}) -> {out_dir}", file=sys.stderr)
     try:
-        result = train(cfg, out_dir, resume=args.resume, dry_run=args.dry_run, command=" ".join(sys.argv),
+        result = train(cfg, out_dir, resume=args.resume, dry_run=args.dry_run, command=_command_line(),
                        quiet=args.quiet)
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished epochs are saved in {out_dir}; continue with --resume", file=sys.stderr)
         return 130
-    print(f"wrote {result.out_dir / 'model.safetensors'} and {result.out_dir / 'history.json'}")
+    if speak:
+        print(f"wrote {result.out_dir / 'model.safetensors'} and {result.out_dir / 'history.json'}")
     return 0
 
 
 def cmd_eval(args) -> int:
     from digitlab import checkpoint
     from digitlab.data import load_mnist
-    from digitlab.evaluate import evaluate, format_report
+    from digitlab.evaluate import TTA_SHIFTS, evaluate, format_report, headline
 
+    if args.record and args.checkpoint is None:
+        raise UsageError("digitlab eval: error: --record needs the checkpoint path it should write to")
     model, meta = checkpoint.load(args.checkpoint)
     images, labels = load_mnist("test", args.data_dir)
-    shifts = ((0, 0), (0, 1), (0, -1), (1, 0), (-1, 0)) if args.tta else ((0, 0),)
+    shifts = TTA_SHIFTS if args.tta else ((0, 0),)
     result = evaluate(model, images, labels, shifts=shifts)
+    if args.record:
+        checkpoint.update_metadata(args.checkpoint, {"test_tta" if args.tta else "test": headline(result, shifts)})
     result["checkpoint"] = str(args.checkpoint or checkpoint.BUNDLED)
     result["arch"] = meta["arch"]
     print(json.dumps(result) if args.json else format_report(result))
@@ -128,6 +136,8 @@ def build_parser() -> Parser:
     p.add_argument("--data-dir", help="folder with the four MNIST files")
     p.add_argument("--tta", action="store_true", help="average over 1-pixel shifts (test-time augmentation)")
     p.add_argument("--json", action="store_true", help="one JSON object instead of the table")
+    p.add_argument("--record", action="store_true", help="write the test accuracy into the checkpoint's metadata "
+                   "(key 'test', or 'test_tta' with --tta)")
     p.set_defaults(handler=cmd_eval)
 
     from digitlab.cli_images import add_predict_parsers  # predict, export-samples (issue 4)
@@ -135,6 +145,11 @@ def build_parser() -> Parser:
     from digitlab.cli_serve import add_serve_parsers  # serve, export (issue 5)
     add_serve_parsers(sub)
     return parser
+
+
+def _command_line() -> str:
+    """How this run was started, as a user would type it (recorded in checkpoints), whatever the entry point."""
+    return shlex.join(["digitlab", *sys.argv[1:]])
 
 
 def _version() -> str:

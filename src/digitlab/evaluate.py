@@ -14,6 +14,9 @@ from torch import nn
 
 from digitlab.data import to_input
 
+# Test-time augmentation: the image itself and its 1-pixel translations. Never flips: they change digits.
+TTA_SHIFTS = ((0, 0), (0, 1), (0, -1), (1, 0), (-1, 0))
+
 
 @torch.inference_mode()
 def infer(model: nn.Module, images: torch.Tensor, batch_size: int = 1000,
@@ -61,6 +64,12 @@ def report(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000,
              shifts: tuple[tuple[int, int], ...] = ((0, 0),)) -> dict[str, Any]:
     return report(infer(model, images, batch_size, shifts), labels)
+
+
+def headline(result: dict[str, Any], shifts: tuple[tuple[int, int], ...] = ((0, 0),)) -> dict[str, Any]:
+    """The few numbers worth recording with a checkpoint (``digitlab eval --record``)."""
+    return {"accuracy": result["accuracy"], "loss": round(result["loss"], 6),
+            "errors": len(result["misclassified"]), "count": result["count"], "shifts": [list(s) for s in shifts]}
 
 
 def format_report(result: dict[str, Any]) -> str:

@@ -6,6 +6,12 @@ the loop validates and writes, atomically, ``model.safetensors`` (the self-descr
 (optimiser, schedule and EMA state) and ``history.json``; so Ctrl-C or a kill loses at most the running epoch and
 ``resume=True`` carries on from the last one.
 
+Under ``torchrun`` the same call trains with DistributedDataParallel, nothing to change: every process takes its
+share of each epoch's batches (so the effective batch is ``batch_size`` times the number of processes), gradients
+are averaged across processes (gloo on CPU, NCCL on GPUs), and only rank 0 prints and writes files.
+
+    torchrun --nproc_per_node 2 -m digitlab.cli train --recipe default
+
     result = train(TrainConfig(model="cnn5x5_dense1000", epochs=10), out_dir="runs/cnn5x5")
 """
 
@@ -13,14 +19,17 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from digitlab import checkpoint
@@ -95,9 +104,43 @@ class TrainResult:
     out_dir: Path
 
 
-def resolve_device(name: str) -> torch.device:
+@dataclass(frozen=True)
+class Distributed:
+    """Where this process stands in a torchrun job (rank 0 of 1 when run alone)."""
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def is_main_process() -> bool:
+    """True unless this is a torchrun worker other than rank 0 (which must neither print nor write)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def start_distributed(device_name: str) -> tuple[Distributed, bool]:
+    """Join the process group torchrun describes in WORLD_SIZE/RANK; returns (where we stand, whether we joined)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return Distributed(), False
+    here = Distributed(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0")))
+    if dist.is_initialized():
+        return here, False
+    on_gpu = device_name.startswith("cuda") or (device_name == "auto" and torch.cuda.is_available())
+    if on_gpu:
+        torch.cuda.set_device(here.local_rank)
+    dist.init_process_group(backend="nccl" if on_gpu else "gloo")
+    return here, True
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and torch.cuda.is_available():
+        return torch.device(f"cuda:{local_rank}")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was asked for, but PyTorch sees no GPU")
     return torch.device(name)
@@ -125,10 +168,20 @@ def make_schedule(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
 
 
-def batches(split: Split, batch_size: int, generator: torch.Generator):
-    """Index batches of a shuffled epoch: (uint8 images (B, 28, 28), labels (B,))."""
+def steps_per_epoch(count: int, batch_size: int, world: Distributed) -> int:
+    """Optimiser steps per epoch; with several processes each takes the same number, dropping < world_size batches."""
+    total = -(-count // batch_size)
+    return total if world.world_size == 1 else total // world.world_size
+
+
+def batches(split: Split, batch_size: int, generator: torch.Generator, world: Distributed = Distributed()):
+    """This process's batches of a shuffled epoch: (uint8 images (B, 28, 28), labels (B,)).
+
+    Every process draws the same order from the same seed and takes every ``world_size``-th batch of it.
+    """
     order = torch.randperm(len(split), generator=generator).to(split.images.device)
-    for start in range(0, len(split), batch_size):
+    starts = range(0, len(split), batch_size)
+    for start in list(starts)[world.rank::world.world_size][:steps_per_epoch(len(split), batch_size, world)]:
         idx = order[start:start + batch_size]
         yield split.images[idx], split.labels[idx]
 
@@ -205,8 +258,17 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, dry_run: 
 
     ``dry_run`` runs the real path end to end on three batches of one epoch and a small validation set.
     """
-    out_dir = Path(out_dir)
-    device = resolve_device(cfg.device)
+    world, joined = start_distributed(cfg.device)
+    try:
+        return _train(cfg, Path(out_dir), resume, dry_run, command, quiet or not world.is_main, world)
+    finally:
+        if joined:
+            dist.destroy_process_group()
+
+
+def _train(cfg: TrainConfig, out_dir: Path, resume: bool, dry_run: bool, command: str | None, quiet: bool,
+           world: Distributed) -> TrainResult:
+    device = resolve_device(cfg.device, world.local_rank)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -222,9 +284,11 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, dry_run: 
     model = create_model(cfg.model, **cfg.model_kwargs).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    steps_per_epoch = -(-len(train_split) // cfg.batch_size)
+    steps = steps_per_epoch(len(train_split), cfg.batch_size, world)
     optimizer = make_optimizer(cfg, model)
-    schedule = make_schedule(cfg, optimizer, steps_per_epoch)
+    schedule = make_schedule(cfg, optimizer, steps)
+    # The wrapper averages gradients across processes in backward(); everything else uses the plain module.
+    forward = model if world.world_size == 1 else DistributedDataParallel(model)
     ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
            if cfg.ema_decay else None)
 
@@ -241,16 +305,20 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, dry_run: 
         epoch_seed = cfg.seed * 100_003 + epoch
         torch.manual_seed(epoch_seed)
         generator = torch.Generator().manual_seed(epoch_seed)
-        total = 3 if dry_run else steps_per_epoch
+        epoch_batches = batches(train_split, cfg.batch_size, generator, world)
+        if world.world_size > 1:  # the order is shared; each process's augmentation draws must not be
+            epoch_batches = iter(list(epoch_batches))
+            generator.manual_seed(epoch_seed * world.world_size + world.rank)
+        total = 3 if dry_run else steps
         bar = EpochBar(f"epoch {epoch}/{cfg.epochs}", total, enabled=not quiet)
         model.train()
         start = time.perf_counter()
         seen = 0
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.int64)
-        for step, (x_uint8, y) in enumerate(batches(train_split, cfg.batch_size, generator), start=1):
+        for step, (x_uint8, y) in enumerate(epoch_batches, start=1):
             x = to_batch(x_uint8, cfg, generator)
-            logits = model(x)
+            logits = forward(x)
             loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -267,6 +335,10 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, dry_run: 
             if step == total:
                 break
         train_seconds = time.perf_counter() - start
+        if world.world_size > 1:  # the epoch's figures over all processes
+            totals = torch.stack([loss_sum, correct.to(loss_sum.dtype), torch.tensor(float(seen), device=device)])
+            dist.all_reduce(totals)
+            loss_sum, correct, seen = totals[0], totals[1], int(totals[2].item())
 
         eval_model = ema.module if ema is not None else model
         row = {"epoch": epoch, "train_loss": loss_sum.item() / seen, "train_accuracy": correct.item() / seen,
@@ -276,6 +348,12 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, dry_run: 
             logits = infer(eval_model, val_split.images)
             row["val_loss"] = F.cross_entropy(logits, val_split.labels).item()
             row["val_accuracy"] = (logits.argmax(1) == val_split.labels).double().mean().item()
+        if world.world_size > 1:
+            # Each process's batch-norm statistics saw its own batches; rank 0's verdict decides for all, so
+            # schedules and early stopping stay in step.
+            shared = [row]
+            dist.broadcast_object_list(shared, src=0)
+            row = shared[0]
         history.append(row)
         if cfg.schedule == "step":
             schedule.step()
@@ -293,7 +371,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, dry_run: 
                 best_state = copy.deepcopy(eval_model.state_dict())
             elif epoch - best["epoch"] >= cfg.early_stopping:
                 stop = True
-        _save_epoch(out_dir, cfg, model, eval_model, optimizer, schedule, ema, history, best, command)
+        if world.is_main:
+            _save_epoch(out_dir, cfg, model, eval_model, optimizer, schedule, ema, history, best, command)
         if stop:
             if not quiet:
                 print(f"early stop: no better validation accuracy since epoch {best['epoch']}")
@@ -307,5 +386,6 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, dry_run: 
         eval_model.load_state_dict(best_state)
         meta = {"config": asdict(cfg), "epoch": best["epoch"], "command": command,
                 "metrics": {k: v for k, v in history[best["epoch"] - 1].items() if k.startswith("val_")}}
-        checkpoint.save(out_dir / "model.safetensors", eval_model, meta)
+        if world.is_main:
+            checkpoint.save(out_dir / "model.safetensors", eval_model, meta)
     return TrainResult(eval_model.eval(), history, out_dir)

@@ -1,0 +1,149 @@
+"""Time to accuracy: wall-clock seconds from process start to the first epoch at >= 99.0% and >= 99.5% test accuracy.
+
+A speed benchmark, not model selection: the test set is scored after every epoch only to stop the clock. Each run is
+a fresh Python process, so the time includes starting Python, importing torch and reading MNIST from disk.
+
+    python benchmarks/time_to_accuracy.py                        # CPU, the 'fast' recipe, 3 runs
+    python benchmarks/time_to_accuracy.py --device cuda --compile  # GPU: data on the GPU, channels-last, bf16
+
+On a GPU the whole training set stays on the device, batches are augmented there, and the forward and backward
+passes run under bf16 autocast (optionally through torch.compile). No GPU was available when this was written, so
+that path is untested by measurement.
+"""
+
+from __future__ import annotations
+
+import time
+
+START = time.time()  # before torch is imported: the clock covers everything the user waits for
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import platform  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from contextlib import nullcontext  # noqa: E402
+
+THRESHOLDS = (0.990, 0.995)
+
+
+def one_run(recipe: str, device_name: str, seed: int, use_compile: bool, threads: int) -> dict:
+    """Train once, scoring the test set after each epoch; the seconds since START at which each threshold fell."""
+    import torch
+    import torch.nn.functional as F
+
+    from digitlab.data import load_mnist, to_input
+    from digitlab.models import create_model
+    from digitlab.recipes import recipe_config
+    from digitlab.train import Split, batches, make_optimizer, make_schedule, resolve_device, to_batch
+
+    if threads:
+        torch.set_num_threads(threads)
+    cfg = recipe_config(recipe, seed=seed, device=device_name)
+    device = resolve_device(cfg.device)
+    on_gpu = device.type == "cuda"
+    torch.manual_seed(seed)
+    images, labels = load_mnist("train")
+    train_split = Split(images.to(device), labels.to(device))
+    test_images, test_labels = load_mnist("test")
+    test_x = to_input(test_images, device).contiguous(memory_format=torch.channels_last)  # (10000, 1, 28, 28)
+    test_y = test_labels.to(device)
+
+    model = create_model(cfg.model, **cfg.model_kwargs).to(device).to(memory_format=torch.channels_last)
+    steps = -(-len(train_split) // cfg.batch_size)
+    optimizer = make_optimizer(cfg, model)
+    schedule = make_schedule(cfg, optimizer, steps)
+    forward = torch.compile(model) if use_compile else model
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if on_gpu else nullcontext()
+
+    reached: dict[str, float] = {}
+    epochs = []
+    for epoch in range(1, cfg.epochs + 1):
+        generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        model.train()
+        for x_uint8, y in batches(train_split, cfg.batch_size, generator):
+            with autocast:
+                loss = F.cross_entropy(forward(to_batch(x_uint8, cfg, generator)), y,
+                                       label_smoothing=cfg.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if cfg.schedule == "onecycle":
+                schedule.step()
+        if cfg.schedule != "onecycle":
+            schedule.step()
+        model.eval()
+        with torch.inference_mode(), autocast:
+            correct = sum((forward(test_x[i:i + 2000]).argmax(1) == test_y[i:i + 2000]).sum().item()
+                          for i in range(0, len(test_y), 2000))
+        accuracy = correct / len(test_y)
+        now = time.time() - START
+        epochs.append({"epoch": epoch, "test_accuracy": accuracy, "seconds": round(now, 2)})
+        for threshold in THRESHOLDS:
+            if accuracy >= threshold and f"{threshold:.3f}" not in reached:
+                reached[f"{threshold:.3f}"] = round(now, 2)
+        if len(reached) == len(THRESHOLDS):
+            break
+    return {"recipe": recipe, "device": str(device), "seed": seed, "compile": use_compile, "reached": reached,
+            "epochs": epochs, "torch": torch.__version__, "threads": torch.get_num_threads()}
+
+
+def describe_machine(device_name: str) -> str:
+    import torch
+
+    if device_name.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    cpu = platform.processor() or "CPU"
+    if os.path.exists("/proc/cpuinfo"):
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return f"{cpu}, {os.cpu_count()} cores"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", default="fast")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    parser.add_argument("--runs", type=int, default=3, help="fresh processes, seeds 0, 1, ...")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model (worth it on a GPU)")
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--child", type=int, metavar="SEED", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.child is not None:  # one measured run, in its own process, reported as one JSON line
+        print(json.dumps(one_run(args.recipe, args.device, args.child, args.compile, args.threads)))
+        return
+
+    results = []
+    for seed in range(args.runs):
+        child = [sys.executable, __file__, "--child", str(seed), "--recipe", args.recipe, "--device", args.device,
+                 "--threads", str(args.threads)] + (["--compile"] if args.compile else [])
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        done = subprocess.run(child, capture_output=True, text=True, check=True)
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        result["load_before"] = round(load, 2)
+        results.append(result)
+        curve = [round(100 * e["test_accuracy"], 2) for e in result["epochs"]]
+        print(f"seed {seed}: " + ", ".join(f">= {100 * float(k):.1f}% at {v:.1f} s" for k, v in
+              result["reached"].items()) + f"  (test accuracy per epoch: {curve}; load average before: {load:.2f})",
+              flush=True)
+
+    print(f"\n{args.recipe} on {describe_machine(args.device)}, torch {results[0]['torch']}, "
+          f"{results[0]['threads']} threads, {len(results)} runs")
+    for threshold in THRESHOLDS:
+        key = f"{threshold:.3f}"
+        times = [r["reached"][key] for r in results if key in r["reached"]]
+        missed = len(results) - len(times)
+        if times:
+            mean = sum(times) / len(times)
+            print(f"  >= {100 * threshold:.1f}%: mean {mean:.1f} s, min {min(times):.1f} s, max {max(times):.1f} s"
+                  + (f" ({missed} runs never reached it)" if missed else ""))
+        else:
+            print(f"  >= {100 * threshold:.1f}%: not reached in any run")
+
+
+if __name__ == "__main__":
+    main()

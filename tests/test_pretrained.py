@@ -1,0 +1,46 @@
+"""The bundled model, run for real on all 10,000 MNIST test images, must score what its metadata claims."""
+
+import os
+
+import pytest
+
+from digitlab import checkpoint
+from digitlab.evaluate import TTA_SHIFTS, infer
+
+# The single-model test accuracy the shipped default network reached; a retrained bundle must not fall below it.
+TARGET_ACCURACY = 0.9920
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    if not checkpoint.BUNDLED.is_file():
+        pytest.fail(f"no bundled model at {checkpoint.BUNDLED}")
+    return checkpoint.load()
+
+
+def test_bundled_model_is_small_and_says_how_it_was_made(bundled):
+    model, meta = bundled
+    assert checkpoint.BUNDLED.stat().st_size < 4 * 2**20
+    assert meta["arch"] == "digitnet"
+    assert meta["command"].startswith("digitlab train --recipe default")
+    assert meta["config"]["validation_split"] == 0.0 or "val_accuracy" in meta["metrics"]
+    assert meta["test"]["count"] == 10_000
+
+
+def test_bundled_model_scores_what_it_claims_on_the_test_set(bundled, test_split):
+    model, meta = bundled
+    images, labels = test_split
+    accuracy = (infer(model, images).argmax(1) == labels).double().mean().item()
+    assert accuracy == pytest.approx(meta["test"]["accuracy"], abs=2e-4)  # 2 images: BLAS order may differ
+    assert accuracy >= TARGET_ACCURACY
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("DIGITLAB_SLOW"), reason="five passes over the test set; DIGITLAB_SLOW=1")
+def test_bundled_model_tta_claim_holds(bundled, test_split):
+    model, meta = bundled
+    if "test_tta" not in meta:
+        pytest.skip("no TTA accuracy recorded for the bundled model")
+    images, labels = test_split
+    accuracy = (infer(model, images, shifts=TTA_SHIFTS).argmax(1) == labels).double().mean().item()
+    assert accuracy == pytest.approx(meta["test_tta"]["accuracy"], abs=2e-4)
