@@ -55,9 +55,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(model: str | None, backend: str, port: int) -> subprocess.Popen:
+def start_server(model: str | None, backend: str, port: int, workers: int | None = None) -> subprocess.Popen:
     command = [sys.executable, "-m", "digitlab.cli", "serve", "--backend", backend, "--port", str(port),
-               "--log-level", "warning"] + (["--model", model] if model else [])
+               "--log-level", "warning"] + (["--model", model] if model else []) + \
+              (["--workers", str(workers)] if workers else [])
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while True:
@@ -112,6 +113,12 @@ async def run_load(port: int, bodies: list[bytes], clients: int, seconds: float,
     return latencies, errors, time.perf_counter() - start
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all its threads, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def hardware() -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
@@ -133,6 +140,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--max-requests", type=int, default=60_000, help="stop after this many requests per backend")
+    parser.add_argument("--server-workers", type=int, help="the server's --workers (default: its own default)")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of load before measuring")
     args = parser.parse_args()
 
@@ -150,13 +158,14 @@ def main() -> None:
             if backend == "onnx":
                 model = args.onnx or _export(args.model, Path(scratch) / "model.onnx")
             port = free_port()
-            server = start_server(model, backend, port)
+            server = start_server(model, backend, port, args.server_workers)
             try:
                 asyncio.run(run_load(port, bodies, args.clients, args.warmup, args.max_requests))
-                before = os.getloadavg()
+                before, server_cpu, client_cpu = os.getloadavg(), cpu_seconds(server.pid), time.process_time()
                 latencies, errors, elapsed = asyncio.run(run_load(port, bodies, args.clients, args.seconds,
                                                                   args.max_requests))
                 after = os.getloadavg()
+                server_cpu, client_cpu = cpu_seconds(server.pid) - server_cpu, time.process_time() - client_cpu
             finally:
                 server.terminate()
                 server.wait(timeout=10)
@@ -165,6 +174,11 @@ def main() -> None:
                   f"{len(errors)} errors; latency p50 {np.percentile(ms, 50):.1f} ms, p90 {np.percentile(ms, 90):.1f} "
                   f"ms, p99 {np.percentile(ms, 99):.1f} ms, max {ms.max():.1f} ms; load average before "
                   f"{before[0]:.2f}, after {after[0]:.2f}" + (f"; first errors: {errors[:3]}" if errors else ""))
+            # What the machine's load cannot hide: CPU time spent per request, by the server and by these clients.
+            per_request = 1000 * server_cpu / max(1, len(ms))
+            print(f"       CPU per request: server {per_request:.1f} ms, load clients "
+                  f"{1000 * client_cpu / max(1, len(ms)):.1f} ms; so with {os.cpu_count()} CPUs all its own the "
+                  f"server could answer at most ~{os.cpu_count() * 1000 / per_request:.0f} requests/s")
 
 
 def _export(model: str | None, out: Path) -> str:
