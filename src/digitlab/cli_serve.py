@@ -16,13 +16,16 @@ BACKENDS = ("torch", "onnx")
 
 
 def add_serve_parsers(subparsers) -> None:
+    from digitlab.predict import DEFAULT_THRESHOLD  # light: no torch, no onnxruntime
+
     p = subparsers.add_parser("serve", help="the web page and REST API on http://HOST:PORT (docs at /docs)")
     p.add_argument("--model", help="a .safetensors checkpoint or an exported .onnx file (default: the bundled model)")
     p.add_argument("--backend", choices=BACKENDS, help="what runs the model (default: onnx for a .onnx file, "
                    "else torch)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--threshold", type=float, help="confidence below which the answer is 'unsure' (default: 0.7)")
+    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
+                   help=f"confidence below which the answer is 'unsure' (default: {DEFAULT_THRESHOLD})")
     p.add_argument("--workers", type=int, help="images decoded and recognised at once (default: one per CPU)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads inside one model call (default: 1; the "
                    "workers already run calls side by side)")
@@ -33,8 +36,8 @@ def add_serve_parsers(subparsers) -> None:
     p = subparsers.add_parser("export", help="write a checkpoint as ONNX, checked against PyTorch in onnxruntime")
     p.add_argument("checkpoint", nargs="?", help="a .safetensors checkpoint (default: the bundled model)")
     p.add_argument("--onnx", required=True, metavar="OUT.onnx", help="the file to write")
-    p.add_argument("--tolerance", type=float, default=1e-4, help="largest |logit difference| accepted (1e-4)")
-    p.add_argument("--check-images", type=int, default=2000, help="MNIST test images compared (default: 2000)")
+    p.add_argument("--tolerance", type=float, help="largest |logit difference| accepted (default: 1e-4)")
+    p.add_argument("--check-images", type=int, help="MNIST test images compared (default: 2000)")
     p.add_argument("--data-dir", help="folder with the four MNIST files (default: $DIGITLAB_DATA, then the cache)")
     p.set_defaults(handler=cmd_export)
 
@@ -50,11 +53,10 @@ def cmd_serve(args) -> int:
     import uvicorn
 
     from digitlab.engine import BUNDLED_ONNX
-    from digitlab.predict import DEFAULT_THRESHOLD
     from digitlab.serve.app import Limits, create_app
 
     backend = backend_for(args.model, args.backend)
-    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+    if not 0.0 <= args.threshold <= 1.0:
         raise ValueError(f"--threshold must be between 0 and 1, not {args.threshold}")
     if args.max_upload_mb <= 0:
         raise ValueError("--max-upload-mb must be positive")
@@ -71,7 +73,7 @@ def cmd_serve(args) -> int:
     limits = Limits(max_upload_bytes=int(args.max_upload_mb * 2**20))
     app = create_app(args.model, backend, limits=limits, workers=args.workers,
                      engine_options={"threads": args.threads} if backend == "onnx" else None,
-                     threshold=DEFAULT_THRESHOLD if args.threshold is None else args.threshold)
+                     threshold=args.threshold)
     print(f"serving {args.model or 'the bundled model'} ({backend}) on http://{args.host}:{args.port} "
           f"- API docs at /docs", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
@@ -83,11 +85,11 @@ def cmd_export(args) -> int:
 
     if not args.onnx.endswith(".onnx"):
         raise ValueError(f"--onnx {args.onnx}: the output file should end in .onnx")
-    if args.check_images < 1:
+    if args.check_images is not None and args.check_images < 1:
         raise ValueError("--check-images must be at least 1")
+    given = {name: getattr(args, name) for name in ("tolerance", "check_images") if getattr(args, name) is not None}
     try:
-        report = export_onnx(args.checkpoint, args.onnx, tolerance=args.tolerance, check_images=args.check_images,
-                             data_dir=args.data_dir)
+        report = export_onnx(args.checkpoint, args.onnx, data_dir=args.data_dir, **given)
     except ExportError as exc:
         print(f"digitlab export: error: {exc}", file=sys.stderr)
         return 1
