@@ -225,7 +225,7 @@ def find_polarity(gray: np.ndarray) -> tuple[str, float]:
 def _paper_noise(residual: np.ndarray) -> float:
     """Standard deviation of the paper's pixels in a residual where ink is positive: measured on the low side only
     (5th to 25th percentile of a normal distribution are 0.97 sigma apart), so ink may cover up to 3/4 of the image."""
-    p5, p25 = np.percentile(residual, [5, 25])
+    p5, p25 = np.percentile(residual[::3, ::3], [5, 25])  # every 9th pixel: the same estimate, a ninth of the sort
     return float((p25 - p5) / 0.97)
 
 
