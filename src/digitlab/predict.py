@@ -17,6 +17,7 @@ rest of the batch goes on. This module imports no torch (the engine decides what
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
@@ -98,7 +99,7 @@ class Recognizer:
     """A model (behind an engine) plus the rules for when its answer counts."""
 
     def __init__(self, engine: Engine, threshold: float = DEFAULT_THRESHOLD, polarity: str = "auto",
-                 batch_size: int = 256):
+                 batch_size: int = 256, workers: int | None = None):
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be between 0 and 1, not {threshold}")
         if polarity not in POLARITIES:
@@ -109,6 +110,8 @@ class Recognizer:
         self.threshold = threshold
         self.polarity = polarity
         self.batch_size = batch_size
+        # decoding and OpenCV release the GIL, so threads preprocess images side by side
+        self.workers = workers or min(4, os.cpu_count() or 1)
         norm = engine.metadata.get("normalisation", {})
         self.mean, self.std = float(norm.get("mean", 0.1307)), float(norm.get("std", 0.3081))
 
@@ -132,7 +135,11 @@ class Recognizer:
             yield from self._predict_chunk(chunk, multi)
 
     def _predict_chunk(self, chunk: list[tuple[str, Any]], multi: bool) -> list[Prediction]:
-        prepared: list[Prepared | Prediction] = [self._prepare(name, source, multi) for name, source in chunk]
+        if self.workers > 1 and len(chunk) > 1:
+            with ThreadPoolExecutor(self.workers) as pool:
+                prepared = list(pool.map(lambda item: self._prepare(*item, multi), chunk))
+        else:
+            prepared = [self._prepare(name, source, multi) for name, source in chunk]
         images = [g.image for p in prepared if isinstance(p, Prepared) for g in p.glyphs]
         probabilities = self.probabilities(np.stack(images)) if images else np.zeros((0, 10), np.float32)
         results, used = [], 0

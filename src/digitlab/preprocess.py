@@ -222,13 +222,6 @@ def find_polarity(gray: np.ndarray) -> tuple[str, float]:
     return polarity, float(abs(darker - lighter) / total)
 
 
-def _paper_noise(residual: np.ndarray) -> float:
-    """Standard deviation of the paper's pixels in a residual where ink is positive: measured on the low side only
-    (5th to 25th percentile of a normal distribution are 0.97 sigma apart), so ink may cover up to 3/4 of the image."""
-    p5, p25 = np.percentile(residual, [5, 25])
-    return float((p25 - p5) / 0.97)
-
-
 # --- 5. ink -------------------------------------------------------------------------------------------------------
 
 def ink_map(gray: np.ndarray, polarity: str) -> tuple[np.ndarray, dict]:
@@ -265,6 +258,13 @@ def paper_level(bright_ink: np.ndarray) -> np.ndarray:
     opened = cv2.morphologyEx(padded, cv2.MORPH_OPEN, kernel)
     opened = cv2.GaussianBlur(opened, (0, 0), 2.0)[size:-size, size:-size]
     return cv2.resize(opened, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def _paper_noise(residual: np.ndarray) -> float:
+    """Standard deviation of the paper's pixels in a residual where ink is positive: measured on the low side only
+    (5th to 25th percentile of a normal distribution are 0.97 sigma apart), so ink may cover up to 3/4 of the image."""
+    p5, p25 = np.percentile(residual[::3, ::3], [5, 25])  # every 9th pixel: the same estimate, a ninth of the sort
+    return float((p25 - p5) / 0.97)
 
 
 # --- 6. segmentation ----------------------------------------------------------------------------------------------

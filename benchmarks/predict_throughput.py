@@ -1,0 +1,79 @@
+"""Throughput of ``digitlab predict`` on a folder of 1,000 photo-like files: images per second, end to end.
+
+The files are real MNIST test digits redrawn by ``digitlab.render`` (100-1,000 px canvases, JPEG and PNG), written
+once to a folder; the command is then timed as a user runs it, start-up and model loading included.
+
+    python benchmarks/predict_throughput.py                        # bundled model
+    python benchmarks/predict_throughput.py --model runs/x/model.safetensors --count 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def write_folder(folder: Path, count: int, seed: int) -> None:
+    from digitlab.data import load_mnist
+    from digitlab.render import render_set
+
+    images, _ = load_mnist("test")
+    for first in range(0, count, 250):
+        batch = images[first:min(first + 250, count)].numpy()
+        for index, (data, style) in enumerate(render_set(batch, seed=seed * 100_000 + first)):
+            suffix = "png" if style.jpeg_quality is None else "jpg"
+            (folder / f"{first + index:05d}.{suffix}").write_bytes(data)
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def main() -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from own_images import hardware
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="checkpoint (default: the bundled model)")
+    parser.add_argument("--count", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        write_folder(folder, args.count, args.seed)
+        megabytes = sum(f.stat().st_size for f in folder.iterdir()) / 1e6
+        command = [sys.executable, "-m", "digitlab.cli", "predict", str(folder), "--json"]
+        if args.model:
+            command += ["--model", args.model]
+        times, cpu_times = [], []
+        for _ in range(args.runs):
+            start, cpu_start = time.perf_counter(), _children_cpu()
+            result = subprocess.run(command, capture_output=True, text=True)
+            times.append(time.perf_counter() - start)
+            cpu_times.append(_children_cpu() - cpu_start)
+            if result.returncode != 0:
+                sys.exit(f"digitlab predict failed ({result.returncode}): {result.stderr.strip()[-500:]}")
+        answered = sum('"digit": null' not in line for line in result.stdout.splitlines())
+    rates = [args.count / t for t in times]
+    print(f"digitlab predict FOLDER --json: {args.count} files ({megabytes:.0f} MB, JPEG and PNG, 100-1,000 px), "
+          f"model {args.model or 'bundled'}, {args.runs} runs")
+    print(f"images/s: mean {sum(rates) / len(rates):.0f}, min {min(rates):.0f}, max {max(rates):.0f} "
+          f"(wall {', '.join(f'{t:.1f}' for t in times)} s, start-up and model loading included); "
+          f"{answered} answered at the default threshold")
+    cpu = min(cpu_times)
+    print(f"CPU time: {cpu:.1f} s for {args.count} images ({1000 * cpu / args.count:.1f} ms each, all threads): "
+          f"{args.count / cpu:.0f} images/s per fully available core; wall rates above depend on what else runs")
+    print(f"hardware: {hardware()}; load average at the end: {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
