@@ -57,7 +57,11 @@ def test_batches_of_any_size_give_the_same_answers(engine, rendered):
     files, _ = rendered
     one = Recognizer(engine, batch_size=1).predict(files)
     many = Recognizer(engine, batch_size=256).predict(files)
-    assert [r.to_dict() for r in one] == [r.to_dict() for r in many]
+    # Answers and boxes are identical; probabilities may differ in the last rounded digit, because a convolution
+    # sums in a different order for another batch size.
+    for a, b in zip((r.to_dict() for r in one), (r.to_dict() for r in many), strict=True):
+        assert (a["digit"], a["box"], a["reason"]) == (b["digit"], b["box"], b["reason"])
+        assert a["probabilities"] == pytest.approx(b["probabilities"], abs=1e-5)
 
 
 def test_mostly_right_on_rendered_digits(engine, rendered):
