@@ -88,3 +88,12 @@ def test_save_is_atomic_on_failure(saved, monkeypatch):
         checkpoint.save(path, model)
     assert path.read_bytes() == before
     assert [p.name for p in path.parent.iterdir()] == [path.name]
+
+
+def test_saved_files_get_ordinary_permissions(saved):
+    import os
+
+    _, path = saved
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask
