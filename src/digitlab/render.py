@@ -175,3 +175,90 @@ def render_set(digits: np.ndarray, seed: int = 0) -> list[tuple[bytes, Style]]:
         style = random_style(rng)
         rendered.append((render_file(digit, style, seed=seed * 1_000_003 + index), style))
     return rendered
+
+
+# --- letters: what a digit recogniser must refuse -----------------------------------------------------------------
+
+def _arc(cx: float, cy: float, rx: float, ry: float, start: float, stop: float, steps: int = 10) -> list:
+    """Points on an ellipse from ``start`` to ``stop`` degrees (counter-clockwise as on paper, y pointing down)."""
+    angles = np.radians(np.linspace(start, stop, steps))
+    return [(cx + rx * np.cos(a), cy - ry * np.sin(a)) for a in angles]
+
+
+# Capital letters as a person writes them with a pen: strokes (polylines) in a box of height 1, y pointing down.
+# I and O are left out: written by hand they are the digits 1 and 0.
+LETTER_STROKES: dict[str, list[list[tuple[float, float]]]] = {
+    "A": [[(0, 1), (0.35, 0), (0.7, 1)], [(0.15, 0.62), (0.55, 0.62)]],
+    "B": [[(0, 0), (0, 1)], [(0, 0), (0.35, 0), *_arc(0.35, 0.25, 0.25, 0.25, 90, -90), (0, 0.5)],
+          [(0, 0.5), (0.4, 0.5), *_arc(0.4, 0.75, 0.28, 0.25, 90, -90), (0, 1)]],
+    "C": [_arc(0.4, 0.5, 0.4, 0.5, 50, 310, 16)],
+    "D": [[(0, 0), (0, 1)], [(0, 0), (0.25, 0), *_arc(0.25, 0.5, 0.45, 0.5, 90, -90, 14), (0, 1)]],
+    "E": [[(0.6, 0), (0, 0), (0, 1), (0.6, 1)], [(0, 0.5), (0.45, 0.5)]],
+    "F": [[(0.6, 0), (0, 0), (0, 1)], [(0, 0.48), (0.45, 0.48)]],
+    "G": [[*_arc(0.4, 0.5, 0.4, 0.5, 50, 360, 16), (0.45, 0.5)]],
+    "H": [[(0, 0), (0, 1)], [(0.6, 0), (0.6, 1)], [(0, 0.5), (0.6, 0.5)]],
+    "J": [[(0.15, 0), (0.75, 0)], [(0.5, 0), (0.5, 0.7), *_arc(0.25, 0.7, 0.25, 0.3, 0, -180)]],
+    "K": [[(0, 0), (0, 1)], [(0.6, 0), (0, 0.55)], [(0.18, 0.42), (0.65, 1)]],
+    "L": [[(0, 0), (0, 1), (0.55, 1)]],
+    "M": [[(0, 1), (0.05, 0), (0.4, 0.6), (0.75, 0), (0.8, 1)]],
+    "N": [[(0, 1), (0, 0), (0.65, 1), (0.65, 0)]],
+    "P": [[(0, 1), (0, 0), (0.3, 0), *_arc(0.3, 0.27, 0.3, 0.27, 90, -90), (0, 0.54)]],
+    "Q": [_arc(0.4, 0.5, 0.4, 0.5, 0, 360, 20), [(0.45, 0.7), (0.85, 1.05)]],
+    "R": [[(0, 1), (0, 0), (0.3, 0), *_arc(0.3, 0.27, 0.3, 0.27, 90, -90), (0, 0.54)], [(0.22, 0.54), (0.65, 1)]],
+    "S": [[*_arc(0.33, 0.25, 0.33, 0.25, 20, 270, 12), *_arc(0.33, 0.75, 0.33, 0.25, 90, -160, 12)]],
+    "T": [[(0, 0), (0.7, 0)], [(0.35, 0), (0.35, 1)]],
+    "U": [[(0, 0), (0, 0.65), *_arc(0.32, 0.65, 0.32, 0.35, 180, 360), (0.64, 0)]],
+    "V": [[(0, 0), (0.35, 1), (0.7, 0)]],
+    "W": [[(0, 0), (0.2, 1), (0.4, 0.35), (0.6, 1), (0.8, 0)]],
+    "X": [[(0, 0), (0.65, 1)], [(0.65, 0), (0, 1)]],
+    "Y": [[(0, 0), (0.35, 0.5), (0.7, 0)], [(0.35, 0.5), (0.35, 1)]],
+    "Z": [[(0, 0), (0.65, 0), (0, 1), (0.65, 1)]],
+}
+
+
+def pen_letter(letter: str, rng: np.random.Generator, height: int = 200) -> np.ndarray:
+    """One capital letter written by an unsteady hand: ink coverage (h, w) in [0, 1], ``height`` pixels tall.
+
+    The strokes are slanted, rotated and stretched a little, every point wobbles, and the pen is 6-16% of the
+    letter's height wide (MNIST's strokes are 10-15% of a digit's).
+    """
+    slant, angle = rng.uniform(-0.3, 0.3), np.radians(rng.uniform(-10, 10))
+    stretch = rng.uniform(0.8, 1.25)
+    warp = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]) @ \
+        np.array([[stretch, -slant], [0.0, 1.0]])
+    strokes = [np.asarray(s, np.float64) @ warp.T + rng.normal(0, 0.025, (len(s), 2))
+               for s in LETTER_STROKES[letter]]
+    points = np.concatenate(strokes)
+    pen = max(2, round(rng.uniform(0.06, 0.16) * height))
+    low, span = points.min(axis=0), np.ptp(points, axis=0).max()
+    margin = pen
+    size = np.ceil(np.ptp(points, axis=0) / span * height).astype(int) + 2 * margin + 1
+    canvas = np.zeros((size[1], size[0]), np.uint8)
+    for stroke in strokes:
+        pixels = np.round((stroke - low) / span * height * 8 + margin * 8).astype(np.int32)  # 3 fractional bits
+        cv2.polylines(canvas, [pixels], False, 255, pen, cv2.LINE_AA, shift=3)
+    return canvas.astype(np.float32) / 255.0
+
+
+def render_letter_file(letter: str, style: Style, seed: int = 0) -> bytes:
+    """A pen-written capital letter drawn like a digit in ``style`` (paper, ink, light, noise, PNG or JPEG)."""
+    rng = np.random.default_rng(seed)
+    ink = pen_letter(letter, rng, height=max(8, round(style.fill * style.height)))
+    if ink.shape[1] > 0.95 * style.width:  # a wide letter on a narrow canvas: shrink it to fit, as `fitting_scale`
+        factor = 0.95 * style.width / ink.shape[1]
+        ink = cv2.resize(ink, (max(1, round(ink.shape[1] * factor)), max(1, round(ink.shape[0] * factor))),
+                         interpolation=cv2.INTER_AREA)
+    coverage = np.zeros((style.height, style.width), np.float32)
+    place(coverage, ink, style.centre)
+    return encode(photograph(coverage, style, rng), style)
+
+
+def render_letters(letters: str, count: int, seed: int = 0) -> list[tuple[str, bytes]]:
+    """``count`` images of each letter in ``letters``, each in its own random style: (letter, file bytes)."""
+    rng = np.random.default_rng(seed)
+    rendered = []
+    for letter in letters:
+        for _ in range(count):
+            style = random_style(rng)
+            rendered.append((letter, render_letter_file(letter, style, seed=int(rng.integers(2**31)))))
+    return rendered
