@@ -70,7 +70,12 @@ def test_health_model_docs_and_page(client, served_checkpoint):
     schema = client.get("/openapi.json").json()
     assert {"/api/predict", "/api/predict/batch", "/api/health", "/api/model"} <= set(schema["paths"])
     assert "multipart/form-data" in schema["paths"]["/api/predict"]["post"]["requestBody"]["content"]
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "/openapi.json" in docs.text
+    assert "cdn" not in docs.text.lower()  # the docs must work on a machine without internet
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
+        assert f"/docs-assets/{asset}" in docs.text
+        assert client.get(f"/docs-assets/{asset}").status_code == 200
     page = client.get("/")
     assert page.status_code == 200 and '<canvas id="canvas"' in page.text
     for name in ("app.js", "style.css"):

@@ -189,6 +189,21 @@ ERRORS = {413: {"description": "body or image too large"}, 415: {"description": 
 Polarity = Literal["auto", "dark-on-light", "light-on-dark"]
 
 
+def add_offline_docs(app: FastAPI) -> None:
+    """Swagger UI at /docs from the files the swagger-ui-bundle package ships, so the docs work offline too
+    (FastAPI's default page fetches them from a CDN)."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount("/docs-assets", StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs():
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title="digitlab API",
+                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-assets/swagger-ui.css", swagger_favicon_url="/favicon.ico")
+
+
 def create_app(model_path: str | os.PathLike | None = None, backend: str = "torch", *,
                threshold: float = DEFAULT_THRESHOLD, limits: Limits = Limits(),
                engine_options: dict[str, Any] | None = None, workers: int | None = None) -> FastAPI:
@@ -209,9 +224,10 @@ def create_app(model_path: str | os.PathLike | None = None, backend: str = "torc
         log.info("model %s loaded (%s backend)", app.state.engine.metadata.get("arch"), backend)
         yield
 
-    app = FastAPI(title="digitlab", version=_version(), lifespan=lifespan,
+    app = FastAPI(title="digitlab", version=_version(), lifespan=lifespan, docs_url=None,
                   description="Recognise handwritten digits in images: one digit, or a number with ?multi=true.")
     app.add_middleware(BodyLimit, limits=limits)
+    add_offline_docs(app)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError):
