@@ -24,14 +24,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from digitlab.data import MNIST_MEAN, MNIST_STD
+from digitlab.errors import CheckpointError
 from digitlab.models import create_model
 
 FORMAT = "digitlab-checkpoint/1"
 BUNDLED = Path(__file__).parent / "pretrained" / "digitnet.safetensors"
-
-
-class CheckpointError(Exception):
-    """A checkpoint is missing, corrupt, or does not fit the network it names."""
 
 
 def atomic_write(path: str | os.PathLike, write) -> None:

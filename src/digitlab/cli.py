@@ -158,26 +158,16 @@ def _version() -> str:
     return f"digitlab {__version__}"
 
 
-def _user_errors() -> tuple[type[Exception], ...]:
-    """The exceptions that mean bad input. The checkpoint and data modules import torch, so their errors are only
-    looked up when they were loaded (they cannot have been raised otherwise): `--backend onnx` runs without torch."""
-    errors = [ValueError, OSError]
-    for module, name in (("digitlab.checkpoint", "CheckpointError"), ("digitlab.data", "DataError")):
-        if module in sys.modules:
-            errors.append(getattr(sys.modules[module], name))
-    return tuple(errors)
-
-
 def main(argv: list[str] | None = None) -> int:
+    from digitlab.errors import CheckpointError, DataError  # torch-free: `--backend onnx` never loads PyTorch
+
     try:
         args = build_parser().parse_args(argv)
         return args.handler(args)
     except UsageError as exc:
         print(exc, file=sys.stderr)
         return 2
-    except Exception as exc:
-        if not isinstance(exc, _user_errors()):
-            raise
+    except (ValueError, OSError, DataError, CheckpointError) as exc:
         print(f"digitlab: error: {exc}", file=sys.stderr)
         return 2
 

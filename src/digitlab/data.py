@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from digitlab.errors import DataError
+
 FILES = {
     "train-images": ("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
     "train-labels": ("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432"),
@@ -37,10 +39,6 @@ MIRRORS = (
 # Mean and standard deviation of the 60,000 training images scaled to [0, 1]; every model's input normalisation.
 MNIST_MEAN = 0.1307
 MNIST_STD = 0.3081
-
-
-class DataError(Exception):
-    """The MNIST files are missing, corrupt or of the wrong kind. The message names the file and what to do."""
 
 
 def default_cache_dir() -> Path:
