@@ -50,8 +50,9 @@ def run_one(recipe: str, seed: int, out: Path, threads: int) -> None:
               "load_average_before": round(load, 2), "load_average_after": round(os.getloadavg()[0], 2),
               "threads": threads}
     checkpoint.atomic_write_text(out / "timing.json", json.dumps(timing))
-    subprocess.run([sys.executable, "-m", "digitlab.cli", "eval", str(out / "model.safetensors"), "--record",
-                    "--json"], check=True, capture_output=True)
+    for tta in ([], ["--tta"]) if recipe == "default" else ([],):
+        subprocess.run([sys.executable, "-m", "digitlab.cli", "eval", str(out / "model.safetensors"), "--record",
+                        "--json", *tta], check=True, capture_output=True)
 
 
 def collect(root: Path, recipe: str) -> list[dict]:
@@ -62,7 +63,8 @@ def collect(root: Path, recipe: str) -> list[dict]:
             continue  # unfinished, or never scored
         timing_path = path.parent / "timing.json"
         timing = json.loads(timing_path.read_text()) if timing_path.exists() else {}
-        rows.append({"seed": meta["config"]["seed"], "accuracy": meta["test"]["accuracy"], **timing})
+        rows.append({"seed": meta["config"]["seed"], "accuracy": meta["test"]["accuracy"],
+                     "tta_accuracy": meta.get("test_tta", {}).get("accuracy"), **timing})
     return rows
 
 
@@ -80,6 +82,9 @@ def table(root: Path, recipes: list[str]) -> str:
         wall = (f"{statistics.mean(walls):.0f} ({statistics.mean(loads):.1f})" if walls else "-")
         seeds = ", ".join(str(r["seed"]) for r in rows)
         each = ", ".join(f"{a:.2f}" for a in accuracies)
+        tta = [100 * r["tta_accuracy"] for r in rows if r["tta_accuracy"] is not None]
+        if tta:
+            each += f"; with shift TTA {statistics.mean(tta):.2f}% (" + ", ".join(f"{a:.2f}" for a in tta) + ")"
         lines.append(f"| `{recipe}` | {RECIPES[recipe]['model']} | {REPORTED.get(recipe, '')} | "
                      f"**{statistics.mean(accuracies):.2f}%**{spread} ({each}) | {len(rows)} ({seeds}) | {wall} | "
                      f"`digitlab train --recipe {recipe} --seed S` |")

@@ -7,8 +7,8 @@ import pytest
 from digitlab import checkpoint
 from digitlab.evaluate import TTA_SHIFTS, infer
 
-# The single-model test accuracy the shipped default network reached; a retrained bundle must not fall below it.
-TARGET_ACCURACY = 0.9920
+# The single-model target, which the shipped model (99.72%) meets; a retrained bundle must too.
+TARGET_ACCURACY = 0.9970
 
 
 @pytest.fixture(scope="module")
