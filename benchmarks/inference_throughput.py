@@ -1,4 +1,4 @@
-"""Model throughput alone: images/s at batch 1 and 256, PyTorch against onnxruntime, on real MNIST test images.
+"""Model throughput alone: parameters, size on disk, and images/s at batch 1 and 256, PyTorch against onnxruntime.
 
     python benchmarks/inference_throughput.py                     # the bundled model
     python benchmarks/inference_throughput.py --model runs/x/model.safetensors --runs 5 --seconds 2
@@ -63,7 +63,13 @@ def main() -> None:
     print(f"command: {' '.join([Path(sys.executable).name] + sys.argv)}")
     print(f"hardware: {hardware()}; load average {os.getloadavg()[0]:.2f} at the start")
     print(f"versions: {versions()}")
-    print(f"model: {meta['arch']} ({args.model or 'bundled'}); threads: torch {torch.get_num_threads()}, "
+    from digitlab.checkpoint import BUNDLED
+    from digitlab.models import count_parameters
+
+    weights = Path(args.model or BUNDLED)
+    print(f"model: {meta['arch']} ({weights}): {count_parameters(engines['torch'].model):,} parameters, "
+          f"{weights.stat().st_size / 1024:.0f} KiB on disk")
+    print(f"threads: torch {torch.get_num_threads()}, "
           f"onnxruntime {args.threads or 'default'} (onnxruntime {onnxruntime.__version__})")
     print(f"{args.runs} runs of {args.seconds:g} s each per cell; images/s mean (min-max)\n")
     print(f"{'batch':>6} {'torch':>26} {'onnxruntime':>26} {'ratio':>7}")
