@@ -69,7 +69,7 @@ def collect(root: Path, recipe: str) -> list[dict]:
 
 
 def table(root: Path, recipes: list[str]) -> str:
-    lines = ["| recipe | network | reported | measured test accuracy | runs (seeds) | wall s per run (load avg) |"
+    lines = ["| recipe | network | reported | measured test accuracy | runs (seeds) | wall s, CPU s per run (load avg) |"
              " command |", "|---|---|---|---|---|---|---|"]
     for recipe in recipes:
         rows = collect(root, recipe)
@@ -79,7 +79,9 @@ def table(root: Path, recipes: list[str]) -> str:
         spread = f" ± {statistics.stdev(accuracies):.2f}" if len(rows) > 1 else ""
         walls = [r["wall_seconds"] for r in rows if "wall_seconds" in r]
         loads = [r["load_average_before"] for r in rows if "load_average_before" in r]
-        wall = (f"{statistics.mean(walls):.0f} ({statistics.mean(loads):.1f})" if walls else "-")
+        cpus = [r["cpu_seconds"] for r in rows if "cpu_seconds" in r]
+        wall = (f"{statistics.mean(walls):.0f}, {f'{statistics.mean(cpus):.0f}' if cpus else '-'} "
+                f"({statistics.mean(loads):.1f})" if walls else "-")
         seeds = ", ".join(str(r["seed"]) for r in rows)
         each = ", ".join(f"{a:.2f}" for a in accuracies)
         tta = [100 * r["tta_accuracy"] for r in rows if r["tta_accuracy"] is not None]
