@@ -56,3 +56,14 @@ def test_dry_run_then_eval_json(tmp_path, mnist_dir):
     assert report["count"] == 10000 and len(report["confusion"]) == 10 and report["arch"] == "conv3_dense64"
     table = run("eval", str(out / "model.safetensors"), "--data-dir", str(mnist_dir))
     assert "precision" in table.stdout and "confusion" in table.stdout
+
+
+def test_model_alone_takes_its_tutorial_recipe(tmp_path, mnist_dir):
+    out = tmp_path / "m"
+    result = run("train", "--model", "mlp_3x256", "--dry-run", "--out", str(out), "--data-dir", str(mnist_dir))
+    assert result.returncode == 0, result.stderr
+    assert "recipe mlp_3x256" in result.stderr
+    from digitlab import checkpoint
+
+    _, meta = checkpoint.load(out / "model.safetensors")
+    assert meta["config"]["optimizer"] == "sgd" and meta["config"]["batch_size"] == 1024

@@ -91,7 +91,9 @@ def test_ctrl_c_loses_at_most_the_running_epoch(tmp_path, mnist_dir):
     out = tmp_path / "run"
     command = [sys.executable, "-m", "digitlab.cli", "train", "--model", "conv3_dense64", "--epochs", "30",
                "--limit", "2000", "--batch-size", "64", "--out", str(out), "--data-dir", str(mnist_dir)]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A shell's background job ignores SIGINT and children inherit that; give the trainer Ctrl-C as a terminal would.
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while not (out / "history.json").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)

@@ -51,10 +51,11 @@ TRAIN_OVERRIDES = ("model", "epochs", "batch_size", "optimizer", "learning_rate"
 
 
 def cmd_train(args) -> int:
-    from digitlab.recipes import DEFAULT_RECIPE, recipe_config
+    from digitlab.recipes import DEFAULT_RECIPE, RECIPES, recipe_config
     from digitlab.train import is_main_process, train
 
-    recipe = args.recipe or DEFAULT_RECIPE
+    # `--model cnn5x5_dense1000` alone means that tutorial's settings, not our network's
+    recipe = args.recipe or (args.model if args.model in RECIPES else DEFAULT_RECIPE)
     cfg = recipe_config(recipe, **{k: getattr(args, k) for k in TRAIN_OVERRIDES})
     out_dir = args.out or f"runs/{recipe if args.model is None else cfg.model}"
     speak = is_main_process()  # under torchrun only rank 0 talks
