@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
+import cv2
 import numpy as np
 
 from digitlab.engine import Engine
@@ -112,6 +113,9 @@ class Recognizer:
         self.batch_size = batch_size
         # decoding and OpenCV release the GIL, so threads preprocess images side by side
         self.workers = workers or min(4, os.cpu_count() or 1)
+        # The parallelism is across images (these workers, or a server's requests). OpenCV's own pool, splitting
+        # each small image across threads too, only competes with them: about 40% more CPU per canvas measured.
+        cv2.setNumThreads(1)
         norm = engine.metadata.get("normalisation", {})
         self.mean, self.std = float(norm.get("mean", 0.1307)), float(norm.get("std", 0.3081))
 
