@@ -47,6 +47,7 @@ def main() -> None:
     from digitlab.data import load_mnist
     from digitlab.engine import OnnxEngine, TorchEngine
     from digitlab.export import export_onnx
+    from digitlab.preprocess import normalise
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -57,8 +58,7 @@ def main() -> None:
         engines = {"torch": TorchEngine(args.model), "onnxruntime": OnnxEngine(onnx_path, threads=args.threads or None)}
     meta = engines["torch"].metadata
     images, _ = load_mnist("test")
-    inputs = ((images[:256].numpy().astype(np.float32) / 255 - meta["normalisation"]["mean"])
-              / meta["normalisation"]["std"])[:, None]
+    inputs = normalise(images[:256].numpy() / 255.0, meta["normalisation"]["mean"], meta["normalisation"]["std"])
 
     print(f"command: {' '.join([Path(sys.executable).name] + sys.argv)}")
     print(f"hardware: {hardware()}; load average {os.getloadavg()[0]:.2f} at the start")

@@ -75,11 +75,11 @@ def check_against_torch(model: torch.nn.Module, onnx_bytes: bytes, images: np.nd
 def mnist_test_inputs(meta: dict, count: int, data_dir: str | os.PathLike | None = None) -> np.ndarray:
     """The first ``count`` MNIST test images, normalised as the checkpoint's model expects: (N, 1, 28, 28)."""
     from digitlab.data import load_mnist
+    from digitlab.preprocess import normalise
 
     images, _ = load_mnist("test", data_dir)
     norm = meta["normalisation"]
-    pixels = images[:count].numpy().astype(np.float32) / 255.0
-    return ((pixels - norm["mean"]) / norm["std"])[:, None].astype(np.float32)
+    return normalise(images[:count].numpy() / 255.0, norm["mean"], norm["std"])
 
 
 def export_onnx(checkpoint_path: str | os.PathLike | None, out_path: str | os.PathLike, *,
