@@ -36,3 +36,13 @@ def test_evaluate_on_real_images_has_all_fields(test_split):
     assert result["count"] == 200
     assert sum(map(sum, result["confusion"])) == 200
     assert len(result["misclassified"]) == round(200 * (1 - result["accuracy"]))
+
+
+def test_not_a_digit_answers_count_as_errors_and_are_reported_apart():
+    labels = torch.tensor([3, 3, 8, 8])
+    predicted = torch.tensor([3, 10, 8, 10])  # two real digits called "not a digit" by an 11-output network
+    result = report(torch.nn.functional.one_hot(predicted, 11).float() * 5, labels)
+    assert result["accuracy"] == 0.5 and result["refused"] == 2 and result["misclassified"] == [1, 3]
+    assert len(result["confusion"][0]) == 11 and result["confusion"][8][10] == 1
+    assert result["precision"][3] == 1.0
+    assert "'not a digit': 2" in format_report(result) and "none" in format_report(result)

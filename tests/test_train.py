@@ -10,7 +10,7 @@ import torch
 
 from digitlab import checkpoint
 from digitlab.augment import AugmentConfig, random_affine
-from digitlab.train import TrainConfig, train
+from digitlab.train import TrainConfig, train, with_nondigits
 
 
 def small(**overrides) -> TrainConfig:
@@ -108,3 +108,32 @@ def test_ctrl_c_loses_at_most_the_running_epoch(tmp_path, mnist_dir):
                              capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming after epoch {done}" in resumed.stdout
+
+
+def test_not_a_digit_needs_an_eleventh_output():
+    with pytest.raises(ValueError, match="11th output"):
+        small(model="digitnet", not_a_digit=0.1)
+    with pytest.raises(ValueError, match="not_a_digit"):
+        small(model="digitnet", model_kwargs={"classes": 11}, not_a_digit=1.5)
+
+
+def test_with_nondigits_appends_letters_labelled_ten():
+    images, labels = torch.zeros(20, 28, 28, dtype=torch.uint8), torch.arange(20) % 10
+    pool = torch.full((5, 28, 28), 255, dtype=torch.uint8)
+    x, y = with_nondigits(images, labels, pool, 0.25, torch.Generator().manual_seed(0))
+    assert x.shape == (25, 28, 28) and torch.equal(y[:20], labels) and torch.equal(y[20:], torch.full((5,), 10))
+    assert bool((x[20:] == 255).all()) and bool((x[:20] == 0).all())
+
+
+def test_training_with_not_a_digit_learns_to_refuse_letters(tmp_path):
+    from digitlab.nondigits import letters_in_mnist_form
+    from digitlab.evaluate import infer
+
+    cfg = small(model="digitnet", model_kwargs={"classes": 11}, not_a_digit=0.25, limit=4000, epochs=2,
+                optimizer="adamw", learning_rate=3e-3, validation_split=0.0)
+    result = train(cfg, tmp_path, quiet=True)
+    _, meta = checkpoint.load(tmp_path / "model.safetensors")
+    assert meta["classes"][-1] == "not a digit" and len(meta["classes"]) == 11
+    letters = torch.from_numpy(letters_in_mnist_form(200, seed=99))  # other letters than the ones trained on
+    refused = (infer(result.model, letters).argmax(1) == 10).double().mean().item()
+    assert refused > 0.8

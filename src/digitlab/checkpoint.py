@@ -76,7 +76,7 @@ def base_metadata(model: nn.Module) -> dict[str, Any]:
         "arch_kwargs": model.arch_kwargs,
         "normalisation": {"mean": MNIST_MEAN, "std": MNIST_STD},
         "input": {"shape": [1, 28, 28], "form": "MNIST: bright ink on dark, digit fitted in 20x20, centred by mass"},
-        "classes": list(range(10)),
+        "classes": list(range(10)) + (["not a digit"] if model.arch_kwargs.get("classes") == 11 else []),
         "versions": versions(),
         "data_md5": checksums(),
     }

@@ -1,11 +1,11 @@
-"""Run a model behind one call: normalised (N, 1, 28, 28) float32 in, (N, 10) logits out, as numpy arrays.
+"""Run a model behind one call: normalised (N, 1, 28, 28) float32 in, (N, classes) logits out, as numpy arrays.
 
 The recogniser, the CLI and the web server talk to an engine, never to a framework, so a deployment can swap
 PyTorch for another runtime without touching them. An engine is anything with ``metadata`` (the checkpoint's,
 including ``normalisation``) and ``logits(batch)``; ``load_engine`` picks one by backend name.
 
     engine = load_engine("runs/cnn5x5_dense1000/model.safetensors")       # or None: the bundled model
-    logits = engine.logits(batch)                                          # (N, 10) float32
+    logits = engine.logits(batch)                      # (N, 10) float32, or (N, 11) with "not a digit"
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ class Engine(Protocol):
     metadata: dict[str, Any]
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
-        """(N, 1, 28, 28) float32, normalised as ``metadata["normalisation"]`` says -> (N, 10) float32."""
+        """(N, 1, 28, 28) float32, normalised as ``metadata["normalisation"]`` says -> (N, classes) float32."""
         ...
 
 
@@ -50,7 +50,7 @@ class TorchEngine:
 
         batch = check_batch(batch)
         if len(batch) == 0:
-            return np.zeros((0, 10), np.float32)
+            return np.zeros((0, len(self.metadata.get("classes", range(10)))), np.float32)
         with torch.inference_mode():
             return self.model(torch.from_numpy(batch).to(self.device)).float().cpu().numpy()
 
@@ -91,7 +91,7 @@ class OnnxEngine:
     def logits(self, batch: np.ndarray) -> np.ndarray:
         batch = check_batch(batch)
         if len(batch) == 0:
-            return np.zeros((0, 10), np.float32)
+            return np.zeros((0, len(self.metadata.get("classes", range(10)))), np.float32)
         return self.session.run(None, {self.input_name: batch})[0]
 
 

@@ -21,7 +21,7 @@ TTA_SHIFTS = ((0, 0), (0, 1), (0, -1), (1, 0), (-1, 0))
 @torch.inference_mode()
 def infer(model: nn.Module, images: torch.Tensor, batch_size: int = 1000,
           shifts: tuple[tuple[int, int], ...] = ((0, 0),)) -> torch.Tensor:
-    """Logits (N, 10) for uint8 images (N, 28, 28), in batches, on the model's device.
+    """Logits (N, classes) for uint8 images (N, 28, 28), in batches, on the model's device.
 
     ``shifts`` lists (dy, dx) pixel translations for test-time augmentation; the softmax outputs of the shifted
     copies are averaged (returned as log-probabilities so argmax and losses still work). Never flips.
@@ -42,12 +42,16 @@ def infer(model: nn.Module, images: torch.Tensor, batch_size: int = 1000,
 
 
 def report(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
-    """Accuracy, loss, per-class precision/recall, confusion matrix (rows: true, columns: predicted), errors."""
+    """Accuracy, loss, per-class precision/recall, confusion matrix (rows: true, columns: predicted), errors.
+
+    A network with an 11th "not a digit" output is scored strictly: a digit it calls "not a digit" is an error
+    (counted apart as ``refused``), since the recogniser would give no answer for it.
+    """
     predicted = logits.argmax(dim=1)
-    confusion = torch.zeros(10, 10, dtype=torch.int64)
+    confusion = torch.zeros(10, logits.shape[1], dtype=torch.int64)  # (true digit, predicted class)
     confusion.index_put_((labels, predicted), torch.ones_like(labels), accumulate=True)
     true_positive = confusion.diag().double()
-    precision = true_positive / confusion.sum(dim=0).clamp(min=1)
+    precision = true_positive / confusion[:, :10].sum(dim=0).clamp(min=1)
     recall = true_positive / confusion.sum(dim=1).clamp(min=1)
     wrong = (predicted != labels).nonzero().flatten()
     return {
@@ -57,6 +61,7 @@ def report(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
         "precision": [round(v, 6) for v in precision.tolist()],
         "recall": [round(v, 6) for v in recall.tolist()],
         "confusion": confusion.tolist(),
+        "refused": int((predicted >= 10).sum()),
         "misclassified": wrong.tolist(),
     }
 
@@ -69,18 +74,20 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
 def headline(result: dict[str, Any], shifts: tuple[tuple[int, int], ...] = ((0, 0),)) -> dict[str, Any]:
     """The few numbers worth recording with a checkpoint (``digitlab eval --record``)."""
     return {"accuracy": result["accuracy"], "loss": round(result["loss"], 6),
-            "errors": len(result["misclassified"]), "count": result["count"], "shifts": [list(s) for s in shifts]}
+            "errors": len(result["misclassified"]), "refused": result["refused"], "count": result["count"],
+            "shifts": [list(s) for s in shifts]}
 
 
 def format_report(result: dict[str, Any]) -> str:
     """The human table: accuracy, per-class precision/recall, the confusion matrix."""
     lines = [f"test images: {result['count']}   accuracy: {100 * result['accuracy']:.2f}%   "
-             f"loss: {result['loss']:.4f}   errors: {len(result['misclassified'])}", "",
+             f"loss: {result['loss']:.4f}   errors: {len(result['misclassified'])}"
+             + (f" (of which called 'not a digit': {result['refused']})" if result.get("refused") else ""), "",
              "digit  precision  recall"]
     for digit in range(10):
         lines.append(f"{digit:>5}  {100 * result['precision'][digit]:8.2f}%  {100 * result['recall'][digit]:6.2f}%")
     lines += ["", "confusion (rows: true digit, columns: predicted)",
-              "      " + "".join(f"{d:>6}" for d in range(10))]
+              "      " + "".join(f"{d:>6}" for d in range(10)) + ("  none" if len(result["confusion"][0]) > 10 else "")]
     for digit, row in enumerate(result["confusion"]):
         lines.append(f"{digit:>6}" + "".join(f"{v:>6}" for v in row))
     shown = result["misclassified"][:20]

@@ -50,7 +50,11 @@ def write_explanation(prediction: Prediction, original: Image.Image, path: str |
         digit = prediction.digits[0]
         colours = ["tab:blue" if d == digit.digit else "lightgray" for d in range(10)]
         bars.bar(range(10), digit.probabilities, color=colours)
-        bars.set_xticks(range(10))
+        if digit.not_a_digit is not None:  # the model's own "none of the ten"
+            bars.bar([10.5], [digit.not_a_digit], color="tab:red" if digit.not_a_digit > digit.confidence else
+                     "mistyrose")
+        bars.set_xticks(list(range(10)) + ([10.5] if digit.not_a_digit is not None else []),
+                        [str(d) for d in range(10)] + (["none"] if digit.not_a_digit is not None else []))
         bars.set_ylim(0, 1)
         bars.set_ylabel("probability")
     elif prediction.digits:

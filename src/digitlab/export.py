@@ -3,9 +3,10 @@
     digitlab export runs/cnn5x5_dense1000/model.safetensors --onnx model.onnx
 
 The graph takes ``image`` (batch, 1, 28, 28) float32, normalised as the checkpoint says, and gives ``logits``
-(batch, 10); the batch axis is dynamic. The checkpoint's metadata is embedded as JSON under the ONNX metadata key
-``digitlab`` (and how the export was checked under ``digitlab_export``), so the file describes itself as the
-checkpoint does and ``engine.OnnxEngine`` needs nothing else.
+(batch, 10), or (batch, 11) for a network with a "not a digit" output; the batch axis is dynamic. The checkpoint's
+metadata is embedded as JSON under the ONNX metadata key ``digitlab`` (and how the export was checked under
+``digitlab_export``), so the file describes itself as the checkpoint does and ``engine.OnnxEngine`` needs nothing
+else.
 
 Before anything is written, real MNIST test images go through both PyTorch and onnxruntime, in one large batch
 and one at a time (the dynamic axis at both ends); if any logit differs by more than ``tolerance`` the export
@@ -109,7 +110,7 @@ def export_onnx(checkpoint_path: str | os.PathLike | None, out_path: str | os.Pa
     for key, value in (("digitlab", meta), ("digitlab_export", check)):
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, json.dumps(value)
-    proto.producer_name, proto.doc_string = "digitlab", f"{meta['arch']}: (batch, 1, 28, 28) -> (batch, 10) logits"
+    proto.producer_name, proto.doc_string = "digitlab", f"{meta['arch']}: (batch, 1, 28, 28) -> (batch, {len(meta['classes'])}) logits"
     data = proto.SerializeToString()
     checkpoint.atomic_write(out_path, lambda tmp: Path(tmp).write_bytes(data))
     return ExportReport(Path(out_path), diff, len(images), agreement, len(data))

@@ -2,8 +2,8 @@
 
 Each image goes through ``preprocess.prepare`` (the one preprocessing path), the digits of many images are stacked
 into batches for one model call each, and every answer says how sure it is. Below the confidence threshold, or
-when the image holds no clear ink at all, the digit is ``None`` and ``reason`` says why: a model that only knows
-ten classes gives a confident-looking guess for anything, so not knowing has to be decided here.
+when the image holds no clear ink at all, or when the model's own "not a digit" output wins (a network trained with
+``TrainConfig.not_a_digit``, as the bundled one is), the digit is ``None`` and ``reason`` says why.
 
     recognizer = Recognizer(load_engine(), threshold=0.7)
     for result in recognizer.predict(["a.png", "b.jpg"]):
@@ -41,6 +41,7 @@ class DigitResult:
     box: tuple[int, int, int, int]          # x, y, width, height in the upright original image
     reason: str | None = None
     image: np.ndarray | None = field(default=None, repr=False)  # (28, 28) what the model saw
+    not_a_digit: float | None = None        # the probability of the model's "not a digit" output, if it has one
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -48,6 +49,7 @@ class DigitResult:
             "confidence": round(self.confidence, 6),
             "top3": [{"digit": d, "probability": round(p, 6)} for d, p in self.top3],
             "probabilities": [round(p, 6) for p in self.probabilities],
+            "not_a_digit": None if self.not_a_digit is None else round(self.not_a_digit, 6),
             "box": list(self.box),
             "reason": self.reason,
         }
@@ -116,6 +118,8 @@ class Recognizer:
         # The parallelism is across images (these workers, or a server's requests). OpenCV's own pool, splitting
         # each small image across threads too, only competes with them: about 40% more CPU per canvas measured.
         cv2.setNumThreads(1)
+        # outputs past the ten digits: a network trained with an 11th class says "not a digit" with it
+        self.classes = len(engine.metadata.get("classes", range(10)))
         norm = engine.metadata.get("normalisation", {})
         self.mean, self.std = float(norm.get("mean", 0.1307)), float(norm.get("std", 0.3081))
 
@@ -145,7 +149,7 @@ class Recognizer:
         else:
             prepared = [self._prepare(name, source, multi) for name, source in chunk]
         images = [g.image for p in prepared if isinstance(p, Prepared) for g in p.glyphs]
-        probabilities = self.probabilities(np.stack(images)) if images else np.zeros((0, 10), np.float32)
+        probabilities = self.probabilities(np.stack(images)) if images else np.zeros((0, self.classes), np.float32)
         results, used = [], 0
         for (name, _), item in zip(chunk, prepared):
             if isinstance(item, Prediction):  # could not be read
@@ -165,7 +169,7 @@ class Recognizer:
             return Prediction(name, multi, error="out of memory while decoding the image")
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
-        """(N, 28, 28) MNIST-form images -> (N, 10) class probabilities, in batches of ``batch_size``."""
+        """(N, 28, 28) MNIST-form images -> (N, classes) probabilities, in batches of ``batch_size``."""
         batches = [normalise(images[i:i + self.batch_size], self.mean, self.std)
                    for i in range(0, len(images), self.batch_size)]
         logits = np.concatenate([self.engine.logits(b) for b in batches]).astype(np.float64)
@@ -185,14 +189,19 @@ class Recognizer:
         return Prediction(name, multi, digits, reason, polarity=prepared.polarity, size=prepared.size)
 
     def _digit(self, image: np.ndarray, box, probabilities: np.ndarray) -> DigitResult:
-        order = np.argsort(-probabilities)
-        best, confidence = int(order[0]), float(probabilities[order[0]])
-        top3 = [(int(d), float(probabilities[d])) for d in order[:3]]
-        accepted = confidence >= self.threshold
-        reason = None if accepted else (f"unsure: best guess {best} at {confidence:.0%} is below the threshold "
-                                        f"of {self.threshold:.0%}")
-        return DigitResult(best if accepted else None, confidence, top3, [float(p) for p in probabilities],
-                           tuple(box), reason, image)
+        digits = probabilities[:10]
+        none = float(probabilities[10]) if len(probabilities) > 10 else None
+        order = np.argsort(-digits)
+        best, confidence = int(order[0]), float(digits[order[0]])
+        top3 = [(int(d), float(digits[d])) for d in order[:3]]
+        reason = None
+        if none is not None and none > confidence:
+            reason = f"not a digit: the model reads it as none of the ten ({none:.0%}; best digit {best} at " \
+                     f"{confidence:.0%})"
+        elif confidence < self.threshold:
+            reason = f"unsure: best guess {best} at {confidence:.0%} is below the threshold of {self.threshold:.0%}"
+        return DigitResult(None if reason else best, confidence, top3, [float(p) for p in digits],
+                           tuple(box), reason, image, none)
 
 
 def _named(index: int, item) -> tuple[str, Any]:

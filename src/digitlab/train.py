@@ -40,6 +40,8 @@ from digitlab.models import create_model, get_entry
 from digitlab.progress import EpochBar
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
+NOT_A_DIGIT_CLASS = 10           # the 11th output of a network trained with ``not_a_digit``
+NONDIGIT_POOL = 12_000           # letters drawn once per run; each batch samples its share from them
 SCHEDULES = ("constant", "step", "onecycle", "plateau")
 
 
@@ -61,6 +63,7 @@ class TrainConfig:
     augment: bool = False
     augment_config: AugmentConfig = field(default_factory=AugmentConfig)
     ema_decay: float = 0.0         # 0 turns weight EMA off; the EMA weights are the ones validated and saved
+    not_a_digit: float = 0.0       # letters added to each batch, as this fraction of it, taught as an 11th class
     validation_split: float = 0.1
     early_stopping: int = 0        # patience in epochs on validation accuracy; 0 turns it off
     seed: int = 0
@@ -87,6 +90,10 @@ class TrainConfig:
             raise ValueError("ema_decay must be in [0, 1)")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError("label_smoothing must be in [0, 1)")
+        if not 0 <= self.not_a_digit < 1:
+            raise ValueError("not_a_digit must be in [0, 1)")
+        if self.not_a_digit and self.model_kwargs.get("classes") != 11:
+            raise ValueError("not_a_digit needs a network with an 11th output: model_kwargs classes=11")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
@@ -186,6 +193,15 @@ def batches(split: Split, batch_size: int, generator: torch.Generator, world: Di
         yield split.images[idx], split.labels[idx]
 
 
+def with_nondigits(images: torch.Tensor, labels: torch.Tensor, pool: torch.Tensor, fraction: float,
+                   generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Append ``fraction`` x batch images drawn from ``pool`` (uint8 (N, 28, 28) non-digits), labelled 10."""
+    count = max(1, round(fraction * len(labels)))
+    idx = torch.randint(len(pool), (count,), generator=generator).to(pool.device)
+    extra_labels = torch.full((count,), NOT_A_DIGIT_CLASS, dtype=labels.dtype, device=labels.device)
+    return torch.cat([images, pool[idx]]), torch.cat([labels, extra_labels])
+
+
 def to_batch(images: torch.Tensor, cfg: TrainConfig, generator: torch.Generator | None) -> torch.Tensor:
     """uint8 (B, 28, 28) -> normalised float (B, 1, 28, 28), augmented on [0, 1] so the background stays 0."""
     x = images.unsqueeze(1).float().div_(255.0)
@@ -280,6 +296,11 @@ def _train(cfg: TrainConfig, out_dir: Path, resume: bool, dry_run: bool, command
     if dry_run and val_split is not None:
         val_split = Split(val_split.images[:512], val_split.labels[:512])
     train_split = Split(train_split.images.to(device), train_split.labels.to(device))
+    nondigit_pool = None
+    if cfg.not_a_digit:
+        from digitlab.nondigits import letters_in_mnist_form
+
+        nondigit_pool = torch.from_numpy(letters_in_mnist_form(NONDIGIT_POOL, seed=cfg.seed)).to(device)
 
     model = create_model(cfg.model, **cfg.model_kwargs).to(device)
     if cfg.channels_last:
@@ -317,6 +338,8 @@ def _train(cfg: TrainConfig, out_dir: Path, resume: bool, dry_run: bool, command
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.int64)
         for step, (x_uint8, y) in enumerate(epoch_batches, start=1):
+            if nondigit_pool is not None:
+                x_uint8, y = with_nondigits(x_uint8, y, nondigit_pool, cfg.not_a_digit, generator)
             x = to_batch(x_uint8, cfg, generator)
             logits = forward(x)
             loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)

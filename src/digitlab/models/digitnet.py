@@ -7,7 +7,7 @@ the values. Batch norm makes the net train fast at a high one-cycle learning rat
 and the augmentation in ``augment.py`` do the regularising.
 
     (B, 1, 28, 28) -> conv5x5 -> pool -> (B, 32, 14, 14) -> conv3x3 -> pool -> (B, 48, 7, 7)
-                   -> conv3x3 -> conv3x3 -> (B, 96, 7, 7) -> pool -> (B, 96, 3, 3) -> linear -> (B, 10)
+                   -> conv3x3 -> conv3x3 -> (B, 96, 7, 7) -> pool -> (B, 96, 3, 3) -> linear -> (B, 10 or 11)
 """
 
 from __future__ import annotations
@@ -26,8 +26,11 @@ def _conv(in_channels: int, out_channels: int, kernel: int, pool: bool) -> list[
 
 
 @register_model
-def digitnet(widths: tuple[int, int, int] = (32, 48, 96), dropout: float = 0.1) -> nn.Module:
-    """Conv5x5-Pool-Conv3-Pool-Conv3-Conv3-Pool-Dense10 with batch norm (the default; 148k parameters)."""
+def digitnet(widths: tuple[int, int, int] = (32, 48, 96), dropout: float = 0.1, classes: int = 10) -> nn.Module:
+    """Conv5x5-Pool-Conv3-Pool-Conv3-Conv3-Pool-Dense with batch norm (the default; 148k parameters).
+
+    ``classes=11`` adds an output for "not a digit" (see ``nondigits.py``).
+    """
     w1, w2, w3 = widths
     return nn.Sequential(
         *_conv(1, w1, 5, pool=True),        # (B, w1, 14, 14)
@@ -37,7 +40,7 @@ def digitnet(widths: tuple[int, int, int] = (32, 48, 96), dropout: float = 0.1) 
         nn.MaxPool2d(2),                    # (B, w3, 3, 3)
         nn.Flatten(),
         nn.Dropout(dropout),
-        nn.Linear(w3 * 3 * 3, 10),
+        nn.Linear(w3 * 3 * 3, classes),
     )
 
 
