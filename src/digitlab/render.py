@@ -240,10 +240,18 @@ def pen_letter(letter: str, rng: np.random.Generator, height: int = 200) -> np.n
     return canvas.astype(np.float32) / 255.0
 
 
-def render_letter_file(letter: str, style: Style, seed: int = 0) -> bytes:
-    """A pen-written capital letter drawn like a digit in ``style`` (paper, ink, light, noise, PNG or JPEG)."""
-    rng = np.random.default_rng(seed)
-    ink = pen_letter(letter, rng, height=max(8, round(style.fill * style.height)))
+def typed_letter(letter: str, height: int) -> np.ndarray:
+    """``letter`` typed in the font Pillow ships with (no system fonts needed): ink coverage (h, w) in [0, 1]."""
+    from PIL import ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=max(8, height))
+    left, top, right, bottom = font.getbbox(letter)
+    sheet = Image.new("L", (right - left + 4, bottom - top + 4), 0)
+    ImageDraw.Draw(sheet).text((2 - left, 2 - top), letter, font=font, fill=255)
+    return np.asarray(sheet, np.float32) / 255.0
+
+
+def _letter_file(ink: np.ndarray, style: Style, rng: np.random.Generator) -> bytes:
     if ink.shape[1] > 0.95 * style.width:  # a wide letter on a narrow canvas: shrink it to fit, as `fitting_scale`
         factor = 0.95 * style.width / ink.shape[1]
         ink = cv2.resize(ink, (max(1, round(ink.shape[1] * factor)), max(1, round(ink.shape[0] * factor))),
@@ -253,12 +261,23 @@ def render_letter_file(letter: str, style: Style, seed: int = 0) -> bytes:
     return encode(photograph(coverage, style, rng), style)
 
 
-def render_letters(letters: str, count: int, seed: int = 0) -> list[tuple[str, bytes]]:
-    """``count`` images of each letter in ``letters``, each in its own random style: (letter, file bytes)."""
+def render_letter_file(letter: str, style: Style, seed: int = 0, typed: bool = False) -> bytes:
+    """A capital letter, pen-written (or ``typed``), drawn like a digit in ``style`` (paper, ink, light, noise)."""
+    rng = np.random.default_rng(seed)
+    height = max(8, round(style.fill * style.height))
+    ink = typed_letter(letter, height) if typed else pen_letter(letter, rng, height=height)
+    return _letter_file(ink, style, rng)
+
+
+def render_letters(letters: str, count: int, seed: int = 0, typed: bool = False) -> list[tuple[str, bytes]]:
+    """``count`` images of each letter in ``letters``, each in its own random style: (letter, file bytes).
+
+    ``typed`` letters come from a font instead of the pen model: a source the network never learnt from.
+    """
     rng = np.random.default_rng(seed)
     rendered = []
     for letter in letters:
         for _ in range(count):
             style = random_style(rng)
-            rendered.append((letter, render_letter_file(letter, style, seed=int(rng.integers(2**31)))))
+            rendered.append((letter, render_letter_file(letter, style, seed=int(rng.integers(2**31)), typed=typed)))
     return rendered
