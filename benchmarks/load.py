@@ -114,9 +114,11 @@ async def run_load(port: int, bodies: list[bytes], clients: int, seconds: float,
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, all its threads, from /proc."""
+    """User + system CPU time of a process and its live children (the server's worker processes), from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    children = [int(child) for task in Path(f"/proc/{pid}/task").iterdir()
+                for child in (task / "children").read_text().split()]
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") + sum(cpu_seconds(c) for c in children)
 
 
 def hardware() -> str:

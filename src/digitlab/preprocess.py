@@ -215,8 +215,8 @@ def find_polarity(gray: np.ndarray) -> tuple[str, float]:
     border = np.concatenate([gray[:ring].ravel(), gray[-ring:].ravel(), gray[:, :ring].ravel(),
                              gray[:, -ring:].ravel()])
     low, high = percentiles(border, [2, 98])
-    darker = _excess(low - 0.03 - gray)
-    lighter = _excess(gray - high - 0.03)
+    darker = _excess(float(low) - 0.03 - gray)  # float32 differences, summed in float64
+    lighter = _excess(gray - (float(high) + 0.03))
     total = darker + lighter
     if total <= 0:
         return "dark-on-light" if np.median(border) >= 0.5 else "light-on-dark", 0.0
@@ -226,7 +226,7 @@ def find_polarity(gray: np.ndarray) -> tuple[str, float]:
 
 def _excess(difference: np.ndarray) -> float:
     """The sum of the positive values: how far, in all, pixels lie beyond a limit (most lie within it)."""
-    return float(difference[difference > 0].sum())
+    return float(difference[difference > 0].sum(dtype=np.float64))
 
 
 # --- 5. ink -------------------------------------------------------------------------------------------------------
@@ -282,7 +282,7 @@ def percentiles(values: np.ndarray, q: list[float]) -> np.ndarray:
     rank = np.asarray(q, np.float64) / 100 * (values.size - 1)
     below = np.floor(rank).astype(np.intp)
     above = np.minimum(below + 1, values.size - 1)
-    ranked = np.partition(values, np.union1d(below, above))
+    ranked = np.partition(values, sorted({*below.tolist(), *above.tolist()}))
     low, high, weight = ranked[below], ranked[above], rank - below
     step = high - low
     # numpy's interpolation: from the nearer neighbour, so that a weight of 1 gives exactly the upper value
