@@ -162,7 +162,8 @@ def to_gray(image: Image.Image) -> np.ndarray:
         if image.getchannel(len(image.getbands()) - 1).getextrema()[0] < 255:  # some transparency
             return composite_alpha(np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0)
         image = image.convert("L")  # opaque (a canvas, most PNGs): read as the same picture without alpha would be
-    return np.asarray(image.convert("L"), dtype=np.float32) / 255.0  # CMYK, YCbCr, 1-bit, RGB: luminance
+    # CMYK, YCbCr, 1-bit, RGB: luminance, divided in float32 in one pass
+    return np.divide(np.asarray(image.convert("L")), np.float32(255.0), dtype=np.float32)
 
 
 def _high_depth_to_gray(values: np.ndarray) -> np.ndarray:
@@ -243,13 +244,15 @@ def ink_map(gray: np.ndarray, polarity: str) -> tuple[np.ndarray, dict]:
     residual = bright_ink - paper_level(bright_ink)
     noise = _paper_noise(residual)
     strong = residual > max(6 * noise, MIN_CONTRAST)
-    notes = {"noise": noise, "ink_pixels": int(strong.sum())}
-    if strong.sum() < MIN_INK_PIXELS:
+    notes = {"noise": noise, "ink_pixels": int(np.count_nonzero(strong))}
+    if notes["ink_pixels"] < MIN_INK_PIXELS:
         return np.zeros_like(gray), notes | {"contrast": float(residual.max(initial=0.0))}
     level = float(percentiles(residual[strong], [95])[0])
     floor = min(3 * noise, 0.5 * level)
     notes["contrast"] = level
-    return np.clip((residual - floor) / max(level - floor, 1e-6), 0.0, 1.0), notes
+    residual -= floor  # in place: this runs on every image, and each full-size temporary costs
+    residual /= max(level - floor, 1e-6)
+    return np.clip(residual, 0.0, 1.0, out=residual), notes
 
 
 def paper_level(bright_ink: np.ndarray) -> np.ndarray:
@@ -263,7 +266,11 @@ def paper_level(bright_ink: np.ndarray) -> np.ndarray:
     padded = np.pad(small, size, mode="reflect", reflect_type="odd")
     kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (size, size))
     opened = cv2.morphologyEx(padded, cv2.MORPH_OPEN, kernel)
-    opened = cv2.GaussianBlur(opened, (0, 0), 2.0)[size:-size, size:-size]
+    # Smoothed only where it is kept plus the blur's reach (17 taps at sigma 2, what OpenCV picks itself), so the
+    # kept pixels are computed exactly as over the whole padded image, at a third of the cost.
+    reach = 8
+    inner = opened[size - reach:reach - size, size - reach:reach - size]
+    opened = cv2.GaussianBlur(inner, (2 * reach + 1, 2 * reach + 1), 2.0)[reach:-reach, reach:-reach]
     return cv2.resize(opened, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
