@@ -389,3 +389,13 @@ def test_percentiles_are_numpys(size):
                    np.zeros(size, np.float32)):
         for q in ([2, 98], [5, 25], [95], [0, 50, 100]):
             assert np.array_equal(percentiles(values, q), np.percentile(values, q)), (values[:5], q)
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (34, 120), (120, 34), (33, 124), (20, 200), (1, 5)])
+def test_odd_reflection_is_numpys(shape):
+    """The background's padding, built from OpenCV borders, must be numpy's odd reflection to the bit (and left to
+    numpy where the pad is wider than the image)."""
+    from digitlab.preprocess import _reflect_odd
+
+    image = (np.random.default_rng(0).random(shape) ** 3).astype(np.float32)
+    assert np.array_equal(_reflect_odd(image, 33), np.pad(image, 33, mode="reflect", reflect_type="odd"))

@@ -263,7 +263,7 @@ def paper_level(bright_ink: np.ndarray) -> np.ndarray:
                        interpolation=cv2.INTER_AREA)
     size = BACKGROUND_SIDE // 2 + 1  # wider than the thickest marker stroke
     # odd reflection continues a brightness ramp past the edge, so the opening stays exact up to the border
-    padded = np.pad(small, size, mode="reflect", reflect_type="odd")
+    padded = _reflect_odd(small, size)
     kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (size, size))
     opened = cv2.morphologyEx(padded, cv2.MORPH_OPEN, kernel)
     # Smoothed only where it is kept plus the blur's reach (17 taps at sigma 2, what OpenCV picks itself), so the
@@ -272,6 +272,20 @@ def paper_level(bright_ink: np.ndarray) -> np.ndarray:
     inner = opened[size - reach:reach - size, size - reach:reach - size]
     opened = cv2.GaussianBlur(inner, (2 * reach + 1, 2 * reach + 1), 2.0)[reach:-reach, reach:-reach]
     return cv2.resize(opened, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def _reflect_odd(image: np.ndarray, width: int) -> np.ndarray:
+    """``np.pad(image, width, mode="reflect", reflect_type="odd")``: past each edge, the mirror image turned over
+    about the edge value (2 * edge - mirror). Built from OpenCV's borders, rows then columns as numpy does, at a
+    quarter of np.pad's cost; where the image is not wider than the pad, numpy reflects again and again, so it is
+    left to numpy."""
+    if min(image.shape) <= width:
+        return np.pad(image, width, mode="reflect", reflect_type="odd")
+    for rows, columns in ((width, 0), (0, width)):
+        edge = cv2.copyMakeBorder(image, rows, rows, columns, columns, cv2.BORDER_REPLICATE)
+        mirror = cv2.copyMakeBorder(image, rows, rows, columns, columns, cv2.BORDER_REFLECT_101)
+        image = 2 * edge - mirror
+    return image
 
 
 def _paper_noise(residual: np.ndarray) -> float:
