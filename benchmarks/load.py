@@ -134,10 +134,17 @@ def hardware() -> str:
 
 
 def versions() -> str:
-    from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
-    names = ("digitlab", "torch", "onnxruntime", "fastapi", "uvicorn", "numpy", "pillow", "opencv-python-headless")
-    return ", ".join(f"{name} {version(name)}" for name in names) + f", Python {platform.python_version()}"
+    names = ("digitlab", "torch", "onnxruntime", "fastapi", "uvicorn", "httptools", "uvloop", "numpy", "pillow",
+             "opencv-python-headless")
+    found = []
+    for name in names:
+        try:
+            found.append(f"{name} {version(name)}")
+        except PackageNotFoundError:  # httptools and uvloop are optional for uvicorn
+            found.append(f"{name} absent")
+    return ", ".join(found) + f", Python {platform.python_version()}"
 
 
 def main() -> None:
