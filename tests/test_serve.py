@@ -312,6 +312,16 @@ def test_a_dead_worker_process_fails_one_request_and_is_replaced(served_onnx, di
         assert test_client.portal.call(_worker_pids, test_client.app) != pids
 
 
+def test_a_model_the_workers_cannot_load_fails_the_start(tmp_path):
+    from digitlab.serve.workers import WorkerError
+
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not an onnx model")
+    with pytest.raises(WorkerError, match="exit code 2"):
+        with TestClient(create_app(bad, backend="onnx", processes=True, workers=2)):
+            pass
+
+
 async def _worker_pids(app) -> list[int]:
     return [worker.process.pid for worker in app.state.pool.workers]
 

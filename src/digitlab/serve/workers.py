@@ -29,7 +29,7 @@ import os
 import signal
 import struct
 import sys
-from typing import Any
+from typing import Any, Sequence
 
 log = logging.getLogger("digitlab.serve")
 LENGTH = struct.Struct(">I")
@@ -47,7 +47,7 @@ class Worker:
     def __init__(self, process: asyncio.subprocess.Process):
         self.process = process
 
-    async def send(self, header: dict[str, Any], payload: list[bytes] = ()) -> None:
+    async def send(self, header: dict[str, Any], payload: Sequence[bytes] = ()) -> None:
         head = json.dumps(header).encode()
         size = len(head) + sum(len(p) for p in payload)
         self.process.stdin.writelines([LENGTH.pack(len(head)), LENGTH.pack(size), head, *payload])
@@ -72,9 +72,10 @@ class WorkerPool:
         if (engine_options or {}).get("threads"):  # onnxruntime's threads, or PyTorch's in a worker
             self.command += ["--threads", str(engine_options["threads"])]
         self.processes = processes
-        self.idle: asyncio.Queue[Worker] = asyncio.Queue()
+        self.idle: asyncio.Queue[Worker | None] = asyncio.Queue()   # None: no worker is left
         self.workers: list[Worker] = []
         self.metadata: dict[str, Any] = {}
+        self.replacing: set[asyncio.Task] = set()  # held here: the loop keeps only weak references to tasks
 
     async def start(self) -> None:
         """Start every worker and wait until each has its model loaded (a model that fails to load fails here)."""
@@ -104,6 +105,9 @@ class WorkerPool:
                         multi: bool) -> list[dict[str, Any]]:
         """``app.recognise`` in a worker process: one answer per item, in order."""
         worker = await self.idle.get()
+        if worker is None:
+            self.idle.put_nowait(None)  # for the next request too
+            raise WorkerError("no worker process is left (see the log for why they could not be restarted)")
         try:
             await worker.send({"polarity": polarity, "threshold": threshold, "multi": multi,
                                "names": [name for name, _ in items], "sizes": [len(data) for _, data in items]},
@@ -111,7 +115,9 @@ class WorkerPool:
             reply = await worker.receive()
         except (asyncio.IncompleteReadError, ConnectionError, ValueError, asyncio.CancelledError) as exc:
             # dead, or the client left mid-request: the pipe's state is unknown either way, so it is not reused
-            asyncio.get_running_loop().create_task(self._replace(worker))
+            task = asyncio.get_running_loop().create_task(self._replace(worker))
+            self.replacing.add(task)
+            task.add_done_callback(self.replacing.discard)
             if isinstance(exc, asyncio.CancelledError):
                 raise
             raise WorkerError(f"worker process {worker.process.pid} died "
@@ -123,11 +129,15 @@ class WorkerPool:
 
     async def _replace(self, worker: Worker) -> None:
         await _stop(worker)
+        if worker not in self.workers:  # the pool was closed meanwhile
+            return
         self.workers.remove(worker)
         try:
             fresh = await self._start_one()
         except WorkerError:
-            log.exception("could not replace a worker process; serving with %d", len(self.workers))
+            log.exception("could not replace a worker process; %d left", len(self.workers))
+            if not self.workers:
+                self.idle.put_nowait(None)  # fail the waiting requests instead of leaving them waiting forever
             return
         self.workers.append(fresh)
         self.idle.put_nowait(fresh)
@@ -203,6 +213,9 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(name)s: %(message)s")
     try:
         serve_requests(args.model, args.backend, args.threshold, args.max_pixels, args.threads)
+    except ValueError as exc:  # a model file that cannot be loaded: one line, and the server reports the exit
+        print(f"digitlab serve: worker process: error: {exc}", file=sys.stderr)
+        sys.exit(2)
     except (BrokenPipeError, KeyboardInterrupt):
         pass
 
