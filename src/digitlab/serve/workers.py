@@ -1,18 +1,19 @@
 """Worker processes for ``digitlab serve``: every CPU decodes and recognises images, none waits for another's GIL.
 
-Decoding and preprocessing an image is ~90% of a request's CPU, and much of it is Python holding the GIL between
-small numpy and OpenCV calls: threads in one process take turns more than they run side by side, and every hand-off
+Decoding, preprocessing and recognising an image are most of a request's CPU (~80% of it, measured under load),
+and much of that is Python holding the GIL between small numpy and OpenCV calls: threads in one process take turns more than they run side by side, and every hand-off
 of the GIL costs a context switch. So the server (one process: HTTP, limits, JSON) hands each request's images to
 one of N worker processes, each with its own model, and waits for the answer without blocking its event loop.
 
     python -m digitlab.serve.workers --backend onnx --threshold 0.7 --max-pixels N   # as WorkerPool starts one
 
-A worker speaks over its stdin and stdout, one request at a time, each message a 4-byte big-endian length and its
-bytes (JSON; no pickle, so the server and its workers trust each other no more than JSON lets them):
+A worker speaks over its stdin and stdout, one request at a time, in JSON (no pickle: the server and its workers
+trust each other no further than JSON lets them); lengths are 4-byte big-endian:
 
-    start-up   worker -> server   {"metadata": {...}}                      once, when the model is loaded
-    request    server -> worker   {"polarity", "threshold", "multi", "names", "sizes"} then the images' bytes
-    answer     worker -> server   {"answers": [...]} as ``app.recognise`` gives them, or {"error": "..."}
+    start-up   worker -> server   length, {"metadata": {...}}             once, when the model is loaded
+    request    server -> worker   header length, total length, {"polarity", "threshold", "multi", "names",
+                                  "sizes"}, then the images' bytes one after another
+    answer     worker -> server   length, {"answers": [...]} as ``app.recognise`` gives them, or {"error": "..."}
 
 Requests wait for a free worker in the order they came (a FIFO of idle workers), so one slow image delays only the
 requests queued behind it. A worker that dies (killed, out of memory) fails only the request it held, with a 500,
@@ -33,6 +34,7 @@ from typing import Any, Sequence
 
 log = logging.getLogger("digitlab.serve")
 LENGTH = struct.Struct(">I")
+REQUEST_HEAD = struct.Struct(">II")  # the header's length, the whole request's length
 
 
 class WorkerError(RuntimeError):
@@ -50,7 +52,7 @@ class Worker:
     async def send(self, header: dict[str, Any], payload: Sequence[bytes] = ()) -> None:
         head = json.dumps(header).encode()
         size = len(head) + sum(len(p) for p in payload)
-        self.process.stdin.writelines([LENGTH.pack(len(head)), LENGTH.pack(size), head, *payload])
+        self.process.stdin.writelines([REQUEST_HEAD.pack(len(head), size), head, *payload])
         await self.process.stdin.drain()
 
     async def receive(self) -> dict[str, Any]:
@@ -176,8 +178,8 @@ def serve_requests(model: str | None, backend: str, threshold: float, max_pixels
     engine = load_engine(model, backend, **({"threads": threads} if backend == "onnx" else {}))
     readers = Readers(engine, threshold, Limits(max_pixels=max_pixels))
     _write(channel, {"metadata": engine.metadata})
-    while (head := source.read(2 * LENGTH.size)) and len(head) == 2 * LENGTH.size:
-        header_size, size = LENGTH.unpack(head[:LENGTH.size])[0], LENGTH.unpack(head[LENGTH.size:])[0]
+    while len(head := source.read(REQUEST_HEAD.size)) == REQUEST_HEAD.size:
+        header_size, size = REQUEST_HEAD.unpack(head)
         body = source.read(size)
         if len(body) < size:
             return
