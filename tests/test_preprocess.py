@@ -186,6 +186,15 @@ def test_alpha_is_composited_so_the_ink_shows(seven, ink_value):
     assert correlation(only_glyph(png(rgba)), seven) > 0.8
 
 
+def test_an_opaque_alpha_channel_changes_nothing(paper_seven):
+    """A canvas or PNG saved with an alpha channel that is opaque everywhere is the same picture without it."""
+    rgba = np.dstack([paper_seven, np.full(paper_seven.shape[:2], 255, np.uint8)])
+    with_alpha, without = prepare(png(rgba)), prepare(png(paper_seven))
+    assert with_alpha.reason is None and without.reason is None
+    assert np.array_equal(with_alpha.glyphs[0].image, without.glyphs[0].image)
+    assert with_alpha.glyphs[0].box == without.glyphs[0].box
+
+
 def test_sixteen_bit(paper_seven, seven):
     gray16 = (cv2.cvtColor(paper_seven, cv2.COLOR_RGB2GRAY).astype(np.uint16) * 257)
     data = png(gray16)
@@ -368,3 +377,25 @@ def test_preprocess_imports_no_torch():
            "print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "False", result.stderr
+
+
+@pytest.mark.parametrize("size", [1, 2, 7, 1000, 7321])
+def test_percentiles_are_numpys(size):
+    """The partition-only percentiles used on every image must give numpy's numbers exactly, ties and all."""
+    from digitlab.preprocess import percentiles
+
+    rng = np.random.default_rng(size)
+    for values in (rng.random(size).astype(np.float32), np.round(rng.random(size), 1).astype(np.float32),
+                   np.zeros(size, np.float32)):
+        for q in ([2, 98], [5, 25], [95], [0, 50, 100]):
+            assert np.array_equal(percentiles(values, q), np.percentile(values, q)), (values[:5], q)
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (34, 120), (120, 34), (33, 124), (20, 200), (1, 5)])
+def test_odd_reflection_is_numpys(shape):
+    """The background's padding, built from OpenCV borders, must be numpy's odd reflection to the bit (and left to
+    numpy where the pad is wider than the image)."""
+    from digitlab.preprocess import _reflect_odd
+
+    image = (np.random.default_rng(0).random(shape) ** 3).astype(np.float32)
+    assert np.array_equal(_reflect_odd(image, 33), np.pad(image, 33, mode="reflect", reflect_type="odd"))

@@ -263,6 +263,69 @@ def test_onnx_backend_serves_the_same_answers(served_onnx, client, digits):
             np.testing.assert_allclose(a["probabilities"], b["probabilities"], atol=1e-4)
 
 
+@pytest.fixture(scope="module")
+def process_client(served_onnx):
+    """The app as `digitlab serve` runs it: two worker processes, each with its own onnxruntime session."""
+    with TestClient(create_app(served_onnx, backend="onnx", processes=True, workers=2),
+                    raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+def test_worker_processes_answer_as_threads_do(process_client, served_onnx, digits):
+    with TestClient(create_app(served_onnx, backend="onnx")) as thread_client:
+        assert process_client.get("/api/health").json() == thread_client.get("/api/health").json()
+        assert process_client.get("/api/model").json() == thread_client.get("/api/model").json()
+        for data, _ in digits[:10]:
+            for query in ("", "?multi=true", "?threshold=1"):
+                assert (process_client.post(f"/api/predict{query}", content=data).json()
+                        == thread_client.post(f"/api/predict{query}", content=data).json())
+    files = [("files", ("a.png", digits[0][0], "image/png")), ("files", ("bad.png", b"not an image", "image/png"))]
+    results = process_client.post("/api/predict/batch", files=files).json()["results"]
+    assert results[0]["digit"] == digits[0][1] and results[1]["status"] == 415
+    response = process_client.post("/api/predict", content=digits[0][0][:100])
+    assert response.status_code == 422 and "truncated" in response.json()["detail"]
+
+
+def test_concurrent_requests_to_worker_processes(process_client, digits):
+    from concurrent.futures import ThreadPoolExecutor
+
+    expected = {i: process_client.post("/api/predict", content=digits[i][0]).json() for i in range(8)}
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda i: (i % 8, process_client.post("/api/predict", content=digits[i % 8][0])),
+                                range(48)))
+    assert all(r.status_code == 200 and r.json() == expected[i] for i, r in answers)
+
+
+def test_a_dead_worker_process_fails_one_request_and_is_replaced(served_onnx, digits):
+    import os
+    import signal
+
+    with TestClient(create_app(served_onnx, backend="onnx", processes=True, workers=1),
+                    raise_server_exceptions=False) as test_client:
+        assert test_client.post("/api/predict", content=digits[0][0]).status_code == 200
+        pids = test_client.portal.call(_worker_pids, test_client.app)
+        os.kill(pids[0], signal.SIGKILL)
+        response = test_client.post("/api/predict", content=digits[0][0])
+        assert response.status_code == 500 and response.json() == {"detail": "internal server error"}
+        response = test_client.post("/api/predict", content=digits[0][0])  # waits for the replacement
+        assert response.status_code == 200 and response.json()["digit"] == digits[0][1]
+        assert test_client.portal.call(_worker_pids, test_client.app) != pids
+
+
+def test_a_model_the_workers_cannot_load_fails_the_start(tmp_path):
+    from digitlab.serve.workers import WorkerError
+
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not an onnx model")
+    with pytest.raises(WorkerError, match="exit code 2"):
+        with TestClient(create_app(bad, backend="onnx", processes=True, workers=2)):
+            pass
+
+
+async def _worker_pids(app) -> list[int]:
+    return [worker.process.pid for worker in app.state.pool.workers]
+
+
 def test_serve_command_refuses_bad_options(capsys):
     from digitlab.cli import main
 

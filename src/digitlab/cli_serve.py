@@ -26,7 +26,8 @@ def add_serve_parsers(subparsers) -> None:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
                    help=f"confidence below which the answer is 'unsure' (default: {DEFAULT_THRESHOLD})")
-    p.add_argument("--workers", type=int, help="images decoded and recognised at once (default: one per CPU)")
+    p.add_argument("--workers", type=int, help="worker processes, each decoding and recognising one image at a "
+                   "time with its own copy of the model (default: one per CPU)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads inside one model call (default: 1; the "
                    "workers already run calls side by side)")
     p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest request body accepted (default: 10)")
@@ -66,14 +67,10 @@ def cmd_serve(args) -> int:
         raise ValueError(f"--model {args.model}: no such file")
     if backend == "onnx" and args.model is None and not BUNDLED_ONNX.is_file():
         raise ValueError("no bundled ONNX model in this install: pass --model FILE.onnx (see `digitlab export`)")
-    if backend == "torch":
-        import torch
-
-        torch.set_num_threads(args.threads)  # this process serves; the setting is its own
     limits = Limits(max_upload_bytes=int(args.max_upload_mb * 2**20))
     app = create_app(args.model, backend, limits=limits, workers=args.workers,
-                     engine_options={"threads": args.threads} if backend == "onnx" else None,
-                     threshold=args.threshold)
+                     engine_options={"threads": args.threads},  # per worker process, for either backend
+                     threshold=args.threshold, processes=True)
     print(f"serving {args.model or 'the bundled model'} ({backend}) on http://{args.host}:{args.port} "
           f"- API docs at /docs", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
