@@ -25,11 +25,11 @@ def main() -> None:
 
     images, labels = load_mnist("test")
     shifts = TTA_SHIFTS if args.tta else ((0, 0),)
-    total = torch.zeros(len(labels), 10)
+    total = None  # (N, classes): a digit called "not a digit" by an 11-output ensemble counts as an error
     for path in args.checkpoints:
         model, _ = checkpoint.load(path)
         log_probs = torch.log_softmax(infer(model, images, shifts=shifts), dim=1)
-        total += log_probs.exp()
+        total = log_probs.exp() if total is None else total + log_probs.exp()
         accuracy = (log_probs.argmax(1) == labels).double().mean().item()
         print(f"{100 * accuracy:.2f}%  {path}")
     accuracy = (total.argmax(1) == labels).double().mean().item()
