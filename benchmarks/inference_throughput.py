@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from load import hardware, versions  # noqa: E402
+from machine import hardware, versions  # noqa: E402
 
 
 def throughput(logits, batch: np.ndarray, seconds: float) -> float:

@@ -17,7 +17,6 @@ import asyncio
 import io
 import json
 import os
-import platform
 import re
 import socket
 import subprocess
@@ -28,6 +27,8 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+
+from machine import hardware, versions
 
 
 def canvas_pngs(count: int) -> list[bytes]:
@@ -125,26 +126,6 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
     children = [int(child) for task in Path(f"/proc/{pid}/task").iterdir()
                 for child in (task / "children").read_text().split()]
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), sum(sum(cpu_seconds(c)) for c in children)
-
-
-def hardware() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    return f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}"
-
-
-def versions() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    names = ("digitlab", "torch", "onnxruntime", "fastapi", "uvicorn", "httptools", "uvloop", "numpy", "pillow",
-             "opencv-python-headless")
-    found = []
-    for name in names:
-        try:
-            found.append(f"{name} {version(name)}")
-        except PackageNotFoundError:  # httptools and uvloop are optional for uvicorn
-            found.append(f"{name} absent")
-    return ", ".join(found) + f", Python {platform.python_version()}"
 
 
 def main() -> None:

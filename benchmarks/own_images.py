@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import argparse
 import io
-import platform
 import time
 from collections import defaultdict
 
 import numpy as np
 from PIL import Image
+
+from machine import hardware, versions
 
 
 def naive_resize(data: bytes) -> np.ndarray:
@@ -35,24 +36,6 @@ def conditions(style) -> list[str]:
     groups.append("uneven light>0.3" if style.lighting > 0.3 else "light<=0.3")
     groups.append("noise>5" if style.noise > 5 else "noise<=5")
     return groups
-
-
-def hardware() -> str:
-    import os
-
-    import cv2
-    import PIL
-    import torch
-
-    cpu = platform.processor() or "unknown cpu"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return (f"{cpu}, {os.cpu_count()} cores visible, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-            f"numpy {np.__version__}, opencv {cv2.__version__}, pillow {PIL.__version__}, "
-            f"python {platform.python_version()}")
 
 
 def main() -> None:
@@ -98,7 +81,7 @@ def main() -> None:
     arch = engine.metadata.get("arch", "?")
     print(f"model: {args.model or 'bundled'} ({arch}); {count} rendered MNIST test digits, seed {args.seed}; "
           f"{elapsed:.0f} s")
-    print(f"hardware: {hardware()}")
+    print(f"hardware: {hardware()}\nversions: {versions()}")
     print()
     print(f"{'pipeline':<42}{'accuracy':>9}")
     print(f"{'raw MNIST test images (all 10,000)':<42}{raw_correct.mean():>9.2%}")

@@ -38,7 +38,7 @@ def _children_cpu() -> float:
 
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).parent))
-    from own_images import hardware
+    from machine import hardware, versions
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="checkpoint (default: the bundled model)")
@@ -72,7 +72,7 @@ def main() -> None:
     cpu = min(cpu_times)
     print(f"CPU time: {cpu:.1f} s for {args.count} images ({1000 * cpu / args.count:.1f} ms each, all threads): "
           f"{args.count / cpu:.0f} images/s per fully available core; wall rates above depend on what else runs")
-    print(f"hardware: {hardware()}; load average at the end: {os.getloadavg()[0]:.1f}")
+    print(f"hardware: {hardware()}; load average at the end: {os.getloadavg()[0]:.1f}\nversions: {versions()}")
 
 
 if __name__ == "__main__":

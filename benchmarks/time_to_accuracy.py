@@ -21,7 +21,6 @@ START = time.time()  # before torch is imported: the clock covers everything the
 import argparse  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
-import platform  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 from contextlib import nullcontext  # noqa: E402
@@ -95,15 +94,11 @@ def one_run(recipe: str, device_name: str, seed: int, use_compile: bool, threads
 def describe_machine(device_name: str) -> str:
     import torch
 
+    from machine import hardware
+
     if device_name.startswith("cuda") and torch.cuda.is_available():
         return torch.cuda.get_device_name()
-    cpu = platform.processor() or "CPU"
-    if os.path.exists("/proc/cpuinfo"):
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return f"{cpu}, {os.cpu_count()} cores"
+    return hardware()
 
 
 def main() -> None:
