@@ -115,3 +115,12 @@ def test_a_number(engine, test_split):
 def test_prediction_of_an_error_has_no_digits():
     failed = Prediction("x.png", error="empty file (0 bytes)")
     assert failed.digit is None and failed.number is None and failed.confidence is None
+
+
+def test_a_model_without_normalisation_metadata_is_refused(engine):
+    class Unlabelled:
+        metadata = {k: v for k, v in engine.metadata.items() if k != "normalisation"}
+        logits = engine.logits
+
+    with pytest.raises(ValueError, match="normalised"):
+        Recognizer(Unlabelled())

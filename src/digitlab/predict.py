@@ -120,8 +120,10 @@ class Recognizer:
         cv2.setNumThreads(1)
         # outputs past the ten digits: a network trained with an 11th class says "not a digit" with it
         self.classes = len(engine.metadata.get("classes", range(10)))
-        norm = engine.metadata.get("normalisation", {})
-        self.mean, self.std = float(norm.get("mean", 0.1307)), float(norm.get("std", 0.3081))
+        norm = engine.metadata.get("normalisation")
+        if not norm:  # every digitlab checkpoint and export has it; guessing would silently skew every answer
+            raise ValueError("the model's metadata does not say how its inputs were normalised")
+        self.mean, self.std = float(norm["mean"]), float(norm["std"])
 
     def predict_one(self, source, multi: bool = False) -> Prediction:
         return self.predict([source], multi)[0]
