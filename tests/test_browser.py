@@ -101,8 +101,27 @@ SEVEN = ([(0.25, 0.22), (0.75, 0.22)], [(0.74, 0.23), (0.45, 0.82)])  # the bar,
 ONE = ([(0.5, 0.18), (0.5, 0.82)],)
 
 
+LETTER_E = ([(0.62, 0.2), (0.35, 0.2), (0.35, 0.8), (0.62, 0.8)], [(0.35, 0.5), (0.56, 0.5)])
+
+
 def shown_digit(page):
     return page.locator("#digit")
+
+
+def test_a_drawn_letter_is_not_a_digit(server, browser, page_errors, served_checkpoint):
+    from digitlab import checkpoint
+
+    if "not a digit" not in checkpoint.read(served_checkpoint)[1]["classes"]:
+        pytest.skip("the served model has no 'not a digit' output")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page = open_page(browser, server, page_errors)
+    draw(page, *LETTER_E)
+    expect(page.locator("#reason")).to_contain_text("not a digit", timeout=20_000)
+    expect(shown_digit(page)).to_have_text("?")
+    expect(page.locator("#bars li.none")).to_be_visible()
+    expect(page.locator("#bars li.top")).to_have_class("none top")
+    page.screenshot(path=SHOTS / "desktop-letter.png", full_page=True)
+    assert not page_errors
 
 
 def test_draw_a_seven_undo_clear_and_a_one(server, browser, page_errors):

@@ -198,8 +198,7 @@ class Recognizer:
         top3 = [(int(d), float(digits[d])) for d in order[:3]]
         reason = None
         if none is not None and none > confidence:
-            reason = f"not a digit: the model reads it as none of the ten ({none:.0%}; best digit {best} at " \
-                     f"{confidence:.0%})"
+            reason = f"not a digit: {none:.0%} sure it is none of the ten (nearest digit {best} at {confidence:.0%})"
         elif confidence < self.threshold:
             reason = f"unsure: best guess {best} at {confidence:.0%} is below the threshold of {self.threshold:.0%}"
         return DigitResult(None if reason else best, confidence, top3, [float(p) for p in digits],

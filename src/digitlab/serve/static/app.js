@@ -198,10 +198,13 @@ async function predictNow() {
 
 // --- showing the answer -----------------------------------------------------------------------------------------
 
+// A bar per digit, and one for the model's "not a digit" output (shown only when the model has one).
 const bars = [];
-for (let digit = 0; digit < 10; digit++) {
+for (let digit = 0; digit <= 10; digit++) {
   const row = document.createElement("li");
-  row.innerHTML = `<span>${digit}</span><span class="track"><span class="fill"></span></span><span class="pct"></span>`;
+  const label = digit < 10 ? digit : '<abbr title="not a digit">✕</abbr>';
+  row.innerHTML = `<span>${label}</span><span class="track"><span class="fill"></span></span><span class="pct"></span>`;
+  if (digit === 10) { row.className = "none"; row.hidden = true; }
   $("bars").append(row);
   bars.push(row);
 }
@@ -259,8 +262,10 @@ function showResult(answer) {
 function showDigit(digit, caption) {
   if (digit?.image) $("seen").src = digit.image; else $("seen").removeAttribute("src");
   $("seen-caption").textContent = caption ? `what the model saw (${caption})` : "what the model saw";
-  const probabilities = digit?.probabilities ?? new Array(10).fill(0);
+  const none = digit?.not_a_digit ?? null;
+  const probabilities = [...(digit?.probabilities ?? new Array(10).fill(0)), none ?? 0];
   const best = probabilities.indexOf(Math.max(...probabilities));
+  bars[10].hidden = none === null;
   bars.forEach((row, d) => {
     row.querySelector(".fill").style.width = `${100 * probabilities[d]}%`;
     row.querySelector(".pct").textContent = digit?.probabilities ? percent(probabilities[d]) : "";
@@ -271,10 +276,11 @@ function showDigit(digit, caption) {
 async function showModel() {
   try {
     const info = await (await fetch("/api/model")).json();
-    const metrics = info.metadata.metrics ?? {};
-    const accuracy = metrics.test_accuracy ?? metrics.val_accuracy;
+    const test = info.metadata.test?.accuracy;  // recorded by `digitlab eval --record`
+    const validation = info.metadata.metrics?.val_accuracy;
+    const accuracy = test ?? validation;
     $("model-info").textContent = `${info.metadata.arch} · ${info.backend}` +
-      (accuracy !== undefined ? ` · ${(100 * accuracy).toFixed(2)}% on ${metrics.test_accuracy !== undefined ? "MNIST test" : "validation"}` : "");
+      (accuracy !== undefined ? ` · ${(100 * accuracy).toFixed(2)}% on ${test !== undefined ? "MNIST test" : "validation"}` : "");
   } catch {
     $("model-info").textContent = "model information unavailable";
   }
