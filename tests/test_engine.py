@@ -33,3 +33,10 @@ def test_bad_batch_shape_and_backend(small_model_path):
         load_engine(small_model_path, backend="tensorflow")
     with pytest.raises(CheckpointError, match="no such checkpoint"):
         load_engine("missing.safetensors")
+
+
+def test_the_bundled_engine_has_an_eleventh_output_even_for_an_empty_batch():
+    engine = load_engine()
+    assert engine.metadata["classes"][-1] == "not a digit"
+    assert engine.logits(np.zeros((0, 1, 28, 28), np.float32)).shape == (0, 11)
+    assert engine.logits(np.zeros((2, 1, 28, 28), np.float32)).shape == (2, 11)
