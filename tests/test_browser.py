@@ -130,6 +130,10 @@ def test_draw_a_seven_undo_clear_and_a_one(server, browser, page_errors):
     draw(page, *SEVEN)
     expect(shown_digit(page)).to_have_text("7", timeout=20_000)
     expect(page.locator("#bars li.top")).to_contain_text("7")
+    # the bar is drawn as long as the probability says (a fill that is not laid out shows nothing at all)
+    page.wait_for_function("""() => {
+        const fill = document.querySelector('#bars li.top .fill'), track = fill.parentElement;
+        return fill.getBoundingClientRect().width > 0.5 * track.getBoundingClientRect().width; }""", timeout=5_000)
     assert page.locator("#seen").get_attribute("src").startswith("data:image/png;base64,")
     page.screenshot(path=SHOTS / "desktop-seven.png", full_page=True)
 
