@@ -118,6 +118,7 @@ def test_a_drawn_letter_is_not_a_digit(server, browser, page_errors, served_chec
     draw(page, *LETTER_E)
     expect(page.locator("#reason")).to_contain_text("not a digit", timeout=20_000)
     expect(shown_digit(page)).to_have_text("?")
+    expect(page.locator("#confidence")).to_contain_text("sure it is no digit")
     expect(page.locator("#bars li.none")).to_be_visible()
     expect(page.locator("#bars li.top")).to_have_class("none top")
     page.screenshot(path=SHOTS / "desktop-letter.png", full_page=True)

@@ -229,7 +229,9 @@ function showResult(answer) {
   $("digit").textContent = answer ? (multi ? (answer.number ?? "?") : (answer.digit ?? "?")) : "–";
   $("digit").classList.toggle("long", multi);
   $("digit").classList.toggle("empty", !answer);
-  $("confidence").textContent = answer && answer.confidence !== null ? `${percent(answer.confidence)} sure` : "\u00a0";
+  const noDigit = !multi && answer?.not_a_digit > answer?.confidence;  // the model's own "none of the ten"
+  $("confidence").textContent = !answer || answer.confidence === null ? "\u00a0" :
+    (noDigit ? `${percent(answer.not_a_digit)} sure it is no digit` : `${percent(answer.confidence)} sure`);
   $("reason").textContent = answer?.reason ?? "";
   showDigit(multi ? digits[selected] : answer, multi && digits.length > 1 ? `digit ${selected + 1} of ${digits.length}` : "");
 
