@@ -67,8 +67,7 @@ def main() -> None:
     files = [data for data, _ in render_set(images[:args.digits].numpy(), seed=args.seed)]
     results = recognizer.predict(files)
     refused = np.mean([r.digit is None for r in results])
-    not_digit = np.mean([r.digits[0].not_a_digit is not None and (r.reason or "").startswith("not a digit")
-                         for r in results if r.digits] or [0.0])
+    not_digit = np.mean([(r.reason or "").startswith("not a digit") for r in results])
     wrong = np.mean([r.digit is not None and r.digit != int(y) for r, y in zip(results, labels[:args.digits])])
     print("\nsummary: " + ", ".join(f"{k} refused {v:.1%}" for k, v in summary.items()))
     print(f"rendered MNIST test digits: {refused:.1%} refused ({not_digit:.1%} as 'not a digit'), "

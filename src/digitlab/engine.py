@@ -36,6 +36,11 @@ def check_batch(batch: np.ndarray) -> np.ndarray:
     return batch
 
 
+def no_logits(metadata: dict[str, Any]) -> np.ndarray:
+    """The answer to an empty batch: (0, classes), as wide as the model's output."""
+    return np.zeros((0, len(metadata.get("classes", range(10)))), np.float32)
+
+
 class TorchEngine:
     """A digitlab checkpoint run by PyTorch (imported here, not at module level)."""
 
@@ -50,7 +55,7 @@ class TorchEngine:
 
         batch = check_batch(batch)
         if len(batch) == 0:
-            return np.zeros((0, len(self.metadata.get("classes", range(10)))), np.float32)
+            return no_logits(self.metadata)
         with torch.inference_mode():
             return self.model(torch.from_numpy(batch).to(self.device)).float().cpu().numpy()
 
@@ -91,7 +96,7 @@ class OnnxEngine:
     def logits(self, batch: np.ndarray) -> np.ndarray:
         batch = check_batch(batch)
         if len(batch) == 0:
-            return np.zeros((0, len(self.metadata.get("classes", range(10)))), np.float32)
+            return no_logits(self.metadata)
         return self.session.run(None, {self.input_name: batch})[0]
 
 

@@ -50,11 +50,12 @@ def write_explanation(prediction: Prediction, original: Image.Image, path: str |
         digit = prediction.digits[0]
         colours = ["tab:blue" if d == digit.digit else "lightgray" for d in range(10)]
         bars.bar(range(10), digit.probabilities, color=colours)
-        if digit.not_a_digit is not None:  # the model's own "none of the ten"
-            bars.bar([10.5], [digit.not_a_digit], color="tab:red" if digit.not_a_digit > digit.confidence else
-                     "mistyrose")
-        bars.set_xticks(list(range(10)) + ([10.5] if digit.not_a_digit is not None else []),
-                        [str(d) for d in range(10)] + (["none"] if digit.not_a_digit is not None else []))
+        ticks, names = list(range(10)), [str(d) for d in range(10)]
+        if digit.not_a_digit is not None:  # the model's own "none of the ten", set a little apart
+            refused = digit.not_a_digit > digit.confidence
+            bars.bar([10.5], [digit.not_a_digit], color="tab:red" if refused else "mistyrose")
+            ticks, names = ticks + [10.5], names + ["none"]
+        bars.set_xticks(ticks, names)
         bars.set_ylim(0, 1)
         bars.set_ylabel("probability")
     elif prediction.digits:

@@ -110,7 +110,8 @@ def export_onnx(checkpoint_path: str | os.PathLike | None, out_path: str | os.Pa
     for key, value in (("digitlab", meta), ("digitlab_export", check)):
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, json.dumps(value)
-    proto.producer_name, proto.doc_string = "digitlab", f"{meta['arch']}: (batch, 1, 28, 28) -> (batch, {len(meta['classes'])}) logits"
+    proto.producer_name = "digitlab"
+    proto.doc_string = f"{meta['arch']}: (batch, 1, 28, 28) -> (batch, {len(meta['classes'])}) logits"
     data = proto.SerializeToString()
     checkpoint.atomic_write(out_path, lambda tmp: Path(tmp).write_bytes(data))
     return ExportReport(Path(out_path), diff, len(images), agreement, len(data))

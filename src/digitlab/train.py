@@ -40,9 +40,9 @@ from digitlab.models import create_model, get_entry
 from digitlab.progress import EpochBar
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "step", "onecycle", "plateau")
 NOT_A_DIGIT_CLASS = 10           # the 11th output of a network trained with ``not_a_digit``
 NONDIGIT_POOL = 12_000           # letters drawn once per run; each batch samples its share from them
-SCHEDULES = ("constant", "step", "onecycle", "plateau")
 
 
 @dataclass
@@ -92,7 +92,7 @@ class TrainConfig:
             raise ValueError("label_smoothing must be in [0, 1)")
         if not 0 <= self.not_a_digit < 1:
             raise ValueError("not_a_digit must be in [0, 1)")
-        if self.not_a_digit and self.model_kwargs.get("classes") != 11:
+        if self.not_a_digit and self.model_kwargs.get("classes") != NOT_A_DIGIT_CLASS + 1:
             raise ValueError("not_a_digit needs a network with an 11th output: model_kwargs classes=11")
 
     @classmethod
