@@ -134,10 +134,18 @@ def test_query_parameters(client, digits):
     data, _ = digits[0]
     unsure = client.post("/api/predict?threshold=1.0", content=data).json()
     assert unsure["digit"] is None and unsure["reason"].startswith("unsure")
-    assert client.post("/api/predict?threshold=2", content=data).status_code == 422
-    assert client.post("/api/predict?polarity=sideways", content=data).status_code == 422
+    for query, words in (("threshold=2", "from 0 to 1"), ("threshold=nan", "from 0 to 1"),
+                         ("threshold=high", "a number"), ("polarity=sideways", "polarity must be one of"),
+                         ("multi=maybe", "true or false")):
+        for path in ("/api/predict", "/api/predict/batch"):
+            refused = client.post(f"{path}?{query}", files={"file": ("a.png", data, "image/png")})
+            assert refused.status_code == 422 and words in refused.json()["detail"], (path, query)
     flipped = client.post("/api/predict?polarity=light-on-dark", content=data).json()
     assert flipped["polarity"] == "light-on-dark"
+    assert client.post("/api/predict?multi=TRUE", content=data).json()["multi"] is True
+    assert client.post("/api/predict?multi=0&threshold=0.5", content=data).json()["multi"] is False
+    documented = {p["name"] for p in client.get("/openapi.json").json()["paths"]["/api/predict"]["post"]["parameters"]}
+    assert documented == {"multi", "polarity", "threshold"}
 
 
 def test_batch_answers_each_file_and_isolates_a_bad_one(client, digits, oracle):

@@ -31,11 +31,11 @@ import os
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import cv2
 import numpy as np
-from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from PIL import Image, UnidentifiedImageError
@@ -43,6 +43,7 @@ from anyio import CapacityLimiter, to_thread
 from starlette.datastructures import UploadFile
 
 from digitlab.predict import DEFAULT_THRESHOLD, Prediction, Recognizer
+from digitlab.preprocess import POLARITIES
 
 STATIC = Path(__file__).parent / "static"
 log = logging.getLogger("digitlab.serve")
@@ -195,18 +196,52 @@ class Readers:
 
 # --- the app ------------------------------------------------------------------------------------------------------
 
-IMAGE_BODY = {"requestBody": {"required": True, "content": {
+# The query parameters are read by ``options`` rather than declared in the handlers' signatures: FastAPI's
+# per-request validation of three declared parameters cost about a third of the HTTP process's CPU per request
+# (measured under load). They are documented in the OpenAPI schema all the same.
+QUERY = [
+    {"name": "multi", "in": "query", "required": False, "schema": {"type": "boolean", "default": False},
+     "description": "read a number: every digit left to right, with its box"},
+    {"name": "polarity", "in": "query", "required": False,
+     "schema": {"type": "string", "enum": list(POLARITIES), "default": "auto"},
+     "description": "dark ink on light paper, light on dark, or detect it"},
+    {"name": "threshold", "in": "query", "required": False,
+     "schema": {"type": "number", "minimum": 0.0, "maximum": 1.0},
+     "description": "below this confidence the answer is 'unsure' (digit null); default: the server's"},
+]
+IMAGE_BODY = {"parameters": QUERY, "requestBody": {"required": True, "content": {
     "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
                                        "properties": {"file": {"type": "string", "format": "binary"}}}},
     **{kind: {"schema": {"type": "string", "format": "binary"}}
        for kind in ("image/png", "image/jpeg", "image/webp", "application/octet-stream")},
 }}}
-BATCH_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+BATCH_BODY = {"parameters": QUERY, "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
     "type": "object", "required": ["files"],
     "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"}}}}}}}}
 ERRORS = {413: {"description": "body or image too large"}, 415: {"description": "not an image"},
-          422: {"description": "empty, truncated or corrupt image, or a missing form field"}}
-Polarity = Literal["auto", "dark-on-light", "light-on-dark"]
+          422: {"description": "empty, truncated or corrupt image, a missing form field, or a bad query parameter"}}
+TRUE, FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
+
+
+def options(request: Request) -> tuple[str, float | None, bool]:
+    """The request's ``polarity``, ``threshold`` (None: the server's) and ``multi``, or a 422 that says what is
+    wrong with them."""
+    query = request.query_params
+    multi = query.get("multi", "false").lower()
+    if multi not in TRUE | FALSE:
+        raise ApiError(422, f"multi must be true or false, not {multi!r}")
+    polarity = query.get("polarity", "auto")
+    if polarity not in POLARITIES:
+        raise ApiError(422, f"polarity must be one of {', '.join(POLARITIES)}, not {polarity!r}")
+    threshold = query.get("threshold")
+    if threshold is not None:
+        try:
+            threshold = float(threshold)
+        except ValueError:
+            raise ApiError(422, f"threshold must be a number from 0 to 1, not {threshold!r}") from None
+        if not 0.0 <= threshold <= 1.0:  # NaN fails this too
+            raise ApiError(422, f"threshold must be from 0 to 1, not {threshold}")
+    return polarity, threshold, multi in TRUE
 
 
 def add_offline_docs(app: FastAPI) -> None:
@@ -284,11 +319,11 @@ def create_app(model_path: str | os.PathLike | None = None, backend: str = "torc
         return FileResponse(STATIC / "index.html")
 
     @app.post("/api/predict", openapi_extra=IMAGE_BODY, responses=ERRORS)
-    async def predict(request: Request, multi: bool = False, polarity: Polarity = "auto",
-                      threshold: float | None = Query(None, ge=0.0, le=1.0)) -> JSONResponse:
+    async def predict(request: Request) -> JSONResponse:
         """Recognise one image: ``digit``, ``confidence``, ``probabilities``, ``box`` and ``image`` (the 28x28
         input the model saw); with ``multi=true`` the ``number`` and per-digit ``digits`` with boxes. ``digit`` is
         null and ``reason`` says why when the model is unsure or the image is blank."""
+        polarity, threshold, multi = options(request)
         if request.headers.get("content-type", "").startswith("multipart/form-data"):
             upload = (await form_files(request, "file", limits))[0]
             name, data = upload.filename or "upload", await upload.read()
@@ -300,10 +335,10 @@ def create_app(model_path: str | os.PathLike | None = None, backend: str = "torc
         return JSONResponse(result)  # already plain JSON types: no second pass through pydantic
 
     @app.post("/api/predict/batch", openapi_extra=BATCH_BODY, responses=ERRORS)
-    async def predict_batch(request: Request, multi: bool = False, polarity: Polarity = "auto",
-                            threshold: float | None = Query(None, ge=0.0, le=1.0)) -> JSONResponse:
+    async def predict_batch(request: Request) -> JSONResponse:
         """Recognise several images in one model call: ``results`` in the order sent, an unreadable file answering
         ``error`` and ``status`` in its place while the others are read."""
+        polarity, threshold, multi = options(request)
         files = await form_files(request, "files", limits)
         items = [(upload.filename or f"file {i}", await upload.read()) for i, upload in enumerate(files)]
         results = await request.app.state.recognise(polarity, threshold, items, multi)
