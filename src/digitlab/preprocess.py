@@ -35,6 +35,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 POLARITIES = ("auto", "dark-on-light", "light-on-dark")
 MAX_PIXELS = 64_000_000      # a 64-megapixel photo is fine; a 30,000 x 30,000 PNG of 100 kB is a decompression bomb
 WORK_SIDE = 256              # every step after `shrink` works on an image of the area of a square this wide
+AREA_ABOVE = 1.25            # shrinking by less (a 280 px canvas) is bilinear: samples at most 1.25 px apart miss no
+                             # stroke, and OpenCV's area averaging at such ratios costs 6x more
 BACKGROUND_SIDE = 64         # the background (paper, uneven light) is estimated at this coarser size
 MIN_CONTRAST = 0.06          # ink must differ from the paper by 6% of full brightness ...
 MIN_INK_PIXELS = 12          # ... over at least this many working pixels, or the image counts as blank
@@ -192,13 +194,13 @@ def composite_alpha(rgba: np.ndarray) -> np.ndarray:
 # --- 3. working size ----------------------------------------------------------------------------------------------
 
 def shrink(gray: np.ndarray, work_side: int = WORK_SIDE) -> tuple[np.ndarray, float]:
-    """Resize to the area of a ``work_side`` square, keeping the aspect ratio (area averaging when shrinking, which
-    also averages out sensor noise). By area, not longest side, so a digit on a long thin strip keeps enough pixels.
-    Returns the image and the factor from working pixels to the input's pixels."""
+    """Resize to the area of a ``work_side`` square, keeping the aspect ratio (area averaging when shrinking by more
+    than ``AREA_ABOVE``, which also averages out sensor noise). By area, not longest side, so a digit on a long thin
+    strip keeps enough pixels. Returns the image and the factor from working pixels to the input's pixels."""
     height, width = gray.shape
     factor = (height * width) ** 0.5 / work_side
     size = (max(1, round(width / factor)), max(1, round(height / factor)))
-    interpolation = cv2.INTER_AREA if factor > 1 else cv2.INTER_LINEAR
+    interpolation = cv2.INTER_AREA if factor > AREA_ABOVE else cv2.INTER_LINEAR
     return cv2.resize(gray, size, interpolation=interpolation), factor
 
 
