@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from digitlab.preprocess import ImageError, load_image, normalise, prepare, to_gray
+from digitlab.preprocess import (NOT_AN_IMAGE, TOO_LARGE, UNREADABLE, ImageError, load_image, normalise, prepare,
+                                 to_gray)
 from digitlab.render import Style, render, render_number, render_set
 
 
@@ -284,7 +285,7 @@ def test_unreadable_inputs_raise_one_line_reasons(tmp_path, paper_seven):
         "zero bytes": (tmp_path / "empty.png", "empty file"),
         "no file": (tmp_path / "missing.png", "no such file"),
         "a folder": (tmp_path, "folder"),
-        "text": (b"hello, I am not an image\n", "not an image"),
+        "text": (b"hello, I am not an image\n", "not an image"),  # kind NOT_AN_IMAGE, checked below
         "truncated png": (full.getvalue()[: len(full.getvalue()) // 2], "truncated"),
         "truncated jpeg": (jpeg.getvalue()[:200], "truncated|corrupt|unreadable"),
         "empty bytes": (b"", "empty"),
@@ -293,6 +294,7 @@ def test_unreadable_inputs_raise_one_line_reasons(tmp_path, paper_seven):
         with pytest.raises(ImageError, match=words) as caught:
             prepare(source)
         assert "\n" not in str(caught.value), name
+        assert caught.value.kind == (NOT_AN_IMAGE if name == "text" else UNREADABLE), name
 
 
 def _png_header_only(width: int, height: int) -> bytes:
@@ -305,10 +307,12 @@ def _png_header_only(width: int, height: int) -> bytes:
 
 
 def test_decompression_bomb_is_refused_before_decoding():
-    with pytest.raises(ImageError, match="too large"):
+    with pytest.raises(ImageError, match="too large") as caught:
         prepare(_png_header_only(100_000, 100_000))
-    with pytest.raises(ImageError, match="too large"):
+    assert caught.value.kind == TOO_LARGE
+    with pytest.raises(ImageError, match="too large") as caught:
         load_image(_png_header_only(3000, 3000), max_pixels=1_000_000)
+    assert caught.value.kind == TOO_LARGE
 
 
 def test_zero_size_image_is_refused():

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from digitlab.engine import Engine
-from digitlab.preprocess import POLARITIES, ImageError, Prepared, normalise, prepare
+from digitlab.preprocess import MAX_PIXELS, POLARITIES, ImageError, Prepared, normalise, prepare
 
 DEFAULT_THRESHOLD = 0.7
 
@@ -64,6 +64,7 @@ class Prediction:
     digits: list[DigitResult] = field(default_factory=list)
     reason: str | None = None               # why there is no answer (blank, noise, unsure)
     error: str | None = None                # the input could not be read at all
+    error_kind: str | None = None           # and why: preprocess.ImageError's kind
     polarity: str | None = None
     size: tuple[int, int] | None = None     # width, height of the upright original image
 
@@ -102,7 +103,7 @@ class Recognizer:
     """A model (behind an engine) plus the rules for when its answer counts."""
 
     def __init__(self, engine: Engine, threshold: float = DEFAULT_THRESHOLD, polarity: str = "auto",
-                 batch_size: int = 256, workers: int | None = None):
+                 batch_size: int = 256, workers: int | None = None, max_pixels: int = MAX_PIXELS):
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be between 0 and 1, not {threshold}")
         if polarity not in POLARITIES:
@@ -113,6 +114,7 @@ class Recognizer:
         self.threshold = threshold
         self.polarity = polarity
         self.batch_size = batch_size
+        self.max_pixels = max_pixels  # an image with more is refused from its header, before decoding
         # decoding and OpenCV release the GIL, so threads preprocess images side by side
         self.workers = workers or min(4, os.cpu_count() or 1)
         # The parallelism is across images (these workers, or a server's requests). OpenCV's own pool, splitting
@@ -164,9 +166,9 @@ class Recognizer:
 
     def _prepare(self, name: str, source, multi: bool) -> Prepared | Prediction:
         try:
-            return prepare(source, polarity=self.polarity, multi=multi)
+            return prepare(source, polarity=self.polarity, multi=multi, max_pixels=self.max_pixels)
         except ImageError as exc:
-            return Prediction(name, multi, error=str(exc))
+            return Prediction(name, multi, error=str(exc), error_kind=exc.kind)
         except MemoryError:
             return Prediction(name, multi, error="out of memory while decoding the image")
 

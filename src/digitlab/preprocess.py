@@ -46,7 +46,16 @@ BOX, FIELD = 20, 28          # MNIST: fit into 20x20, centre in 28x28
 
 
 class ImageError(ValueError):
-    """A file that cannot be read as an image. The message is one line that says why."""
+    """A file that cannot be read as an image. The message is one line that says why; ``kind`` is one of
+    ``UNREADABLE`` (corrupt, truncated, empty, missing), ``NOT_AN_IMAGE`` and ``TOO_LARGE``, for callers that
+    answer each differently (the API: 422, 415, 413)."""
+
+    def __init__(self, message: str, kind: str = "unreadable"):
+        super().__init__(message)
+        self.kind = kind
+
+
+UNREADABLE, NOT_AN_IMAGE, TOO_LARGE = "unreadable", "not an image", "too large"
 
 
 @dataclass
@@ -86,7 +95,7 @@ def load_image(source, max_pixels: int = MAX_PIXELS, work_side: int = WORK_SIDE)
         raise ImageError(f"zero-size image ({width}x{height} pixels)")
     if width * height > max_pixels:
         raise ImageError(f"image too large: {width}x{height} pixels is over the limit of {max_pixels:,} "
-                         f"(a decompression bomb?)")
+                         f"(a decompression bomb?)", TOO_LARGE)
     image.seek(0)  # an animated GIF or a multi-page TIFF: the first frame
     if image.format == "JPEG":
         reduce = work_side / (width * height) ** 0.5
@@ -126,9 +135,10 @@ def _open(source) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             return Image.open(stream)
     except UnidentifiedImageError:
-        raise ImageError(f"not an image (the {name} is in no image format Pillow can read)") from None
+        raise ImageError(f"not an image: the {name} is in no format Pillow can read (send PNG, JPEG, GIF, BMP, "
+                         f"TIFF or WebP)", NOT_AN_IMAGE) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(f"image too large (a decompression bomb?): {_one_line(exc)}") from None
+        raise ImageError(f"image too large (a decompression bomb?): {_one_line(exc)}", TOO_LARGE) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(f"unreadable image ({_one_line(exc)})") from None
 

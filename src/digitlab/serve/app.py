@@ -8,8 +8,8 @@
     GET  /api/model           the checkpoint's metadata
     GET  /docs                OpenAPI documentation
 
-Every image goes through ``predict.Recognizer`` and so through ``preprocess`` - the one preprocessing path; the
-server only refuses what is not worth decoding. The answer includes the 28x28 image the model saw, as a PNG data
+Every image goes through ``predict.Recognizer`` and so through ``preprocess`` - the one preprocessing path, which
+also decides what cannot be read and why (``ImageError.kind``); the server only turns that into a status. The answer includes the 28x28 image the model saw, as a PNG data
 URL, so the page can show it.
 
 Bad input is an HTTP error with a one-line ``detail``, never a traceback: a body over the size limit is 413 (from
@@ -25,7 +25,6 @@ in worker processes with an engine each (``serve.workers``), so the event loop k
 from __future__ import annotations
 
 import base64
-import io
 import logging
 import os
 from contextlib import asynccontextmanager
@@ -38,12 +37,11 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from PIL import Image, UnidentifiedImageError
 from anyio import CapacityLimiter, to_thread
 from starlette.datastructures import UploadFile
 
 from digitlab.predict import DEFAULT_THRESHOLD, Prediction, Recognizer
-from digitlab.preprocess import POLARITIES
+from digitlab.preprocess import NOT_AN_IMAGE, POLARITIES, TOO_LARGE
 
 STATIC = Path(__file__).parent / "static"
 log = logging.getLogger("digitlab.serve")
@@ -100,25 +98,6 @@ class BodyLimit:
         await self.app(scope, counted_receive, send)
 
 
-def screen(data: bytes, limits: Limits) -> None:
-    """Refuse what is not worth decoding, from the bytes' header alone (Pillow's ``open`` reads no pixel data)."""
-    if not data:
-        raise ApiError(422, "empty body: send an image file (PNG, JPEG, ...) as the request body or in the form "
-                            "field 'file'")
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
-    except UnidentifiedImageError:
-        raise ApiError(415, f"not an image: {len(data):,} bytes in no format Pillow can read "
-                            f"(send PNG, JPEG, GIF, BMP, TIFF or WebP)") from None
-    except Image.DecompressionBombError as exc:  # over Pillow's own limit, far over ours
-        raise ApiError(413, f"image too large: {' '.join(str(exc).split())[:160]}") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ApiError(422, f"unreadable image header ({' '.join(str(exc).split())[:160]})") from None
-    if width * height > limits.max_pixels:
-        raise ApiError(413, f"image too large: {width}x{height} pixels is over the limit of {limits.max_pixels:,}")
-
-
 async def form_files(request: Request, field: str, limits: Limits) -> list[UploadFile]:
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise ApiError(415, f"send the images as multipart/form-data in the field '{field}'")
@@ -157,22 +136,27 @@ def answer(prediction: Prediction) -> dict[str, Any]:
     return body
 
 
-def recognise(recognizer: Recognizer, items: list[tuple[str, bytes]], multi: bool,
-              limits: Limits) -> list[dict[str, Any]]:
-    """Screen every item, run the readable ones through the model in one call, and answer each in order.
+STATUS = {NOT_AN_IMAGE: 415, TOO_LARGE: 413}  # any other unreadable input: 422
 
-    Runs in a worker thread or process. An item that cannot be read answers ``{"name", "error", "status"}``.
+
+def recognise(recognizer: Recognizer, items: list[tuple[str, bytes]], multi: bool) -> list[dict[str, Any]]:
+    """Run the items through the model in one call and answer each in order.
+
+    Runs in a worker thread or process. The images are opened once, by ``preprocess``, which refuses one with too
+    many pixels from its header before decoding it; an item that cannot be read answers ``{"name", "error",
+    "status"}`` with the status its reason calls for.
     """
     answers: list[dict[str, Any] | None] = [None] * len(items)
     readable = []
     for index, (name, data) in enumerate(items):
-        try:
-            screen(data, limits)
+        if data:
             readable.append(index)
-        except ApiError as exc:
-            answers[index] = {"name": name, "error": exc.detail, "status": exc.status}
+        else:
+            answers[index] = {"name": name, "status": 422, "error": "empty body: send an image file (PNG, JPEG, "
+                                                                    "...) as the request body or in the form field 'file'"}
     for index, prediction in zip(readable, recognizer.predict([items[i] for i in readable], multi)):
-        answers[index] = ({"name": prediction.source, "error": prediction.error, "status": 422}
+        answers[index] = ({"name": prediction.source, "error": prediction.error,
+                           "status": STATUS.get(prediction.error_kind, 422)}
                           if prediction.error is not None else answer(prediction))
     return answers
 
@@ -190,8 +174,8 @@ class Readers:
         if key not in self.recognizers:  # a few settings in practice; a race here only builds one twice
             if len(self.recognizers) > 64:
                 self.recognizers.clear()
-            self.recognizers[key] = Recognizer(self.engine, key[1], polarity)
-        return recognise(self.recognizers[key], items, multi, self.limits)
+            self.recognizers[key] = Recognizer(self.engine, key[1], polarity, max_pixels=self.limits.max_pixels)
+        return recognise(self.recognizers[key], items, multi)
 
 
 # --- the app ------------------------------------------------------------------------------------------------------
