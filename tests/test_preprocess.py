@@ -179,6 +179,37 @@ def test_exif_orientation_is_applied(paper_seven, seven):
     assert correlation(prepared.glyphs[0].image, seven) > 0.8
 
 
+def test_exif_orientation_is_applied_to_a_png_too(paper_seven, seven):
+    stored = Image.fromarray(paper_seven).transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    stored.save(buffer, format="PNG", exif=exif)
+    assert b"eXIf" in buffer.getvalue()
+    prepared = prepare(buffer.getvalue())
+    assert prepared.size == (400, 300) and correlation(prepared.glyphs[0].image, seven) > 0.8
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "RGB", "RGBA", "P", "I;16", "RGB+key"])
+def test_every_png_decodes_to_the_pixels_pillow_reads(mode, tmp_path):
+    """Plain 8-bit PNGs take a faster decoder (libspng); the pixels must be exactly Pillow's, from bytes or a file,
+    and the kinds it leaves to Pillow (palette, 16-bit, a transparent colour key) must still come out right."""
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (37, 53, 4), dtype=np.uint8)
+    image = Image.fromarray(pixels).convert(mode.split("+")[0]) if mode != "I;16" else \
+        Image.fromarray((pixels[..., 0].astype(np.uint16) * 257))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", **({"transparency": (1, 2, 3)} if mode == "RGB+key" else {}))
+    (tmp_path / "a.png").write_bytes(buffer.getvalue())
+    expected = Image.open(io.BytesIO(buffer.getvalue()))
+    expected.load()
+    for source in (buffer.getvalue(), tmp_path / "a.png"):
+        decoded, scale = load_image(source)
+        assert scale == 1.0 and decoded.size == (53, 37)
+        assert decoded.mode == expected.mode and np.array_equal(np.asarray(decoded), np.asarray(expected)), source
+        assert np.array_equal(to_gray(decoded), to_gray(expected))
+
+
 @pytest.mark.parametrize("ink_value", [0, 255])
 def test_alpha_is_composited_so_the_ink_shows(seven, ink_value):
     rgba = np.zeros((280, 280, 4), np.uint8)
