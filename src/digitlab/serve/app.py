@@ -9,8 +9,8 @@
     GET  /docs                OpenAPI documentation
 
 Every image goes through ``predict.Recognizer`` and so through ``preprocess`` - the one preprocessing path, which
-also decides what cannot be read and why (``ImageError.kind``); the server only turns that into a status. The answer includes the 28x28 image the model saw, as a PNG data
-URL, so the page can show it.
+also decides what cannot be read and why (``ImageError.kind``); the server only turns that into a status. The
+answer includes the 28x28 image the model saw, as a PNG data URL, so the page can show it.
 
 Bad input is an HTTP error with a one-line ``detail``, never a traceback: a body over the size limit is 413 (from
 its Content-Length, or counted as it streams in); an image with too many pixels is 413, refused from its header
@@ -137,6 +137,7 @@ def answer(prediction: Prediction) -> dict[str, Any]:
 
 
 STATUS = {NOT_AN_IMAGE: 415, TOO_LARGE: 413}  # any other unreadable input: 422
+EMPTY = "empty body: send an image file (PNG, JPEG, ...) as the request body or in the form field 'file'"
 
 
 def recognise(recognizer: Recognizer, items: list[tuple[str, bytes]], multi: bool) -> list[dict[str, Any]]:
@@ -152,8 +153,7 @@ def recognise(recognizer: Recognizer, items: list[tuple[str, bytes]], multi: boo
         if data:
             readable.append(index)
         else:
-            answers[index] = {"name": name, "status": 422, "error": "empty body: send an image file (PNG, JPEG, "
-                                                                    "...) as the request body or in the form field 'file'"}
+            answers[index] = {"name": name, "error": EMPTY, "status": 422}
     for index, prediction in zip(readable, recognizer.predict([items[i] for i in readable], multi)):
         answers[index] = ({"name": prediction.source, "error": prediction.error,
                            "status": STATUS.get(prediction.error_kind, 422)}
