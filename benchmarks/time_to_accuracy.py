@@ -59,6 +59,7 @@ def one_run(recipe: str, device_name: str, seed: int, use_compile: bool, threads
 
     reached: dict[str, float] = {}
     epochs = []
+    ready = round(time.time() - START, 2)  # start-up: Python, imports, MNIST, the model and its optimizer
     for epoch in range(1, cfg.epochs + 1):
         generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
         model.train()
@@ -88,6 +89,7 @@ def one_run(recipe: str, device_name: str, seed: int, use_compile: bool, threads
         if len(reached) == len(THRESHOLDS):
             break
     return {"recipe": recipe, "device": str(device), "seed": seed, "compile": use_compile, "reached": reached,
+            "ready_seconds": ready,
             "epochs": epochs, "torch": torch.__version__, "threads": torch.get_num_threads()}
 
 
@@ -128,8 +130,8 @@ def main() -> None:
         results.append(result)
         curve = [(round(100 * e["test_accuracy"], 2), e["seconds"], e["cpu_seconds"]) for e in result["epochs"]]
         reached = ", ".join(f">= {100 * float(k):.1f}% at {v:.1f} s" for k, v in result["reached"].items())
-        print(f"seed {seed}: {reached or 'no threshold reached'}  ((test %, wall s, CPU s) per epoch: {curve}; "
-              f"load average before: {load:.2f})", flush=True)
+        print(f"seed {seed}: {reached or 'no threshold reached'}  (start-up {result['ready_seconds']:.1f} s; "
+              f"(test %, wall s, CPU s) per epoch: {curve}; load average before: {load:.2f})", flush=True)
 
     print(f"\n{args.recipe} on {describe_machine(args.device)}, torch {results[0]['torch']}, "
           f"{results[0]['threads']} threads, {len(results)} runs")
