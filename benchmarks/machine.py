@@ -10,7 +10,7 @@ import platform
 from pathlib import Path
 
 PACKAGES = ("digitlab", "torch", "onnxruntime", "fastapi", "uvicorn", "httptools", "uvloop", "numpy", "pillow",
-            "opencv-python-headless")
+            "pyspng", "opencv-python-headless")
 
 
 def cpu_name() -> str:

@@ -4,7 +4,8 @@ MNIST was made by fitting each digit into a 20x20 box keeping its aspect ratio (
 28x28 field so its centre of mass lies at the centre, bright ink on a dark background. A photo of a digit on paper
 is none of that, so every image goes through the same steps, in this order:
 
-    load_image      bytes or a path -> an upright PIL image (size checked before decoding, EXIF orientation)
+    load_image      bytes or a path -> an upright PIL image (size checked before decoding, EXIF orientation;
+                    plain PNGs decoded by libspng, everything else by Pillow)
     to_gray         any mode (alpha, palette, 16-bit, CMYK, colour) -> float gray (H, W) in [0, 1]
     shrink          to a fixed working size, so every later step costs the same on a 4,000 px photo
     find_polarity   dark ink on light paper, or light on dark (overridable)
