@@ -46,17 +46,17 @@ RIM_LEVEL, RIM_PIXELS = 0.1, 4   # ... and its faint rim, within 4 working pixel
 BOX, FIELD = 20, 28          # MNIST: fit into 20x20, centre in 28x28
 
 
+UNREADABLE, NOT_AN_IMAGE, TOO_LARGE = "unreadable", "not an image", "too large"  # the kinds of ImageError
+
+
 class ImageError(ValueError):
     """A file that cannot be read as an image. The message is one line that says why; ``kind`` is one of
     ``UNREADABLE`` (corrupt, truncated, empty, missing), ``NOT_AN_IMAGE`` and ``TOO_LARGE``, for callers that
     answer each differently (the API: 422, 415, 413)."""
 
-    def __init__(self, message: str, kind: str = "unreadable"):
+    def __init__(self, message: str, kind: str = UNREADABLE):
         super().__init__(message)
         self.kind = kind
-
-
-UNREADABLE, NOT_AN_IMAGE, TOO_LARGE = "unreadable", "not an image", "too large"
 
 
 @dataclass
@@ -124,7 +124,7 @@ def _decode_plain_png(image: Image.Image, source) -> Image.Image | None:
     """The pixels of a plain 8-bit PNG (gray or colour, with or without alpha) decoded by libspng, in half the time
     Pillow's decoder takes (a canvas upload is nearly all decoding); None where Pillow is to decode: another format,
     palette or 16-bit pixels, a transparent colour key, EXIF (which may turn the image), or data libspng refuses
-    (Pillow then words the error)."""
+    (Pillow then words the error). Of an animated PNG both read the default image."""
     if image.format != "PNG" or image.mode not in ("L", "LA", "RGB", "RGBA") or "transparency" in image.info:
         return None
     data = source if isinstance(source, (bytes, bytearray, memoryview)) else Path(os.fspath(source)).read_bytes()
