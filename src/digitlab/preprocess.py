@@ -127,8 +127,11 @@ def _decode_plain_png(image: Image.Image, source) -> Image.Image | None:
     (Pillow then words the error). Of an animated PNG both read the default image."""
     if image.format != "PNG" or image.mode not in ("L", "LA", "RGB", "RGBA") or "transparency" in image.info:
         return None
-    data = source if isinstance(source, (bytes, bytearray, memoryview)) else Path(os.fspath(source)).read_bytes()
-    data = bytes(data)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+    else:  # the file Pillow already holds open, read whole from the start (Pillow seeks where it needs if it decodes)
+        image.fp.seek(0)
+        data = image.fp.read()
     if b"eXIf" in data or b"Raw profile type exif" in data:
         return None
     import pyspng  # imported here: loading images must not cost a library's import until one is decoded
@@ -139,6 +142,7 @@ def _decode_plain_png(image: Image.Image, source) -> Image.Image | None:
         return None
     if pixels.dtype != np.uint8 or pixels.shape[:2] != (image.size[1], image.size[0]):
         return None
+    image.close()  # Pillow will not decode it, so nothing else would close its file
     return Image.fromarray(pixels)
 
 
