@@ -2,8 +2,9 @@
 
 Decoding, preprocessing and recognising an image are most of a request's CPU (~80% of it, measured under load),
 and much of that is Python holding the GIL between small numpy and OpenCV calls: threads in one process take turns
-more than they run side by side, and every hand-off of the GIL costs a context switch. So the server (one process: HTTP, limits, JSON) hands each request's images to
-one of N worker processes, each with its own model, and waits for the answer without blocking its event loop.
+more than they run side by side, and every hand-off of the GIL costs a context switch. So the server (one process:
+HTTP, limits, JSON) hands each request's images to one of N worker processes, each with its own model, and waits
+for the answer without blocking its event loop.
 
     python -m digitlab.serve.workers --backend onnx --threshold 0.7 --max-pixels N   # as WorkerPool starts one
 
