@@ -295,6 +295,21 @@ def test_worker_processes_answer_as_threads_do(process_client, served_onnx, digi
     assert response.status_code == 422 and "truncated" in response.json()["detail"]
 
 
+def test_worker_processes_run_below_the_server_s_priority(process_client, served_onnx):
+    import os
+
+    from digitlab.serve.workers import WORKER_NICE
+
+    def niceness(pid: int) -> int:
+        return os.getpriority(os.PRIO_PROCESS, pid)
+
+    server = niceness(0)
+    pids = process_client.portal.call(_worker_pids, process_client.app)
+    assert len(pids) == 2 and {niceness(pid) for pid in pids} == {min(19, server + WORKER_NICE)}
+    with TestClient(create_app(served_onnx, backend="onnx", processes=True, workers=1, worker_nice=0)) as same:
+        assert [niceness(pid) for pid in same.portal.call(_worker_pids, same.app)] == [server]
+
+
 def test_concurrent_requests_to_worker_processes(process_client, digits):
     from concurrent.futures import ThreadPoolExecutor
 
@@ -342,6 +357,8 @@ def test_serve_command_refuses_bad_options(capsys):
     assert "no such file" in capsys.readouterr().err
     assert main(["serve", "--backend", "tensorflow"]) == 2
     assert main(["serve", "--threshold", "3"]) == 2
+    assert main(["serve", "--worker-nice", "-5"]) == 2
+    assert "--worker-nice must be between 0 and 19" in capsys.readouterr().err
 
 
 def test_serve_command_runs_a_server_on_localhost(served_onnx, digits):

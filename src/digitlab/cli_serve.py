@@ -30,6 +30,9 @@ def add_serve_parsers(subparsers) -> None:
                    "time with its own copy of the model (default: one per CPU)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads inside one model call (default: 1; the "
                    "workers already run calls side by side)")
+    p.add_argument("--worker-nice", type=int, metavar="N", help="run the workers N steps of niceness below the "
+                   "server, so it answers promptly when every CPU is busy (default: 10, serve.workers.WORKER_NICE; "
+                   "0: the same priority)")
     p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest request body accepted (default: 10)")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     p.set_defaults(handler=cmd_serve)
@@ -63,6 +66,8 @@ def cmd_serve(args) -> int:
         raise ValueError("--max-upload-mb must be positive")
     if args.threads < 1 or (args.workers is not None and args.workers < 1):
         raise ValueError("--threads and --workers must be at least 1")
+    if args.worker_nice is not None and not 0 <= args.worker_nice <= 19:
+        raise ValueError("--worker-nice must be between 0 and 19")
     if args.model is not None and not Path(args.model).is_file():  # one line here, not a failed start-up later
         raise ValueError(f"--model {args.model}: no such file")
     if backend == "onnx" and args.model is None and not BUNDLED_ONNX.is_file():
@@ -70,7 +75,7 @@ def cmd_serve(args) -> int:
     limits = Limits(max_upload_bytes=int(args.max_upload_mb * 2**20))
     app = create_app(args.model, backend, limits=limits, workers=args.workers,
                      engine_options={"threads": args.threads},  # per worker process, for either backend
-                     threshold=args.threshold, processes=True)
+                     threshold=args.threshold, processes=True, worker_nice=args.worker_nice)
     print(f"serving {args.model or 'the bundled model'} ({backend}) on http://{args.host}:{args.port} "
           f"- API docs at /docs", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)

@@ -246,13 +246,14 @@ def add_offline_docs(app: FastAPI) -> None:
 def create_app(model_path: str | os.PathLike | None = None, backend: str = "torch", *,
                threshold: float = DEFAULT_THRESHOLD, limits: Limits = Limits(),
                engine_options: dict[str, Any] | None = None, workers: int | None = None,
-               processes: bool = False) -> FastAPI:
+               processes: bool = False, worker_nice: int | None = None) -> FastAPI:
     """The app for the model at ``model_path`` (None: the bundled one) run by ``backend`` ("torch" or "onnx").
 
     Nothing is loaded here; the model is loaded when the app starts (its lifespan). ``workers`` images at most are
     decoded and recognised at once (default: one per CPU); more would only fight over the CPUs, so further requests
     wait their turn in order. The workers are threads sharing one engine, or with ``processes`` worker processes
-    with an engine each (``serve.workers``: what ``digitlab serve`` runs, since threads share one GIL).
+    with an engine each (``serve.workers``: what ``digitlab serve`` runs, since threads share one GIL), run at
+    ``worker_nice`` lower priority than the server (default: ``serve.workers.WORKER_NICE``).
     """
     count = workers or os.cpu_count() or 1
 
@@ -261,7 +262,8 @@ def create_app(model_path: str | os.PathLike | None = None, backend: str = "torc
         if processes:
             from digitlab.serve.workers import WorkerPool
 
-            pool = WorkerPool(model_path, backend, count, threshold, limits.max_pixels, engine_options)
+            pool = WorkerPool(model_path, backend, count, threshold, limits.max_pixels, engine_options,
+                              **({} if worker_nice is None else {"nice": worker_nice}))
             await pool.start()
             app.state.pool, app.state.metadata, app.state.recognise = pool, pool.metadata, pool.recognise
             log.info("model %s loaded in %d worker processes (%s backend)", pool.metadata.get("arch"), count,
