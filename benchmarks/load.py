@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from machine import hardware, versions
+from machine import StolenTime, hardware, versions
 
 
 def canvas_pngs(count: int) -> list[bytes]:
@@ -57,10 +57,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(model: str | None, backend: str, port: int, workers: int | None = None) -> subprocess.Popen:
+def start_server(model: str | None, backend: str, port: int, workers: int | None = None,
+                 worker_nice: int | None = None) -> subprocess.Popen:
     command = [sys.executable, "-m", "digitlab.cli", "serve", "--backend", backend, "--port", str(port),
                "--log-level", "warning"] + (["--model", model] if model else []) + \
-              (["--workers", str(workers)] if workers else [])
+              (["--workers", str(workers)] if workers else []) + \
+              (["--worker-nice", str(worker_nice)] if worker_nice is not None else [])
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while True:
@@ -137,6 +139,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--max-requests", type=int, default=60_000, help="stop after this many requests per backend")
     parser.add_argument("--server-workers", type=int, help="the server's --workers (default: its own default)")
+    parser.add_argument("--worker-nice", type=int, help="the server's --worker-nice (default: its own default)")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of load before measuring")
     args = parser.parse_args()
 
@@ -154,12 +157,13 @@ def main() -> None:
             if backend == "onnx":
                 model = args.onnx or _export(args.model, Path(scratch) / "model.onnx")
             port = free_port()
-            server = start_server(model, backend, port, args.server_workers)
+            server = start_server(model, backend, port, args.server_workers, args.worker_nice)
             try:
                 asyncio.run(run_load(port, bodies, args.clients, args.warmup, args.max_requests))
                 before, server_cpu, client_cpu = os.getloadavg(), cpu_seconds(server.pid), time.process_time()
-                latencies, errors, elapsed = asyncio.run(run_load(port, bodies, args.clients, args.seconds,
-                                                                  args.max_requests))
+                with StolenTime() as stolen:
+                    latencies, errors, elapsed = asyncio.run(run_load(port, bodies, args.clients, args.seconds,
+                                                                      args.max_requests))
                 after = os.getloadavg()
                 server_cpu = np.subtract(cpu_seconds(server.pid), server_cpu)
                 client_cpu = time.process_time() - client_cpu
@@ -170,7 +174,8 @@ def main() -> None:
             print(f"{backend:>5}: {len(ms)} requests in {elapsed:.1f} s = {len(ms) / elapsed:.0f} requests/s, "
                   f"{len(errors)} errors; latency p50 {np.percentile(ms, 50):.1f} ms, p90 {np.percentile(ms, 90):.1f} "
                   f"ms, p99 {np.percentile(ms, 99):.1f} ms, max {ms.max():.1f} ms; load average before "
-                  f"{before[0]:.2f}, after {after[0]:.2f}" + (f"; first errors: {errors[:3]}" if errors else ""))
+                  f"{before[0]:.2f}, after {after[0]:.2f}; {stolen}"
+                  + (f"; first errors: {errors[:3]}" if errors else ""))
             # What the machine's load cannot hide: CPU time spent per request, by the server and by these clients.
             http, workers = 1000 * server_cpu / max(1, len(ms))
             clients = 1000 * client_cpu / max(1, len(ms))

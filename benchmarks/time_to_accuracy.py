@@ -104,6 +104,8 @@ def describe_machine(device_name: str) -> str:
 
 
 def main() -> None:
+    from machine import StolenTime
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", default="fast")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
@@ -124,14 +126,15 @@ def main() -> None:
                  "--threads", str(args.threads)] + (["--compile"] if args.compile else [])
         child += ["--epochs", str(args.epochs)] if args.epochs else []
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-        done = subprocess.run(child, capture_output=True, text=True, check=True)
+        with StolenTime() as stolen:
+            done = subprocess.run(child, capture_output=True, text=True, check=True)
         result = json.loads(done.stdout.strip().splitlines()[-1])
         result["load_before"] = round(load, 2)
         results.append(result)
         curve = [(round(100 * e["test_accuracy"], 2), e["seconds"], e["cpu_seconds"]) for e in result["epochs"]]
         reached = ", ".join(f">= {100 * float(k):.1f}% at {v:.1f} s" for k, v in result["reached"].items())
         print(f"seed {seed}: {reached or 'no threshold reached'}  (start-up {result['ready_seconds']:.1f} s; "
-              f"(test %, wall s, CPU s) per epoch: {curve}; load average before: {load:.2f})", flush=True)
+              f"(test %, wall s, CPU s) per epoch: {curve}; load average before: {load:.2f}; {stolen})", flush=True)
 
     print(f"\n{args.recipe} on {describe_machine(args.device)}, torch {results[0]['torch']}, "
           f"{results[0]['threads']} threads, {len(results)} runs")
