@@ -16,10 +16,13 @@ from digitlab.data import to_input
 
 # Test-time augmentation: the image itself and its 1-pixel translations. Never flips: they change digits.
 TTA_SHIFTS = ((0, 0), (0, 1), (0, -1), (1, 0), (-1, 0))
+# Images per forward pass. On the 2-core CPU the bundled (channels-last) `digitnet` scored 10,000 images in 1.7 s at
+# 128 and 256, 2.3 s at 512 and 2.8-3.0 s at 1000: batches that fit the caches beat fewer, larger calls.
+BATCH = 256
 
 
 @torch.inference_mode()
-def infer(model: nn.Module, images: torch.Tensor, batch_size: int = 1000,
+def infer(model: nn.Module, images: torch.Tensor, batch_size: int = BATCH,
           shifts: tuple[tuple[int, int], ...] = ((0, 0),)) -> torch.Tensor:
     """Logits (N, classes) for uint8 images (N, 28, 28), in batches, on the model's device.
 
@@ -66,7 +69,7 @@ def report(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
     }
 
 
-def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000,
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = BATCH,
              shifts: tuple[tuple[int, int], ...] = ((0, 0),)) -> dict[str, Any]:
     return report(infer(model, images, batch_size, shifts), labels)
 
