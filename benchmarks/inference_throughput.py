@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from machine import hardware, versions  # noqa: E402
+from machine import StolenTime, hardware, versions  # noqa: E402
 
 
 def throughput(logits, batch: np.ndarray, seconds: float) -> float:
@@ -73,16 +73,17 @@ def main() -> None:
           f"onnxruntime {args.threads or 'default'} (onnxruntime {onnxruntime.__version__})")
     print(f"{args.runs} runs of {args.seconds:g} s each per cell; images/s mean (min-max)\n")
     print(f"{'batch':>6} {'torch':>26} {'onnxruntime':>26} {'ratio':>7}")
-    for size in (int(s) for s in args.batch_sizes.split(",")):
-        batch = np.ascontiguousarray(np.resize(inputs, (size, 1, 28, 28)))
-        cells = {}
-        for name, engine in engines.items():
-            throughput(engine.logits, batch, 0.3)  # warm-up
-            rates = [throughput(engine.logits, batch, args.seconds) for _ in range(args.runs)]
-            cells[name] = rates
-        text = [f"{np.mean(r):>10,.0f} ({min(r):,.0f}-{max(r):,.0f})" for r in cells.values()]
-        print(f"{size:>6} {text[0]:>26} {text[1]:>26} {np.mean(cells['onnxruntime']) / np.mean(cells['torch']):>6.1f}x")
-    print(f"\nload average {os.getloadavg()[0]:.2f} at the end")
+    with StolenTime() as stolen:
+        for size in (int(s) for s in args.batch_sizes.split(",")):
+            batch = np.ascontiguousarray(np.resize(inputs, (size, 1, 28, 28)))
+            cells = {}
+            for name, engine in engines.items():
+                throughput(engine.logits, batch, 0.3)  # warm-up
+                cells[name] = [throughput(engine.logits, batch, args.seconds) for _ in range(args.runs)]
+            text = [f"{np.mean(r):>10,.0f} ({min(r):,.0f}-{max(r):,.0f})" for r in cells.values()]
+            ratio = np.mean(cells["onnxruntime"]) / np.mean(cells["torch"])
+            print(f"{size:>6} {text[0]:>26} {text[1]:>26} {ratio:>6.1f}x")
+    print(f"\nload average {os.getloadavg()[0]:.2f} at the end; {stolen}")
 
 
 if __name__ == "__main__":
