@@ -34,6 +34,7 @@ def one_run(recipe: str, device_name: str, seed: int, use_compile: bool, threads
     import torch.nn.functional as F
 
     from digitlab.data import load_mnist, to_input
+    from digitlab.evaluate import BATCH
     from digitlab.models import create_model
     from digitlab.recipes import recipe_config
     from digitlab.train import Split, batches, make_optimizer, make_schedule, resolve_device, to_batch
@@ -85,8 +86,8 @@ def one_run(recipe: str, device_name: str, seed: int, use_compile: bool, threads
             schedule.step()
         model.eval()
         with torch.inference_mode(), autocast:
-            correct = sum((forward(test_x[i:i + 2000]).argmax(1) == test_y[i:i + 2000]).sum().item()
-                          for i in range(0, len(test_y), 2000))
+            correct = sum((forward(test_x[i:i + BATCH]).argmax(1) == test_y[i:i + BATCH]).sum().item()
+                          for i in range(0, len(test_y), BATCH))
         accuracy = correct / len(test_y)
         now = time.time() - START
         # CPU seconds of this process (all threads) tell how much work it was, whatever else the machine ran
