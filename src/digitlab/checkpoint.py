@@ -140,8 +140,8 @@ def load(path: str | os.PathLike | None = None, device: str | torch.device = "cp
     """Rebuild a model from its file alone (the bundled pretrained model when ``path`` is None), in eval mode.
 
     Its convolution weights are laid out channels-last, as in training: on a CPU the bundled model then scores
-    images 2.1-2.4x faster at batch 256 and 1.3-1.5x at batch 1 than with PyTorch's default layout (oneDNN's convolutions
-    want channels-last; the inputs may come in either layout).
+    images 2.1-2.4x faster at batch 256 and 1.3-1.5x at batch 1 than with PyTorch's default layout (oneDNN's
+    convolutions want channels-last; the inputs may come in either layout).
     """
     path = BUNDLED if path is None else Path(path)
     tensors, meta = read(path)
