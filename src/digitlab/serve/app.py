@@ -262,8 +262,7 @@ def create_app(model_path: str | os.PathLike | None = None, backend: str = "torc
         if processes:
             from digitlab.serve.workers import WorkerPool
 
-            pool = WorkerPool(model_path, backend, count, threshold, limits.max_pixels, engine_options,
-                              **({} if worker_nice is None else {"nice": worker_nice}))
+            pool = WorkerPool(model_path, backend, count, threshold, limits.max_pixels, engine_options, worker_nice)
             await pool.start()
             app.state.pool, app.state.metadata, app.state.recognise = pool, pool.metadata, pool.recognise
             log.info("model %s loaded in %d worker processes (%s backend)", pool.metadata.get("arch"), count,

@@ -72,7 +72,8 @@ class WorkerPool:
     next free one."""
 
     def __init__(self, model_path, backend: str, processes: int, threshold: float, max_pixels: int,
-                 engine_options: dict[str, Any] | None = None, nice: int = WORKER_NICE):
+                 engine_options: dict[str, Any] | None = None, nice: int | None = None):
+        nice = WORKER_NICE if nice is None else nice
         self.command = [sys.executable, "-m", "digitlab.serve.workers", "--backend", backend,
                         "--threshold", repr(threshold), "--max-pixels", str(max_pixels), "--nice", str(nice)]
         if model_path is not None:
