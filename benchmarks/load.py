@@ -1,13 +1,20 @@
 """Load test: concurrent clients post 280x280 canvas PNGs to `digitlab serve` on 127.0.0.1, for each backend.
 
     python benchmarks/load.py                                   # bundled model, torch and onnx, 16 clients, 30 s
-    python benchmarks/load.py --model runs/x/model.safetensors --clients 16 --seconds 30
+    python benchmarks/load.py --model runs/x/model.safetensors --clients 16 --seconds 30 --rates max,250,300
 
 For each backend a server is started in its own process (`python -m digitlab.cli serve`), and ``--clients``
 keep-alive connections post, one request at a time each, PNGs like the page sends: MNIST test digits drawn as
-dark strokes on a white 280x280 canvas. A request counts as an error unless it answers 200 with a digit. Bounded
-twice: ``--seconds`` per backend and ``--max-requests`` in all. Prints requests/s and latency percentiles with
-the hardware, the load on the machine before and after, the versions and the command.
+dark strokes on a white 280x280 canvas. A request counts as an error unless it answers 200 with a digit.
+
+Each server is measured twice by default (``--rates max,300``), since one run cannot tell both things apart:
+- closed loop ("max"): every client sends again as soon as it has its answer. This finds the most requests/s the
+  server answers; its latency is then mostly queueing, ``clients / throughput`` on average (Little's law: 16
+  clients at 330 requests/s wait 48 ms on average however fast each request is served).
+- a fixed rate: requests are due at a steady ``rate`` per second and any free client sends the next one; latency
+  counts from when a request was due. This is the latency a user sees while the server carries that load.
+Bounded twice: ``--seconds`` per run and ``--max-requests``. Prints requests/s and latency percentiles with the
+hardware, the load on the machine before and after, the CPU time the host stole, the versions and the command.
 """
 
 from __future__ import annotations
@@ -76,19 +83,38 @@ def start_server(model: str | None, backend: str, port: int, workers: int | None
             time.sleep(0.2)
 
 
-async def client(port: int, requests: list[bytes], offset: int, stop_at: float, budget: list[int],
-                 latencies: list[float], errors: list[str]) -> None:
-    """One keep-alive connection posting one request at a time until the time or the request budget runs out.
+class Pace:
+    """When each request is due. Closed loop (``rate`` None): as soon as a client has its previous answer, so the
+    server is saturated and latency is mostly the wait behind the other clients' requests. Fixed rate: request n is
+    due ``n / rate`` s after the start, whichever client is free takes it, and its latency counts from when it was
+    due, not from when a client got round to sending it (a late send is the server's delay too, as wrk2 counts it)."""
+
+    def __init__(self, start: float, seconds: float, max_requests: int, rate: float | None):
+        self.start, self.stop_at, self.left, self.rate, self.issued = start, start + seconds, max_requests, rate, 0
+
+    def next_due(self) -> float | None:
+        now = time.perf_counter()
+        due = now if self.rate is None else self.start + self.issued / self.rate
+        if due >= self.stop_at or now >= self.stop_at or self.left <= 0:
+            return None
+        self.issued += 1
+        self.left -= 1
+        return due
+
+
+async def client(port: int, requests: list[bytes], offset: int, pace: Pace, latencies: list[float],
+                 errors: list[str]) -> None:
+    """One keep-alive connection posting one request at a time, each when it is due, until the pace says stop.
 
     The clients share the CPUs with the server, so each request is prebuilt and an answer is read in three calls."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     k = offset
     try:
-        while time.perf_counter() < stop_at and budget[0] > 0:
-            budget[0] -= 1
+        while (due := pace.next_due()) is not None:
             request = requests[k % len(requests)]
             k += 1
-            start = time.perf_counter()
+            if (wait := due - time.perf_counter()) > 0:
+                await asyncio.sleep(wait)
             writer.write(request)
             try:
                 async with asyncio.timeout(10):
@@ -98,7 +124,7 @@ async def client(port: int, requests: list[bytes], offset: int, stop_at: float, 
             except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError) as exc:
                 errors.append(f"{type(exc).__name__}")
                 return
-            latencies.append(time.perf_counter() - start)
+            latencies.append(time.perf_counter() - due)
             if not head.startswith(b"HTTP/1.1 200") or "digit" not in json.loads(payload):
                 errors.append(head.split(b"\r\n", 1)[0].decode())
     finally:
@@ -111,14 +137,14 @@ def post_requests(bodies: list[bytes]) -> list[bytes]:
              f"Content-Length: {len(body)}\r\n\r\n").encode() + body for body in bodies]
 
 
-async def run_load(port: int, bodies: list[bytes], clients: int, seconds: float, max_requests: int):
+async def run_load(port: int, bodies: list[bytes], clients: int, seconds: float, max_requests: int,
+                   rate: float | None = None):
     latencies: list[float] = []
     errors: list[str] = []
-    budget = [max_requests]
     requests = post_requests(bodies)
     start = time.perf_counter()
-    await asyncio.gather(*(client(port, requests, i * 7, start + seconds, budget, latencies, errors)
-                           for i in range(clients)))
+    pace = Pace(start, seconds, max_requests, rate)
+    await asyncio.gather(*(client(port, requests, i * 7, pace, latencies, errors) for i in range(clients)))
     return latencies, errors, time.perf_counter() - start
 
 
@@ -137,17 +163,21 @@ def main() -> None:
     parser.add_argument("--backends", default="torch,onnx")
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument("--max-requests", type=int, default=60_000, help="stop after this many requests per backend")
+    parser.add_argument("--rates", default="max,300",
+                        help="comma-separated: 'max' (closed loop, each client sends as soon as it has an answer) "
+                             "and/or fixed rates in requests/s, each run for --seconds on the same server")
+    parser.add_argument("--max-requests", type=int, default=60_000, help="stop after this many requests per run")
     parser.add_argument("--server-workers", type=int, help="the server's --workers (default: its own default)")
     parser.add_argument("--worker-nice", type=int, help="the server's --worker-nice (default: its own default)")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of load before measuring")
     args = parser.parse_args()
+    rates = [None if rate == "max" else float(rate) for rate in args.rates.split(",")]
 
     bodies = canvas_pngs(64)
     print(f"command: {' '.join([Path(sys.executable).name] + sys.argv)}")
     print(f"hardware: {hardware()}")
     print(f"versions: {versions()}")
-    print(f"load: {args.clients} clients, one request in flight each, {args.seconds:g} s per backend "
+    print(f"load: {args.clients} clients, one request in flight each, {args.seconds:g} s per run "
           f"(after {args.warmup:g} s warm-up), at most {args.max_requests} requests; "
           f"{len(bodies)} different 280x280 RGBA canvas PNGs of {np.mean([len(b) for b in bodies]) / 1000:.1f} kB "
           f"on average, raw body")
@@ -160,28 +190,37 @@ def main() -> None:
             server = start_server(model, backend, port, args.server_workers, args.worker_nice)
             try:
                 asyncio.run(run_load(port, bodies, args.clients, args.warmup, args.max_requests))
-                before, server_cpu, client_cpu = os.getloadavg(), cpu_seconds(server.pid), time.process_time()
-                with StolenTime() as stolen:
-                    latencies, errors, elapsed = asyncio.run(run_load(port, bodies, args.clients, args.seconds,
-                                                                      args.max_requests))
-                after = os.getloadavg()
-                server_cpu = np.subtract(cpu_seconds(server.pid), server_cpu)
-                client_cpu = time.process_time() - client_cpu
+                for rate in rates:
+                    measure(backend, server, port, bodies, args, rate)
             finally:
                 server.terminate()
                 server.wait(timeout=10)
-            ms = np.array(latencies) * 1000
-            print(f"{backend:>5}: {len(ms)} requests in {elapsed:.1f} s = {len(ms) / elapsed:.0f} requests/s, "
-                  f"{len(errors)} errors; latency p50 {np.percentile(ms, 50):.1f} ms, p90 {np.percentile(ms, 90):.1f} "
-                  f"ms, p99 {np.percentile(ms, 99):.1f} ms, max {ms.max():.1f} ms; load average before "
-                  f"{before[0]:.2f}, after {after[0]:.2f}; {stolen}"
-                  + (f"; first errors: {errors[:3]}" if errors else ""))
-            # What the machine's load cannot hide: CPU time spent per request, by the server and by these clients.
-            http, workers = 1000 * server_cpu / max(1, len(ms))
-            clients = 1000 * client_cpu / max(1, len(ms))
-            print(f"       CPU per request: server {http + workers:.2f} ms (HTTP process {http:.2f}, worker processes "
-                  f"{workers:.2f}), load clients {clients:.2f} ms; so {os.cpu_count()} CPUs doing nothing else could "
-                  f"answer at most ~{os.cpu_count() * 1000 / (http + workers + clients):.0f} requests/s")
+
+
+def measure(backend: str, server: subprocess.Popen, port: int, bodies: list[bytes], args, rate: float | None) -> None:
+    """One run against a started server, printed as two lines."""
+    before, server_cpu, client_cpu = os.getloadavg(), cpu_seconds(server.pid), time.process_time()
+    with StolenTime() as stolen:
+        latencies, errors, elapsed = asyncio.run(run_load(port, bodies, args.clients, args.seconds,
+                                                          args.max_requests, rate))
+    after = os.getloadavg()
+    server_cpu = np.subtract(cpu_seconds(server.pid), server_cpu)
+    client_cpu = time.process_time() - client_cpu
+    ms = np.array(latencies) * 1000
+    offered = "closed loop" if rate is None else f"offered {rate:g}/s"
+    print(f"{backend:>5}, {offered}: {len(ms)} requests in {elapsed:.1f} s = {len(ms) / elapsed:.0f} requests/s, "
+          f"{len(errors)} errors; latency p50 {np.percentile(ms, 50):.1f} ms, p90 {np.percentile(ms, 90):.1f} "
+          f"ms, p99 {np.percentile(ms, 99):.1f} ms, max {ms.max():.1f} ms; load average before "
+          f"{before[0]:.2f}, after {after[0]:.2f}; {stolen}"
+          + (f"; first errors: {errors[:3]}" if errors else "")
+          + (" - OVERLOADED: fewer answered than offered, so the backlog and latency grew all along"
+             if rate is not None and len(ms) < 0.97 * rate * args.seconds else ""))
+    # What the machine's load cannot hide: CPU time spent per request, by the server and by these clients.
+    http, workers = 1000 * server_cpu / max(1, len(ms))
+    clients = 1000 * client_cpu / max(1, len(ms))
+    print(f"       CPU per request: server {http + workers:.2f} ms (HTTP process {http:.2f}, worker processes "
+          f"{workers:.2f}), load clients {clients:.2f} ms; so {os.cpu_count()} CPUs doing nothing else could "
+          f"answer at most ~{os.cpu_count() * 1000 / (http + workers + clients):.0f} requests/s")
 
 
 def _export(model: str | None, out: Path) -> str:
