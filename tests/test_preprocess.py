@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from digitlab.preprocess import (NOT_AN_IMAGE, TOO_LARGE, UNREADABLE, ImageError, load_image, normalise, prepare,
-                                 to_gray)
+from digitlab.preprocess import (NOT_AN_IMAGE, TOO_LARGE, UNREADABLE, ImageError, decode, load_image, normalise,
+                                 prepare, to_gray)
 from digitlab.render import Style, render, render_number, render_set
 
 
@@ -208,6 +208,9 @@ def test_every_png_decodes_to_the_pixels_pillow_reads(mode, tmp_path):
         assert scale == 1.0 and decoded.size == (53, 37)
         assert decoded.mode == expected.mode and np.array_equal(np.asarray(decoded), np.asarray(expected)), source
         assert np.array_equal(to_gray(decoded), to_gray(expected))
+        assert np.array_equal(to_gray(decode(source)[0]), to_gray(expected))  # what `prepare` reads
+    if mode in ("L", "RGB"):  # opaque: the luminance Pillow computes, to its rounding
+        assert np.abs(to_gray(expected) - np.asarray(expected.convert("L")) / 255).max() <= 1 / 255 + 1e-6
 
 
 @pytest.mark.parametrize("ink_value", [0, 255])

@@ -4,8 +4,8 @@ MNIST was made by fitting each digit into a 20x20 box keeping its aspect ratio (
 28x28 field so its centre of mass lies at the centre, bright ink on a dark background. A photo of a digit on paper
 is none of that, so every image goes through the same steps, in this order:
 
-    load_image      bytes or a path -> an upright PIL image (size checked before decoding, EXIF orientation;
-                    plain PNGs decoded by libspng, everything else by Pillow)
+    decode          bytes or a path -> upright pixels (size checked before decoding, EXIF orientation;
+                    plain PNGs decoded by libspng into an array, everything else by Pillow)
     to_gray         any mode (alpha, palette, 16-bit, CMYK, colour) -> float gray (H, W) in [0, 1]
     shrink          to a fixed working size, so every later step costs the same on a 4,000 px photo
     find_polarity   dark ink on light paper, or light on dark (overridable)
@@ -81,15 +81,24 @@ class Prepared:
 # --- 1. decode ----------------------------------------------------------------------------------------------------
 
 def load_image(source, max_pixels: int = MAX_PIXELS, work_side: int = WORK_SIDE) -> tuple[Image.Image, float]:
-    """Open ``source`` (a path, bytes, a numpy array or a PIL image) as an upright, fully decoded PIL image.
+    """``decode``, as a PIL image whatever the source (for drawing the picture, not reading it)."""
+    pixels, scale = decode(source, max_pixels, work_side)
+    return (Image.fromarray(pixels) if isinstance(pixels, np.ndarray) else pixels), scale
 
-    Returns the image and the factor from its pixels to the original's (JPEGs are decoded at reduced size when the
-    working size needs no more, which is most of the decoding time saved). Raises ImageError with a one-line reason.
+
+def decode(source, max_pixels: int = MAX_PIXELS,
+           work_side: int = WORK_SIDE) -> tuple[np.ndarray | Image.Image, float]:
+    """Open ``source`` (a path, bytes, a numpy array or a PIL image) and decode its pixels, upright.
+
+    Returns the pixels and the factor from them to the original's (JPEGs are decoded at reduced size when the
+    working size needs no more, which is most of the decoding time saved). The pixels are a uint8 array (H, W) or
+    (H, W, C) where they come as one - a plain PNG, an array - and a PIL image otherwise; ``to_gray`` takes both.
+    Raises ImageError with a one-line reason.
     """
     if isinstance(source, Image.Image):
         return ImageOps.exif_transpose(source), 1.0
     if isinstance(source, np.ndarray):
-        return Image.fromarray(_array_to_uint8(source)), 1.0
+        return _array_to_uint8(source), 1.0
     image = _open(source)
     width, height = image.size
     if width == 0 or height == 0:
@@ -120,7 +129,7 @@ def load_image(source, max_pixels: int = MAX_PIXELS, work_side: int = WORK_SIDE)
     return image, scale
 
 
-def _decode_plain_png(image: Image.Image, source) -> Image.Image | None:
+def _decode_plain_png(image: Image.Image, source) -> np.ndarray | None:
     """The pixels of a plain 8-bit PNG (gray or colour, with or without alpha) decoded by libspng, in half the time
     Pillow's decoder takes (a canvas upload is nearly all decoding); None where Pillow is to decode: another format,
     palette or 16-bit pixels, a transparent colour key, EXIF (which may turn the image), or data libspng refuses
@@ -143,7 +152,7 @@ def _decode_plain_png(image: Image.Image, source) -> Image.Image | None:
     if pixels.dtype != np.uint8 or pixels.shape[:2] != (image.size[1], image.size[0]):
         return None
     image.close()  # Pillow will not decode it, so nothing else would close its file
-    return Image.fromarray(pixels)
+    return pixels
 
 
 def _open(source) -> Image.Image:
@@ -184,7 +193,7 @@ def _array_to_uint8(array: np.ndarray) -> np.ndarray:
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[..., 0]
     if array.dtype == np.uint8:
-        return array
+        return np.ascontiguousarray(array)
     if np.issubdtype(array.dtype, np.floating):  # floats are read as brightness in [0, 1]
         return (np.clip(np.nan_to_num(array), 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
     if array.dtype == np.uint16:
@@ -194,18 +203,34 @@ def _array_to_uint8(array: np.ndarray) -> np.ndarray:
 
 # --- 2. grayscale -------------------------------------------------------------------------------------------------
 
-def to_gray(image: Image.Image) -> np.ndarray:
-    """Any PIL mode -> float32 (H, W) brightness in [0, 1]. Transparent areas become a background the ink stands out on."""
-    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-        return _high_depth_to_gray(np.asarray(image))
-    if image.mode == "P":
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        if image.getchannel(len(image.getbands()) - 1).getextrema()[0] < 255:  # some transparency
-            return composite_alpha(np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0)
-        image = image.convert("L")  # opaque (a canvas, most PNGs): read as the same picture without alpha would be
-    # CMYK, YCbCr, 1-bit, RGB: luminance, divided in float32 in one pass
-    return np.divide(np.asarray(image.convert("L")), np.float32(255.0), dtype=np.float32)
+def to_gray(image: Image.Image | np.ndarray) -> np.ndarray:
+    """Any PIL mode, or a uint8 array (H, W) or (H, W, 2 | 3 | 4) -> float32 (H, W) brightness in [0, 1].
+    Transparent areas become a background the ink stands out on."""
+    if isinstance(image, Image.Image):
+        if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+            return _high_depth_to_gray(np.asarray(image))
+        if image.mode == "P":
+            image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+        elif image.mode in ("PA", "RGBa", "La"):
+            image = image.convert("RGBA")
+        elif image.mode not in ("L", "LA", "RGB", "RGBA"):  # CMYK, YCbCr, 1-bit: Pillow's luminance
+            image = image.convert("L")
+        image = np.asarray(image)
+    # OpenCV on the array: half the time Pillow's getchannel, getextrema and convert take on a canvas
+    channels = 1 if image.ndim == 2 else image.shape[2]
+    if channels in (2, 4) and cv2.minMaxLoc(cv2.extractChannel(image, channels - 1))[0] < 255:  # transparency
+        return composite_alpha(_luma(image), image[..., -1] / np.float32(255.0))
+    return _luma(image)  # opaque (a canvas, most PNGs): read as the same picture without alpha would be
+
+
+def _luma(pixels: np.ndarray) -> np.ndarray:
+    """uint8 gray (H, W), gray and alpha (H, W, 2), RGB or RGBA -> float32 luminance (ITU-R 601 weights, as
+    Pillow's "L"); alpha ignored."""
+    if pixels.ndim == 3:
+        channels = pixels.shape[2]
+        pixels = (pixels[..., 0] if channels == 2 else
+                  cv2.cvtColor(pixels, cv2.COLOR_RGBA2GRAY if channels == 4 else cv2.COLOR_RGB2GRAY))
+    return np.divide(pixels, np.float32(255.0), dtype=np.float32)
 
 
 def _high_depth_to_gray(values: np.ndarray) -> np.ndarray:
@@ -215,16 +240,13 @@ def _high_depth_to_gray(values: np.ndarray) -> np.ndarray:
     return np.clip(values / full_scale, 0.0, 1.0)
 
 
-def composite_alpha(rgba: np.ndarray) -> np.ndarray:
-    """(H, W, 4) float RGBA -> gray, the transparent parts filled with whatever contrasts with the visible drawing.
+def composite_alpha(luma: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Gray (H, W) and its opacity (H, W), both in [0, 1] -> gray with the transparent parts filled with whatever
+    contrasts with the visible drawing.
 
     A drawing app saves dark ink on a transparent canvas as often as white ink on one; putting the ink on white in
     the first case and on black in the second keeps it visible either way.
     """
-    luma = rgba[..., :3] @ np.array([0.299, 0.587, 0.114], np.float32)
-    alpha = rgba[..., 3]
-    if alpha.min() >= 1.0:
-        return luma
     visible = float(alpha.sum())
     drawing_brightness = float((luma * alpha).sum() / visible) if visible > 0 else 0.0
     background = 1.0 if drawing_brightness < 0.5 else 0.0
@@ -541,8 +563,8 @@ def prepare(source, polarity: str = "auto", multi: bool = False, max_pixels: int
     """
     if polarity not in POLARITIES:
         raise ValueError(f"polarity must be one of {', '.join(POLARITIES)}, not {polarity!r}")
-    image, decode_scale = load_image(source, max_pixels)
-    gray = to_gray(image)
+    pixels, decode_scale = decode(source, max_pixels)
+    gray = to_gray(pixels)
     size = (round(gray.shape[1] * decode_scale), round(gray.shape[0] * decode_scale))
     work, work_scale = shrink(gray)
     to_original = decode_scale * work_scale
