@@ -15,7 +15,7 @@ import platform
 from pathlib import Path
 
 PACKAGES = ("digitlab", "torch", "onnxruntime", "fastapi", "uvicorn", "httptools", "uvloop", "numpy", "pillow",
-            "pyspng", "opencv-python-headless")
+            "pyspng", "zlib-ng", "opencv-python-headless")
 
 
 def cpu_name() -> str:

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from digitlab.preprocess import (NOT_AN_IMAGE, TOO_LARGE, UNREADABLE, ImageError, decode, load_image, normalise,
-                                 prepare, to_gray)
+from digitlab.preprocess import (NOT_AN_IMAGE, TOO_LARGE, UNREADABLE, ImageError, _stored_png, decode, load_image,
+                                 normalise, prepare, to_gray)
 from digitlab.render import Style, render, render_number, render_set
 
 
@@ -211,6 +211,34 @@ def test_every_png_decodes_to_the_pixels_pillow_reads(mode, tmp_path):
         assert np.array_equal(to_gray(decode(source)[0]), to_gray(expected))  # what `prepare` reads
     if mode in ("L", "RGB"):  # opaque: the luminance Pillow computes, to its rounding
         assert np.abs(to_gray(expected) - np.asarray(expected.convert("L")) / 255).max() <= 1 / 255 + 1e-6
+
+
+def test_png_data_inflated_ahead_gives_the_same_pixels():
+    """A plain PNG's pixel data is inflated by zlib-ng and handed to libspng stored (`_stored_png`): several IDAT
+    chunks and text chunks must come out as Pillow reads them; a damaged chunk or a stream that inflates past what
+    the image can hold is left to the decoders, as before."""
+    from PIL.PngImagePlugin import PngInfo
+
+    pixels = np.random.default_rng(1).integers(0, 256, (300, 300, 3), dtype=np.uint8)  # noise: ~270 kB compressed
+    info = PngInfo()
+    info.add_text("Comment", "drawn on a canvas")
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG", pnginfo=info)
+    data = buffer.getvalue()
+    assert data.count(b"IDAT") > 1 and b"tEXt" in data
+    assert _stored_png(data) is not None
+    assert np.array_equal(decode(data)[0], pixels)
+
+    damaged = bytearray(data)
+    damaged[data.index(b"IDAT") + 1000] ^= 0xFF
+    assert _stored_png(bytes(damaged)) is None  # its CRC no longer matches
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    # 100x100 gray needs 10,100 bytes; this stream inflates to 50 MB
+    bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 100, 100, 8, 0, 0, 0, 0)) + \
+        chunk(b"IDAT", zlib.compress(b"\0" * 50_000_000)) + chunk(b"IEND", b"")
+    assert _stored_png(bomb) is None
 
 
 @pytest.mark.parametrize("ink_value", [0, 255])
