@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from machine import StolenTime, hardware, versions
+from machine import StolenTime, cpu_times, hardware, stolen_share, versions
 
 
 def canvas_pngs(count: int) -> list[bytes]:
@@ -102,9 +102,10 @@ class Pace:
         return due
 
 
-async def client(port: int, requests: list[bytes], offset: int, pace: Pace, latencies: list[float],
-                 errors: list[str]) -> None:
-    """One keep-alive connection posting one request at a time, each when it is due, until the pace says stop.
+async def client(port: int, requests: list[bytes], offset: int, pace: Pace,
+                 latencies: list[tuple[float, float]], errors: list[str]) -> None:
+    """One keep-alive connection posting one request at a time, each when it is due, until the pace says stop;
+    records when each was due (s from the start) and its latency (s).
 
     The clients share the CPUs with the server, so each request is prebuilt and an answer is read in three calls."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -124,7 +125,7 @@ async def client(port: int, requests: list[bytes], offset: int, pace: Pace, late
             except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError) as exc:
                 errors.append(f"{type(exc).__name__}")
                 return
-            latencies.append(time.perf_counter() - due)
+            latencies.append((due - pace.start, time.perf_counter() - due))
             if not head.startswith(b"HTTP/1.1 200") or "digit" not in json.loads(payload):
                 errors.append(head.split(b"\r\n", 1)[0].decode())
     finally:
@@ -139,13 +140,27 @@ def post_requests(bodies: list[bytes]) -> list[bytes]:
 
 async def run_load(port: int, bodies: list[bytes], clients: int, seconds: float, max_requests: int,
                    rate: float | None = None):
-    latencies: list[float] = []
+    """Returns (when due, latency) of every answered request, the errors, the seconds it took and the share of CPU
+    time the host stole in each second of it."""
+    latencies: list[tuple[float, float]] = []
     errors: list[str] = []
     requests = post_requests(bodies)
     start = time.perf_counter()
     pace = Pace(start, seconds, max_requests, rate)
+    stolen: list[float | None] = []
+    sampler = asyncio.get_running_loop().create_task(_sample_stolen(stolen))
     await asyncio.gather(*(client(port, requests, i * 7, pace, latencies, errors) for i in range(clients)))
-    return latencies, errors, time.perf_counter() - start
+    sampler.cancel()
+    return latencies, errors, time.perf_counter() - start, stolen
+
+
+async def _sample_stolen(shares: list[float | None]) -> None:
+    before = cpu_times()
+    while True:
+        await asyncio.sleep(1.0)
+        after = cpu_times()
+        shares.append(stolen_share(before, after))
+        before = after
 
 
 def cpu_seconds(pid: int) -> tuple[float, float]:
@@ -170,6 +185,8 @@ def main() -> None:
     parser.add_argument("--server-workers", type=int, help="the server's --workers (default: its own default)")
     parser.add_argument("--worker-nice", type=int, help="the server's --worker-nice (default: its own default)")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of load before measuring")
+    parser.add_argument("--timeline", action="store_true",
+                        help="also print each second's latency and the CPU time the host stole in it")
     args = parser.parse_args()
     rates = [None if rate == "max" else float(rate) for rate in args.rates.split(",")]
 
@@ -198,15 +215,16 @@ def main() -> None:
 
 
 def measure(backend: str, server: subprocess.Popen, port: int, bodies: list[bytes], args, rate: float | None) -> None:
-    """One run against a started server, printed as two lines."""
+    """One run against a started server, printed as two lines (and with ``--timeline`` a line per second)."""
     before, server_cpu, client_cpu = os.getloadavg(), cpu_seconds(server.pid), time.process_time()
     with StolenTime() as stolen:
-        latencies, errors, elapsed = asyncio.run(run_load(port, bodies, args.clients, args.seconds,
-                                                          args.max_requests, rate))
+        answered, errors, elapsed, stolen_each = asyncio.run(run_load(port, bodies, args.clients, args.seconds,
+                                                                      args.max_requests, rate))
     after = os.getloadavg()
     server_cpu = np.subtract(cpu_seconds(server.pid), server_cpu)
     client_cpu = time.process_time() - client_cpu
-    ms = np.array(latencies) * 1000
+    due, ms = (np.array([a[i] for a in answered]) for i in (0, 1))
+    ms = ms * 1000
     offered = "closed loop" if rate is None else f"offered {rate:g}/s"
     print(f"{backend:>5}, {offered}: {len(ms)} requests in {elapsed:.1f} s = {len(ms) / elapsed:.0f} requests/s, "
           f"{len(errors)} errors; latency p50 {np.percentile(ms, 50):.1f} ms, p90 {np.percentile(ms, 90):.1f} "
@@ -221,6 +239,13 @@ def measure(backend: str, server: subprocess.Popen, port: int, bodies: list[byte
     print(f"       CPU per request: server {http + workers:.2f} ms (HTTP process {http:.2f}, worker processes "
           f"{workers:.2f}), load clients {clients:.2f} ms; so {os.cpu_count()} CPUs doing nothing else could "
           f"answer at most ~{os.cpu_count() * 1000 / (http + workers + clients):.0f} requests/s")
+    if args.timeline:
+        for second, share in enumerate(stolen_each):
+            inside = ms[(due >= second) & (due < second + 1)]
+            if len(inside):
+                print(f"       second {second:>3}: {len(inside):>4} requests due, latency p50 "
+                      f"{np.percentile(inside, 50):6.1f} ms, p99 {np.percentile(inside, 99):6.1f} ms; stolen "
+                      + ("unknown" if share is None else f"{100 * share:4.1f}%"))
 
 
 def _export(model: str | None, out: Path) -> str:

@@ -6,6 +6,7 @@ of the CPUs' time the host took back while it ran.
     with StolenTime() as stolen:               # on a virtual machine, the hypervisor's share ("steal" in top)
         ...
     print(stolen)                               # "CPU time stolen by the host: 3.1%"
+    stolen_share(before, cpu_times())           # the same over any interval, before = cpu_times()
 """
 
 from __future__ import annotations
@@ -32,27 +33,32 @@ class StolenTime:
     latency with it: a benchmark that does not say how much was stolen cannot be compared with another."""
 
     def __enter__(self) -> "StolenTime":
-        self.before, self.fraction = _cpu_times(), None
+        self.before, self.fraction = cpu_times(), None
         return self
 
     def __exit__(self, *exc) -> None:
-        after = _cpu_times()
-        if self.before and after:
-            total = sum(after) - sum(self.before)
-            self.fraction = (after[7] - self.before[7]) / total if total > 0 else 0.0
+        self.fraction = stolen_share(self.before, cpu_times())
 
     def __str__(self) -> str:
         return ("CPU time stolen by the host: unknown" if self.fraction is None else
                 f"CPU time stolen by the host: {100 * self.fraction:.1f}%")
 
 
-def _cpu_times() -> list[int] | None:
-    """user, nice, system, idle, iowait, irq, softirq, steal: the whole machine's jiffies so far."""
+def cpu_times() -> list[int] | None:
+    """user, nice, system, idle, iowait, irq, softirq, steal: the whole machine's jiffies so far (None off Linux)."""
     try:
         fields = Path("/proc/stat").read_text().splitlines()[0].split()
     except (OSError, IndexError):
         return None
     return [int(v) for v in fields[1:9]] if fields[0] == "cpu" and len(fields) >= 9 else None
+
+
+def stolen_share(before: list[int] | None, after: list[int] | None) -> float | None:
+    """The share of the CPU time between two ``cpu_times()`` that the host stole."""
+    if not before or not after:
+        return None
+    total = sum(after) - sum(before)
+    return (after[7] - before[7]) / total if total > 0 else 0.0
 
 
 def hardware() -> str:
