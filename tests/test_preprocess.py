@@ -233,12 +233,16 @@ def test_png_data_inflated_ahead_gives_the_same_pixels():
     damaged[data.index(b"IDAT") + 1000] ^= 0xFF
     assert _stored_png(bytes(damaged)) is None  # its CRC no longer matches
 
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    # interlaced (Adam7: seven passes over every 8x8 block, each row unfiltered): Pillow does not write these
+    rgba = np.random.default_rng(2).integers(0, 256, (61, 83, 4), dtype=np.uint8)
+    passes = [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)]
+    rows = [b"\0" + row.tobytes() for x, y, dx, dy in passes for row in rgba[y::dy, x::dx] if row.size]
+    interlaced = _png(struct.pack(">IIBBBBB", 83, 61, 8, 6, 0, 0, 1), b"".join(rows))
+    assert Image.open(io.BytesIO(interlaced)).info.get("interlace") == 1
+    assert _stored_png(interlaced) is not None and np.array_equal(decode(interlaced)[0], rgba)
+
     # 100x100 gray needs 10,100 bytes; this stream inflates to 50 MB
-    bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 100, 100, 8, 0, 0, 0, 0)) + \
-        chunk(b"IDAT", zlib.compress(b"\0" * 50_000_000)) + chunk(b"IEND", b"")
-    assert _stored_png(bomb) is None
+    assert _stored_png(_png(struct.pack(">IIBBBBB", 100, 100, 8, 0, 0, 0, 0), b"\0" * 50_000_000)) is None
 
 
 @pytest.mark.parametrize("ink_value", [0, 255])
@@ -359,13 +363,16 @@ def test_unreadable_inputs_raise_one_line_reasons(tmp_path, paper_seven):
         assert caught.value.kind == (NOT_AN_IMAGE if name == "text" else UNREADABLE), name
 
 
-def _png_header_only(width: int, height: int) -> bytes:
-    """A PNG that claims a size but whose pixel data is a few bytes: what a decompression bomb looks like at first."""
+def _png(header: bytes, raw: bytes) -> bytes:
+    """A PNG written by hand: the IHDR chunk's ``header``, then the ``raw`` (filtered) rows deflated."""
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + \
-        chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG that claims a size but whose pixel data is a few bytes: what a decompression bomb looks like at first."""
+    return _png(struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0), b"\0" * 64)
 
 
 def test_decompression_bomb_is_refused_before_decoding():
