@@ -69,8 +69,8 @@ def collect(root: Path, recipe: str) -> list[dict]:
 
 
 def table(root: Path, recipes: list[str]) -> str:
-    lines = ["| recipe | network | reported | measured test accuracy | runs (seeds) | wall s, CPU s per run (load avg) |"
-             " command |", "|---|---|---|---|---|---|---|"]
+    lines = ["| recipe | network | reported | measured test accuracy | runs (seeds) | wall s, CPU s per run "
+             "(load avg) | command |", "|---|---|---|---|---|---|---|"]
     for recipe in recipes:
         rows = collect(root, recipe)
         if not rows:

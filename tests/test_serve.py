@@ -223,7 +223,8 @@ def test_pixel_bomb_is_refused_before_decoding(client):
 
 def test_wrong_form_field_is_422(client, digits):
     response = client.post("/api/predict", files={"image": ("a.png", digits[0][0], "image/png")})
-    assert response.status_code == 422 and "'file'" in response.json()["detail"] and "'image'" in response.json()["detail"]
+    detail = response.json()["detail"]
+    assert response.status_code == 422 and "'file'" in detail and "'image'" in detail
     response = client.post("/api/predict", data={"file": "just text"}, files={"other": ("x", b"x")})
     assert response.status_code == 422
 

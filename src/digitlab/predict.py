@@ -136,7 +136,7 @@ class Recognizer:
         return list(self.iter_predict(inputs, multi))
 
     def iter_predict(self, inputs: Iterable, multi: bool = False) -> Iterator[Prediction]:
-        """Like ``predict``, but yields results batch by batch, so a long folder shows progress and memory stays flat."""
+        """Like ``predict``, but yields results batch by batch: a long folder shows progress, memory stays flat."""
         chunk = []
         for index, item in enumerate(inputs):
             chunk.append(_named(index, item))
