@@ -110,7 +110,7 @@ class Pace:
 
 
 async def client(port: int, requests: list[bytes], offset: int, pace: Pace,
-                 latencies: list[tuple[float, float]], errors: list[str]) -> None:
+                 answered: list[tuple[float, float]], errors: list[str]) -> None:
     """One keep-alive connection posting one request at a time, each when it is due, until the pace says stop;
     records when each was due (s from the start) and its latency (s).
 
@@ -132,7 +132,7 @@ async def client(port: int, requests: list[bytes], offset: int, pace: Pace,
             except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError) as exc:
                 errors.append(f"{type(exc).__name__}")
                 return
-            latencies.append((due - pace.start, time.perf_counter() - due))
+            answered.append((due - pace.start, time.perf_counter() - due))
             if not head.startswith(b"HTTP/1.1 200") or "digit" not in json.loads(payload):
                 errors.append(head.split(b"\r\n", 1)[0].decode())
     finally:
@@ -149,16 +149,16 @@ async def run_load(port: int, bodies: list[bytes], clients: int, seconds: float,
                    rate: float | None = None):
     """Returns (when due, latency) of every answered request, the errors, the seconds it took and the share of CPU
     time the host stole in each second of it."""
-    latencies: list[tuple[float, float]] = []
+    answered: list[tuple[float, float]] = []
     errors: list[str] = []
     requests = post_requests(bodies)
     start = time.perf_counter()
     pace = Pace(start, seconds, max_requests, rate)
     stolen: list[float | None] = []
     sampler = asyncio.get_running_loop().create_task(_sample_stolen(stolen))
-    await asyncio.gather(*(client(port, requests, i * 7, pace, latencies, errors) for i in range(clients)))
+    await asyncio.gather(*(client(port, requests, i * 7, pace, answered, errors) for i in range(clients)))
     sampler.cancel()
-    return latencies, errors, time.perf_counter() - start, stolen
+    return answered, errors, time.perf_counter() - start, stolen
 
 
 async def _sample_stolen(shares: list[float | None]) -> None:
@@ -230,7 +230,7 @@ def measure(backend: str, server: subprocess.Popen, port: int, bodies: list[byte
     after = os.getloadavg()
     server_cpu = np.subtract(cpu_seconds(server.pid), server_cpu)
     client_cpu = time.process_time() - client_cpu
-    due, ms = (np.array([a[i] for a in answered]) for i in (0, 1))
+    due, ms = np.array(answered, dtype=np.float64).reshape(-1, 2).T
     ms = ms * 1000
     offered = "closed loop" if rate is None else f"offered {rate:g}/s"
     print(f"{backend:>5}, {offered}: {len(ms)} requests in {elapsed:.1f} s = {len(ms) / elapsed:.0f} requests/s, "
