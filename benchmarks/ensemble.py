@@ -12,9 +12,9 @@ import argparse
 
 import torch
 
-from digitlab import checkpoint
-from digitlab.data import load_mnist
-from digitlab.evaluate import TTA_SHIFTS, infer
+from digitlab.training import checkpoint
+from digitlab.training.data import load_mnist
+from digitlab.training.evaluate import TTA_SHIFTS, infer
 
 
 def main() -> None:

@@ -44,10 +44,10 @@ def main() -> None:
     import onnxruntime
     import torch
 
-    from digitlab.data import load_mnist
-    from digitlab.engine import OnnxEngine, TorchEngine
-    from digitlab.export import export_onnx
-    from digitlab.preprocess import normalise
+    from digitlab.training.data import load_mnist
+    from digitlab.recognition.engine import OnnxEngine, TorchEngine
+    from digitlab.training.export import export_onnx
+    from digitlab.recognition.preprocess import normalise
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -63,8 +63,8 @@ def main() -> None:
     print(f"command: {' '.join([Path(sys.executable).name] + sys.argv)}")
     print(f"hardware: {hardware()}; load average {os.getloadavg()[0]:.2f} at the start")
     print(f"versions: {versions()}")
-    from digitlab.checkpoint import BUNDLED
-    from digitlab.models import count_parameters
+    from digitlab.training.checkpoint import BUNDLED
+    from digitlab.training.models import count_parameters
 
     weights = Path(args.model or BUNDLED)
     print(f"model: {meta['arch']} ({weights}): {count_parameters(engines['torch'].model):,} parameters, "

@@ -42,7 +42,7 @@ def canvas_pngs(count: int) -> list[bytes]:
     """MNIST test digits as the page's canvas would send them: dark ink on white, 280x280, RGBA PNG."""
     from PIL import Image
 
-    from digitlab.data import load_mnist
+    from digitlab.training.data import load_mnist
 
     images, _ = load_mnist("test")
     pngs = []
@@ -256,7 +256,7 @@ def measure(backend: str, server: subprocess.Popen, port: int, bodies: list[byte
 
 
 def _export(model: str | None, out: Path) -> str:
-    from digitlab.export import export_onnx
+    from digitlab.training.export import export_onnx
 
     export_onnx(model, out, check_images=500)
     return str(out)

@@ -1,6 +1,6 @@
 """Throughput of ``digitlab predict`` on a folder of 1,000 photo-like files: images per second, end to end.
 
-The files are real MNIST test digits redrawn by ``digitlab.render`` (100-1,000 px canvases, JPEG and PNG), written
+The files are real MNIST test digits redrawn by ``digitlab.training.render`` (100-1,000 px canvases, JPEG and PNG), written
 once to a folder; the command is then timed as a user runs it, start-up and model loading included.
 
     python benchmarks/predict_throughput.py                        # bundled model
@@ -20,8 +20,8 @@ from pathlib import Path
 
 
 def write_folder(folder: Path, count: int, seed: int) -> None:
-    from digitlab.data import load_mnist
-    from digitlab.render import render_set
+    from digitlab.training.data import load_mnist
+    from digitlab.training.render import render_set
 
     images, _ = load_mnist("test")
     for first in range(0, count, 250):

@@ -21,8 +21,9 @@ import sys
 import time
 from pathlib import Path
 
-from digitlab import checkpoint
-from digitlab.recipes import RECIPES
+from digitlab.files import atomic_write_text
+from digitlab.training import checkpoint
+from digitlab.training.config import RECIPES
 
 REPORTED = {
     "cnn5x5_dense1000": "99.12%",
@@ -49,7 +50,7 @@ def run_one(recipe: str, seed: int, out: Path, threads: int) -> None:
                                    - start_cpu.children_user - start_cpu.children_system, 1),
               "load_average_before": round(load, 2), "load_average_after": round(os.getloadavg()[0], 2),
               "threads": threads}
-    checkpoint.atomic_write_text(out / "timing.json", json.dumps(timing))
+    atomic_write_text(out / "timing.json", json.dumps(timing))
     for tta in ([], ["--tta"]) if recipe == "default" else ([],):
         subprocess.run([sys.executable, "-m", "digitlab.cli", "eval", str(out / "model.safetensors"), "--record",
                         "--json", *tta], check=True, capture_output=True)

@@ -33,11 +33,11 @@ def one_run(recipe: str, device_name: str, seed: int, use_compile: bool, threads
     import torch
     import torch.nn.functional as F
 
-    from digitlab.data import load_mnist, to_input
-    from digitlab.evaluate import BATCH
-    from digitlab.models import create_model
-    from digitlab.recipes import recipe_config
-    from digitlab.train import Split, batches, make_optimizer, make_schedule, resolve_device, to_batch
+    from digitlab.training.data import load_mnist, to_input
+    from digitlab.training.evaluate import BATCH
+    from digitlab.training.models import create_model
+    from digitlab.training.config import recipe_config
+    from digitlab.training.loop import Split, batches, make_optimizer, make_schedule, resolve_device, to_batch
 
     if threads:
         torch.set_num_threads(threads)

@@ -38,10 +38,10 @@ def refusals(recognizer, name: str, letters: list[tuple[str, bytes]]) -> float:
 
 
 def main() -> None:
-    from digitlab.data import load_mnist
-    from digitlab.engine import load_engine
-    from digitlab.predict import DEFAULT_THRESHOLD, Recognizer
-    from digitlab.render import render_letters, render_set
+    from digitlab.training.data import load_mnist
+    from digitlab.recognition.engine import load_engine
+    from digitlab.recognition.predict import DEFAULT_THRESHOLD, Recognizer
+    from digitlab.training.render import render_letters, render_set
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="a checkpoint (default: the bundled model)")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from digitlab.data import FILES
+from digitlab.training.data import FILES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,7 +39,7 @@ def _data_env(monkeypatch, request):
 
 @pytest.fixture(scope="session")
 def test_split(mnist_dir):
-    from digitlab.data import load_mnist
+    from digitlab.training.data import load_mnist
 
     return load_mnist("test", mnist_dir)
 
@@ -51,9 +51,9 @@ def small_model_path(tmp_path_factory, test_split, mnist_dir):
     import torch
     import torch.nn.functional as F
 
-    from digitlab import checkpoint
-    from digitlab.data import load_mnist, to_input
-    from digitlab.models import create_model
+    from digitlab.training import checkpoint
+    from digitlab.training.data import load_mnist, to_input
+    from digitlab.training.models import create_model
 
     torch.manual_seed(0)
     threads = torch.get_num_threads()
@@ -79,7 +79,7 @@ def small_model_path(tmp_path_factory, test_split, mnist_dir):
 @pytest.fixture(scope="session")
 def served_checkpoint(request) -> Path:
     """The bundled model when this checkout has it, else ``small_model_path`` (trained here in seconds)."""
-    from digitlab import checkpoint
+    from digitlab.training import checkpoint
 
     if checkpoint.BUNDLED.is_file():
         return checkpoint.BUNDLED
@@ -88,8 +88,8 @@ def served_checkpoint(request) -> Path:
 
 @pytest.fixture(scope="session")
 def served_onnx(served_checkpoint, mnist_dir, tmp_path_factory) -> Path:
-    """``served_checkpoint`` exported by ``digitlab.export`` (checked against PyTorch on 500 test images)."""
-    from digitlab.export import export_onnx
+    """``served_checkpoint`` exported by ``digitlab.training.export`` (checked against PyTorch on 500 test images)."""
+    from digitlab.training.export import export_onnx
 
     out = tmp_path_factory.mktemp("onnx") / "model.onnx"
     export_onnx(served_checkpoint, out, check_images=500, data_dir=mnist_dir)

@@ -40,8 +40,9 @@ from fastapi.staticfiles import StaticFiles
 from anyio import CapacityLimiter, to_thread
 from starlette.datastructures import UploadFile
 
-from digitlab.predict import DEFAULT_THRESHOLD, Prediction, Recognizer
-from digitlab.preprocess import NOT_AN_IMAGE, POLARITIES, TOO_LARGE
+from digitlab.recognition.predict import DEFAULT_THRESHOLD, Prediction, Recognizer
+from digitlab.recognition.decode import NOT_AN_IMAGE, TOO_LARGE
+from digitlab.recognition.preprocess import POLARITIES
 
 STATIC = Path(__file__).parent / "static"
 log = logging.getLogger("digitlab.serve")
@@ -272,7 +273,7 @@ def create_app(model_path: str | os.PathLike | None = None, backend: str = "torc
             finally:
                 await pool.close()
             return
-        from digitlab.engine import load_engine
+        from digitlab.recognition.engine import load_engine
 
         app.state.engine = load_engine(model_path, backend, **(engine_options or {}))
         app.state.metadata = app.state.engine.metadata

@@ -171,7 +171,7 @@ async def _stop(worker: Worker) -> None:
 
 def serve_requests(model: str | None, backend: str, threshold: float, max_pixels: int, threads: int) -> None:
     """Load the model, say so, then answer requests from stdin until it closes."""
-    from digitlab.engine import load_engine
+    from digitlab.recognition.engine import load_engine
     from digitlab.serve.app import Limits, Readers
 
     # The protocol owns the real stdout; anything a library prints goes to stderr instead of corrupting it.

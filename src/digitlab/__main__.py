@@ -1,0 +1,7 @@
+"""``python -m digitlab``: the ``digitlab`` command, for when the script is not on PATH."""
+
+import sys
+
+from digitlab.cli import main
+
+sys.exit(main())

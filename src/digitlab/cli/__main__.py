@@ -1,0 +1,7 @@
+"""``python -m digitlab.cli`` (what ``torchrun ... -m digitlab.cli train`` runs): the ``digitlab`` command."""
+
+import sys
+
+from digitlab.cli import main
+
+sys.exit(main())

@@ -1,0 +1,167 @@
+"""The image subcommands of ``digitlab``: ``predict`` and ``export-samples``. ``cli.py`` adds them with
+``add_predict_parsers(subparsers)``; each handler is a few lines that call the library.
+
+    digitlab export-samples --split test --count 100 samples/
+    digitlab predict samples/ photo.jpg
+    digitlab predict --multi --json house-number.jpg
+    digitlab predict --explain explain.png my-seven.png
+
+A file that cannot be read is reported on its own line with the reason; the others still run, and the exit code
+is 1 when any failed (2 for bad arguments, from ``cli.main``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+
+def add_predict_parsers(subparsers) -> None:
+    from digitlab.recognition.predict import DEFAULT_THRESHOLD
+
+    p = subparsers.add_parser("predict", help="recognise the digit (or, with --multi, the number) in images")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files and folders")
+    p.add_argument("--recursive", "-r", action="store_true", help="also look in sub-folders")
+    output = p.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="one JSON object per line")
+    output.add_argument("--csv", action="store_true", help="CSV with a header row")
+    p.add_argument("--multi", action="store_true", help="read several digits left to right (e.g. '2026')")
+    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
+                   help=f"answer only when the top probability reaches this (default {DEFAULT_THRESHOLD})")
+    p.add_argument("--polarity", choices=("auto", "dark-on-light", "light-on-dark"), default="auto",
+                   help="ink darker or lighter than the paper (default: detect)")
+    p.add_argument("--explain", metavar="OUT.png", help="write a figure of the original, the 28x28 the model saw "
+                   "and its probabilities (one image only)")
+    p.add_argument("--model", metavar="CKPT", help="a .safetensors checkpoint, or a .onnx file with --backend onnx "
+                   "(default: the bundled model)")
+    p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                   help="what runs the model (onnx: onnxruntime, without PyTorch)")
+    p.add_argument("--batch-size", type=int, default=256, help="images per model call")
+    p.set_defaults(handler=cmd_predict)
+
+    p = subparsers.add_parser("export-samples", help="write MNIST images as PNG files plus labels.csv")
+    p.add_argument("out_dir", metavar="OUT_DIR")
+    p.add_argument("--split", choices=("train", "test"), default="test")
+    p.add_argument("--count", type=int, default=100)
+    p.add_argument("--start", type=int, default=0, help="index of the first image")
+    p.add_argument("--data-dir", help="folder with the four MNIST files (default: $DIGITLAB_DATA, then the cache)")
+    p.set_defaults(handler=cmd_export_samples)
+
+
+# --- handlers -----------------------------------------------------------------------------------------------------
+
+def cmd_predict(args) -> int:
+    from digitlab.recognition.engine import load_engine
+    from digitlab.recognition.predict import Recognizer
+
+    inputs, missing = collect_inputs(args.paths, args.recursive)
+    if args.explain and len(inputs) != 1:
+        raise ValueError(f"--explain draws one image, but the paths name {len(inputs)}")
+    recognizer = Recognizer(load_engine(args.model, args.backend), args.threshold, args.polarity, args.batch_size)
+    results = recognizer.iter_predict(inputs, multi=args.multi)
+    if args.explain:
+        results = list(results)  # one image, kept for the figure
+    failed = write_results(results, missing, "json" if args.json else "csv" if args.csv else "table",
+                           width=max((len(str(p)) for p in [*inputs, *missing]), default=4))
+    if args.explain and failed == 0:
+        explain(results[0], args.explain)
+    if failed:
+        print(f"{failed} of {len(inputs) + len(missing)} inputs could not be read", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_export_samples(args) -> int:
+    from digitlab.training.samples import export_samples
+
+    paths = export_samples(args.split, args.count, args.out_dir, args.data_dir, args.start)
+    print(f"wrote {len(paths)} PNG files and labels.csv to {args.out_dir}")
+    return 0
+
+
+# --- helpers ------------------------------------------------------------------------------------------------------
+
+def collect_inputs(paths: list[str], recursive: bool) -> tuple[list[str], list[str]]:
+    """Files named directly (whatever their suffix) and the image files inside named folders, in sorted order;
+    plus the folders holding no image files at all."""
+    files, empty = [], []
+    for name in paths:
+        path = Path(name)
+        if not path.is_dir():
+            files.append(name)
+            continue
+        found = sorted(str(f) for f in (path.rglob("*") if recursive else path.iterdir())
+                       if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file() and not f.name.startswith("."))
+        files.extend(found) if found else empty.append(name)
+    return files, empty
+
+
+def write_results(results, empty_folders: list[str], style: str, width: int) -> int:
+    """Print each result as it comes in ``style`` ("table", "json", "csv"); return how many inputs failed."""
+    from digitlab.recognition.predict import Prediction
+
+    failed = 0
+    writer = _STYLES[style](sys.stdout, width)
+    no_images = (Prediction(f, error="folder holds no image files (try --recursive)") for f in empty_folders)
+    for result in [*no_images, *results] if empty_folders else results:
+        failed += result.error is not None
+        writer(result)
+        sys.stdout.flush()
+    return failed
+
+
+def _json_writer(out, width):
+    return lambda result: print(json.dumps(result.to_dict()), file=out)
+
+
+def _csv_writer(out, width):
+    rows = csv.writer(out, lineterminator="\n")
+    rows.writerow(["path", "digit", "number", "confidence", "top3", "digits", "boxes", "reason", "error"])
+
+    def write(result):
+        digits = " ".join("?" if d.digit is None else str(d.digit) for d in result.digits)
+        top3 = " ".join(f"{d}:{p:.4f}" for d, p in result.digits[0].top3) if len(result.digits) == 1 else ""
+        boxes = " ".join("x".join(str(v) for v in d.box) for d in result.digits)
+        number = _blank(result.number) if result.multi else ""
+        confidence = "" if result.confidence is None else f"{result.confidence:.6f}"
+        rows.writerow([result.source, _blank(result.digit), number, confidence, top3, digits, boxes,
+                       result.reason or "", result.error or ""])
+    return write
+
+
+def _table_writer(out, width):
+    width = min(max(width, 4), 60)
+    print(f"{'path':<{width}}  {'answer':>6}  {'conf':>5}  top-3 / note", file=out)
+
+    def write(result):
+        if result.error:
+            answer, confidence, note = "-", "", f"error: {result.error}"
+        else:
+            answer = (result.number if result.multi else _blank(result.digit)) or "?"
+            confidence = "" if result.confidence is None else f"{result.confidence:.0%}"
+            top = "  ".join(f"{d} {p:.0%}" for d, p in result.digits[0].top3) if len(result.digits) == 1 else \
+                " ".join("?" if d.digit is None else str(d.digit) for d in result.digits)
+            note = top + (f"  ({result.reason})" if result.reason else "")
+        path = result.source if len(result.source) <= width else "..." + result.source[-(width - 3):]
+        print(f"{path:<{width}}  {answer:>6}  {confidence:>5}  {note}", file=out)
+    return write
+
+
+_STYLES = {"table": _table_writer, "json": _json_writer, "csv": _csv_writer}
+
+
+def _blank(value) -> str:
+    return "" if value is None else str(value)
+
+
+def explain(prediction, out_path: str) -> None:
+    from digitlab.recognition.explain import write_explanation
+    from digitlab.recognition.decode import load_image
+
+    original, _ = load_image(prediction.source, work_side=1024)
+    write_explanation(prediction, original, out_path)
+    print(f"wrote {out_path}", file=sys.stderr)
+

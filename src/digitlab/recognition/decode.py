@@ -1,0 +1,262 @@
+"""Bytes, a path, an array or a PIL image -> upright pixels, then gray: the first two steps of reading an image.
+
+The size is checked from the header before a byte of pixel data is decoded (a small PNG can declare billions of
+pixels); EXIF orientation is applied; plain PNGs are decoded by libspng into an array, everything else by Pillow.
+``to_gray`` turns any mode (alpha, palette, 16-bit, CMYK, colour) into float brightness in [0, 1]. Every failure
+is an ``ImageError`` with a one-line reason and a ``kind`` a caller can answer differently (the API: 413/415/422).
+See docs/ for what was measured about each decoder.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+MAX_PIXELS = 64_000_000      # a 64-megapixel photo is fine; a 30,000 x 30,000 PNG of 100 kB is a decompression bomb
+WORK_SIDE = 256              # the size preprocessing works at; a JPEG is decoded no larger than it needs
+INFLATE_AHEAD_PIXELS = 4_000_000   # a plain PNG up to this size is inflated by zlib-ng first (`_stored_png`); a
+                                   # larger one would hold its pixels twice more in memory, so libspng inflates it
+PNG_CHUNK, STORED_BLOCK = struct.Struct(">I4s"), struct.Struct("<BHH")  # length and type; final flag, LEN, NLEN
+
+
+UNREADABLE, NOT_AN_IMAGE, TOO_LARGE = "unreadable", "not an image", "too large"  # the kinds of ImageError
+
+
+class ImageError(ValueError):
+    """A file that cannot be read as an image. The message is one line that says why; ``kind`` is one of
+    ``UNREADABLE`` (corrupt, truncated, empty, missing), ``NOT_AN_IMAGE`` and ``TOO_LARGE``, for callers that
+    answer each differently (the API: 422, 415, 413)."""
+
+    def __init__(self, message: str, kind: str = UNREADABLE):
+        super().__init__(message)
+        self.kind = kind
+
+
+# --- 1. decode ----------------------------------------------------------------------------------------------------
+
+def load_image(source, max_pixels: int = MAX_PIXELS, work_side: int = WORK_SIDE) -> tuple[Image.Image, float]:
+    """``decode``, as a PIL image whatever the source (for drawing the picture, not reading it)."""
+    pixels, scale = decode(source, max_pixels, work_side)
+    return (Image.fromarray(pixels) if isinstance(pixels, np.ndarray) else pixels), scale
+
+
+def decode(source, max_pixels: int = MAX_PIXELS,
+           work_side: int = WORK_SIDE) -> tuple[np.ndarray | Image.Image, float]:
+    """Open ``source`` (a path, bytes, a numpy array or a PIL image) and decode its pixels, upright.
+
+    Returns the pixels and the factor from them to the original's (JPEGs are decoded at reduced size when the
+    working size needs no more, which is most of the decoding time saved). The pixels are a uint8 array (H, W) or
+    (H, W, C) where they come as one - a plain PNG, an array - and a PIL image otherwise; ``to_gray`` takes both.
+    Raises ImageError with a one-line reason.
+    """
+    if isinstance(source, Image.Image):
+        return ImageOps.exif_transpose(source), 1.0
+    if isinstance(source, np.ndarray):
+        return _array_to_uint8(source), 1.0
+    image = _open(source)
+    width, height = image.size
+    if width == 0 or height == 0:
+        raise ImageError(f"zero-size image ({width}x{height} pixels)")
+    if width * height > max_pixels:
+        raise ImageError(f"image too large: {width}x{height} pixels is over the limit of {max_pixels:,} "
+                         f"(a decompression bomb?)", TOO_LARGE)
+    image.seek(0)  # an animated GIF or a multi-page TIFF: the first frame
+    fast = _decode_plain_png(image, source)
+    if fast is not None:  # nothing to turn upright: a plain PNG has no EXIF
+        return fast, 1.0
+    if image.format == "JPEG":
+        reduce = work_side / (width * height) ** 0.5
+        image.draft(image.mode if image.mode in ("L", "RGB") else None,
+                    (max(1, int(width * reduce)), max(1, int(height * reduce))))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image.load()
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombWarning,
+            Image.DecompressionBombError) as exc:
+        raise ImageError(f"corrupt or truncated image data ({_one_line(exc)})") from None
+    scale = width / image.size[0]
+    try:
+        image = ImageOps.exif_transpose(image)
+    except (OSError, ValueError, TypeError, KeyError):  # broken EXIF: keep the pixels as stored
+        pass
+    return image, scale
+
+
+def _decode_plain_png(image: Image.Image, source) -> np.ndarray | None:
+    """The pixels of a plain 8-bit PNG (gray or colour, with or without alpha) decoded by libspng, in a third of
+    the time Pillow's decoder takes (`_stored_png` inflates them first); None where Pillow is to decode: another
+    format, palette or 16-bit pixels, a transparent colour key, EXIF (which may turn the image), or data libspng
+    refuses (Pillow then words the error). Of an animated PNG both read the default image."""
+    if image.format != "PNG" or image.mode not in ("L", "LA", "RGB", "RGBA") or "transparency" in image.info:
+        return None
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+    else:  # the file Pillow already holds open, read whole from the start (Pillow seeks where it needs if it decodes)
+        image.fp.seek(0)
+        data = image.fp.read()
+    if b"eXIf" in data or b"Raw profile type exif" in data:
+        return None
+    import pyspng  # imported here: loading images must not cost a library's import until one is decoded
+
+    if image.size[0] * image.size[1] <= INFLATE_AHEAD_PIXELS:
+        data = _stored_png(data) or data
+    try:
+        pixels = pyspng.load(data, image.mode)
+    except Exception:  # noqa: BLE001 - any refusal: Pillow decodes it again and says what is wrong
+        return None
+    if pixels.dtype != np.uint8 or pixels.shape[:2] != (image.size[1], image.size[0]):
+        return None
+    image.close()  # Pillow will not decode it, so nothing else would close its file
+    return pixels
+
+
+def _stored_png(data: bytes) -> bytes | None:
+    """The same PNG with its image data inflated by zlib-ng and stored uncompressed, or None where the file is not
+    a whole, intact PNG (libspng and Pillow then read the original and say what is wrong with it).
+
+    libspng inflates with the zlib it was built with, which is most of its 0.65 ms on a 280x280 canvas (0.21-0.26
+    ms on the same PNG stored; Python's zlib 1.2.13 takes 0.59 ms for such a stream). zlib-ng inflates it in under
+    0.1 ms; libspng then only copies the stored blocks and undoes the PNG filters, in C as before, and the pixels
+    are the same. Other chunks (text, colour profiles) are left out: neither decoder applies them to the pixels.
+    """
+    from zlib_ng import zlib_ng  # imported here, as pyspng is
+
+    chunks, view, position = {}, memoryview(data), 8
+    while position + 12 <= len(data):
+        size, kind = PNG_CHUNK.unpack_from(data, position)
+        end = position + 12 + size
+        if end > len(data) or zlib_ng.crc32(view[position + 4:end - 4]) != int.from_bytes(view[end - 4:end]):
+            return None
+        chunks.setdefault(kind, []).append(view[position:end])
+        if kind == b"IEND":
+            break
+        position = end
+    if b"IEND" not in chunks or len(chunks.get(b"IHDR", ())) != 1 or b"IDAT" not in chunks:
+        return None
+    width, height, depth, colour = struct.unpack_from(">IIBB", chunks[b"IHDR"][0], 8)
+    channels = {0: 1, 2: 3, 4: 2, 6: 4}.get(colour, 4)
+    # what the header's size allows (interlaced rows included), so a small image cannot inflate to gigabytes
+    most = height * (-(-width * channels * depth // 8) + 4) + 64
+    inflater = zlib_ng.decompressobj()
+    try:
+        raw = memoryview(inflater.decompress(b"".join(chunk[8:-4] for chunk in chunks[b"IDAT"]), most))
+    except zlib_ng.error:
+        return None
+    if not inflater.eof:  # truncated, or more than the image can hold
+        return None
+    stream = [b"\x78\x01"]  # zlib header: deflate, 32 KiB window; then stored blocks of at most 65,535 bytes
+    for start in range(0, len(raw), 65535):
+        block = raw[start:start + 65535]
+        stream += [STORED_BLOCK.pack(start + 65535 >= len(raw), len(block), 0xFFFF ^ len(block)), block]
+    stream.append(zlib_ng.adler32(raw).to_bytes(4))
+    crc = zlib_ng.crc32(b"IDAT")
+    for part in stream:
+        crc = zlib_ng.crc32(part, crc)
+    return b"".join([data[:8], chunks[b"IHDR"][0], sum(map(len, stream)).to_bytes(4), b"IDAT", *stream,
+                     crc.to_bytes(4), chunks[b"IEND"][0]])
+
+
+def _open(source) -> Image.Image:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) == 0:
+            raise ImageError("empty data (0 bytes)")
+        stream, name = io.BytesIO(bytes(source)), "data"
+    else:
+        path = Path(os.fspath(source))
+        if not path.exists():
+            raise ImageError("no such file")
+        if path.is_dir():
+            raise ImageError("is a folder, not an image file")
+        if path.stat().st_size == 0:
+            raise ImageError("empty file (0 bytes)")
+        stream, name = path, "file"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return Image.open(stream)
+    except UnidentifiedImageError:
+        raise ImageError(f"not an image: the {name} is in no format Pillow can read (send PNG, JPEG, GIF, BMP, "
+                         f"TIFF or WebP)", NOT_AN_IMAGE) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"image too large (a decompression bomb?): {_one_line(exc)}", TOO_LARGE) from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageError(f"unreadable image ({_one_line(exc)})") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:160]
+
+
+def _array_to_uint8(array: np.ndarray) -> np.ndarray:
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3, 4)) or array.size == 0:
+        raise ImageError(f"an image array must be (H, W), (H, W, 3) or (H, W, 4), not {array.shape}")
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[..., 0]
+    if array.dtype == np.uint8:
+        return np.ascontiguousarray(array)
+    if np.issubdtype(array.dtype, np.floating):  # floats are read as brightness in [0, 1]
+        return (np.clip(np.nan_to_num(array), 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
+    if array.dtype == np.uint16:
+        return (array // 257).astype(np.uint8)
+    raise ImageError(f"unsupported image array type {array.dtype}")
+
+
+# --- 2. grayscale -------------------------------------------------------------------------------------------------
+
+def to_gray(image: Image.Image | np.ndarray) -> np.ndarray:
+    """Any PIL mode, or a uint8 array (H, W) or (H, W, 2 | 3 | 4) -> float32 (H, W) brightness in [0, 1].
+    Transparent areas become a background the ink stands out on."""
+    if isinstance(image, Image.Image):
+        if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+            return _high_depth_to_gray(np.asarray(image))
+        if image.mode == "P":
+            image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+        elif image.mode in ("PA", "RGBa", "La"):
+            image = image.convert("RGBA")
+        elif image.mode not in ("L", "LA", "RGB", "RGBA"):  # CMYK, YCbCr, 1-bit: Pillow's luminance
+            image = image.convert("L")
+        image = np.asarray(image)
+    # OpenCV on the array: half the time Pillow's getchannel, getextrema and convert take on a canvas
+    channels = 1 if image.ndim == 2 else image.shape[2]
+    if channels in (2, 4) and cv2.minMaxLoc(cv2.extractChannel(image, channels - 1))[0] < 255:  # transparency
+        return composite_alpha(_luma(image), image[..., -1] / np.float32(255.0))
+    return _luma(image)  # opaque (a canvas, most PNGs): read as the same picture without alpha would be
+
+
+def _luma(pixels: np.ndarray) -> np.ndarray:
+    """uint8 gray (H, W), gray and alpha (H, W, 2), RGB or RGBA -> float32 luminance (ITU-R 601 weights, as
+    Pillow's "L"); alpha ignored."""
+    if pixels.ndim == 3:
+        channels = pixels.shape[2]
+        pixels = (pixels[..., 0] if channels == 2 else
+                  cv2.cvtColor(pixels, cv2.COLOR_RGBA2GRAY if channels == 4 else cv2.COLOR_RGB2GRAY))
+    return np.divide(pixels, np.float32(255.0), dtype=np.float32)
+
+
+def _high_depth_to_gray(values: np.ndarray) -> np.ndarray:
+    values = values.astype(np.float32)
+    top = float(values.max()) if values.size else 0.0
+    full_scale = 1.0 if top <= 1.0 else 255.0 if top <= 255.0 else 65535.0 if top <= 65535.0 else top
+    return np.clip(values / full_scale, 0.0, 1.0)
+
+
+def composite_alpha(luma: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Gray (H, W) and its opacity (H, W), both in [0, 1] -> gray with the transparent parts filled with whatever
+    contrasts with the visible drawing.
+
+    A drawing app saves dark ink on a transparent canvas as often as white ink on one; putting the ink on white in
+    the first case and on black in the second keeps it visible either way.
+    """
+    visible = float(alpha.sum())
+    drawing_brightness = float((luma * alpha).sum() / visible) if visible > 0 else 0.0
+    background = 1.0 if drawing_brightness < 0.5 else 0.0
+    return luma * alpha + background * (1.0 - alpha)

@@ -1,0 +1,110 @@
+"""Run a model behind one call: normalised (N, 1, 28, 28) float32 in, (N, classes) logits out, as numpy arrays.
+
+The recogniser, the CLI and the web server talk to an engine, never to a framework, so a deployment can swap
+PyTorch for another runtime without touching them. An engine is anything with ``metadata`` (the checkpoint's,
+including ``normalisation``) and ``logits(batch)``; ``load_engine`` picks one by backend name.
+
+    engine = load_engine("runs/cnn5x5_dense1000/model.safetensors")       # or None: the bundled model
+    logits = engine.logits(batch)                      # (N, 10) float32, or (N, 11) with "not a digit"
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+
+# The bundled model exported to ONNX, beside the bundled checkpoint (checkpoint.BUNDLED; not imported: it needs torch).
+BUNDLED_ONNX = Path(__file__).parent.parent / "pretrained" / "digitnet.onnx"
+
+
+class Engine(Protocol):
+    metadata: dict[str, Any]
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        """(N, 1, 28, 28) float32, normalised as ``metadata["normalisation"]`` says -> (N, classes) float32."""
+        ...
+
+
+def check_batch(batch: np.ndarray) -> np.ndarray:
+    batch = np.ascontiguousarray(batch, dtype=np.float32)
+    if batch.ndim != 4 or batch.shape[1:] != (1, 28, 28):
+        raise ValueError(f"a batch must have shape (N, 1, 28, 28), not {batch.shape}")
+    return batch
+
+
+def no_logits(metadata: dict[str, Any]) -> np.ndarray:
+    """The answer to an empty batch: (0, classes), as wide as the model's output."""
+    return np.zeros((0, len(metadata.get("classes", range(10)))), np.float32)
+
+
+class TorchEngine:
+    """A digitlab checkpoint run by PyTorch (imported here, not at module level)."""
+
+    def __init__(self, path: str | os.PathLike | None = None, device: str = "cpu"):
+        from digitlab.training import checkpoint
+
+        self.model, self.metadata = checkpoint.load(path, device)
+        self.device = device
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        batch = check_batch(batch)
+        if len(batch) == 0:
+            return no_logits(self.metadata)
+        with torch.inference_mode():
+            return self.model(torch.from_numpy(batch).to(self.device)).float().cpu().numpy()
+
+
+class OnnxEngine:
+    """A model exported by ``digitlab export`` run by onnxruntime: no PyTorch anywhere, for a lighter deployment.
+
+    The checkpoint's metadata travels inside the .onnx file (``metadata_props["digitlab"]``), so the file describes
+    itself as the checkpoint did. One session serves many threads at once; onnxruntime's ``run`` is thread-safe.
+    """
+
+    def __init__(self, path: str | os.PathLike | None = None, threads: int | None = None):
+        import json
+
+        import onnxruntime
+
+        path = BUNDLED_ONNX if path is None else Path(path)
+        if path.suffix == ".safetensors":
+            raise ValueError(f"{path}: the onnx backend runs .onnx files; make one with "
+                             f"`digitlab export {path} --onnx model.onnx`")
+        if not path.is_file():
+            raise ValueError(f"{path}: no such ONNX model file")
+        options = onnxruntime.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        # Idle pool threads would otherwise spin, waiting for work: CPU taken from the rest of a shared machine.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types for every kind of bad file
+            raise ValueError(f"{path}: not a readable ONNX model ({' '.join(str(exc).split())[:200]})") from None
+        props = self.session.get_modelmeta().custom_metadata_map
+        if "digitlab" not in props:
+            raise ValueError(f"{path}: an ONNX model, but not one written by `digitlab export` (no metadata)")
+        self.metadata = json.loads(props["digitlab"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        batch = check_batch(batch)
+        if len(batch) == 0:
+            return no_logits(self.metadata)
+        return self.session.run(None, {self.input_name: batch})[0]
+
+
+BACKENDS = {"torch": TorchEngine, "onnx": OnnxEngine}
+
+
+def load_engine(path: str | os.PathLike | None = None, backend: str = "torch", **options) -> Engine:
+    """The model at ``path`` (None: the bundled one) behind the named backend."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of: {', '.join(sorted(BACKENDS))}")
+    return BACKENDS[backend](path, **options)

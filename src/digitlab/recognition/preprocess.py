@@ -1,0 +1,401 @@
+"""A person's image -> the 28x28 form MNIST digits have. The one preprocessing path for the CLI, the API and the web.
+
+MNIST was made by fitting each digit into a 20x20 box keeping its aspect ratio (anti-aliased), then placing it in a
+28x28 field so its centre of mass lies at the centre, bright ink on a dark background. A photo of a digit on paper
+is none of that, so every image goes through the same steps, in this order:
+
+    decode          bytes or a path -> upright pixels (size checked before decoding, EXIF orientation;
+                    plain PNGs decoded by libspng into an array, everything else by Pillow)
+    to_gray         any mode (alpha, palette, 16-bit, CMYK, colour) -> float gray (H, W) in [0, 1]
+    shrink          to a fixed working size, so every later step costs the same on a 4,000 px photo
+    find_polarity   dark ink on light paper, or light on dark (overridable)
+    ink_map         flip to bright ink, remove the background and uneven light, denoise -> ink coverage in [0, 1]
+    find_glyphs     connected components; merge the pieces of one broken digit, split touching digits, left to right
+    to_mnist        crop, fit into 20x20 keeping the aspect ratio, centre of mass to the centre of 28x28
+
+``prepare(source)`` runs them all and returns the 28x28 images with their boxes in the original picture, or a
+reason why there is nothing to read (a blank page, noise). ``normalise`` applies a checkpoint's mean and std.
+This module imports no torch, so the ONNX deployment path runs without it.
+
+    prepared = prepare("photo.jpg", multi=True)
+    batch = normalise(np.stack([g.image for g in prepared.glyphs]), mean=0.1307, std=0.3081)  # (N, 1, 28, 28)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from digitlab.recognition.decode import MAX_PIXELS, WORK_SIDE, decode, to_gray
+
+POLARITIES = ("auto", "dark-on-light", "light-on-dark")
+AREA_ABOVE = 1.25            # shrinking by less (a 280 px canvas) is bilinear: samples at most 1.25 px apart miss no
+                             # stroke, and OpenCV's area averaging at such ratios costs 6x more
+BACKGROUND_SIDE = 64         # the background (paper, uneven light) is estimated at this coarser size
+MIN_CONTRAST = 0.06          # ink must differ from the paper by 6% of full brightness ...
+MIN_INK_PIXELS = 12          # ... over at least this many working pixels, or the image counts as blank
+INK_LEVEL = 0.5              # a pixel belongs to a stroke where its coverage exceeds this ...
+RIM_LEVEL, RIM_PIXELS = 0.1, 4   # ... and its faint rim, within 4 working pixels, down to this
+BOX, FIELD = 20, 28          # MNIST: fit into 20x20, centre in 28x28
+
+
+@dataclass
+class Glyph:
+    """One digit ready for a model: the MNIST-form image and where it was found."""
+
+    image: np.ndarray                 # (28, 28) float32 in [0, 1], bright ink on dark
+    box: tuple[int, int, int, int]    # x, y, width, height in pixels of the upright original image
+
+
+@dataclass
+class Prepared:
+    """What ``prepare`` found in one image: glyphs left to right, or none and the reason."""
+
+    glyphs: list[Glyph]
+    polarity: str                     # "dark-on-light" or "light-on-dark", as detected or as given
+    size: tuple[int, int]             # width, height of the upright original image
+    reason: str | None = None         # why there are no glyphs
+    notes: dict = field(default_factory=dict)   # measurements behind the decisions, for --explain and tests
+
+
+# --- 3. working size ----------------------------------------------------------------------------------------------
+
+def shrink(gray: np.ndarray, work_side: int = WORK_SIDE) -> tuple[np.ndarray, float]:
+    """Resize to the area of a ``work_side`` square, keeping the aspect ratio (area averaging when shrinking by more
+    than ``AREA_ABOVE``, which also averages out sensor noise). By area, not longest side, so a digit on a long thin
+    strip keeps enough pixels. Returns the image and the factor from working pixels to the input's pixels."""
+    height, width = gray.shape
+    factor = (height * width) ** 0.5 / work_side
+    size = (max(1, round(width / factor)), max(1, round(height / factor)))
+    interpolation = cv2.INTER_AREA if factor > AREA_ABOVE else cv2.INTER_LINEAR
+    return cv2.resize(gray, size, interpolation=interpolation), factor
+
+
+# --- 4. polarity --------------------------------------------------------------------------------------------------
+
+def find_polarity(gray: np.ndarray) -> tuple[str, float]:
+    """Which way the ink differs from the paper, and how one-sided that is (1: all ink one way, 0: like noise).
+
+    The image's border is nearly always paper, and under smooth uneven light the paper inside stays within the
+    brightness range its border spans. Ink lies outside that range on one side only; noise, JPEG ringing and the
+    texture of a photo lie on both.
+    """
+    height, width = gray.shape
+    ring = max(1, round(0.04 * min(height, width)))
+    border = np.concatenate([gray[:ring].ravel(), gray[-ring:].ravel(), gray[:, :ring].ravel(),
+                             gray[:, -ring:].ravel()])
+    low, high = percentiles(border, [2, 98])
+    darker = _excess(float(low) - 0.03 - gray)  # float32 differences, summed in float64
+    lighter = _excess(gray - (float(high) + 0.03))
+    total = darker + lighter
+    if total <= 0:
+        return "dark-on-light" if np.median(border) >= 0.5 else "light-on-dark", 0.0
+    polarity = "dark-on-light" if darker >= lighter else "light-on-dark"
+    return polarity, float(abs(darker - lighter) / total)
+
+
+def _excess(difference: np.ndarray) -> float:
+    """The sum of the positive values: how far, in all, pixels lie beyond a limit (most lie within it)."""
+    return float(difference[difference > 0].sum(dtype=np.float64))
+
+
+# --- 5. ink -------------------------------------------------------------------------------------------------------
+
+def ink_map(gray: np.ndarray, polarity: str) -> tuple[np.ndarray, dict]:
+    """Gray (H, W) -> ink coverage (H, W) in [0, 1]: bright strokes on a black, flat background.
+
+    The ink is flipped to bright, the paper (with its uneven light) estimated by a morphological opening - which
+    removes every bright structure narrower than its window, i.e. the strokes - and subtracted. The result is scaled
+    so a stroke's core is 1 and everything within the noise of the paper is 0.
+    """
+    bright_ink = 1.0 - gray if polarity == "dark-on-light" else gray
+    bright_ink = cv2.medianBlur(bright_ink, 3)  # sensor noise and JPEG speckle
+    residual = bright_ink - paper_level(bright_ink)
+    noise = _paper_noise(residual)
+    strong = residual > max(6 * noise, MIN_CONTRAST)
+    notes = {"noise": noise, "ink_pixels": int(np.count_nonzero(strong))}
+    if notes["ink_pixels"] < MIN_INK_PIXELS:
+        return np.zeros_like(gray), notes | {"contrast": float(residual.max(initial=0.0))}
+    level = float(percentiles(residual[strong], [95])[0])
+    floor = min(3 * noise, 0.5 * level)
+    notes["contrast"] = level
+    residual -= floor  # in place: this runs on every image, and each full-size temporary costs
+    residual /= max(level - floor, 1e-6)
+    return np.clip(residual, 0.0, 1.0, out=residual), notes
+
+
+def paper_level(bright_ink: np.ndarray) -> np.ndarray:
+    """The background under bright ink: an opening (min then max filter) wider than any stroke, on a coarse copy."""
+    height, width = bright_ink.shape
+    factor = (height * width) ** 0.5 / BACKGROUND_SIDE
+    small = cv2.resize(bright_ink, (max(1, round(width / factor)), max(1, round(height / factor))),
+                       interpolation=cv2.INTER_AREA)
+    size = BACKGROUND_SIDE // 2 + 1  # wider than the thickest marker stroke
+    # odd reflection continues a brightness ramp past the edge, so the opening stays exact up to the border
+    padded = _reflect_odd(small, size)
+    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (size, size))
+    opened = cv2.morphologyEx(padded, cv2.MORPH_OPEN, kernel)
+    # Smoothed only where it is kept plus the blur's reach (17 taps at sigma 2, what OpenCV picks itself), so the
+    # kept pixels are computed exactly as over the whole padded image, at a third of the cost.
+    reach = 8
+    inner = opened[size - reach:reach - size, size - reach:reach - size]
+    opened = cv2.GaussianBlur(inner, (2 * reach + 1, 2 * reach + 1), 2.0)[reach:-reach, reach:-reach]
+    return cv2.resize(opened, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def _reflect_odd(image: np.ndarray, width: int) -> np.ndarray:
+    """``np.pad(image, width, mode="reflect", reflect_type="odd")``: past each edge, the mirror image turned over
+    about the edge value (2 * edge - mirror). Built from OpenCV's borders, rows then columns as numpy does, at a
+    quarter of np.pad's cost; where the image is not wider than the pad, numpy reflects again and again, so it is
+    left to numpy."""
+    if min(image.shape) <= width:
+        return np.pad(image, width, mode="reflect", reflect_type="odd")
+    for rows, columns in ((width, 0), (0, width)):
+        edge = cv2.copyMakeBorder(image, rows, rows, columns, columns, cv2.BORDER_REPLICATE)
+        mirror = cv2.copyMakeBorder(image, rows, rows, columns, columns, cv2.BORDER_REFLECT_101)
+        image = 2 * edge - mirror
+    return image
+
+
+def _paper_noise(residual: np.ndarray) -> float:
+    """Standard deviation of the paper's pixels in a residual where ink is positive: measured on the low side only
+    (5th to 25th percentile of a normal distribution are 0.97 sigma apart), so ink may cover up to 3/4 of the image."""
+    p5, p25 = percentiles(residual[::3, ::3], [5, 25])  # every 9th pixel: the same estimate, a ninth of the sort
+    return float((p25 - p5) / 0.97)
+
+
+def percentiles(values: np.ndarray, q: list[float]) -> np.ndarray:
+    """``np.percentile(values, q)``, the same numbers (linear interpolation), at a fraction of its cost on a few
+    thousand values: one partition at the ranks needed and no more. np.percentile's own checks and dispatch cost
+    several times the partition itself, and it is called for every image."""
+    values = np.ravel(values)
+    rank = np.asarray(q, np.float64) / 100 * (values.size - 1)
+    below = np.floor(rank).astype(np.intp)
+    above = np.minimum(below + 1, values.size - 1)
+    ranked = np.partition(values, sorted({*below.tolist(), *above.tolist()}))
+    low, high, weight = ranked[below], ranked[above], rank - below
+    step = high - low
+    # numpy's interpolation: from the nearer neighbour, so that a weight of 1 gives exactly the upper value
+    return np.where(weight >= 0.5, high - step * (1 - weight), low + step * weight)
+
+
+# --- 6. segmentation ----------------------------------------------------------------------------------------------
+
+@dataclass
+class Region:
+    """A set of strokes taken as one digit: component labels and their joint box in working pixels."""
+
+    labels: list[int]
+    x: int
+    y: int
+    width: int
+    height: int
+    area: int
+    cut: bool = False            # cut out of touching digits by `split_touching`
+
+    @property
+    def right(self) -> int:
+        return self.x + self.width
+
+    @property
+    def bottom(self) -> int:
+        return self.y + self.height
+
+    def merged(self, other: "Region") -> "Region":
+        x, y = min(self.x, other.x), min(self.y, other.y)
+        right, bottom = max(self.right, other.right), max(self.bottom, other.bottom)
+        return Region(self.labels + other.labels, x, y, right - x, bottom - y, self.area + other.area,
+                      self.cut or other.cut)
+
+
+def components(ink: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[Region]]:
+    """Connected strokes (8-connectivity) without specks: the label image, the area of each stroke label (index 0,
+    the background, unused), and one Region per component kept.
+
+    Labelled inside the bounding box of the ink only: computing the statistics costs in proportion to the area
+    scanned, and a digit usually covers a small part of the picture. Labels keep the order of a full-image scan.
+    """
+    mask = (ink > INK_LEVEL).astype(np.uint8)
+    x0, y0, width, height = cv2.boundingRect(mask)
+    labels = np.zeros(ink.shape, np.int32)
+    if width == 0:
+        return labels, np.zeros(1, np.int32), []
+    count, inside, stats, _ = cv2.connectedComponentsWithStats(mask[y0:y0 + height, x0:x0 + width], connectivity=8)
+    labels[y0:y0 + height, x0:x0 + width] = inside
+    stats[:, 0] += x0
+    stats[:, 1] += y0
+    areas = stats[:, cv2.CC_STAT_AREA]
+    regions = [Region([i], *(int(v) for v in stats[i, :5])) for i in range(1, count)]
+    if not regions:
+        return labels, areas, []
+    largest = max(r.area for r in regions)
+    return labels, areas, [r for r in regions if r.area >= max(4, 0.02 * largest)]
+
+
+def merge_broken(regions: list[Region]) -> list[Region]:
+    """Join pieces that sit above one another (a 5's detached bar, a broken 4): digits are written side by side."""
+    regions = sorted(regions, key=lambda r: r.x)
+    merged: list[Region] = []
+    for region in regions:
+        if merged and _horizontal_overlap(merged[-1], region) > 0.5:
+            merged[-1] = merged[-1].merged(region)
+        else:
+            merged.append(region)
+    return merged
+
+
+def _horizontal_overlap(a: Region, b: Region) -> float:
+    overlap = min(a.right, b.right) - max(a.x, b.x)
+    return overlap / max(1, min(a.width, b.width))
+
+
+def split_touching(ink: np.ndarray, labels: np.ndarray, region: Region, digit_height: int) -> list[Region]:
+    """Cut a region far wider than one digit at the columns with least ink near where equal-width digits would meet."""
+    count = round(region.width / (0.75 * digit_height))
+    if count < 2 or region.width < 1.2 * region.height:
+        return [region]
+    inside = np.isin(labels[region.y:region.bottom, region.x:region.right], region.labels)
+    profile = (ink[region.y:region.bottom, region.x:region.right] * inside).sum(axis=0)
+    cuts, window = [], max(1, region.width // (3 * count))
+    for k in range(1, count):
+        guess = round(k * region.width / count)
+        lo, hi = max(1, guess - window), min(region.width - 1, guess + window)
+        cuts.append(lo + int(np.argmin(profile[lo:hi])) if hi > lo else guess)
+    pieces, edges = [], [0, *cuts, region.width]
+    for left, right in zip(edges[:-1], edges[1:]):
+        rows = np.nonzero(inside[:, left:right].any(axis=1))[0]
+        if len(rows) == 0:
+            continue
+        pieces.append(Region(region.labels, region.x + left, region.y + int(rows[0]), right - left,
+                             int(rows[-1] - rows[0] + 1), int(inside[:, left:right].sum()), cut=True))
+    return pieces
+
+
+def find_glyphs(ink: np.ndarray, multi: bool) -> tuple[np.ndarray, np.ndarray, list[Region]]:
+    """The regions to read, left to right: all the ink as one digit, or (``multi``) one region per digit.
+    Returns them with the component label image their ``labels`` refer to and the area of every label."""
+    labels, areas, regions = components(ink)
+    if not regions:
+        return labels, areas, []
+    if not multi:
+        whole = regions[0]
+        for region in regions[1:]:
+            whole = whole.merged(region)
+        return labels, areas, [whole]
+    regions = merge_broken(regions)
+    digit_height = int(np.median([r.height for r in regions]))
+    split = [piece for r in regions for piece in split_touching(ink, labels, r, digit_height)]
+    return labels, areas, sorted(split, key=lambda r: r.x)
+
+
+def single_digit_doubt(region: Region, areas: np.ndarray) -> str | None:
+    """Why the ink of a single-digit image is no single digit, or None. A model that knows ten classes would read a
+    word, a dash or a row of digits as some digit; shapes no MNIST digit has are turned away before it is asked.
+    Fewer than 0.01% of MNIST digits are twice as wide as tall; a digit rarely breaks into more than 3 pieces."""
+    if region.width > 2.0 * region.height:
+        return (f"not one digit: the ink is {region.width / region.height:.1f} times wider than tall "
+                f"(several digits? use multi-digit mode)")
+    areas = areas[region.labels]
+    pieces = int((areas >= 0.1 * areas.max()).sum())
+    if pieces > 3:
+        return f"not one digit: the ink is in {pieces} separate pieces"
+    return None
+
+
+# --- 7. MNIST form ------------------------------------------------------------------------------------------------
+
+def region_ink(ink: np.ndarray, labels: np.ndarray, region: Region) -> np.ndarray:
+    """A region's ink, cropped: its strokes with their soft rim, other strokes left out.
+
+    Strokes are found at half coverage, but MNIST's 20x20 box holds every non-zero pixel, the faint rim too; so the
+    crop grows by a few pixels around the strokes and is trimmed to where the rim fades out.
+    """
+    side = 0 if region.cut else RIM_PIXELS  # a piece cut from touching digits must not grow into its neighbour
+    y0, y1 = max(0, region.y - RIM_PIXELS), min(ink.shape[0], region.bottom + RIM_PIXELS)
+    x0, x1 = max(0, region.x - side), min(ink.shape[1], region.right + side)
+    # The region's own strokes, grown by the rim, are only needed inside the crop; they are found in a window one
+    # rim wider, which holds every stroke pixel that can grow into the crop, instead of in the whole image.
+    wy0, wx0 = max(0, y0 - RIM_PIXELS), max(0, x0 - RIM_PIXELS)
+    window = labels[wy0:y1 + RIM_PIXELS, wx0:x1 + RIM_PIXELS]
+    own = (window == region.labels[0]) if len(region.labels) == 1 else np.isin(window, region.labels)
+    own = cv2.dilate(own.astype(np.uint8), np.ones((2 * RIM_PIXELS + 1,) * 2, np.uint8))
+    crop = ink[y0:y1, x0:x1] * own[y0 - wy0:y1 - wy0, x0 - wx0:x1 - wx0]
+    ys, xs = np.nonzero(crop > RIM_LEVEL)
+    if len(ys) == 0:
+        return crop
+    return crop[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+
+
+def to_mnist(crop: np.ndarray) -> np.ndarray:
+    """A digit's ink (h, w) -> (28, 28) float32: fitted into 20x20 keeping its aspect, centre of mass at the centre.
+
+    MNIST shifted whole pixels, so its centres of mass sit within half a pixel of (14, 14); so do ours.
+    """
+    height, width = crop.shape
+    scale = BOX / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    digit = np.clip(cv2.resize(crop.astype(np.float32), size, interpolation=interpolation), 0.0, 1.0)
+    h, w = digit.shape
+    mass = float(digit.sum())
+    if mass > 0:
+        cy = float((digit.sum(axis=1) * np.arange(h)).sum() / mass)
+        cx = float((digit.sum(axis=0) * np.arange(w)).sum() / mass)
+    else:
+        cy, cx = (h - 1) / 2, (w - 1) / 2
+    top = int(np.clip(round(FIELD / 2 - cy), 0, FIELD - h))
+    left = int(np.clip(round(FIELD / 2 - cx), 0, FIELD - w))
+    field_ = np.zeros((FIELD, FIELD), np.float32)
+    field_[top:top + h, left:left + w] = digit
+    return field_
+
+
+def normalise(images: np.ndarray, mean: float, std: float) -> np.ndarray:
+    """(N, 28, 28) images in [0, 1] -> (N, 1, 28, 28) float32 standardised as the model was trained."""
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim == 2:
+        images = images[None]
+    return ((images - mean) / std)[:, None].astype(np.float32)
+
+
+# --- all steps ----------------------------------------------------------------------------------------------------
+
+def prepare(source, polarity: str = "auto", multi: bool = False, max_pixels: int = MAX_PIXELS) -> Prepared:
+    """Run every step on one image: the MNIST-form glyphs with their boxes, or a reason why there are none.
+
+    Raises ImageError only when the input cannot be read as an image; a blank page or noise is a normal answer
+    (``reason`` set, no glyphs).
+    """
+    if polarity not in POLARITIES:
+        raise ValueError(f"polarity must be one of {', '.join(POLARITIES)}, not {polarity!r}")
+    pixels, decode_scale = decode(source, max_pixels)
+    gray = to_gray(pixels)
+    size = (round(gray.shape[1] * decode_scale), round(gray.shape[0] * decode_scale))
+    work, work_scale = shrink(gray)
+    to_original = decode_scale * work_scale
+
+    detected, one_sidedness = find_polarity(work)
+    notes = {"one_sidedness": one_sidedness, "detected_polarity": detected}
+    chosen = detected if polarity == "auto" else polarity
+    ink, ink_notes = ink_map(work, chosen)
+    notes |= ink_notes
+    if not ink.any():
+        reason = ("blank image: no ink stands out from the background" if notes["noise"] < 0.04 else
+                  "no clear strokes: nothing stands out from the noise")
+        return Prepared([], chosen, size, reason, notes)
+    if polarity == "auto" and one_sidedness < 0.5:
+        return Prepared([], chosen, size, "no clear ink: as much stands out darker as lighter (noise or a "
+                                          "photo, not a digit on a plain background)", notes)
+
+    labels, areas, regions = find_glyphs(ink, multi)
+    if not multi:
+        doubt = single_digit_doubt(regions[0], areas)
+        if doubt:
+            return Prepared([], chosen, size, doubt, notes)
+    glyphs = []
+    for region in regions:
+        box = tuple(int(round(v * to_original)) for v in (region.x, region.y, region.width, region.height))
+        glyphs.append(Glyph(to_mnist(region_ink(ink, labels, region)), box))
+    return Prepared(glyphs, chosen, size, None, notes)

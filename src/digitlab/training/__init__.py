@@ -1,0 +1,1 @@
+"""Training networks on MNIST, and everything that needs PyTorch: data, models, the loop, checkpoints, export."""

@@ -1,0 +1,118 @@
+"""A checkpoint -> an ONNX file that onnxruntime runs without PyTorch, checked against PyTorch before it is written.
+
+    digitlab export runs/cnn5x5_dense1000/model.safetensors --onnx model.onnx
+
+The graph takes ``image`` (batch, 1, 28, 28) float32, normalised as the checkpoint says, and gives ``logits``
+(batch, 10), or (batch, 11) for a network with a "not a digit" output; the batch axis is dynamic. The checkpoint's
+metadata is embedded as JSON under the ONNX metadata key ``digitlab`` (and how the export was checked under
+``digitlab_export``), so the file describes itself as the checkpoint does and ``engine.OnnxEngine`` needs nothing
+else.
+
+Before anything is written, real MNIST test images go through both PyTorch and onnxruntime, in one large batch
+and one at a time (the dynamic axis at both ends); if any logit differs by more than ``tolerance`` the export
+fails and no file appears. The file is written atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from digitlab.files import atomic_write
+from digitlab.training import checkpoint
+
+OPSET = 20
+TOLERANCE = 1e-4
+CHECK_IMAGES = 2000
+
+
+class ExportError(Exception):
+    """The exported graph does not compute what the PyTorch model computes (or could not be built at all)."""
+
+
+@dataclass
+class ExportReport:
+    path: Path
+    max_abs_diff: float       # largest |logit difference| between PyTorch and onnxruntime on the checked images
+    images_checked: int
+    agreement: float          # fraction of checked images where both pick the same class
+    size_bytes: int
+
+
+def to_onnx(model: torch.nn.Module, opset: int = OPSET) -> bytes:
+    """The model as a serialised ONNX graph with a dynamic batch axis (torch.export based exporter)."""
+    example = torch.zeros(2, 1, 28, 28)
+    # The exporter logs that torchvision's operators are missing; digitlab's networks use none of them.
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's notes about its own internals mean nothing to a user
+        program = torch.onnx.export(model.eval(), (example,), input_names=["image"], output_names=["logits"],
+                                    dynamic_shapes=({0: torch.export.Dim("batch")},), opset_version=opset,
+                                    dynamo=True, optimize=True, verbose=False)
+    return program.model_proto.SerializeToString()
+
+
+def check_against_torch(model: torch.nn.Module, onnx_bytes: bytes, images: np.ndarray) -> tuple[float, float]:
+    """(max |logit difference|, class agreement) of onnxruntime vs PyTorch on ``images`` (N, 1, 28, 28) float32."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    with torch.inference_mode():
+        expected = model(torch.from_numpy(images)).numpy()
+    batched = session.run(None, {"image": images})[0]
+    singles = np.concatenate([session.run(None, {"image": images[i:i + 1]})[0] for i in range(min(32, len(images)))])
+    diff = max(float(np.abs(batched - expected).max()), float(np.abs(singles - expected[:len(singles)]).max()))
+    agreement = float((batched.argmax(1) == expected.argmax(1)).mean())
+    return diff, agreement
+
+
+def mnist_test_inputs(meta: dict, count: int, data_dir: str | os.PathLike | None = None) -> np.ndarray:
+    """The first ``count`` MNIST test images, normalised as the checkpoint's model expects: (N, 1, 28, 28)."""
+    from digitlab.training.data import load_mnist
+    from digitlab.recognition.preprocess import normalise
+
+    images, _ = load_mnist("test", data_dir)
+    norm = meta["normalisation"]
+    return normalise(images[:count].numpy() / 255.0, norm["mean"], norm["std"])
+
+
+def export_onnx(checkpoint_path: str | os.PathLike | None, out_path: str | os.PathLike, *,
+                tolerance: float = TOLERANCE, check_images: int = CHECK_IMAGES, opset: int = OPSET,
+                data_dir: str | os.PathLike | None = None) -> ExportReport:
+    """Export a checkpoint (None: the bundled model) to ``out_path``, verified against PyTorch first."""
+    import onnx
+
+    source = checkpoint.BUNDLED if checkpoint_path is None else Path(checkpoint_path)
+    model, meta = checkpoint.load(source)
+    try:
+        graph = to_onnx(model, opset)
+    except Exception as exc:  # the exporter fails in many ways; say which network and why, in one line
+        raise ExportError(f"could not export {meta['arch']} to ONNX: {' '.join(str(exc).split())[:300]}") from None
+
+    images = mnist_test_inputs(meta, check_images, data_dir)
+    diff, agreement = check_against_torch(model, graph, images)
+    if not diff <= tolerance:  # also catches NaN
+        raise ExportError(f"onnxruntime differs from PyTorch by up to {diff:.3g} in the logits of {len(images)} "
+                          f"MNIST test images (tolerance {tolerance:g}); nothing was written")
+
+    proto = onnx.load_from_string(graph)
+    check = {"source": source.name, "source_sha256": hashlib.sha256(source.read_bytes()).hexdigest(),
+             "max_abs_diff": diff, "tolerance": tolerance, "images_checked": len(images),
+             "class_agreement": agreement, "opset": opset, "torch": torch.__version__,
+             "onnx": onnx.__version__}
+    for key, value in (("digitlab", meta), ("digitlab_export", check)):
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, json.dumps(value)
+    proto.producer_name = "digitlab"
+    proto.doc_string = f"{meta['arch']}: (batch, 1, 28, 28) -> (batch, {len(meta['classes'])}) logits"
+    data = proto.SerializeToString()
+    atomic_write(out_path, lambda tmp: Path(tmp).write_bytes(data))
+    return ExportReport(Path(out_path), diff, len(images), agreement, len(data))

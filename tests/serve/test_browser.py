@@ -1,0 +1,218 @@
+"""The page in a real browser: Debian's Chromium, driven by Playwright, against `digitlab serve` on localhost.
+
+Digits are drawn stroke by stroke with mouse (and touch) events, an MNIST test digit is uploaded through the file
+picker, and the answers shown on the page are checked. Screenshots go to test-output/browser/ (git-ignored).
+
+Without /usr/bin/chromium the test is skipped, except under CI (CI=true), where a missing browser is a failure:
+.ci/run installs it with apt-get.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+# Without the background-networking flags Chromium's own connections are refused on a closed network and slow it.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+SHOTS = Path(__file__).resolve().parents[1] / "test-output" / "browser"
+
+if not CHROMIUM.exists():
+    if os.environ.get("CI"):
+        pytest.fail(f"{CHROMIUM} is missing under CI: .ci/run must install Debian's chromium", pytrace=False)
+    pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium); the browser test needs it",
+                allow_module_level=True)
+
+from playwright.sync_api import expect, sync_playwright  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(served_checkpoint):
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "digitlab.cli", "serve", "--model", str(served_checkpoint),
+                                "--port", str(port), "--log-level", "warning"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/api/health", timeout=2)
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the server did not start: {process.stdout.read().decode()[-2000:]}")
+                time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture()
+def page_errors():
+    return []
+
+
+def open_page(browser, server, page_errors, **context_options):
+    context = browser.new_context(**({"viewport": {"width": 1200, "height": 800}} | context_options))
+    page = context.new_page()
+    page.on("pageerror", lambda error: page_errors.append(str(error)))
+    page.on("console", lambda message: message.type == "error" and page_errors.append(message.text))
+    page.goto(server)
+    expect(page.locator("#model-info")).not_to_have_text("loading model…")
+    return page
+
+
+def draw(page, *strokes):
+    """Each stroke a list of (x, y) as fractions of the canvas, drawn with the mouse in small steps."""
+    box = page.locator("#canvas").bounding_box()
+    for stroke in strokes:
+        points = [(box["x"] + x * box["width"], box["y"] + y * box["height"]) for x, y in stroke]
+        page.mouse.move(*points[0])
+        page.mouse.down()
+        for (x0, y0), (x1, y1) in zip(points[:-1], points[1:]):
+            for step in range(1, 9):
+                page.mouse.move(x0 + (x1 - x0) * step / 8, y0 + (y1 - y0) * step / 8)
+        page.mouse.up()
+
+
+SEVEN = ([(0.25, 0.22), (0.75, 0.22)], [(0.74, 0.23), (0.45, 0.82)])  # the bar, then the stem: two strokes
+ONE = ([(0.5, 0.18), (0.5, 0.82)],)
+
+
+LETTER_E = ([(0.62, 0.2), (0.35, 0.2), (0.35, 0.8), (0.62, 0.8)], [(0.35, 0.5), (0.56, 0.5)])
+
+
+def shown_digit(page):
+    return page.locator("#digit")
+
+
+def test_a_drawn_letter_is_not_a_digit(server, browser, page_errors, served_checkpoint):
+    from digitlab.training import checkpoint
+
+    if "not a digit" not in checkpoint.read(served_checkpoint)[1]["classes"]:
+        pytest.skip("the served model has no 'not a digit' output")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page = open_page(browser, server, page_errors)
+    draw(page, *LETTER_E)
+    expect(page.locator("#reason")).to_contain_text("not a digit", timeout=20_000)
+    expect(shown_digit(page)).to_have_text("?")
+    expect(page.locator("#confidence")).to_contain_text("sure it is no digit")
+    expect(page.locator("#bars li.none")).to_be_visible()
+    expect(page.locator("#bars li.top")).to_have_class("none top")
+    page.screenshot(path=SHOTS / "desktop-letter.png", full_page=True)
+    assert not page_errors
+
+
+def test_draw_a_seven_undo_clear_and_a_one(server, browser, page_errors):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page = open_page(browser, server, page_errors)
+    draw(page, *SEVEN)
+    expect(shown_digit(page)).to_have_text("7", timeout=20_000)
+    expect(page.locator("#bars li.top")).to_contain_text("7")
+    # the bar is drawn as long as the probability says (a fill that is not laid out shows nothing at all)
+    page.wait_for_function("""() => {
+        const fill = document.querySelector('#bars li.top .fill'), track = fill.parentElement;
+        return fill.getBoundingClientRect().width > 0.5 * track.getBoundingClientRect().width; }""", timeout=5_000)
+    assert page.locator("#seen").get_attribute("src").startswith("data:image/png;base64,")
+    page.screenshot(path=SHOTS / "desktop-seven.png", full_page=True)
+
+    before = page.evaluate("document.getElementById('canvas').toDataURL()")
+    draw(page, [(0.2, 0.9), (0.8, 0.9)])
+    assert page.evaluate("document.getElementById('canvas').toDataURL()") != before
+    page.click("#undo")
+    assert page.evaluate("document.getElementById('canvas').toDataURL()") == before
+    expect(shown_digit(page)).to_have_text("7")
+
+    page.click("#clear")
+    expect(shown_digit(page)).to_have_text("–")
+    draw(page, *ONE)
+    expect(shown_digit(page)).to_have_text("1", timeout=20_000)
+    assert page_errors == []
+
+
+def test_upload_an_mnist_test_digit(server, browser, page_errors, test_split, tmp_path):
+    from PIL import Image
+
+    images, labels = test_split
+    path = tmp_path / "mnist-test-1.png"
+    Image.fromarray(images[1].numpy()).save(path)
+    with urllib.request.urlopen(urllib.request.Request(f"{server}/api/predict", data=path.read_bytes(),
+                                                       method="POST")) as response:
+        import json
+
+        from_api = json.load(response)
+    assert from_api["digit"] == int(labels[1])
+
+    page = open_page(browser, server, page_errors)
+    page.set_input_files("#file-input", str(path))
+    expect(shown_digit(page)).to_have_text(str(int(labels[1])), timeout=20_000)
+    expect(page.locator("#photo")).to_be_visible()
+    expect(page.locator("#boxes .box")).to_have_count(1)
+    page.screenshot(path=SHOTS / "desktop-upload.png", full_page=True)
+
+    notes = tmp_path / "notes.png"  # named like an image, but text: the server's 415 is shown, readably
+    notes.write_text("shopping list: eggs, milk")
+    page.set_input_files("#file-input", str(notes))
+    expect(page.locator("#message")).to_contain_text("not an image")
+    expect(shown_digit(page)).to_have_text("–")
+    assert [e for e in page_errors if "415" not in e] == []  # the browser logs the failed request itself
+
+
+def test_a_number_drawn_in_multi_digit_mode(server, browser, page_errors):
+    page = open_page(browser, server, page_errors)
+    page.check("#mode-multi", force=True)
+    one = [(0.2, 0.18), (0.2, 0.82)]
+    seven = ([(0.4, 0.22), (0.6, 0.22)], [(0.6, 0.23), (0.5, 0.82)])
+    draw(page, one, *seven)
+    expect(shown_digit(page)).to_have_text("17", timeout=20_000)
+    expect(page.locator("#boxes .box")).to_have_count(2)
+    expect(page.locator("#glyphs li")).to_have_count(2)
+    expect(page.locator("#bars li.top")).to_contain_text("1")
+    page.locator("#glyphs li button").nth(1).click()  # the bars now describe the second digit
+    expect(page.locator("#bars li.top")).to_contain_text("7")
+    page.screenshot(path=SHOTS / "desktop-number.png", full_page=True)
+    assert page_errors == []
+
+
+def test_phone_sized_screen_with_touch(server, browser, page_errors):
+    page = open_page(browser, server, page_errors, viewport={"width": 390, "height": 844}, has_touch=True,
+                     is_mobile=True, device_scale_factor=2)
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390, f"the page is {width} px wide on a 390 px screen"
+    box = page.locator("#canvas").bounding_box()
+    assert box["width"] > 300  # the canvas uses the width of the screen
+    cdp = page.context.new_cdp_session(page)
+    for stroke in SEVEN:  # real touch events: touchstart, touchmove..., touchend
+        points = [(box["x"] + x * box["width"], box["y"] + y * box["height"]) for x, y in stroke]
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchStart",
+                                              "touchPoints": [{"x": points[0][0], "y": points[0][1]}]})
+        for (x0, y0), (x1, y1) in zip(points[:-1], points[1:]):
+            for step in range(1, 11):
+                point = {"x": x0 + (x1 - x0) * step / 10, "y": y0 + (y1 - y0) * step / 10}
+                cdp.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [point]})
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+    expect(shown_digit(page)).to_have_text("7", timeout=20_000)
+    page.screenshot(path=SHOTS / "phone-seven.png", full_page=True)
+    assert page_errors == []

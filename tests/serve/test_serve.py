@@ -1,0 +1,393 @@
+"""The REST API through FastAPI's test client: every endpoint, every kind of bad input, and concurrent requests.
+
+The oracle for the answers is ``predict.Recognizer`` on the same bytes (the server must add nothing and lose
+nothing), plus the MNIST labels for a plain accuracy floor.
+"""
+
+import base64
+import io
+import struct
+import threading
+import zlib
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from digitlab.recognition.engine import load_engine
+from digitlab.recognition.predict import Recognizer
+from digitlab.serve.app import Limits, create_app
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header declares ``width`` x ``height`` pixels, followed by a few bytes of pixel data."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+
+
+@pytest.fixture(scope="module")
+def digits(test_split):
+    """Sixty MNIST test digits as PNG files, with their labels."""
+    images, labels = test_split
+    return [(png_bytes(images[i].numpy()), int(labels[i])) for i in range(60)]
+
+
+@pytest.fixture(scope="module")
+def client(served_checkpoint):
+    limits = Limits(max_upload_bytes=200_000, max_batch_bytes=400_000, max_batch_files=8, max_pixels=4_000_000)
+    with TestClient(create_app(served_checkpoint, limits=limits), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="module")
+def oracle(served_checkpoint):
+    return Recognizer(load_engine(served_checkpoint))
+
+
+def decode_data_url(url: str) -> np.ndarray:
+    assert url.startswith("data:image/png;base64,")
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))))
+
+
+# --- the endpoints ------------------------------------------------------------------------------------------------
+
+def test_health_model_docs_and_page(client, served_checkpoint):
+    assert client.get("/api/health").json() == {"status": "ok", "backend": "torch",
+                                                 "model": client.get("/api/model").json()["metadata"]["arch"]}
+    model = client.get("/api/model").json()
+    assert model["metadata"]["normalisation"] == {"mean": 0.1307, "std": 0.3081}
+    assert model["limits"]["max_upload_bytes"] == 200_000
+    schema = client.get("/openapi.json").json()
+    assert {"/api/predict", "/api/predict/batch", "/api/health", "/api/model"} <= set(schema["paths"])
+    assert "multipart/form-data" in schema["paths"]["/api/predict"]["post"]["requestBody"]["content"]
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "/openapi.json" in docs.text
+    assert "cdn" not in docs.text.lower()  # the docs must work on a machine without internet
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
+        assert f"/docs-assets/{asset}" in docs.text
+        assert client.get(f"/docs-assets/{asset}").status_code == 200
+    page = client.get("/")
+    assert page.status_code == 200 and '<canvas id="canvas"' in page.text
+    for name in ("app.js", "style.css"):
+        assert client.get(f"/static/{name}").status_code == 200
+
+
+def test_predict_raw_body_matches_the_recognizer_and_reads_mnist(client, oracle, digits):
+    correct = 0
+    for data, label in digits:
+        response = client.post("/api/predict", content=data, headers={"content-type": "image/png"})
+        assert response.status_code == 200
+        body = response.json()
+        expected = oracle.predict_one(data)
+        assert body["digit"] == expected.digit
+        np.testing.assert_allclose(body["probabilities"], expected.digits[0].probabilities, atol=1e-6)
+        assert len(body["probabilities"]) == 10  # the digits' share; the rest is the model's "not a digit", if any
+        assert abs(sum(body["probabilities"]) + (body["not_a_digit"] or 0.0) - 1) < 1e-4
+        assert body["confidence"] == pytest.approx(max(body["probabilities"]), abs=1e-6)
+        seen = decode_data_url(body["image"])
+        assert seen.shape == (28, 28)
+        np.testing.assert_allclose(seen / 255, expected.digits[0].image, atol=1 / 255)
+        correct += body["digit"] == label
+    assert correct / len(digits) >= 0.85
+
+
+def test_multipart_gives_the_same_answer_as_the_raw_body(client, digits):
+    data, _ = digits[0]
+    raw = client.post("/api/predict", content=data).json()
+    form = client.post("/api/predict", files={"file": ("seven.png", data, "image/png")}).json()
+    assert form["name"] == "seven.png" and raw["name"] == "body"
+    assert {k: v for k, v in form.items() if k != "name"} == {k: v for k, v in raw.items() if k != "name"}
+
+
+def test_multi_digit_reads_a_number_left_to_right_with_boxes(client, oracle, test_split):
+    images, labels = test_split
+    row = np.zeros((28, 28 * 3 + 20), np.uint8)
+    for k, index in enumerate((1, 2, 3)):
+        row[:, k * 38:k * 38 + 28] = images[index].numpy()
+    data = png_bytes(row)
+    body = client.post("/api/predict?multi=true", content=data).json()
+    expected = oracle.predict_one(data, multi=True)
+    assert body["multi"] and body["number"] == expected.number and body["size"] == [row.shape[1], row.shape[0]]
+    assert len(body["digits"]) == 3
+    lefts = [d["box"][0] for d in body["digits"]]
+    assert lefts == sorted(lefts) and all(decode_data_url(d["image"]).shape == (28, 28) for d in body["digits"])
+    assert [d["digit"] for d in body["digits"]] == [d.digit for d in expected.digits]
+
+
+def test_blank_image_is_an_answer_without_a_digit(client):
+    body = client.post("/api/predict", content=png_bytes(np.full((280, 280), 255, np.uint8))).json()
+    assert body["digit"] is None and "blank" in body["reason"] and body["image"] is None
+    assert body["probabilities"] is None and body["box"] is None
+
+
+def test_query_parameters(client, digits):
+    data, _ = digits[0]
+    unsure = client.post("/api/predict?threshold=1.0", content=data).json()
+    assert unsure["digit"] is None and unsure["reason"].startswith("unsure")
+    for query, words in (("threshold=2", "from 0 to 1"), ("threshold=nan", "from 0 to 1"),
+                         ("threshold=high", "a number"), ("polarity=sideways", "polarity must be one of"),
+                         ("multi=maybe", "true or false")):
+        for path in ("/api/predict", "/api/predict/batch"):
+            refused = client.post(f"{path}?{query}", files={"file": ("a.png", data, "image/png")})
+            assert refused.status_code == 422 and words in refused.json()["detail"], (path, query)
+    flipped = client.post("/api/predict?polarity=light-on-dark", content=data).json()
+    assert flipped["polarity"] == "light-on-dark"
+    assert client.post("/api/predict?multi=TRUE", content=data).json()["multi"] is True
+    assert client.post("/api/predict?multi=0&threshold=0.5", content=data).json()["multi"] is False
+    documented = {p["name"] for p in client.get("/openapi.json").json()["paths"]["/api/predict"]["post"]["parameters"]}
+    assert documented == {"multi", "polarity", "threshold"}
+
+
+def test_batch_answers_each_file_and_isolates_a_bad_one(client, digits, oracle):
+    files = [("files", (f"{i}.png", digits[i][0], "image/png")) for i in range(3)]
+    files.insert(1, ("files", ("notes.txt", b"not an image at all", "text/plain")))
+    files.append(("files", ("cut.png", digits[5][0][:60], "image/png")))
+    response = client.post("/api/predict/batch", files=files)
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert [r["name"] for r in results] == ["0.png", "notes.txt", "1.png", "2.png", "cut.png"]
+    assert results[1]["status"] == 415 and "not an image" in results[1]["error"]
+    assert results[4]["status"] == 422 and "truncated" in results[4]["error"]
+    for result, index in zip((results[0], results[2], results[3]), range(3)):
+        assert result["digit"] == oracle.predict_one(digits[index][0]).digit
+
+
+def test_batch_refusals(client, digits):
+    assert client.post("/api/predict/batch", content=digits[0][0]).status_code == 415
+    response = client.post("/api/predict/batch", files={"file": ("a.png", digits[0][0])})
+    assert response.status_code == 422 and "'files'" in response.json()["detail"]
+    too_many = [("files", (f"{i}.png", digits[0][0])) for i in range(9)]
+    response = client.post("/api/predict/batch", files=too_many)
+    assert response.status_code == 400 and "Too many files" in response.json()["detail"]
+
+
+# --- bad input ----------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("data,status,words", [
+    (b"", 422, "empty body"),
+    (b"hello, this is text", 415, "not an image"),
+    (b"%PDF-1.7\n" + bytes(range(256)) * 10, 415, "not an image"),
+])
+def test_not_an_image(client, data, status, words):
+    response = client.post("/api/predict", content=data)
+    assert response.status_code == status and words in response.json()["detail"]
+
+
+def test_truncated_image_is_422(client, digits):
+    data = png_bytes(np.random.default_rng(0).integers(0, 255, (200, 200), dtype=np.uint8))
+    response = client.post("/api/predict", content=data[:len(data) // 2])
+    assert response.status_code == 422 and "truncated" in response.json()["detail"]
+
+
+def test_oversize_body_is_413_from_the_header(client):
+    response = client.post("/api/predict", content=b"\0" * 200_001)
+    assert response.status_code == 413 and "200,001 bytes" in response.json()["detail"]
+
+
+def test_oversize_body_is_413_while_streaming(client):
+    def chunks():  # no Content-Length: the server has to count
+        for _ in range(30):
+            yield b"\0" * 10_000
+
+    response = client.post("/api/predict", content=chunks())
+    assert response.status_code == 413 and "over the limit" in response.json()["detail"]
+
+
+def test_oversize_multipart_is_413(client):
+    response = client.post("/api/predict", files={"file": ("big.png", b"\0" * 300_000, "image/png")})
+    assert response.status_code == 413
+
+
+def test_pixel_bomb_is_refused_before_decoding(client):
+    # The pixel data is cut short: decoding it would end in 422 (truncated); 413 proves the header was enough.
+    response = client.post("/api/predict", content=png_header_only(3_000, 3_000))
+    assert response.status_code == 413 and "3000x3000 pixels" in response.json()["detail"]
+    response = client.post("/api/predict", content=png_header_only(60_000, 60_000))  # over Pillow's own limit too
+    assert response.status_code == 413 and "pixels" in response.json()["detail"]
+    # Just over this server's limit of 4,000,000 pixels, in a valid, tiny file.
+    buffer = io.BytesIO()
+    Image.new("1", (2100, 2000)).save(buffer, "PNG")
+    assert len(buffer.getvalue()) < 20_000
+    assert client.post("/api/predict", content=buffer.getvalue()).status_code == 413
+
+
+def test_wrong_form_field_is_422(client, digits):
+    response = client.post("/api/predict", files={"image": ("a.png", digits[0][0], "image/png")})
+    detail = response.json()["detail"]
+    assert response.status_code == 422 and "'file'" in detail and "'image'" in detail
+    response = client.post("/api/predict", data={"file": "just text"}, files={"other": ("x", b"x")})
+    assert response.status_code == 422
+
+
+def test_an_internal_error_leaks_no_traceback(served_checkpoint, digits):
+    with TestClient(create_app(served_checkpoint), raise_server_exceptions=False) as test_client:
+        def broken(batch):
+            raise RuntimeError("secret internals /etc/passwd")
+
+        test_client.app.state.engine.logits = broken
+        response = test_client.post("/api/predict", content=digits[0][0])
+        assert response.status_code == 500 and response.json() == {"detail": "internal server error"}
+        assert "Traceback" not in response.text and "secret" not in response.text
+        assert test_client.get("/api/health").status_code == 200  # and the server goes on
+
+
+def test_concurrent_requests_get_their_own_answers(client, digits):
+    expected = {i: client.post("/api/predict", content=digits[i][0]).json()["probabilities"] for i in range(16)}
+    failures, lock = [], threading.Lock()
+
+    def worker(offset: int):
+        for k in range(6):
+            i = (offset + k) % 16
+            response = client.post("/api/predict", content=digits[i][0])
+            if response.status_code != 200 or response.json()["probabilities"] != expected[i]:
+                with lock:
+                    failures.append((i, response.status_code))
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads)
+    assert failures == []
+
+
+def test_onnx_backend_serves_the_same_answers(served_onnx, client, digits):
+    with TestClient(create_app(served_onnx, backend="onnx")) as onnx_client:
+        assert onnx_client.get("/api/health").json()["backend"] == "onnx"
+        assert onnx_client.get("/api/model").json()["metadata"] == client.get("/api/model").json()["metadata"]
+        for data, _ in digits[:20]:
+            a = onnx_client.post("/api/predict", content=data).json()
+            b = client.post("/api/predict", content=data).json()
+            assert a["digit"] == b["digit"]
+            np.testing.assert_allclose(a["probabilities"], b["probabilities"], atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def process_client(served_onnx):
+    """The app as `digitlab serve` runs it: two worker processes, each with its own onnxruntime session."""
+    with TestClient(create_app(served_onnx, backend="onnx", processes=True, workers=2),
+                    raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+def test_worker_processes_answer_as_threads_do(process_client, served_onnx, digits):
+    with TestClient(create_app(served_onnx, backend="onnx")) as thread_client:
+        assert process_client.get("/api/health").json() == thread_client.get("/api/health").json()
+        assert process_client.get("/api/model").json() == thread_client.get("/api/model").json()
+        for data, _ in digits[:10]:
+            for query in ("", "?multi=true", "?threshold=1"):
+                assert (process_client.post(f"/api/predict{query}", content=data).json()
+                        == thread_client.post(f"/api/predict{query}", content=data).json())
+    files = [("files", ("a.png", digits[0][0], "image/png")), ("files", ("bad.png", b"not an image", "image/png"))]
+    results = process_client.post("/api/predict/batch", files=files).json()["results"]
+    assert results[0]["digit"] == digits[0][1] and results[1]["status"] == 415
+    response = process_client.post("/api/predict", content=digits[0][0][:100])
+    assert response.status_code == 422 and "truncated" in response.json()["detail"]
+
+
+def test_worker_processes_run_below_the_server_s_priority(process_client, served_onnx):
+    import os
+
+    from digitlab.serve.workers import WORKER_NICE
+
+    def niceness(pid: int) -> int:
+        return os.getpriority(os.PRIO_PROCESS, pid)
+
+    server = niceness(0)
+    pids = process_client.portal.call(_worker_pids, process_client.app)
+    assert len(pids) == 2 and {niceness(pid) for pid in pids} == {min(19, server + WORKER_NICE)}
+    with TestClient(create_app(served_onnx, backend="onnx", processes=True, workers=1, worker_nice=0)) as same:
+        assert [niceness(pid) for pid in same.portal.call(_worker_pids, same.app)] == [server]
+
+
+def test_concurrent_requests_to_worker_processes(process_client, digits):
+    from concurrent.futures import ThreadPoolExecutor
+
+    expected = {i: process_client.post("/api/predict", content=digits[i][0]).json() for i in range(8)}
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda i: (i % 8, process_client.post("/api/predict", content=digits[i % 8][0])),
+                                range(48)))
+    assert all(r.status_code == 200 and r.json() == expected[i] for i, r in answers)
+
+
+def test_a_dead_worker_process_fails_one_request_and_is_replaced(served_onnx, digits):
+    import os
+    import signal
+
+    with TestClient(create_app(served_onnx, backend="onnx", processes=True, workers=1),
+                    raise_server_exceptions=False) as test_client:
+        assert test_client.post("/api/predict", content=digits[0][0]).status_code == 200
+        pids = test_client.portal.call(_worker_pids, test_client.app)
+        os.kill(pids[0], signal.SIGKILL)
+        response = test_client.post("/api/predict", content=digits[0][0])
+        assert response.status_code == 500 and response.json() == {"detail": "internal server error"}
+        response = test_client.post("/api/predict", content=digits[0][0])  # waits for the replacement
+        assert response.status_code == 200 and response.json()["digit"] == digits[0][1]
+        assert test_client.portal.call(_worker_pids, test_client.app) != pids
+
+
+def test_a_model_the_workers_cannot_load_fails_the_start(tmp_path):
+    from digitlab.serve.workers import WorkerError
+
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not an onnx model")
+    with pytest.raises(WorkerError, match="exit code 2"):
+        with TestClient(create_app(bad, backend="onnx", processes=True, workers=2)):
+            pass
+
+
+async def _worker_pids(app) -> list[int]:
+    return [worker.process.pid for worker in app.state.pool.workers]
+
+
+def test_serve_command_refuses_bad_options(capsys):
+    from digitlab.cli import main
+
+    assert main(["serve", "--model", "/no/such/model.onnx"]) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert main(["serve", "--backend", "tensorflow"]) == 2
+    assert main(["serve", "--threshold", "3"]) == 2
+    assert main(["serve", "--worker-nice", "-5"]) == 2
+    assert "--worker-nice must be between 0 and 19" in capsys.readouterr().err
+
+
+def test_serve_command_runs_a_server_on_localhost(served_onnx, digits):
+    import json
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "digitlab.cli", "serve", "--model", str(served_onnx),
+                               "--port", str(port), "--log-level", "warning"], stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                health = json.load(urllib.request.urlopen(f"{url}/api/health", timeout=2))
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, server.stderr.read().decode()[-1000:]
+                time.sleep(0.2)
+        assert health["backend"] == "onnx"  # chosen from the file's suffix
+        request = urllib.request.Request(f"{url}/api/predict", data=digits[0][0], method="POST")
+        assert json.load(urllib.request.urlopen(request, timeout=10))["digit"] == digits[0][1]
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

@@ -1,0 +1,99 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from digitlab.training import checkpoint
+from digitlab.training.checkpoint import CheckpointError
+from digitlab.training.models import create_model
+
+
+@pytest.fixture
+def saved(tmp_path):
+    torch.manual_seed(0)
+    model = create_model("conv3_dense64").eval()
+    path = tmp_path / "m.safetensors"
+    checkpoint.save(path, model, {"metrics": {"test_accuracy": 0.5}, "config": {"epochs": 1}})
+    return model, path
+
+
+def test_round_trip_rebuilds_the_same_function(saved):
+    model, path = saved
+    loaded, meta = checkpoint.load(path)
+    x = torch.randn(5, 1, 28, 28)
+    torch.testing.assert_close(loaded(x), model(x))
+    assert not loaded.training
+    assert meta["arch"] == "conv3_dense64" and meta["metrics"]["test_accuracy"] == 0.5
+    assert meta["normalisation"] == {"mean": 0.1307, "std": 0.3081}
+    assert set(meta["versions"]) >= {"torch", "digitlab", "safetensors"}
+    assert len(meta["data_md5"]) == 4
+
+
+def test_file_is_plain_safetensors_not_pickle(saved):
+    _, path = saved
+    raw = path.read_bytes()
+    header_len = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + header_len])
+    assert "digitlab" in header["__metadata__"]
+    assert b"\x80\x04" not in raw[:2]  # no pickle protocol marker at the start
+
+
+def test_truncated_file_is_refused(saved):
+    _, path = saved
+    path.write_bytes(path.read_bytes()[:-1000])
+    with pytest.raises(CheckpointError, match="not a readable"):
+        checkpoint.load(path)
+
+
+def test_garbage_file_is_refused(tmp_path):
+    path = tmp_path / "x.safetensors"
+    path.write_bytes(b"this is not a checkpoint at all")
+    with pytest.raises(CheckpointError):
+        checkpoint.load(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        checkpoint.load(tmp_path / "none.safetensors")
+
+
+def test_safetensors_without_metadata_is_refused(tmp_path):
+    path = tmp_path / "plain.safetensors"
+    save_file({"w": torch.zeros(2)}, str(path))
+    with pytest.raises(CheckpointError, match="not a digitlab checkpoint"):
+        checkpoint.load(path)
+
+
+def test_weights_that_do_not_fit_the_named_network(tmp_path):
+    model = create_model("mlp_3x256")
+    path = tmp_path / "lie.safetensors"
+    checkpoint.save(path, model)
+    tensors, meta = checkpoint.read(path)
+    meta["arch"] = "conv3_dense64"
+    save_file(tensors, str(path), metadata={"digitlab": json.dumps(meta)})
+    with pytest.raises(CheckpointError, match="do not fit network 'conv3_dense64'"):
+        checkpoint.load(path)
+
+
+def test_save_is_atomic_on_failure(saved, monkeypatch):
+    model, path = saved
+    before = path.read_bytes()
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint, "save_file", broken)
+    with pytest.raises(OSError):
+        checkpoint.save(path, model)
+    assert path.read_bytes() == before
+    assert [p.name for p in path.parent.iterdir()] == [path.name]
+
+
+def test_saved_files_get_ordinary_permissions(saved):
+    import os
+
+    _, path = saved
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask

@@ -1,0 +1,100 @@
+import gzip
+import shutil
+
+import pytest
+import torch
+
+from digitlab.training.data import FILES, DataError, load_mnist, locate, split_validation, to_input
+
+
+def test_test_split_loads_as_uint8_tensors(test_split):
+    images, labels = test_split
+    assert images.shape == (10000, 28, 28) and images.dtype == torch.uint8
+    assert labels.shape == (10000,) and labels.dtype == torch.int64
+    assert torch.bincount(labels).tolist()[:3] == [980, 1135, 1032]  # MNIST's known class counts
+    assert labels[:5].tolist() == [7, 2, 1, 0, 4]
+
+
+@pytest.fixture
+def copy_dir(mnist_dir, tmp_path):
+    for name, _ in FILES.values():
+        shutil.copy(mnist_dir / name, tmp_path / name)
+    return tmp_path
+
+
+def test_truncated_file_is_named(copy_dir):
+    path = copy_dir / FILES["test-images"][0]
+    path.write_bytes(path.read_bytes()[:100_000])
+    with pytest.raises(DataError, match="t10k-images-idx3-ubyte.gz.*checksum"):
+        load_mnist("test", copy_dir)
+
+
+def test_corrupt_byte_is_caught_by_checksum(copy_dir):
+    path = copy_dir / FILES["test-labels"][0]
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataError, match="t10k-labels-idx1-ubyte.gz"):
+        load_mnist("test", copy_dir)
+
+
+def test_wrong_file_in_place_is_refused(copy_dir):
+    with gzip.open(copy_dir / FILES["test-labels"][0], "wb") as f:
+        f.write(b"\x00\x00\x08\x01" + (10000).to_bytes(4, "big") + bytes(10000))
+    with pytest.raises(DataError, match="checksum"):
+        load_mnist("test", copy_dir)
+
+
+def test_missing_files_name_all_four_and_where(tmp_path):
+    with pytest.raises(DataError) as info:
+        load_mnist("train", tmp_path)
+    message = str(info.value)
+    assert str(tmp_path) in message
+    for name, _ in FILES.values():
+        assert name in message
+
+
+def test_explicit_dir_never_downloads(tmp_path, monkeypatch):
+    def no_network(*args, **kwargs):
+        raise AssertionError("tried to download")
+
+    monkeypatch.setattr("urllib.request.urlopen", no_network)
+    with pytest.raises(DataError):
+        locate(tmp_path)
+
+
+def test_environment_variable_is_used(mnist_dir, monkeypatch):
+    monkeypatch.setenv("DIGITLAB_DATA", str(mnist_dir))
+    assert locate() == mnist_dir
+
+
+def test_cache_download_failure_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.delenv("DIGITLAB_DATA")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+
+    def offline(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr("urllib.request.urlopen", offline)
+    with pytest.raises(DataError, match="could not download.*network is unreachable"):
+        locate()
+    assert not list((tmp_path / "digitlab" / "mnist").glob("*.gz"))  # nothing half-written left behind
+
+
+def test_validation_split_is_seeded_and_disjoint(test_split):
+    images, labels = test_split
+    train_a, val_a = split_validation(images, labels, 0.2, seed=3)
+    train_b, val_b = split_validation(images, labels, 0.2, seed=3)
+    _, val_c = split_validation(images, labels, 0.2, seed=4)
+    assert len(val_a) == 2000 and len(train_a) == 8000
+    assert torch.equal(val_a.labels, val_b.labels) and torch.equal(val_a.images, val_b.images)
+    assert not torch.equal(val_a.images, val_c.images)
+    assert split_validation(images, labels, 0.0)[1] is None
+    with pytest.raises(ValueError):
+        split_validation(images, labels, 1.0)
+
+
+def test_to_input_normalises(test_split):
+    x = to_input(test_split[0][:100])
+    assert x.shape == (100, 1, 28, 28) and x.dtype == torch.float32
+    assert abs(x.mean().item()) < 0.2

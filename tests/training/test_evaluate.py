@@ -1,0 +1,48 @@
+import pytest
+import torch
+
+from digitlab.training.evaluate import evaluate, format_report, infer, report
+from digitlab.training.models import create_model
+
+
+def test_report_counts_confusion_precision_recall():
+    labels = torch.tensor([0, 0, 1, 1, 2])
+    predicted = torch.tensor([0, 1, 1, 1, 0])
+    logits = torch.nn.functional.one_hot(predicted, 10).float() * 5
+    result = report(logits, labels)
+    assert result["accuracy"] == 3 / 5
+    assert result["confusion"][0][:3] == [1, 1, 0] and result["confusion"][2][:3] == [1, 0, 0]
+    assert result["precision"][1] == pytest.approx(2 / 3, abs=1e-6) and result["recall"][0] == 0.5
+    assert result["misclassified"] == [1, 4]
+    assert "accuracy: 60.00%" in format_report(result)
+
+
+def test_infer_batches_match_one_pass(test_split):
+    torch.manual_seed(0)
+    model = create_model("conv3_dense64").eval()
+    images = test_split[0][:50]
+    torch.testing.assert_close(infer(model, images, batch_size=7), infer(model, images, batch_size=50))
+
+
+def test_shift_tta_returns_log_probabilities(test_split):
+    model = create_model("conv3_dense64").eval()
+    logits = infer(model, test_split[0][:20], shifts=((0, 0), (1, 0), (0, -1)))
+    torch.testing.assert_close(logits.exp().sum(1), torch.ones(20))
+
+
+def test_evaluate_on_real_images_has_all_fields(test_split):
+    images, labels = test_split
+    result = evaluate(create_model("mlp_3x256"), images[:200], labels[:200])
+    assert result["count"] == 200
+    assert sum(map(sum, result["confusion"])) == 200
+    assert len(result["misclassified"]) == round(200 * (1 - result["accuracy"]))
+
+
+def test_not_a_digit_answers_count_as_errors_and_are_reported_apart():
+    labels = torch.tensor([3, 3, 8, 8])
+    predicted = torch.tensor([3, 10, 8, 10])  # two real digits called "not a digit" by an 11-output network
+    result = report(torch.nn.functional.one_hot(predicted, 11).float() * 5, labels)
+    assert result["accuracy"] == 0.5 and result["refused"] == 2 and result["misclassified"] == [1, 3]
+    assert len(result["confusion"][0]) == 11 and result["confusion"][8][10] == 1
+    assert result["precision"][3] == 1.0
+    assert "'not a digit': 2" in format_report(result) and "none" in format_report(result)

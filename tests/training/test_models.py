@@ -1,0 +1,66 @@
+import pytest
+import torch
+
+from digitlab.training.models import count_parameters, create_model, list_models
+from digitlab.training.summary import summary_table
+
+TUTORIAL_PARAMETERS = {
+    "cnn5x5_dense1000": 1_087_106,
+    "tinyvgg_dropout": 65_788,
+    "conv32_dense128": 2_770_634,
+    "conv3_dense64": 93_322,
+    "mlp_3x256": 335_114,
+}
+
+
+@pytest.mark.parametrize("name", sorted(TUTORIAL_PARAMETERS))
+def test_tutorial_parameter_counts_are_exact(name):
+    assert count_parameters(create_model(name)) == TUTORIAL_PARAMETERS[name]
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_forward_backward(name):
+    torch.manual_seed(0)
+    model = create_model(name)
+    x = torch.randn(4, 1, 28, 28)
+    logits = model(x)
+    assert logits.shape == (4, 10)
+    assert torch.isfinite(logits).all()
+    torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1, 2, 3])).backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), pname
+    assert any(p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_channels_last_gives_the_same_logits(name):
+    torch.manual_seed(0)
+    model = create_model(name).eval()
+    x = torch.randn(3, 1, 28, 28)
+    expected = model(x)
+    model = model.to(memory_format=torch.channels_last)
+    got = model(x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_summary_totals_match(name):
+    model = create_model(name)
+    table = summary_table(model, title=name)
+    assert f"Total params: {count_parameters(model):,}" in table
+    assert "(None, 10)" in table.splitlines()[-6]
+
+
+def test_unknown_network_lists_the_choices():
+    with pytest.raises(ValueError, match="cnn5x5_dense1000"):
+        create_model("resnet9000")
+
+
+def test_bad_arguments_are_a_value_error():
+    with pytest.raises(ValueError, match="bad arguments"):
+        create_model("mlp_3x256", width=3)
+
+
+def test_model_remembers_how_it_was_built():
+    model = create_model("conv3_dense64")
+    assert model.arch_name == "conv3_dense64" and model.arch_kwargs == {}

@@ -1,0 +1,139 @@
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from digitlab.training import checkpoint
+from digitlab.training.augment import AugmentConfig, random_affine
+from digitlab.training.config import TrainConfig
+from digitlab.training.loop import train, with_nondigits
+
+
+def small(**overrides) -> TrainConfig:
+    values = dict(model="conv3_dense64", epochs=2, batch_size=64, limit=3000, validation_split=0.1, seed=1)
+    return TrainConfig(**(values | overrides))
+
+
+def test_short_run_loss_falls_and_writes_everything(tmp_path):
+    result = train(small(), tmp_path, quiet=True)
+    first, last = result.history[0], result.history[-1]
+    assert last["train_loss"] < first["train_loss"]
+    assert last["val_accuracy"] > 0.8
+    assert {p.name for p in tmp_path.iterdir()} == {"model.safetensors", "resume.safetensors", "history.json"}
+    assert json.loads((tmp_path / "history.json").read_text()) == result.history
+    model, meta = checkpoint.load(tmp_path / "model.safetensors")
+    assert meta["config"]["model"] == "conv3_dense64" and meta["epoch"] == 2
+    assert meta["metrics"]["val_accuracy"] == last["val_accuracy"]
+
+
+def test_resume_continues_exactly_where_it_stopped(tmp_path):
+    whole = train(small(), tmp_path / "whole", quiet=True)
+    train(small(epochs=1), tmp_path / "broken", quiet=True)
+    resumed = train(small(), tmp_path / "broken", resume=True, quiet=True)
+    assert len(resumed.history) == 2
+    for a, b in zip(whole.model.state_dict().values(), resumed.model.state_dict().values()):
+        torch.testing.assert_close(a, b)
+
+
+def test_resume_refuses_other_settings(tmp_path):
+    train(small(epochs=1), tmp_path, quiet=True)
+    with pytest.raises(ValueError, match="other settings"):
+        train(small(learning_rate=0.5), tmp_path, resume=True, quiet=True)
+
+
+@pytest.mark.parametrize("schedule,optimizer", [("onecycle", "adamw"), ("step", "sgd"), ("plateau", "adam")])
+def test_schedules_optimizers_ema_and_augmentation_run(tmp_path, schedule, optimizer):
+    cfg = small(schedule=schedule, optimizer=optimizer, ema_decay=0.9, augment=True, label_smoothing=0.1,
+                epochs=2, limit=2000, learning_rate=0.05 if optimizer == "sgd" else 2e-3)
+    first = train(cfg, tmp_path, quiet=True)
+    assert first.history[-1]["train_loss"] < first.history[0]["train_loss"]
+    assert first.history[-1]["val_accuracy"] > 0.3  # chance is 0.1
+    resumed = train(cfg, tmp_path, resume=True, quiet=True)  # nothing left to do: history as saved
+    assert resumed.history == first.history
+
+
+def test_early_stopping_keeps_the_best_epoch(tmp_path):
+    # A rate this high makes the net diverge, so validation stops improving at once.
+    cfg = small(optimizer="sgd", learning_rate=5.0, epochs=6, early_stopping=1, limit=1000)
+    result = train(cfg, tmp_path, quiet=True)
+    assert len(result.history) < 6
+    _, meta = checkpoint.load(tmp_path / "model.safetensors")
+    best = max(result.history, key=lambda row: row["val_accuracy"])
+    assert meta["epoch"] == best["epoch"]
+
+
+def test_config_rejects_nonsense():
+    for bad in (dict(optimizer="rmsprop"), dict(schedule="cosine"), dict(epochs=0), dict(learning_rate=-1)):
+        with pytest.raises(ValueError):
+            TrainConfig(**bad)
+    with pytest.raises(ValueError, match="unknown training settings"):
+        TrainConfig.from_dict({"epochz": 3})
+
+
+def test_random_affine_keeps_shape_background_and_is_seeded():
+    x = torch.zeros(8, 1, 28, 28)
+    x[:, :, 10:18, 12:16] = 1.0
+    cfg = AugmentConfig(rotate=15, shift=0.1, scale=0.1, shear=10)
+    a = random_affine(x, cfg, torch.Generator().manual_seed(0))
+    b = random_affine(x, cfg, torch.Generator().manual_seed(0))
+    assert a.shape == x.shape and torch.equal(a, b)
+    assert a[:, :, 0, :].abs().max() == 0  # borders stay background
+    assert not torch.allclose(a[0], a[1])
+    assert (a.sum((1, 2, 3)) / x.sum((1, 2, 3))).sub(1).abs().max() < 0.5  # ink is moved, not lost
+
+
+def test_ctrl_c_loses_at_most_the_running_epoch(tmp_path, mnist_dir):
+    """A real process, really interrupted after its first epoch, then resumed to the end."""
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "digitlab.cli", "train", "--model", "conv3_dense64", "--epochs", "30",
+               "--limit", "2000", "--batch-size", "64", "--out", str(out), "--data-dir", str(mnist_dir)]
+    # A shell's background job ignores SIGINT and children inherit that; give the trainer Ctrl-C as a terminal would.
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.time() + 120
+    while not (out / "history.json").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "--resume" in err and "Traceback" not in err
+    done = len(json.loads((out / "history.json").read_text()))
+    assert 1 <= done < 30
+    checkpoint.load(out / "model.safetensors")  # what is on disk is whole
+    resumed = subprocess.run(command[:7] + [str(done + 1)] + command[8:] + ["--resume"],
+                             capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming after epoch {done}" in resumed.stdout
+
+
+def test_not_a_digit_needs_an_eleventh_output():
+    with pytest.raises(ValueError, match="11th output"):
+        small(model="digitnet", not_a_digit=0.1)
+    with pytest.raises(ValueError, match="not_a_digit"):
+        small(model="digitnet", model_kwargs={"classes": 11}, not_a_digit=1.5)
+
+
+def test_with_nondigits_appends_letters_labelled_ten():
+    images, labels = torch.zeros(20, 28, 28, dtype=torch.uint8), torch.arange(20) % 10
+    pool = torch.full((5, 28, 28), 255, dtype=torch.uint8)
+    x, y = with_nondigits(images, labels, pool, 0.25, torch.Generator().manual_seed(0))
+    assert x.shape == (25, 28, 28) and torch.equal(y[:20], labels) and torch.equal(y[20:], torch.full((5,), 10))
+    assert bool((x[20:] == 255).all()) and bool((x[:20] == 0).all())
+
+
+def test_training_with_not_a_digit_learns_to_refuse_letters(tmp_path):
+    from digitlab.training.nondigits import letters_in_mnist_form
+    from digitlab.training.evaluate import infer
+
+    cfg = small(model="digitnet", model_kwargs={"classes": 11}, not_a_digit=0.25, limit=4000, epochs=2,
+                optimizer="adamw", learning_rate=3e-3, validation_split=0.0)
+    result = train(cfg, tmp_path, quiet=True)
+    _, meta = checkpoint.load(tmp_path / "model.safetensors")
+    assert meta["classes"][-1] == "not a digit" and len(meta["classes"]) == 11
+    letters = torch.from_numpy(letters_in_mnist_form(200, seed=99))  # other letters than the ones trained on
+    refused = (infer(result.model, letters).argmax(1) == 10).double().mean().item()
+    assert refused > 0.8
