@@ -394,3 +394,34 @@ def test_serve_command_runs_a_server_on_localhost(served_onnx, digits):
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_a_corrupt_checkpoint_fails_the_start_with_one_line(tmp_path, capfd):
+    from digitlab.serve.workers import WorkerError
+
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not a header at all" + bytes(range(256)))
+    with pytest.raises(WorkerError, match="exit code 2"):
+        with TestClient(create_app(ServeSettings(bad, backend="torch", processes=True, workers=1))):
+            pass
+    stderr = capfd.readouterr().err
+    assert "Traceback" not in stderr and "worker process: error" in stderr and str(bad) in stderr
+
+
+def test_threads_in_the_threaded_server_with_the_torch_backend(served_checkpoint, digits):
+    # PyTorch takes no per-model thread count: the threaded server must not hand `threads` to its engine
+    with TestClient(create_app(ServeSettings(served_checkpoint, backend="torch", threads=2))) as test_client:
+        response = test_client.post("/api/predict", content=digits[0][0])
+        assert response.status_code == 200 and response.json()["digit"] == digits[0][1]
+
+
+def test_the_default_app_serves_the_bundled_model_in_threads():
+    from digitlab.recognition.decode import MAX_PIXELS
+    from digitlab.training import checkpoint
+
+    if not checkpoint.BUNDLED.is_file():
+        pytest.skip("no bundled model in this checkout")
+    with TestClient(create_app()) as test_client:
+        model = test_client.get("/api/model").json()
+        assert model["backend"] == "torch" and model["limits"]["max_pixels"] == MAX_PIXELS
+        assert not hasattr(test_client.app.state, "pool")
