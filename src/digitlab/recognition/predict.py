@@ -9,6 +9,7 @@ when the image holds no clear ink at all, or when the model's own "not a digit" 
     for result in recognizer.predict(["a.png", "b.jpg"]):
         print(result.source, result.digit, result.confidence)
     recognizer.predict_one("2026.jpg", multi=True).number       # "2026"
+    recognizer.predict_one("chalk.jpg", polarity="light-on-dark", threshold=0.9)   # options for one call
 
 Results turn into JSON with ``to_dict()``. An input that cannot be read gives a result with ``error`` set; the
 rest of the batch goes on. This module imports no torch (the engine decides what runs the model).
@@ -25,8 +26,8 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from digitlab.labels import DIGITS, NOT_A_DIGIT
-from digitlab.recognition.engine import Engine
 from digitlab.recognition.decode import MAX_PIXELS, ImageError
+from digitlab.recognition.engine import Engine
 from digitlab.recognition.preprocess import POLARITIES, Prepared, normalise, prepare
 
 DEFAULT_THRESHOLD = 0.7

@@ -32,6 +32,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import cv2
 from anyio import CapacityLimiter, to_thread
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
@@ -184,8 +185,6 @@ async def _process_lifespan(app: FastAPI):
 @asynccontextmanager
 async def _thread_lifespan(app: FastAPI):
     """Load the model once in this process; requests are recognised in its threads, one per CPU at most."""
-    import cv2
-
     settings: ServeSettings = app.state.settings
     # Process-wide, and this server runs its requests side by side: OpenCV splitting each image across threads
     # too would only compete with them.
@@ -209,8 +208,9 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
 
     Nothing is loaded here; the model is loaded when the app starts (its lifespan): in ``settings.workers``
     worker processes with an engine each when ``settings.processes`` (what ``digitlab serve`` runs, since threads
-    share one GIL), else in threads of this process sharing one engine. Either way at most as many images are
-    recognised at once as there are workers; further requests wait their turn in order.
+    share one GIL), else in threads of this process sharing one engine. Either way at most as many requests are
+    recognised at once as there are worker processes (or, in threads, CPUs); further requests wait their turn in
+    order.
     """
     settings = ServeSettings() if settings is None else settings
     limits, backend, threshold = settings.limits, settings.backend, settings.threshold
