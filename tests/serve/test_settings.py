@@ -76,7 +76,8 @@ def test_the_command_line_names_its_own_options(capsys):
 
     for argv, words in ((["--threads", "0"], "--threads must be at least 1"),
                         (["--workers", "0"], "--workers must be at least 1"),
-                        (["--max-upload-mb", "0"], "--max-upload-mb must be"),
+                        (["--max-upload-mb", "0"], "--max-upload-mb must be a positive number"),
+                        (["--max-upload-mb", "inf"], "--max-upload-mb must be a positive number"),
                         (["--threshold", "-1"], "--threshold must be between 0 and 1")):
         assert main(["serve", *argv]) == 2
         assert words in capsys.readouterr().err, argv

@@ -9,6 +9,7 @@ Heavy imports (FastAPI, uvicorn, PyTorch, onnxruntime) happen inside the handler
 
 from __future__ import annotations
 
+import math
 import sys
 from typing import TYPE_CHECKING
 
@@ -54,14 +55,14 @@ def serve_settings(args) -> ServeSettings:
     """The command line's settings, checked by ``ServeSettings`` itself; a bad value's message names the option."""
     from digitlab.serve.settings import Limits, ServeSettings, SettingError
 
-    options = {"max_upload_bytes": "--max-upload-mb"}  # the one option not named after its field
+    if not (math.isfinite(args.max_upload_mb) and args.max_upload_mb * 2**20 >= 1):  # the one option in other units
+        raise ValueError(f"--max-upload-mb must be a positive number, not {args.max_upload_mb:g}")
     try:
         return ServeSettings(model=args.model, backend=args.backend, threshold=args.threshold,
-                             limits=Limits(max_upload_bytes=max(0, round(args.max_upload_mb * 2**20))),
+                             limits=Limits(max_upload_bytes=round(args.max_upload_mb * 2**20)),
                              processes=True, workers=args.workers, threads=args.threads, worker_nice=args.worker_nice)
-    except SettingError as exc:
-        option = options.get(exc.name, "--" + exc.name.replace("_", "-"))
-        raise ValueError(f"{option} {exc.problem}") from None
+    except SettingError as exc:  # every other option is named after its field
+        raise ValueError(f"--{exc.name.replace('_', '-')} {exc.problem}") from None
 
 
 def cmd_serve(args) -> int:

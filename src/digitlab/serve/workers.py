@@ -189,8 +189,8 @@ def main() -> None:
         serve_requests(recognizer, source, channel)
     except (BrokenPipeError, KeyboardInterrupt):
         pass
-    except (CheckpointError, DataError, ValueError, OSError) as exc:  # ImageError is a ValueError
-        # a model file that cannot be loaded: one line, and the server reports the exit code
+    except (CheckpointError, DataError, ValueError, OSError, ImportError) as exc:  # ImageError is a ValueError
+        # a model file that cannot be loaded, or a backend not installed: one line, and the server reports the exit
         print(f"digitlab serve: worker process: error: {one_line(exc, limit=500)}", file=sys.stderr)
         sys.exit(2)
 
