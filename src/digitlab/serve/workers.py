@@ -191,7 +191,7 @@ def main() -> None:
         pass
     except (CheckpointError, DataError, ValueError, OSError, ImportError) as exc:  # ImageError is a ValueError
         # a model file that cannot be loaded, or a backend not installed: one line, and the server reports the exit
-        print(f"digitlab serve: worker process: error: {one_line(exc, limit=500)}", file=sys.stderr)
+        print(f"digitlab serve: worker process: error: {one_line(exc)}", file=sys.stderr)
         sys.exit(2)
 
 
