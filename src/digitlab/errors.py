@@ -11,3 +11,15 @@ class DataError(Exception):
 
 class CheckpointError(Exception):
     """A checkpoint is missing, corrupt, or does not fit the network it names."""
+
+
+def one_line(message: str | BaseException, limit: int = 200) -> str:
+    """``message`` (or an exception's text, else its type's name) on one line of at most ``limit`` characters.
+
+    Libraries put newlines, indented dumps and whole file contents into their messages; a user's error should be one
+    line they can read, and a cut one ends in "..." so nobody takes it for the whole story.
+    """
+    text = " ".join(str(message).split())
+    if not text and isinstance(message, BaseException):
+        text = type(message).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."

@@ -124,3 +124,79 @@ def test_a_model_without_normalisation_metadata_is_refused(engine):
 
     with pytest.raises(ValueError, match="normalised"):
         Recognizer(Unlabelled())
+
+
+def test_polarity_and_threshold_per_call(engine, rendered):
+    files, _ = rendered
+    recognizer = Recognizer(engine, threshold=0.0)
+    strict = recognizer.predict_one(files[0], threshold=1.0)
+    assert strict.digit is None and strict.reason.startswith("unsure")
+    assert strict.to_dict() == Recognizer(engine, threshold=1.0).predict_one(files[0]).to_dict()
+    assert recognizer.predict_one(files[0]).digit is not None  # the call's threshold did not stay
+    flipped = recognizer.predict([files[0]], polarity="light-on-dark")[0]
+    assert flipped.polarity == "light-on-dark"
+    assert flipped.to_dict() == Recognizer(engine, 0.0, "light-on-dark").predict_one(files[0]).to_dict()
+    assert recognizer.predict_one(files[0]).polarity == "dark-on-light"
+    multi = list(recognizer.iter_predict(files[:2], multi=True, threshold=1.0))
+    assert [m.number for m in multi] == [None, None] and all(m.multi for m in multi)
+
+
+def test_bad_options_per_call_are_refused_before_reading(engine):
+    recognizer = Recognizer(engine)
+
+    def never_read():
+        raise AssertionError("an input was read")
+        yield
+
+    for options, words in (({"threshold": 1.5}, "threshold must be between 0 and 1"),
+                           ({"threshold": float("nan")}, "threshold"), ({"threshold": "0.5"}, "threshold"),
+                           ({"polarity": "upside-down"}, "polarity must be one of")):
+        with pytest.raises(ValueError, match=words):
+            recognizer.iter_predict(never_read(), **options)
+        with pytest.raises(ValueError, match=words):
+            recognizer.predict_one(b"", **options)
+
+
+class Reordered:
+    """The test model behind other class names and another output order: ``classes`` as listed, each output taking
+    the logit of the real class with that name; a "not a digit" output gets the logit ``refusal``."""
+
+    def __init__(self, engine, classes: list, refusal: float = -50.0):
+        names = [str(c) for c in classes]
+        self.metadata = {**engine.metadata, "classes": classes}
+        self.engine, self.names, self.refusal = engine, names, refusal
+        self.real = [str(c) for c in engine.metadata["classes"]]
+
+    def logits(self, batch):
+        real = self.engine.logits(batch)
+        columns = [real[:, self.real.index(name)] if name in self.real else np.full(len(real), self.refusal)
+                   for name in self.names]
+        return np.stack(columns, axis=1).astype(np.float32)
+
+
+def test_outputs_are_found_by_their_class_names(engine, rendered):
+    files, _ = rendered
+    expected = Recognizer(engine, threshold=0.0).predict(files)
+    digits = [str(d) for d in range(10)]
+    for classes in (["not a digit", *digits], [*reversed(digits), "not a digit"], list(range(10)),
+                    ["not a digit", *reversed(range(10))]):
+        results = Recognizer(Reordered(engine, classes), threshold=0.0).predict(files)
+        assert [r.digit for r in results] == [e.digit for e in expected], classes
+        for result, before in zip(results, expected):
+            np.testing.assert_allclose(result.digits[0].probabilities, before.digits[0].probabilities, atol=1e-5)
+            assert (result.digits[0].not_a_digit is None) == ("not a digit" not in classes)
+    refusing = Recognizer(Reordered(engine, ["not a digit", *digits], refusal=50.0), threshold=0.0)
+    answer = refusing.predict_one(files[0])
+    assert answer.digit is None and answer.reason.startswith("not a digit")
+    assert answer.digits[0].not_a_digit > 0.99
+
+
+def test_a_model_without_a_class_list_is_refused(engine):
+    class Unlisted:
+        metadata = {k: v for k, v in engine.metadata.items() if k != "classes"}
+        logits = engine.logits
+
+    with pytest.raises(ValueError, match="no class list"):
+        Recognizer(Unlisted())
+    with pytest.raises(ValueError, match="lacks the digits 7"):
+        Recognizer(Reordered(engine, [d for d in range(10) if d != 7]))

@@ -17,7 +17,8 @@ from PIL import Image
 
 from digitlab.recognition.engine import load_engine
 from digitlab.recognition.predict import Recognizer
-from digitlab.serve.app import Limits, create_app
+from digitlab.serve.app import create_app
+from digitlab.serve.settings import Limits, ServeSettings
 
 
 def png_bytes(image: np.ndarray) -> bytes:
@@ -45,7 +46,8 @@ def digits(test_split):
 @pytest.fixture(scope="module")
 def client(served_checkpoint):
     limits = Limits(max_upload_bytes=200_000, max_batch_bytes=400_000, max_batch_files=8, max_pixels=4_000_000)
-    with TestClient(create_app(served_checkpoint, limits=limits), raise_server_exceptions=False) as test_client:
+    settings = ServeSettings(served_checkpoint, limits=limits)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
         yield test_client
 
 
@@ -230,7 +232,7 @@ def test_wrong_form_field_is_422(client, digits):
 
 
 def test_an_internal_error_leaks_no_traceback(served_checkpoint, digits):
-    with TestClient(create_app(served_checkpoint), raise_server_exceptions=False) as test_client:
+    with TestClient(create_app(ServeSettings(served_checkpoint)), raise_server_exceptions=False) as test_client:
         def broken(batch):
             raise RuntimeError("secret internals /etc/passwd")
 
@@ -263,7 +265,7 @@ def test_concurrent_requests_get_their_own_answers(client, digits):
 
 
 def test_onnx_backend_serves_the_same_answers(served_onnx, client, digits):
-    with TestClient(create_app(served_onnx, backend="onnx")) as onnx_client:
+    with TestClient(create_app(ServeSettings(served_onnx, backend="onnx"))) as onnx_client:
         assert onnx_client.get("/api/health").json()["backend"] == "onnx"
         assert onnx_client.get("/api/model").json()["metadata"] == client.get("/api/model").json()["metadata"]
         for data, _ in digits[:20]:
@@ -276,13 +278,13 @@ def test_onnx_backend_serves_the_same_answers(served_onnx, client, digits):
 @pytest.fixture(scope="module")
 def process_client(served_onnx):
     """The app as `digitlab serve` runs it: two worker processes, each with its own onnxruntime session."""
-    with TestClient(create_app(served_onnx, backend="onnx", processes=True, workers=2),
+    with TestClient(create_app(ServeSettings(served_onnx, backend="onnx", processes=True, workers=2)),
                     raise_server_exceptions=False) as test_client:
         yield test_client
 
 
 def test_worker_processes_answer_as_threads_do(process_client, served_onnx, digits):
-    with TestClient(create_app(served_onnx, backend="onnx")) as thread_client:
+    with TestClient(create_app(ServeSettings(served_onnx, backend="onnx"))) as thread_client:
         assert process_client.get("/api/health").json() == thread_client.get("/api/health").json()
         assert process_client.get("/api/model").json() == thread_client.get("/api/model").json()
         for data, _ in digits[:10]:
@@ -299,7 +301,7 @@ def test_worker_processes_answer_as_threads_do(process_client, served_onnx, digi
 def test_worker_processes_run_below_the_server_s_priority(process_client, served_onnx):
     import os
 
-    from digitlab.serve.workers import WORKER_NICE
+    from digitlab.serve.settings import WORKER_NICE
 
     def niceness(pid: int) -> int:
         return os.getpriority(os.PRIO_PROCESS, pid)
@@ -307,7 +309,8 @@ def test_worker_processes_run_below_the_server_s_priority(process_client, served
     server = niceness(0)
     pids = process_client.portal.call(_worker_pids, process_client.app)
     assert len(pids) == 2 and {niceness(pid) for pid in pids} == {min(19, server + WORKER_NICE)}
-    with TestClient(create_app(served_onnx, backend="onnx", processes=True, workers=1, worker_nice=0)) as same:
+    settings = ServeSettings(served_onnx, backend="onnx", processes=True, workers=1, worker_nice=0)
+    with TestClient(create_app(settings)) as same:
         assert [niceness(pid) for pid in same.portal.call(_worker_pids, same.app)] == [server]
 
 
@@ -325,7 +328,7 @@ def test_a_dead_worker_process_fails_one_request_and_is_replaced(served_onnx, di
     import os
     import signal
 
-    with TestClient(create_app(served_onnx, backend="onnx", processes=True, workers=1),
+    with TestClient(create_app(ServeSettings(served_onnx, backend="onnx", processes=True, workers=1)),
                     raise_server_exceptions=False) as test_client:
         assert test_client.post("/api/predict", content=digits[0][0]).status_code == 200
         pids = test_client.portal.call(_worker_pids, test_client.app)
@@ -343,7 +346,7 @@ def test_a_model_the_workers_cannot_load_fails_the_start(tmp_path):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not an onnx model")
     with pytest.raises(WorkerError, match="exit code 2"):
-        with TestClient(create_app(bad, backend="onnx", processes=True, workers=2)):
+        with TestClient(create_app(ServeSettings(bad, backend="onnx", processes=True, workers=2))):
             pass
 
 
@@ -391,3 +394,34 @@ def test_serve_command_runs_a_server_on_localhost(served_onnx, digits):
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_a_corrupt_checkpoint_fails_the_start_with_one_line(tmp_path, capfd):
+    from digitlab.serve.workers import WorkerError
+
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not a header at all" + bytes(range(256)))
+    with pytest.raises(WorkerError, match="exit code 2"):
+        with TestClient(create_app(ServeSettings(bad, backend="torch", processes=True, workers=1))):
+            pass
+    stderr = capfd.readouterr().err
+    assert "Traceback" not in stderr and "worker process: error" in stderr and str(bad) in stderr
+
+
+def test_threads_in_the_threaded_server_with_the_torch_backend(served_checkpoint, digits):
+    # PyTorch takes no per-model thread count: the threaded server must not hand `threads` to its engine
+    with TestClient(create_app(ServeSettings(served_checkpoint, backend="torch", threads=2))) as test_client:
+        response = test_client.post("/api/predict", content=digits[0][0])
+        assert response.status_code == 200 and response.json()["digit"] == digits[0][1]
+
+
+def test_the_default_app_serves_the_bundled_model_in_threads():
+    from digitlab.recognition.decode import MAX_PIXELS
+    from digitlab.training import checkpoint
+
+    if not checkpoint.BUNDLED.is_file():
+        pytest.skip("no bundled model in this checkout")
+    with TestClient(create_app()) as test_client:
+        model = test_client.get("/api/model").json()
+        assert model["backend"] == "torch" and model["limits"]["max_pixels"] == MAX_PIXELS
+        assert not hasattr(test_client.app.state, "pool")

@@ -103,7 +103,8 @@ TORCH_FREE = textwrap.dedent("""
 
     from fastapi.testclient import TestClient
     from digitlab.serve.app import create_app
-    with TestClient(create_app(onnx_path, backend="onnx")) as client:
+    from digitlab.serve.settings import ServeSettings
+    with TestClient(create_app(ServeSettings(onnx_path, backend="onnx"))) as client:
         served = client.post("/api/predict", content=open(image_path, "rb").read()).json()
 
     from digitlab.cli import main

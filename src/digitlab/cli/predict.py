@@ -55,8 +55,12 @@ def add_predict_parsers(subparsers) -> None:
 # --- handlers -----------------------------------------------------------------------------------------------------
 
 def cmd_predict(args) -> int:
+    import cv2
+
     from digitlab.recognition.engine import load_engine
     from digitlab.recognition.predict import Recognizer
+
+    cv2.setNumThreads(1)  # process-wide: the Recognizer's threads already work on several images side by side
 
     inputs, missing = collect_inputs(args.paths, args.recursive)
     if args.explain and len(inputs) != 1:

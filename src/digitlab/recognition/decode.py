@@ -19,6 +19,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from digitlab.errors import one_line
+
 MAX_PIXELS = 64_000_000      # a 64-megapixel photo is fine; a 30,000 x 30,000 PNG of 100 kB is a decompression bomb
 WORK_SIDE = 256              # the size preprocessing works at; a JPEG is decoded no larger than it needs
 INFLATE_AHEAD_PIXELS = 4_000_000   # a plain PNG up to this size is inflated by zlib-ng first (`_stored_png`); a
@@ -81,7 +83,7 @@ def decode(source, max_pixels: int = MAX_PIXELS,
             image.load()
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombWarning,
             Image.DecompressionBombError) as exc:
-        raise ImageError(f"corrupt or truncated image data ({_one_line(exc)})") from None
+        raise ImageError(f"corrupt or truncated image data ({one_line(exc)})") from None
     scale = width / image.size[0]
     try:
         image = ImageOps.exif_transpose(image)
@@ -186,14 +188,9 @@ def _open(source) -> Image.Image:
         raise ImageError(f"not an image: the {name} is in no format Pillow can read (send PNG, JPEG, GIF, BMP, "
                          f"TIFF or WebP)", NOT_AN_IMAGE) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(f"image too large (a decompression bomb?): {_one_line(exc)}", TOO_LARGE) from None
+        raise ImageError(f"image too large (a decompression bomb?): {one_line(exc)}", TOO_LARGE) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageError(f"unreadable image ({_one_line(exc)})") from None
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text[:160]
+        raise ImageError(f"unreadable image ({one_line(exc)})") from None
 
 
 def _array_to_uint8(array: np.ndarray) -> np.ndarray:

@@ -16,6 +16,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from digitlab.errors import one_line
+
 
 # The bundled model exported to ONNX, beside the bundled checkpoint (checkpoint.BUNDLED; not imported: it needs torch).
 BUNDLED_ONNX = Path(__file__).parent.parent / "pretrained" / "digitnet.onnx"
@@ -86,7 +88,7 @@ class OnnxEngine:
         try:
             self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types for every kind of bad file
-            raise ValueError(f"{path}: not a readable ONNX model ({' '.join(str(exc).split())[:200]})") from None
+            raise ValueError(f"{path}: not a readable ONNX model ({one_line(exc)})") from None
         props = self.session.get_modelmeta().custom_metadata_map
         if "digitlab" not in props:
             raise ValueError(f"{path}: an ONNX model, but not one written by `digitlab export` (no metadata)")

@@ -9,6 +9,7 @@ when the image holds no clear ink at all, or when the model's own "not a digit" 
     for result in recognizer.predict(["a.png", "b.jpg"]):
         print(result.source, result.digit, result.confidence)
     recognizer.predict_one("2026.jpg", multi=True).number       # "2026"
+    recognizer.predict_one("chalk.jpg", polarity="light-on-dark", threshold=0.9)   # options for one call
 
 Results turn into JSON with ``to_dict()``. An input that cannot be read gives a result with ``error`` set; the
 rest of the batch goes on. This module imports no torch (the engine decides what runs the model).
@@ -16,16 +17,17 @@ rest of the batch goes on. This module imports no torch (the engine decides what
 
 from __future__ import annotations
 
+import numbers
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
-import cv2
 import numpy as np
 
-from digitlab.recognition.engine import Engine
+from digitlab.labels import DIGITS, NOT_A_DIGIT
 from digitlab.recognition.decode import MAX_PIXELS, ImageError
+from digitlab.recognition.engine import Engine
 from digitlab.recognition.preprocess import POLARITIES, Prepared, normalise, prepare
 
 DEFAULT_THRESHOLD = 0.7
@@ -101,58 +103,71 @@ class Prediction:
 
 
 class Recognizer:
-    """A model (behind an engine) plus the rules for when its answer counts."""
+    """A model (behind an engine) plus the rules for when its answer counts.
+
+    ``threshold`` and ``polarity`` are the defaults; each call may ask for others. ``threads`` images are decoded
+    and preprocessed side by side within a batch (decoding and OpenCV release the GIL). OpenCV's own thread pool is
+    a process-wide setting, left to whoever owns the process: a program that recognises images in parallel should
+    call ``cv2.setNumThreads(1)`` at its start, as ``digitlab predict`` and ``digitlab serve`` do, since OpenCV
+    splitting each small image across threads too only competes with the parallelism across images.
+
+    The model's class list (``metadata["classes"]``) says which output is which digit and which, if any, is
+    "not a digit" (``labels.NOT_A_DIGIT``); nothing is assumed from the outputs' order.
+    """
 
     def __init__(self, engine: Engine, threshold: float = DEFAULT_THRESHOLD, polarity: str = "auto",
-                 batch_size: int = 256, workers: int | None = None, max_pixels: int = MAX_PIXELS):
-        if not 0.0 <= threshold <= 1.0:
-            raise ValueError(f"threshold must be between 0 and 1, not {threshold}")
-        if polarity not in POLARITIES:
-            raise ValueError(f"polarity must be one of {', '.join(POLARITIES)}, not {polarity!r}")
+                 batch_size: int = 256, threads: int | None = None, max_pixels: int = MAX_PIXELS):
+        self.polarity, self.threshold = _checked(polarity, threshold)
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be at least 1, not {threads}")
         self.engine = engine
-        self.threshold = threshold
-        self.polarity = polarity
         self.batch_size = batch_size
         self.max_pixels = max_pixels  # an image with more is refused from its header, before decoding
-        # decoding and OpenCV release the GIL, so threads preprocess images side by side
-        self.workers = workers or min(4, os.cpu_count() or 1)
-        # The parallelism is across images (these workers, or a server's requests). OpenCV's own pool, splitting
-        # each small image across threads too, only competes with them: about 40% more CPU per canvas measured.
-        cv2.setNumThreads(1)
-        # outputs past the ten digits: a network trained with an 11th class says "not a digit" with it
-        self.classes = len(engine.metadata.get("classes", range(10)))
+        self.threads = threads or min(4, os.cpu_count() or 1)
+        self.digit_outputs, self.not_a_digit_output = _outputs(engine.metadata.get("classes"))
+        self.classes = len(engine.metadata["classes"])
         norm = engine.metadata.get("normalisation")
         if not norm:  # every digitlab checkpoint and export has it; guessing would silently skew every answer
             raise ValueError("the model's metadata does not say how its inputs were normalised")
         self.mean, self.std = float(norm["mean"]), float(norm["std"])
 
-    def predict_one(self, source, multi: bool = False) -> Prediction:
-        return self.predict([source], multi)[0]
+    def predict_one(self, source, multi: bool = False, polarity: str | None = None,
+                    threshold: float | None = None) -> Prediction:
+        return self.predict([source], multi, polarity, threshold)[0]
 
-    def predict(self, inputs: Iterable, multi: bool = False) -> list[Prediction]:
+    def predict(self, inputs: Iterable, multi: bool = False, polarity: str | None = None,
+                threshold: float | None = None) -> list[Prediction]:
         """Predictions for every input, in order. An item is a path, bytes, a numpy array or a PIL image, or a
-        (name, item) pair that names it in the results."""
-        return list(self.iter_predict(inputs, multi))
+        (name, item) pair that names it in the results. ``polarity`` and ``threshold`` (None: the Recognizer's)
+        apply to this call only."""
+        return list(self.iter_predict(inputs, multi, polarity, threshold))
 
-    def iter_predict(self, inputs: Iterable, multi: bool = False) -> Iterator[Prediction]:
-        """Like ``predict``, but yields results batch by batch: a long folder shows progress, memory stays flat."""
+    def iter_predict(self, inputs: Iterable, multi: bool = False, polarity: str | None = None,
+                     threshold: float | None = None) -> Iterator[Prediction]:
+        """Like ``predict``, but yields results batch by batch: a long folder shows progress, memory stays flat.
+        Bad options are refused here, before the first input is read."""
+        polarity, threshold = _checked(self.polarity if polarity is None else polarity,
+                                       self.threshold if threshold is None else threshold)
+        return self._iter_predict(inputs, _Options(multi, polarity, threshold))
+
+    def _iter_predict(self, inputs: Iterable, options: _Options) -> Iterator[Prediction]:
         chunk = []
         for index, item in enumerate(inputs):
             chunk.append(_named(index, item))
             if len(chunk) == self.batch_size:
-                yield from self._predict_chunk(chunk, multi)
+                yield from self._predict_chunk(chunk, options)
                 chunk = []
         if chunk:
-            yield from self._predict_chunk(chunk, multi)
+            yield from self._predict_chunk(chunk, options)
 
-    def _predict_chunk(self, chunk: list[tuple[str, Any]], multi: bool) -> list[Prediction]:
-        if self.workers > 1 and len(chunk) > 1:
-            with ThreadPoolExecutor(self.workers) as pool:
-                prepared = list(pool.map(lambda item: self._prepare(*item, multi), chunk))
+    def _predict_chunk(self, chunk: list[tuple[str, Any]], options: _Options) -> list[Prediction]:
+        if self.threads > 1 and len(chunk) > 1:
+            with ThreadPoolExecutor(self.threads) as pool:
+                prepared = list(pool.map(lambda item: self._prepare(*item, options), chunk))
         else:
-            prepared = [self._prepare(name, source, multi) for name, source in chunk]
+            prepared = [self._prepare(name, source, options) for name, source in chunk]
         images = [g.image for p in prepared if isinstance(p, Prepared) for g in p.glyphs]
         probabilities = self.probabilities(np.stack(images)) if images else np.zeros((0, self.classes), np.float32)
         results, used = [], 0
@@ -161,17 +176,17 @@ class Recognizer:
                 results.append(item)
                 continue
             count = len(item.glyphs)
-            results.append(self._answer(name, item, probabilities[used:used + count], multi))
+            results.append(self._answer(name, item, probabilities[used:used + count], options))
             used += count
         return results
 
-    def _prepare(self, name: str, source, multi: bool) -> Prepared | Prediction:
+    def _prepare(self, name: str, source, options: _Options) -> Prepared | Prediction:
         try:
-            return prepare(source, polarity=self.polarity, multi=multi, max_pixels=self.max_pixels)
+            return prepare(source, polarity=options.polarity, multi=options.multi, max_pixels=self.max_pixels)
         except ImageError as exc:
-            return Prediction(name, multi, error=str(exc), error_kind=exc.kind)
+            return Prediction(name, options.multi, error=str(exc), error_kind=exc.kind)
         except MemoryError:
-            return Prediction(name, multi, error="out of memory while decoding the image")
+            return Prediction(name, options.multi, error="out of memory while decoding the image")
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """(N, 28, 28) MNIST-form images -> (N, classes) probabilities, in batches of ``batch_size``."""
@@ -182,8 +197,10 @@ class Recognizer:
         exp = np.exp(logits)
         return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
 
-    def _answer(self, name: str, prepared: Prepared, probabilities: np.ndarray, multi: bool) -> Prediction:
-        digits = [self._digit(glyph.image, glyph.box, p) for glyph, p in zip(prepared.glyphs, probabilities)]
+    def _answer(self, name: str, prepared: Prepared, probabilities: np.ndarray, options: _Options) -> Prediction:
+        multi = options.multi
+        digits = [self._digit(glyph.image, glyph.box, p, options.threshold)
+                  for glyph, p in zip(prepared.glyphs, probabilities)]
         reason = prepared.reason
         if reason is None:
             unsure = [d for d in digits if d.digit is None]
@@ -193,19 +210,50 @@ class Recognizer:
                 reason = f"{len(unsure)} of {len(digits)} digits unsure ({unsure[0].reason})"
         return Prediction(name, multi, digits, reason, polarity=prepared.polarity, size=prepared.size)
 
-    def _digit(self, image: np.ndarray, box, probabilities: np.ndarray) -> DigitResult:
-        digits = probabilities[:10]
-        none = float(probabilities[10]) if len(probabilities) > 10 else None
+    def _digit(self, image: np.ndarray, box, probabilities: np.ndarray, threshold: float) -> DigitResult:
+        digits = probabilities[self.digit_outputs]  # (10,), index = digit
+        none = None if self.not_a_digit_output is None else float(probabilities[self.not_a_digit_output])
         order = np.argsort(-digits)
         best, confidence = int(order[0]), float(digits[order[0]])
         top3 = [(int(d), float(digits[d])) for d in order[:3]]
         reason = None
         if none is not None and none > confidence:
             reason = f"not a digit: {none:.0%} sure it is none of the ten (nearest digit {best} at {confidence:.0%})"
-        elif confidence < self.threshold:
-            reason = f"unsure: best guess {best} at {confidence:.0%} is below the threshold of {self.threshold:.0%}"
+        elif confidence < threshold:
+            reason = f"unsure: best guess {best} at {confidence:.0%} is below the threshold of {threshold:.0%}"
         return DigitResult(None if reason else best, confidence, top3, [float(p) for p in digits],
                            tuple(box), reason, image, none)
+
+
+@dataclass(frozen=True)
+class _Options:
+    """What one call asked for."""
+
+    multi: bool
+    polarity: str
+    threshold: float
+
+
+def _checked(polarity: str, threshold: float) -> tuple[str, float]:
+    """``polarity`` and ``threshold`` if they are ones a Recognizer takes, else a ValueError that says why."""
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be between 0 and 1, not {threshold!r}")
+    if polarity not in POLARITIES:
+        raise ValueError(f"polarity must be one of {', '.join(POLARITIES)}, not {polarity!r}")
+    return polarity, float(threshold)
+
+
+def _outputs(classes) -> tuple[list[int], int | None]:
+    """The model's output index for each digit 0-9, and for "not a digit" (None when it has no such output), from
+    its class list. Older files wrote the digits as ints, newer ones as strings: both are read by ``str(name)``."""
+    if not isinstance(classes, (list, tuple)) or not classes:
+        raise ValueError("the model's metadata has no class list (metadata['classes']): it cannot say which output "
+                         "is which digit")
+    names = [str(name) for name in classes]
+    missing = [digit for digit in DIGITS if digit not in names]
+    if missing:
+        raise ValueError(f"the model's class list {names} lacks the digits {', '.join(missing)}")
+    return [names.index(digit) for digit in DIGITS], names.index(NOT_A_DIGIT) if NOT_A_DIGIT in names else None
 
 
 def _named(index: int, item) -> tuple[str, Any]:

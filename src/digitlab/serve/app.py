@@ -15,45 +15,37 @@ answer includes the 28x28 image the model saw, as a PNG data URL, so the page ca
 Bad input is an HTTP error with a one-line ``detail``, never a traceback: a body over the size limit is 413 (from
 its Content-Length, or counted as it streams in); an image with too many pixels is 413, refused from its header
 before a byte of it is decoded; something that is not an image is 415; a truncated or corrupt image, an empty body
-or a missing form field is 422. The model is loaded once, in the lifespan. Images are decoded and recognised in
-worker threads sharing one engine (both backends are thread-safe for inference) or, as ``digitlab serve`` runs it,
-in worker processes with an engine each (``serve.workers``), so the event loop keeps accepting requests.
+or a missing form field is 422. The model is loaded once, in the lifespan. Images are decoded and recognised by
+``serve.runner`` in threads sharing one engine (both backends are thread-safe for inference) or, as ``digitlab
+serve`` runs it, in worker processes with an engine each (``serve.workers``), so the event loop keeps accepting
+requests. How is said once, in a ``ServeSettings``.
 
     uvicorn --factory digitlab.serve.app:create_app      # or: digitlab serve --backend onnx --model m.onnx
 """
 
 from __future__ import annotations
 
-import base64
 import logging
 import os
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import cv2
-import numpy as np
+from anyio import CapacityLimiter, to_thread
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from anyio import CapacityLimiter, to_thread
 from starlette.datastructures import UploadFile
 
-from digitlab.recognition.predict import DEFAULT_THRESHOLD, Prediction, Recognizer
-from digitlab.recognition.decode import NOT_AN_IMAGE, TOO_LARGE
 from digitlab.recognition.preprocess import POLARITIES
+from digitlab.serve import runner
+from digitlab.serve.settings import Limits, ServeSettings
+from digitlab.serve.workers import WorkerPool
 
 STATIC = Path(__file__).parent / "static"
 log = logging.getLogger("digitlab.serve")
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_upload_bytes: int = 10 * 2**20    # the body of POST /api/predict
-    max_batch_bytes: int = 50 * 2**20     # the body of POST /api/predict/batch
-    max_batch_files: int = 64
-    max_pixels: int = 40_000_000          # width x height, read from the header before decoding
 
 
 class ApiError(Exception):
@@ -110,80 +102,11 @@ async def form_files(request: Request, field: str, limits: Limits) -> list[Uploa
     return files
 
 
-# --- answers ------------------------------------------------------------------------------------------------------
-
-def png_data_url(image: np.ndarray) -> str:
-    """(28, 28) float image in [0, 1] -> a data: URL of its 8-bit PNG."""
-    pixels = (np.clip(image, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
-    # OpenCV's encoder: the same lossless PNG as Pillow's, without ~0.1 ms of Python per answer
-    ok, data = cv2.imencode(".png", pixels)
-    assert ok, "OpenCV failed to encode a 28x28 uint8 image"
-    return "data:image/png;base64," + base64.b64encode(data.tobytes()).decode("ascii")
-
-
-def answer(prediction: Prediction) -> dict[str, Any]:
-    """The JSON for one readable image: ``Prediction.to_dict()`` plus what the model saw and the image's size."""
-    body = prediction.to_dict()
-    body["name"] = body.pop("path")
-    body |= {"multi": prediction.multi, "polarity": prediction.polarity,
-             "size": list(prediction.size) if prediction.size else None}
-    if prediction.multi:
-        for item, digit in zip(body["digits"], prediction.digits):
-            item["image"] = png_data_url(digit.image)
-    else:  # the same keys whether or not a digit was found
-        body["image"] = png_data_url(prediction.digits[0].image) if prediction.digits else None
-        body.setdefault("probabilities", None)
-        body.setdefault("box", None)
-    return body
-
-
-STATUS = {NOT_AN_IMAGE: 415, TOO_LARGE: 413}  # any other unreadable input: 422
-EMPTY = "empty body: send an image file (PNG, JPEG, ...) as the request body or in the form field 'file'"
-
-
-def recognise(recognizer: Recognizer, items: list[tuple[str, bytes]], multi: bool) -> list[dict[str, Any]]:
-    """Run the items through the model in one call and answer each in order.
-
-    Runs in a worker thread or process. The images are opened once, by ``preprocess``, which refuses one with too
-    many pixels from its header before decoding it; an item that cannot be read answers ``{"name", "error",
-    "status"}`` with the status its reason calls for.
-    """
-    answers: list[dict[str, Any] | None] = [None] * len(items)
-    readable = []
-    for index, (name, data) in enumerate(items):
-        if data:
-            readable.append(index)
-        else:
-            answers[index] = {"name": name, "error": EMPTY, "status": 422}
-    for index, prediction in zip(readable, recognizer.predict([items[i] for i in readable], multi)):
-        answers[index] = ({"name": prediction.source, "error": prediction.error,
-                           "status": STATUS.get(prediction.error_kind, 422)}
-                          if prediction.error is not None else answer(prediction))
-    return answers
-
-
-class Readers:
-    """One engine and a Recognizer for each (polarity, threshold) a request asks for: what a worker runs."""
-
-    def __init__(self, engine, threshold: float, limits: Limits):
-        self.engine, self.threshold, self.limits = engine, threshold, limits
-        self.recognizers: dict[tuple[str, float], Recognizer] = {}
-
-    def recognise(self, polarity: str, threshold: float | None, items: list[tuple[str, bytes]],
-                  multi: bool) -> list[dict[str, Any]]:
-        key = (polarity, self.threshold if threshold is None else threshold)
-        if key not in self.recognizers:  # a few settings in practice; a race here only builds one twice
-            if len(self.recognizers) > 64:
-                self.recognizers.clear()
-            self.recognizers[key] = Recognizer(self.engine, key[1], polarity, max_pixels=self.limits.max_pixels)
-        return recognise(self.recognizers[key], items, multi)
-
-
 # --- the app ------------------------------------------------------------------------------------------------------
 
 # The query parameters are read by ``options`` rather than declared in the handlers' signatures: FastAPI's
-# per-request validation of three declared parameters cost about a third of the HTTP process's CPU per request
-# (measured under load). They are documented in the OpenAPI schema all the same.
+# per-request validation of declared parameters was a large share of the HTTP process's CPU under load
+# (docs/serving.md). They are documented in the OpenAPI schema all the same.
 QUERY = [
     {"name": "multi", "in": "query", "required": False, "schema": {"type": "boolean", "default": False},
      "description": "read a number: every digit left to right, with its box"},
@@ -244,50 +167,58 @@ def add_offline_docs(app: FastAPI) -> None:
                                    swagger_css_url="/docs-assets/swagger-ui.css", swagger_favicon_url="/favicon.ico")
 
 
-def create_app(model_path: str | os.PathLike | None = None, backend: str = "torch", *,
-               threshold: float = DEFAULT_THRESHOLD, limits: Limits = Limits(),
-               engine_options: dict[str, Any] | None = None, workers: int | None = None,
-               processes: bool = False, worker_nice: int | None = None) -> FastAPI:
-    """The app for the model at ``model_path`` (None: the bundled one) run by ``backend`` ("torch" or "onnx").
-
-    Nothing is loaded here; the model is loaded when the app starts (its lifespan). ``workers`` images at most are
-    decoded and recognised at once (default: one per CPU); more would only fight over the CPUs, so further requests
-    wait their turn in order. The workers are threads sharing one engine, or with ``processes`` worker processes
-    with an engine each (``serve.workers``: what ``digitlab serve`` runs, since threads share one GIL), run at
-    ``worker_nice`` lower priority than the server (default: ``serve.workers.WORKER_NICE``).
-    """
-    count = workers or os.cpu_count() or 1
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI):
-        if processes:
-            from digitlab.serve.workers import WorkerPool
-
-            pool = WorkerPool(model_path, backend, count, threshold, limits.max_pixels, engine_options, worker_nice)
-            await pool.start()
-            app.state.pool, app.state.metadata, app.state.recognise = pool, pool.metadata, pool.recognise
-            log.info("model %s loaded in %d worker processes (%s backend)", pool.metadata.get("arch"), count,
-                     backend)
-            try:
-                yield
-            finally:
-                await pool.close()
-            return
-        from digitlab.recognition.engine import load_engine
-
-        app.state.engine = load_engine(model_path, backend, **(engine_options or {}))
-        app.state.metadata = app.state.engine.metadata
-        readers, limiter = Readers(app.state.engine, threshold, limits), CapacityLimiter(count)
-
-        async def in_thread(*args):
-            return await to_thread.run_sync(readers.recognise, *args, limiter=limiter)
-
-        app.state.recognise = in_thread
-        log.info("model %s loaded (%s backend)", app.state.metadata.get("arch"), backend)
+@asynccontextmanager
+async def _process_lifespan(app: FastAPI):
+    """Start the worker processes (each loads the model) and stop them at the end."""
+    settings: ServeSettings = app.state.settings
+    pool = WorkerPool(settings)
+    await pool.start()
+    app.state.pool, app.state.metadata, app.state.recognise = pool, pool.metadata, pool.recognise
+    log.info("model %s loaded in %d worker processes (%s backend)", pool.metadata.get("arch"), settings.worker_count,
+             settings.backend)
+    try:
         yield
+    finally:
+        await pool.close()
 
-    app = FastAPI(title="digitlab", version=_version(), lifespan=lifespan, docs_url=None,
+
+@asynccontextmanager
+async def _thread_lifespan(app: FastAPI):
+    """Load the model once in this process; requests are recognised in its threads, one per CPU at most."""
+    settings: ServeSettings = app.state.settings
+    # Process-wide, and this server runs its requests side by side: OpenCV splitting each image across threads
+    # too would only compete with them.
+    cv2.setNumThreads(1)
+    engine = runner.load_engine_for(settings)
+    recognizer = runner.load_recognizer(settings, engine)
+    limiter = CapacityLimiter(os.cpu_count() or 1)
+
+    async def recognise(polarity: str, threshold: float | None, items: list[tuple[str, bytes]],
+                        multi: bool) -> list[dict[str, Any]]:
+        return await to_thread.run_sync(runner.recognise, recognizer, items, multi, polarity, threshold,
+                                        limiter=limiter)
+
+    app.state.engine, app.state.metadata, app.state.recognise = engine, engine.metadata, recognise
+    log.info("model %s loaded (%s backend)", engine.metadata.get("arch"), settings.backend)
+    yield
+
+
+def create_app(settings: ServeSettings | None = None) -> FastAPI:
+    """The app serving ``settings`` (None: the bundled model, recognised in threads of this process).
+
+    Nothing is loaded here; the model is loaded when the app starts (its lifespan): in ``settings.workers``
+    worker processes with an engine each when ``settings.processes`` (what ``digitlab serve`` runs, since threads
+    share one GIL), else in threads of this process sharing one engine. Either way at most as many requests are
+    recognised at once as there are worker processes (or, in threads, CPUs); further requests wait their turn in
+    order.
+    """
+    settings = ServeSettings() if settings is None else settings
+    limits, backend, threshold = settings.limits, settings.backend, settings.threshold
+
+    app = FastAPI(title="digitlab", version=_version(), docs_url=None,
+                  lifespan=_process_lifespan if settings.processes else _thread_lifespan,
                   description="Recognise handwritten digits in images: one digit, or a number with ?multi=true.")
+    app.state.settings = settings
     app.add_middleware(BodyLimit, limits=limits)
     add_offline_docs(app)
 

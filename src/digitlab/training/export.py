@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from digitlab.errors import one_line
 from digitlab.files import atomic_write
 from digitlab.training import checkpoint
 
@@ -95,7 +96,7 @@ def export_onnx(checkpoint_path: str | os.PathLike | None, out_path: str | os.Pa
     try:
         graph = to_onnx(model, opset)
     except Exception as exc:  # the exporter fails in many ways; say which network and why, in one line
-        raise ExportError(f"could not export {meta['arch']} to ONNX: {' '.join(str(exc).split())[:300]}") from None
+        raise ExportError(f"could not export {meta['arch']} to ONNX: {one_line(exc)}") from None
 
     images = mnist_test_inputs(meta, check_images, data_dir)
     diff, agreement = check_against_torch(model, graph, images)

@@ -1,0 +1,132 @@
+"""How a server runs: ``ServeSettings``, built once (by ``digitlab serve`` from its options, or by a Python caller)
+and handed whole to ``create_app`` and, as JSON, to every worker process.
+
+    settings = ServeSettings(model="model.onnx", workers=2, limits=Limits(max_upload_bytes=2**20))
+    app = create_app(settings)
+    ServeSettings.from_json(settings.to_json()) == settings       # what a worker process receives
+
+Every value is checked here, when the settings are made, so the command line and Python callers get the same
+checks and the same messages. Torch-free and FastAPI-free: a worker process imports it too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from digitlab.recognition.decode import MAX_PIXELS
+from digitlab.recognition.engine import BACKENDS, BUNDLED_ONNX
+from digitlab.recognition.predict import DEFAULT_THRESHOLD
+
+# Added to the worker processes' niceness, so that when every CPU is busy the server process still gets one at once
+# to read a request, hand it on and send an answer (docs/serving.md has the measurements). Lowering a process's
+# priority needs no privileges.
+WORKER_NICE = 10
+
+
+class SettingError(ValueError):
+    """A setting with a value it cannot take: ``name`` is the field, ``problem`` the rest of the one-line message
+    (so the command line can name its own option instead)."""
+
+    def __init__(self, name: str, problem: str):
+        super().__init__(f"{name} {problem}")
+        self.name, self.problem = name, problem
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may send; anything over a limit is refused with 413 before it is decoded."""
+
+    max_upload_bytes: int = 10 * 2**20    # the body of POST /api/predict
+    max_batch_bytes: int = 50 * 2**20     # the body of POST /api/predict/batch
+    max_batch_files: int = 64
+    max_pixels: int = MAX_PIXELS          # width x height, read from the header before decoding
+
+    def __post_init__(self):
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if not _is_int(value) or value < 1:
+                raise SettingError(item.name, f"must be a whole number, at least 1, not {value!r}")
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """The model, how it answers, what a request may send, and who does the work.
+
+    ``processes``: recognise images in ``workers`` worker processes, each with its own engine (what ``digitlab serve``
+    runs: one process's threads share one GIL), or, when False, in threads of the server process sharing one engine,
+    as many at once as there are CPUs (tests, ``uvicorn --factory``). ``threads`` are the CPU threads inside one model
+    call: onnxruntime's session threads, and PyTorch's in a worker process (PyTorch's count is process-wide, so the
+    threaded server leaves its host process's own). ``worker_nice`` is added to the worker processes' niceness.
+    """
+
+    model: str | None = None              # a .safetensors checkpoint or a .onnx file; None: the bundled model
+    backend: str | None = None            # "torch" or "onnx"; None: onnx for a .onnx file, else torch
+    threshold: float = DEFAULT_THRESHOLD  # below this confidence the answer is "unsure"; a request may ask another
+    limits: Limits = field(default_factory=Limits)
+    processes: bool = False
+    workers: int | None = None            # worker processes; None: one per CPU
+    threads: int = 1
+    worker_nice: int = WORKER_NICE
+
+    def __post_init__(self):
+        model = None if self.model is None else os.fspath(self.model)
+        object.__setattr__(self, "model", model)
+        if self.backend is None:
+            object.__setattr__(self, "backend", "onnx" if model is not None and model.endswith(".onnx") else "torch")
+        self._check()
+
+    def _check(self) -> None:
+        if self.backend not in BACKENDS:
+            raise SettingError("backend", f"must be one of {', '.join(BACKENDS)}, not {self.backend!r}")
+        if self.model is not None and not Path(self.model).is_file():  # one line now, not a failed start-up later
+            raise SettingError("model", f"{self.model}: no such file")
+        if self.backend == "onnx" and self.model is None and not BUNDLED_ONNX.is_file():
+            raise SettingError("model", "is needed: this install has no bundled ONNX model (make a .onnx file with "
+                                        "`digitlab export`)")
+        if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)) \
+                or not 0.0 <= self.threshold <= 1.0:  # NaN fails this too
+            raise SettingError("threshold", f"must be between 0 and 1, not {self.threshold!r}")
+        if not isinstance(self.limits, Limits):
+            raise SettingError("limits", f"must be a Limits, not {type(self.limits).__name__}")
+        if not isinstance(self.processes, bool):
+            raise SettingError("processes", f"must be True or False, not {self.processes!r}")
+        if self.workers is not None and (not _is_int(self.workers) or self.workers < 1):
+            raise SettingError("workers", f"must be at least 1, not {self.workers!r}")
+        if not _is_int(self.threads) or self.threads < 1:
+            raise SettingError("threads", f"must be at least 1, not {self.threads!r}")
+        if not _is_int(self.worker_nice) or not 0 <= self.worker_nice <= 19:
+            raise SettingError("worker_nice", f"must be between 0 and 19, not {self.worker_nice!r}")
+
+    @property
+    def worker_count(self) -> int:
+        """How many worker processes run: ``workers``, else one per CPU."""
+        return self.workers or os.cpu_count() or 1
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> ServeSettings:
+        """The settings ``to_json`` wrote, checked again; anything else is a ValueError."""
+        try:
+            values: Any = json.loads(text)
+        except ValueError as exc:
+            raise ValueError(f"serve settings: not JSON ({exc})") from None
+        known = {item.name for item in fields(cls)}
+        if not isinstance(values, dict) or not set(values) <= known:
+            unknown = sorted(set(values) - known) if isinstance(values, dict) else type(values).__name__
+            raise ValueError(f"serve settings: expected an object with the fields of ServeSettings, got {unknown}")
+        if isinstance(values.get("limits"), dict):
+            try:
+                values["limits"] = Limits(**values["limits"])
+            except TypeError as exc:
+                raise ValueError(f"serve settings: limits: {exc}") from None
+        return cls(**values)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

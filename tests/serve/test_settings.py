@@ -1,0 +1,83 @@
+"""ServeSettings: one object, checked where it is made, the same through JSON (as a worker process receives it) and
+from the command line (whose messages name its options)."""
+
+import math
+from pathlib import Path
+
+import pytest
+
+from digitlab.recognition.decode import MAX_PIXELS
+from digitlab.serve.settings import Limits, ServeSettings, SettingError
+
+
+def test_json_round_trip_keeps_every_value(served_onnx):
+    settings = ServeSettings(served_onnx, threshold=0.25, processes=True, workers=3, threads=2, worker_nice=0,
+                             limits=Limits(max_upload_bytes=1000, max_batch_bytes=5000, max_batch_files=2,
+                                           max_pixels=12_345))
+    again = ServeSettings.from_json(settings.to_json())
+    assert again == settings and isinstance(again.limits, Limits)
+    assert again.model == str(served_onnx) and again.backend == "onnx"  # a path becomes a string, the backend
+    assert ServeSettings.from_json(ServeSettings().to_json()) == ServeSettings()  # follows the file's suffix
+
+
+def test_the_backend_follows_the_file_unless_given(served_checkpoint, served_onnx):
+    assert ServeSettings(served_checkpoint).backend == "torch"
+    assert ServeSettings(served_onnx).backend == "onnx"
+    assert ServeSettings(Path(served_onnx), backend="torch").backend == "torch"
+    assert ServeSettings().backend == "torch"
+
+
+def test_one_default_pixel_limit():
+    # the server refused images over 40 megapixels that `digitlab predict` reads (up to decode.MAX_PIXELS)
+    assert Limits().max_pixels == ServeSettings().limits.max_pixels == MAX_PIXELS
+
+
+@pytest.mark.parametrize("changes,name,words", [
+    ({"backend": "tensorflow"}, "backend", "must be one of"),
+    ({"model": "/no/such/model.onnx"}, "model", "no such file"),
+    ({"threshold": 1.5}, "threshold", "between 0 and 1"),
+    ({"threshold": math.nan}, "threshold", "between 0 and 1"),
+    ({"threshold": "high"}, "threshold", "between 0 and 1"),
+    ({"processes": 2}, "processes", "True or False"),
+    ({"workers": 0}, "workers", "at least 1"),
+    ({"workers": 1.5}, "workers", "at least 1"),
+    ({"threads": 0}, "threads", "at least 1"),
+    ({"worker_nice": -5}, "worker_nice", "between 0 and 19"),
+    ({"worker_nice": 20}, "worker_nice", "between 0 and 19"),
+    ({"limits": {"max_pixels": 10}}, "limits", "must be a Limits"),
+])
+def test_bad_values_are_refused_with_a_clear_message(changes, name, words):
+    with pytest.raises(SettingError, match=words) as refused:
+        ServeSettings(**changes)
+    assert refused.value.name == name and isinstance(refused.value, ValueError)
+    assert str(refused.value).startswith(name) and "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize("field", ["max_upload_bytes", "max_batch_bytes", "max_batch_files", "max_pixels"])
+def test_bad_limits_are_refused(field):
+    with pytest.raises(SettingError, match=f"^{field} must be a whole number"):
+        Limits(**{field: 0})
+
+
+@pytest.mark.parametrize("text,words", [
+    ("not json", "not JSON"),
+    ("[1, 2]", "expected an object"),
+    ('{"model": null, "colour": "blue"}', "colour"),
+    ('{"limits": {"max_pixels": 10, "depth": 3}}', "limits"),
+    ('{"threshold": 7}', "threshold must be between 0 and 1"),
+])
+def test_from_json_refuses_what_to_json_does_not_write(text, words):
+    with pytest.raises(ValueError, match=words):
+        ServeSettings.from_json(text)
+
+
+def test_the_command_line_names_its_own_options(capsys):
+    from digitlab.cli import main
+
+    for argv, words in ((["--threads", "0"], "--threads must be at least 1"),
+                        (["--workers", "0"], "--workers must be at least 1"),
+                        (["--max-upload-mb", "0"], "--max-upload-mb must be a positive number"),
+                        (["--max-upload-mb", "inf"], "--max-upload-mb must be a positive number"),
+                        (["--threshold", "-1"], "--threshold must be between 0 and 1")):
+        assert main(["serve", *argv]) == 2
+        assert words in capsys.readouterr().err, argv
