@@ -6,13 +6,21 @@ from safetensors.torch import save_file
 
 from digitlab.training import checkpoint
 from digitlab.training.checkpoint import CheckpointError
+from digitlab.training.config import TrainConfig
+from digitlab.training.data import attach_data_config
 from digitlab.training.models import create_model
+
+
+def described(name: str, not_a_digit: float = 0.0, **kwargs) -> torch.nn.Module:
+    """A fresh network with the data configuration a run of it would give it."""
+    cfg = TrainConfig(model=name, model_kwargs=kwargs, not_a_digit=not_a_digit)
+    return attach_data_config(create_model(name, **kwargs), cfg.data_config())
 
 
 @pytest.fixture
 def saved(tmp_path):
     torch.manual_seed(0)
-    model = create_model("conv3_dense64").eval()
+    model = described("conv3_dense64").eval()
     path = tmp_path / "m.safetensors"
     checkpoint.save(path, model, {"metrics": {"test_accuracy": 0.5}, "config": {"epochs": 1}})
     return model, path
@@ -66,7 +74,7 @@ def test_safetensors_without_metadata_is_refused(tmp_path):
 
 
 def test_weights_that_do_not_fit_the_named_network(tmp_path):
-    model = create_model("mlp_3x256")
+    model = described("mlp_3x256")
     path = tmp_path / "lie.safetensors"
     checkpoint.save(path, model)
     tensors, meta = checkpoint.read(path)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from digitlab.training import checkpoint
+from digitlab.training.data import attach_data_config
 from digitlab.training.models import create_model
 from digitlab.training.config import DEFAULT_RECIPE, RECIPES, recipe_config
 
@@ -34,7 +35,7 @@ def test_overrides_win_and_none_is_ignored():
 
 
 def test_update_metadata_keeps_the_weights(tmp_path):
-    model = create_model("digitnet").eval()
+    model = attach_data_config(create_model("digitnet"), recipe_config("cnn5x5_dense1000").data_config()).eval()
     path = tmp_path / "m.safetensors"
     checkpoint.save(path, model, {"metrics": {}})
     checkpoint.update_metadata(path, {"test": {"accuracy": 0.5}})

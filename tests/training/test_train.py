@@ -7,6 +7,7 @@ import time
 import pytest
 import torch
 
+from digitlab.labels import NOT_A_DIGIT, class_names
 from digitlab.training import checkpoint
 from digitlab.training.augment import AugmentConfig, random_affine
 from digitlab.training.config import TrainConfig
@@ -120,7 +121,8 @@ def test_not_a_digit_needs_an_eleventh_output():
 def test_with_nondigits_appends_letters_labelled_ten():
     images, labels = torch.zeros(20, 28, 28, dtype=torch.uint8), torch.arange(20) % 10
     pool = torch.full((5, 28, 28), 255, dtype=torch.uint8)
-    x, y = with_nondigits(images, labels, pool, 0.25, torch.Generator().manual_seed(0))
+    label = class_names(not_a_digit=True).index(NOT_A_DIGIT)
+    x, y = with_nondigits(images, labels, pool, 0.25, torch.Generator().manual_seed(0), label)
     assert x.shape == (25, 28, 28) and torch.equal(y[:20], labels) and torch.equal(y[20:], torch.full((5,), 10))
     assert bool((x[20:] == 255).all()) and bool((x[:20] == 0).all())
 
