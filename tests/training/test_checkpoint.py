@@ -105,3 +105,49 @@ def test_saved_files_get_ordinary_permissions(saved):
     mask = os.umask(0)
     os.umask(mask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def rewrite_metadata(path, **changes):
+    """Change a checkpoint's metadata behind checkpoint.save's back, as an older or a hostile file would have it."""
+    tensors, meta = checkpoint.read(path)
+    save_file(tensors, str(path), metadata={"digitlab": json.dumps(meta | changes)})
+
+
+def test_the_class_list_must_match_the_network_output(saved):
+    _, path = saved
+    rewrite_metadata(path, classes=[str(d) for d in range(10)] + ["not a digit"])  # the network has 10 outputs
+    with pytest.raises(CheckpointError, match="10 outputs, but the class list has 11 names"):
+        checkpoint.load(path)
+
+
+def test_the_model_carries_its_data_config_from_the_file(saved):
+    _, path = saved
+    rewrite_metadata(path, normalisation={"mean": 0.5, "std": 0.25})
+    model, meta = checkpoint.load(path)
+    assert (model.data_config.mean, model.data_config.std) == (0.5, 0.25)
+    assert model.data_config.classes == tuple(meta["classes"]) == tuple(str(d) for d in range(10))
+
+
+def test_older_files_with_numbered_digits_still_load(tmp_path):
+    model = described("digitnet", classes=11, not_a_digit=0.1).eval()
+    path = tmp_path / "old.safetensors"
+    checkpoint.save(path, model)
+    rewrite_metadata(path, classes=list(range(10)) + ["not a digit"])
+    loaded, meta = checkpoint.load(path)
+    assert meta["classes"] == [str(d) for d in range(10)] + ["not a digit"]
+    assert loaded.data_config.classes == tuple(meta["classes"])
+
+
+@pytest.mark.parametrize("bad", [{"classes": 5}, {"classes": []}, {"normalisation": {"mean": 0.1}},
+                                 {"normalisation": {"mean": 0.1, "std": 0}}])
+def test_malformed_data_config_is_a_checkpoint_error(saved, bad):
+    _, path = saved
+    rewrite_metadata(path, **bad)
+    with pytest.raises(CheckpointError, match="metadata '(classes|normalisation)'"):
+        checkpoint.load(path)
+
+
+def test_a_model_without_a_data_config_is_not_saved(tmp_path):
+    with pytest.raises(ValueError, match="no data configuration"):
+        checkpoint.save(tmp_path / "m.safetensors", create_model("mlp_3x256"))
+    assert list(tmp_path.iterdir()) == []

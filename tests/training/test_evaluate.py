@@ -53,3 +53,20 @@ def test_not_a_digit_answers_count_as_errors_and_are_reported_apart():
     assert len(result["confusion"][0]) == 11 and result["confusion"][8][10] == 1
     assert result["precision"][3] == 1.0
     assert "'not a digit': 2" in format_report(result) and "none" in format_report(result)
+
+
+def test_infer_on_no_images_is_as_wide_as_the_model():
+    cfg = TrainConfig(model="digitnet", model_kwargs={"classes": 11}, not_a_digit=0.1)
+    model = attach_data_config(create_model("digitnet", classes=11), cfg.data_config())
+    assert infer(model, torch.zeros(0, 28, 28, dtype=torch.uint8)).shape == (0, 11)
+    assert infer(described("mlp_3x256"), torch.zeros(0, 28, 28, dtype=torch.uint8)).shape == (0, 10)
+
+
+def test_infer_normalises_as_the_model_says(test_split):
+    from dataclasses import replace
+
+    model = described("conv3_dense64").eval()
+    images = test_split[0][:20]
+    expected = model(((images.float() / 255 - 0.5) / 0.25).unsqueeze(1))
+    model.data_config = replace(model.data_config, mean=0.5, std=0.25)
+    torch.testing.assert_close(infer(model, images), expected)

@@ -67,3 +67,15 @@ def test_default_recipe_dry_run_then_record_test_accuracy(tmp_path, mnist_dir):
 def test_record_needs_a_path():
     result = run("eval", "--record")
     assert result.returncode == 2 and "--record needs" in result.stderr
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_every_recipe_resumes(tmp_path, name, mnist_dir):
+    """A run of any recipe continues with --resume: its settings read back as written (a tuple comes back a list)."""
+    from digitlab.training.loop import train
+
+    cfg = recipe_config(name, limit=2000, device="cpu", data_dir=str(mnist_dir))
+    first = train(cfg, tmp_path, dry_run=True, quiet=True)  # three batches of the first epoch, then saved
+    resumed = train(cfg, tmp_path, resume=True, dry_run=True, quiet=True)
+    assert resumed.history[0] == first.history[0]
+    assert [row["epoch"] for row in resumed.history] == list(range(1, min(2, cfg.epochs) + 1))

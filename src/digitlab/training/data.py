@@ -216,7 +216,7 @@ def attach_data_config(model: torch.nn.Module, data: DataConfig) -> torch.nn.Mod
     outputs = count_outputs(model)
     if outputs != len(data.classes):
         raise ValueError(f"network {getattr(model, 'arch_name', type(model).__name__)!r} has {outputs} outputs, "
-                         f"but {len(data.classes)} classes were given ({', '.join(data.classes)})")
+                         f"but the class list has {len(data.classes)} names ({', '.join(data.classes)})")
     model.data_config = data
     return model
 

@@ -178,7 +178,7 @@ def load_data(cfg: TrainConfig, device: torch.device, dry_run: bool = False) -> 
     return train_split, val_split, nondigits
 
 
-def steps_per_epoch(count: int, batch_size: int, world: Distributed) -> int:
+def steps_per_epoch(count: int, batch_size: int, world: Distributed = Distributed()) -> int:
     """Optimiser steps per epoch; with several processes each takes the same number, dropping < world_size batches."""
     total = -(-count // batch_size)
     return total if world.world_size == 1 else total // world.world_size
