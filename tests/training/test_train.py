@@ -141,29 +141,57 @@ def test_training_with_not_a_digit_learns_to_refuse_letters(tmp_path):
     assert refused > 0.8
 
 
-def test_resume_after_the_best_epoch_still_keeps_the_best_weights(tmp_path):
+class ScriptedValidation:
+    """Stands in for the loop's ``infer`` on the validation split: the n-th validation scores ``accuracies[n]``.
+
+    Early stopping then stops where the script says, whatever the (real) training did to the weights.
+    """
+
+    def __init__(self, monkeypatch, mnist_dir, cfg: TrainConfig, accuracies: list[float]):
+        from digitlab.training import loop
+        from digitlab.training.data import load_mnist, split_validation
+
+        images, labels = load_mnist("train", mnist_dir)
+        _, val = split_validation(images[:cfg.limit], labels[:cfg.limit], cfg.validation_split, cfg.seed)
+        self.labels, self.accuracies, self.calls = val.labels, accuracies, 0
+        monkeypatch.setattr(loop, "infer", self)
+
+    def __call__(self, model, images, *args, **kwargs) -> torch.Tensor:
+        assert len(images) == len(self.labels)
+        right = round(self.accuracies[self.calls] * len(images))
+        self.calls += 1
+        predicted = torch.cat([self.labels[:right], (self.labels[right:] + 1) % 10])
+        return torch.nn.functional.one_hot(predicted, 10).float() * 5
+
+
+def stateless(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
+
+
+def test_resume_after_the_best_epoch_still_keeps_the_best_weights(tmp_path, monkeypatch, mnist_dir):
     """--resume with --early-stopping: the best epoch's weights, saved before the break, are what the run hands back."""
-    cfg = small(optimizer="sgd", learning_rate=5.0, epochs=6, early_stopping=1, limit=1000)
+    cfg = small(epochs=6, early_stopping=2, limit=1000)
+    script = ScriptedValidation(monkeypatch, mnist_dir, cfg, [0.5, 0.7, 0.6, 0.65])  # best: 2, stop after 4
     whole = train(cfg, tmp_path / "whole", quiet=True)
-    best = max(whole.history, key=lambda row: row["val_accuracy"])["epoch"]
-    assert best < len(whole.history) < 6  # it stopped early, after its best epoch
+    assert [row["epoch"] for row in whole.history] == [1, 2, 3, 4]
 
-    train(small(optimizer="sgd", learning_rate=5.0, epochs=best, early_stopping=1, limit=1000), tmp_path / "broken",
-          quiet=True)
+    script.calls = 0
+    train(small(epochs=3, early_stopping=2, limit=1000), tmp_path / "broken", quiet=True)  # broken after epoch 3
     resumed = train(cfg, tmp_path / "broken", resume=True, quiet=True)
-    assert resumed.history == whole.history
-    for a, b in zip(whole.model.state_dict().values(), resumed.model.state_dict().values()):
-        torch.testing.assert_close(a, b)
+    assert stateless(resumed.history) == stateless(whole.history)
     saved, meta = checkpoint.load(tmp_path / "broken" / "model.safetensors")
-    assert meta["epoch"] == best
-    for a, b in zip(whole.model.state_dict().values(), saved.state_dict().values()):
-        torch.testing.assert_close(a, b)
+    assert meta["epoch"] == 2
+    for a, b, c in zip(whole.model.state_dict().values(), resumed.model.state_dict().values(),
+                       saved.state_dict().values()):
+        torch.testing.assert_close(b, a)
+        torch.testing.assert_close(c, a)
 
 
-def test_resuming_a_run_that_stopped_early_trains_no_further(tmp_path):
-    cfg = small(optimizer="sgd", learning_rate=5.0, epochs=6, early_stopping=1, limit=1000)
+def test_resuming_a_run_that_stopped_early_trains_no_further(tmp_path, monkeypatch, mnist_dir):
+    cfg = small(epochs=6, early_stopping=1, limit=1000)
+    ScriptedValidation(monkeypatch, mnist_dir, cfg, [0.7, 0.6, 0.9, 0.9])  # stops after epoch 2
     first = train(cfg, tmp_path, quiet=True)
-    assert len(first.history) < 6
+    assert len(first.history) == 2
     again = train(cfg, tmp_path, resume=True, quiet=True)
     assert again.history == first.history
     for a, b in zip(first.model.state_dict().values(), again.model.state_dict().values()):
