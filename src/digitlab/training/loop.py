@@ -1,10 +1,13 @@
-"""Training: a ``TrainConfig`` dataclass beside one plain loop.
+"""Training: a ``TrainConfig`` through a few small functions, in the order the data flows.
 
-The whole training set stays in memory as uint8 tensors (on the GPU when there is one); each step indexes a batch,
-augments it as one tensor and takes an optimiser step - no per-sample Python, no loader workers. After every epoch
-the loop validates and writes, atomically, ``model.safetensors`` (the self-describing model), ``resume.safetensors``
-(optimiser, schedule and EMA state) and ``history.json``; so Ctrl-C or a kill loses at most the running epoch and
-``resume=True`` carries on from the last one.
+    load_data -> build_state -> per epoch: train_one_epoch, validate, save_epoch -> the best or last weights
+
+``train`` is the run that strings them together (resume, early stopping, torchrun); benchmarks call the same
+functions. The whole training set stays in memory as uint8 tensors (on the GPU when there is one); each step
+indexes a batch, augments it as one tensor and takes an optimiser step - no per-sample Python, no loader workers.
+After every epoch the run validates and writes, atomically, ``model.safetensors`` (the self-describing model),
+``resume.safetensors`` (optimiser, schedule and EMA state, and the best weights so far under early stopping) and
+``history.json``; so Ctrl-C or a kill loses at most the running epoch and ``resume=True`` carries on from the last.
 
 Under ``torchrun`` the same call trains with DistributedDataParallel, nothing to change: every process takes its
 share of each epoch's batches (so the effective batch is ``batch_size`` times the number of processes), gradients
@@ -37,7 +40,8 @@ from digitlab.labels import NOT_A_DIGIT
 from digitlab.training import checkpoint
 from digitlab.training.augment import random_affine
 from digitlab.training.config import TrainConfig
-from digitlab.training.data import DataConfig, Split, attach_data_config, load_mnist, split_validation
+from digitlab.training.data import (DataConfig, Split, attach_data_config, data_config_of, load_mnist,
+                                    split_validation)
 from digitlab.training.evaluate import infer
 from digitlab.training.models import create_model
 from digitlab.training.progress import EpochBar
@@ -94,68 +98,7 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return torch.device(name)
 
 
-# --- what a run trains ------------------------------------------------------------------------------------------
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    """The seed of one epoch's random draws (batch order, augmentation, letters, dropout).
-
-    It depends on the run's seed and the epoch alone, so a resumed run repeats exactly what an unbroken one would do.
-    """
-    return seed * 100_003 + epoch
-
-
-def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    params = model.parameters()
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(params, lr=cfg.learning_rate, momentum=cfg.momentum,
-                           nesterov=cfg.momentum > 0, weight_decay=cfg.weight_decay)
-
-
-def make_schedule(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
-    """The learning-rate schedule; 'onecycle' steps every batch, the others once per epoch (``step_schedule``)."""
-    if cfg.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.learning_rate, epochs=cfg.epochs,
-                                                   steps_per_epoch=steps_per_epoch, pct_start=cfg.onecycle_warmup)
-    if cfg.schedule == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_epochs, gamma=cfg.step_gamma)
-    if cfg.schedule == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=cfg.plateau_factor,
-                                                          patience=cfg.plateau_patience)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-
-
-@dataclass
-class TrainState:
-    """What a run changes as it trains: built by ``build_state``, stepped by ``train_one_epoch``, saved each epoch."""
-    model: nn.Module                   # the plain module, carrying its data configuration
-    forward: nn.Module                 # what batches go through: the model, its DDP wrapper, or a compiled model
-    optimizer: torch.optim.Optimizer
-    schedule: torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau
-    ema: AveragedModel | None
-
-    @property
-    def eval_model(self) -> nn.Module:
-        """The weights that are validated and saved: the EMA weights when EMA is on."""
-        return self.ema.module if self.ema is not None else self.model
-
-
-def build_state(cfg: TrainConfig, device: torch.device, steps: int, world: Distributed = Distributed()) -> TrainState:
-    """A fresh network (given the run's data configuration), its optimiser, schedule and EMA, on ``device``."""
-    model = attach_data_config(create_model(cfg.model, **cfg.model_kwargs), cfg.data_config()).to(device)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(cfg, model)
-    # The wrapper averages gradients across processes in backward(); everything else uses the plain module.
-    forward = model if world.world_size == 1 else DistributedDataParallel(model)
-    ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
-           if cfg.ema_decay else None)
-    return TrainState(model, forward, optimizer, make_schedule(cfg, optimizer, steps), ema)
-
-
-# --- the data of one epoch --------------------------------------------------------------------------------------
+# --- the data --------------------------------------------------------------------------------------------------------
 
 def load_data(cfg: TrainConfig, device: torch.device, dry_run: bool = False) -> tuple[Split, Split | None,
                                                                                       torch.Tensor | None]:
@@ -216,7 +159,68 @@ def to_batch(images: torch.Tensor, cfg: TrainConfig, data: DataConfig,
     return x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x
 
 
-# --- one epoch, one validation -----------------------------------------------------------------------------------
+# --- the network and what trains it ----------------------------------------------------------------------------------
+
+def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    params = model.parameters()
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.learning_rate, momentum=cfg.momentum,
+                           nesterov=cfg.momentum > 0, weight_decay=cfg.weight_decay)
+
+
+def make_schedule(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
+    """The learning-rate schedule; 'onecycle' steps every batch, the others once per epoch (``step_schedule``)."""
+    if cfg.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.learning_rate, epochs=cfg.epochs,
+                                                   steps_per_epoch=steps_per_epoch, pct_start=cfg.onecycle_warmup)
+    if cfg.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_epochs, gamma=cfg.step_gamma)
+    if cfg.schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=cfg.plateau_factor,
+                                                          patience=cfg.plateau_patience)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+
+
+@dataclass
+class TrainState:
+    """What a run changes as it trains: built by ``build_state``, stepped by ``train_one_epoch``, saved each epoch."""
+    model: nn.Module                   # the plain module, carrying its data configuration
+    forward: nn.Module                 # what batches go through: the model, its DDP wrapper, or a compiled model
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau
+    ema: AveragedModel | None
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights that are validated and saved: the EMA weights when EMA is on."""
+        return self.ema.module if self.ema is not None else self.model
+
+
+def build_state(cfg: TrainConfig, device: torch.device, steps: int, world: Distributed = Distributed()) -> TrainState:
+    """A fresh network (given the run's data configuration), its optimiser, schedule and EMA, on ``device``."""
+    model = attach_data_config(create_model(cfg.model, **cfg.model_kwargs), cfg.data_config()).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(cfg, model)
+    # The wrapper averages gradients across processes in backward(); everything else uses the plain module.
+    forward = model if world.world_size == 1 else DistributedDataParallel(model)
+    ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+           if cfg.ema_decay else None)
+    return TrainState(model, forward, optimizer, make_schedule(cfg, optimizer, steps), ema)
+
+
+# --- one epoch, one validation ---------------------------------------------------------------------------------------
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch's random draws (batch order, augmentation, letters, dropout).
+
+    It depends on the run's seed and the epoch alone, so a resumed run repeats exactly what an unbroken one would do.
+    """
+    return seed * 100_003 + epoch
+
 
 def train_one_epoch(cfg: TrainConfig, state: TrainState, split: Split, epoch: int,
                     world: Distributed = Distributed(), *, nondigits: torch.Tensor | None = None,
@@ -236,7 +240,7 @@ def train_one_epoch(cfg: TrainConfig, state: TrainState, split: Split, epoch: in
         generator.manual_seed(seed * world.world_size + world.rank)
     total = steps_per_epoch(len(split), cfg.batch_size, world)
     total = total if max_steps is None else min(max_steps, total)
-    data = state.model.data_config
+    data = data_config_of(state.model)
     not_a_digit = data.classes.index(NOT_A_DIGIT) if nondigits is not None else None
 
     state.model.train()
@@ -295,7 +299,7 @@ def stop_early(cfg: TrainConfig, history: list[dict[str, float]], best: dict[str
                 and history[-1]["epoch"] - best["epoch"] >= cfg.early_stopping)
 
 
-# --- saving and resuming -------------------------------------------------------------------------------------
+# --- saving and resuming ---------------------------------------------------------------------------------------------
 
 def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
     tensors, scalars = {}, {}
@@ -364,7 +368,7 @@ def load_resume(out_dir: Path, cfg: TrainConfig,
     return meta["history"], meta["best"], best_weights or None
 
 
-# --- the run ------------------------------------------------------------------------------------------------------
+# --- the run ---------------------------------------------------------------------------------------------------------
 
 def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, dry_run: bool = False,
           command: str | None = None, quiet: bool = False) -> TrainResult:
