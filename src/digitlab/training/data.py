@@ -1,4 +1,4 @@
-"""MNIST on disk -> uint8 tensors in memory.
+"""MNIST on disk -> uint8 tensors in memory, and the data configuration every model carries.
 
 The four canonical IDX files are found in this order: an explicit ``data_dir`` (the CLI's ``--data-dir``), the
 ``DIGITLAB_DATA`` environment variable, then a per-user cache directory. Files missing from the cache are
@@ -7,6 +7,10 @@ verified (checksum, IDX header, size), so a truncated or wrong file is an error 
 
     images, labels = load_mnist("train")          # (60000, 28, 28) uint8, (60000,) int64
     train, val = split_validation(images, labels, fraction=0.1, seed=0)
+    x = to_input(images, data_config_of(model))   # (60000, 1, 28, 28) float, normalised as the model says
+
+A model's ``DataConfig`` (normalisation and class names) is decided once by ``TrainConfig.data_config``, carried as
+``model.data_config`` and written into its checkpoint; ``checkpoint.load`` gives it back to the rebuilt model.
 """
 
 from __future__ import annotations
