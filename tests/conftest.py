@@ -52,15 +52,17 @@ def small_model_path(tmp_path_factory, test_split, mnist_dir):
     import torch.nn.functional as F
 
     from digitlab.training import checkpoint
-    from digitlab.training.data import load_mnist, to_input
+    from digitlab.training.config import TrainConfig
+    from digitlab.training.data import attach_data_config, load_mnist, to_input
     from digitlab.training.models import create_model
 
     torch.manual_seed(0)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # on a small busy CPU, one thread trains this little network fastest
+    data = TrainConfig(model="conv3_dense64").data_config()
     images, labels = load_mnist("train", mnist_dir)
-    x, y = to_input(images[:6000]), labels[:6000]
-    model = create_model("conv3_dense64")
+    x, y = to_input(images[:6000], data), labels[:6000]
+    model = attach_data_config(create_model("conv3_dense64"), data)
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
     model.train()
     for start in range(0, len(y), 64):

@@ -11,11 +11,11 @@ def test_torch_engine_gives_logits_like_the_model(small_model_path, test_split):
     import torch
 
     from digitlab.training import checkpoint
-    from digitlab.training.data import to_input
+    from digitlab.training.data import DataConfig, to_input
 
     engine = load_engine(small_model_path)
     assert isinstance(engine, TorchEngine) and engine.metadata["arch"] == "conv3_dense64"
-    x = to_input(test_split[0][:5])
+    x = to_input(test_split[0][:5], DataConfig.from_metadata(engine.metadata))
     model, _ = checkpoint.load(small_model_path)
     with torch.no_grad():
         expected = model(x).numpy()

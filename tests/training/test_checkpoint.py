@@ -6,13 +6,21 @@ from safetensors.torch import save_file
 
 from digitlab.training import checkpoint
 from digitlab.training.checkpoint import CheckpointError
+from digitlab.training.config import TrainConfig
+from digitlab.training.data import attach_data_config
 from digitlab.training.models import create_model
+
+
+def described(name: str, not_a_digit: float = 0.0, **kwargs) -> torch.nn.Module:
+    """A fresh network with the data configuration a run of it would give it."""
+    cfg = TrainConfig(model=name, model_kwargs=kwargs, not_a_digit=not_a_digit)
+    return attach_data_config(create_model(name, **kwargs), cfg.data_config())
 
 
 @pytest.fixture
 def saved(tmp_path):
     torch.manual_seed(0)
-    model = create_model("conv3_dense64").eval()
+    model = described("conv3_dense64").eval()
     path = tmp_path / "m.safetensors"
     checkpoint.save(path, model, {"metrics": {"test_accuracy": 0.5}, "config": {"epochs": 1}})
     return model, path
@@ -66,7 +74,7 @@ def test_safetensors_without_metadata_is_refused(tmp_path):
 
 
 def test_weights_that_do_not_fit_the_named_network(tmp_path):
-    model = create_model("mlp_3x256")
+    model = described("mlp_3x256")
     path = tmp_path / "lie.safetensors"
     checkpoint.save(path, model)
     tensors, meta = checkpoint.read(path)
@@ -97,3 +105,49 @@ def test_saved_files_get_ordinary_permissions(saved):
     mask = os.umask(0)
     os.umask(mask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def rewrite_metadata(path, **changes):
+    """Change a checkpoint's metadata behind checkpoint.save's back, as an older or a hostile file would have it."""
+    tensors, meta = checkpoint.read(path)
+    save_file(tensors, str(path), metadata={"digitlab": json.dumps(meta | changes)})
+
+
+def test_the_class_list_must_match_the_network_output(saved):
+    _, path = saved
+    rewrite_metadata(path, classes=[str(d) for d in range(10)] + ["not a digit"])  # the network has 10 outputs
+    with pytest.raises(CheckpointError, match="10 outputs, but the class list has 11 names"):
+        checkpoint.load(path)
+
+
+def test_the_model_carries_its_data_config_from_the_file(saved):
+    _, path = saved
+    rewrite_metadata(path, normalisation={"mean": 0.5, "std": 0.25})
+    model, meta = checkpoint.load(path)
+    assert (model.data_config.mean, model.data_config.std) == (0.5, 0.25)
+    assert model.data_config.classes == tuple(meta["classes"]) == tuple(str(d) for d in range(10))
+
+
+def test_older_files_with_numbered_digits_still_load(tmp_path):
+    model = described("digitnet", classes=11, not_a_digit=0.1).eval()
+    path = tmp_path / "old.safetensors"
+    checkpoint.save(path, model)
+    rewrite_metadata(path, classes=list(range(10)) + ["not a digit"])
+    loaded, meta = checkpoint.load(path)
+    assert meta["classes"] == [str(d) for d in range(10)] + ["not a digit"]
+    assert loaded.data_config.classes == tuple(meta["classes"])
+
+
+@pytest.mark.parametrize("bad", [{"classes": 5}, {"classes": []}, {"normalisation": {"mean": 0.1}},
+                                 {"normalisation": {"mean": 0.1, "std": 0}}])
+def test_malformed_data_config_is_a_checkpoint_error(saved, bad):
+    _, path = saved
+    rewrite_metadata(path, **bad)
+    with pytest.raises(CheckpointError, match="metadata '(classes|normalisation)'"):
+        checkpoint.load(path)
+
+
+def test_a_model_without_a_data_config_is_not_saved(tmp_path):
+    with pytest.raises(ValueError, match="no data configuration"):
+        checkpoint.save(tmp_path / "m.safetensors", create_model("mlp_3x256"))
+    assert list(tmp_path.iterdir()) == []

@@ -4,6 +4,7 @@ import shutil
 import pytest
 import torch
 
+from digitlab.training.config import TrainConfig
 from digitlab.training.data import FILES, DataError, load_mnist, locate, split_validation, to_input
 
 
@@ -95,6 +96,6 @@ def test_validation_split_is_seeded_and_disjoint(test_split):
 
 
 def test_to_input_normalises(test_split):
-    x = to_input(test_split[0][:100])
+    x = to_input(test_split[0][:100], TrainConfig().data_config())
     assert x.shape == (100, 1, 28, 28) and x.dtype == torch.float32
     assert abs(x.mean().item()) < 0.2

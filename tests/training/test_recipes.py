@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from digitlab.training import checkpoint
+from digitlab.training.data import attach_data_config
 from digitlab.training.models import create_model
 from digitlab.training.config import DEFAULT_RECIPE, RECIPES, recipe_config
 
@@ -34,7 +35,7 @@ def test_overrides_win_and_none_is_ignored():
 
 
 def test_update_metadata_keeps_the_weights(tmp_path):
-    model = create_model("digitnet").eval()
+    model = attach_data_config(create_model("digitnet"), recipe_config("cnn5x5_dense1000").data_config()).eval()
     path = tmp_path / "m.safetensors"
     checkpoint.save(path, model, {"metrics": {}})
     checkpoint.update_metadata(path, {"test": {"accuracy": 0.5}})
@@ -66,3 +67,17 @@ def test_default_recipe_dry_run_then_record_test_accuracy(tmp_path, mnist_dir):
 def test_record_needs_a_path():
     result = run("eval", "--record")
     assert result.returncode == 2 and "--record needs" in result.stderr
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_every_recipe_resumes(tmp_path, name, mnist_dir, monkeypatch):
+    """A run of any recipe continues with --resume: its settings read back as written (a tuple comes back a list)."""
+    from digitlab.training import loop
+    from digitlab.training.loop import train
+
+    monkeypatch.setattr(loop, "NONDIGIT_POOL", 600)  # letters for three batches, not for a whole run
+    cfg = recipe_config(name, limit=2000, device="cpu", data_dir=str(mnist_dir))
+    first = train(cfg, tmp_path, dry_run=True, quiet=True)  # three batches of the first epoch, then saved
+    resumed = train(cfg, tmp_path, resume=True, dry_run=True, quiet=True)
+    assert resumed.history[0] == first.history[0]
+    assert [row["epoch"] for row in resumed.history] == list(range(1, min(2, cfg.epochs) + 1))

@@ -7,6 +7,7 @@ import time
 import pytest
 import torch
 
+from digitlab.labels import NOT_A_DIGIT, class_names
 from digitlab.training import checkpoint
 from digitlab.training.augment import AugmentConfig, random_affine
 from digitlab.training.config import TrainConfig
@@ -120,7 +121,8 @@ def test_not_a_digit_needs_an_eleventh_output():
 def test_with_nondigits_appends_letters_labelled_ten():
     images, labels = torch.zeros(20, 28, 28, dtype=torch.uint8), torch.arange(20) % 10
     pool = torch.full((5, 28, 28), 255, dtype=torch.uint8)
-    x, y = with_nondigits(images, labels, pool, 0.25, torch.Generator().manual_seed(0))
+    label = class_names(not_a_digit=True).index(NOT_A_DIGIT)
+    x, y = with_nondigits(images, labels, pool, 0.25, torch.Generator().manual_seed(0), label)
     assert x.shape == (25, 28, 28) and torch.equal(y[:20], labels) and torch.equal(y[20:], torch.full((5,), 10))
     assert bool((x[20:] == 255).all()) and bool((x[:20] == 0).all())
 
@@ -137,3 +139,124 @@ def test_training_with_not_a_digit_learns_to_refuse_letters(tmp_path):
     letters = torch.from_numpy(letters_in_mnist_form(200, seed=99))  # other letters than the ones trained on
     refused = (infer(result.model, letters).argmax(1) == 10).double().mean().item()
     assert refused > 0.8
+
+
+class ScriptedValidation:
+    """Stands in for the loop's ``infer`` on the validation split: the n-th validation scores ``accuracies[n]``.
+
+    Early stopping then stops where the script says, whatever the (real) training did to the weights.
+    """
+
+    def __init__(self, monkeypatch, mnist_dir, cfg: TrainConfig, accuracies: list[float]):
+        from digitlab.training import loop
+        from digitlab.training.data import load_mnist, split_validation
+
+        images, labels = load_mnist("train", mnist_dir)
+        _, val = split_validation(images[:cfg.limit], labels[:cfg.limit], cfg.validation_split, cfg.seed)
+        self.labels, self.accuracies, self.calls = val.labels, accuracies, 0
+        monkeypatch.setattr(loop, "infer", self)
+
+    def __call__(self, model, images, *args, **kwargs) -> torch.Tensor:
+        assert len(images) == len(self.labels)
+        right = round(self.accuracies[self.calls] * len(images))
+        self.calls += 1
+        predicted = torch.cat([self.labels[:right], (self.labels[right:] + 1) % 10])
+        return torch.nn.functional.one_hot(predicted, 10).float() * 5
+
+
+def stateless(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
+
+
+def test_resume_after_the_best_epoch_still_keeps_the_best_weights(tmp_path, monkeypatch, mnist_dir):
+    """--resume with --early-stopping: the best epoch's weights, saved before the break, are what the run hands back."""
+    cfg = small(epochs=6, early_stopping=2, limit=1000)
+    script = ScriptedValidation(monkeypatch, mnist_dir, cfg, [0.5, 0.7, 0.6, 0.65])  # best: 2, stop after 4
+    whole = train(cfg, tmp_path / "whole", quiet=True)
+    assert [row["epoch"] for row in whole.history] == [1, 2, 3, 4]
+
+    script.calls = 0
+    train(small(epochs=3, early_stopping=2, limit=1000), tmp_path / "broken", quiet=True)  # broken after epoch 3
+    resumed = train(cfg, tmp_path / "broken", resume=True, quiet=True)
+    assert stateless(resumed.history) == stateless(whole.history)
+    saved, meta = checkpoint.load(tmp_path / "broken" / "model.safetensors")
+    assert meta["epoch"] == 2
+    for a, b, c in zip(whole.model.state_dict().values(), resumed.model.state_dict().values(),
+                       saved.state_dict().values()):
+        torch.testing.assert_close(b, a)
+        torch.testing.assert_close(c, a)
+
+
+def test_resuming_a_run_that_stopped_early_trains_no_further(tmp_path, monkeypatch, mnist_dir):
+    cfg = small(epochs=6, early_stopping=1, limit=1000)
+    ScriptedValidation(monkeypatch, mnist_dir, cfg, [0.7, 0.6, 0.9, 0.9])  # stops after epoch 2
+    first = train(cfg, tmp_path, quiet=True)
+    assert len(first.history) == 2
+    again = train(cfg, tmp_path, resume=True, quiet=True)
+    assert again.history == first.history
+    for a, b in zip(first.model.state_dict().values(), again.model.state_dict().values()):
+        torch.testing.assert_close(a, b)
+
+
+def test_schedule_settings_are_recorded_in_the_config(tmp_path):
+    """The one-cycle warm-up and the plateau factor are settings of the run, so the checkpoint names them."""
+    import torch.optim.lr_scheduler as lr
+
+    from digitlab.training.loop import make_schedule
+
+    def peak_step(warmup: float) -> int:
+        cfg = small(schedule="onecycle", onecycle_warmup=warmup, epochs=1)
+        optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=cfg.learning_rate)
+        schedule = make_schedule(cfg, optimizer, steps_per_epoch=100)
+        rates = []
+        for _ in range(100):
+            rates.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            schedule.step()
+        return max(range(100), key=rates.__getitem__)
+
+    assert peak_step(0.25) == 24 and peak_step(0.5) == 49
+    cfg = small(schedule="plateau", plateau_factor=0.5)
+    plateau = make_schedule(cfg, torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0), 10)
+    assert isinstance(plateau, lr.ReduceLROnPlateau) and plateau.factor == 0.5
+    assert TrainConfig().onecycle_warmup == 0.25 and TrainConfig().plateau_factor == 0.3  # as before they were settings
+    for bad in (dict(onecycle_warmup=0.0), dict(onecycle_warmup=1.0), dict(plateau_factor=1.5)):
+        with pytest.raises(ValueError):
+            TrainConfig(**bad)
+
+    train(small(schedule="plateau", plateau_factor=0.5, epochs=1, limit=500), tmp_path, quiet=True)
+    _, meta = checkpoint.load(tmp_path / "model.safetensors")
+    assert meta["config"]["plateau_factor"] == 0.5 and meta["config"]["onecycle_warmup"] == 0.25
+
+
+def test_the_run_decides_the_class_list_and_the_checkpoint_carries_it(tmp_path):
+    cfg = small(model="digitnet", model_kwargs={"classes": 11}, not_a_digit=0.1, epochs=1, limit=500)
+    result = train(cfg, tmp_path, dry_run=True, quiet=True)
+    _, meta = checkpoint.load(tmp_path / "model.safetensors")
+    assert meta["classes"] == ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", NOT_A_DIGIT]
+    assert meta["normalisation"] == {"mean": 0.1307, "std": 0.3081}
+    assert result.model.data_config == cfg.data_config()
+
+
+def test_a_network_whose_outputs_do_not_match_the_classes_is_refused(tmp_path):
+    # an 11th output nobody teaches: the class list has ten names, the network eleven outputs
+    cfg = small(model="digitnet", model_kwargs={"classes": 11}, epochs=1, limit=500)
+    with pytest.raises(ValueError, match="11 outputs, but the class list has 10 names"):
+        train(cfg, tmp_path, dry_run=True, quiet=True)
+
+
+def test_to_batch_normalises_as_the_data_config_says():
+    from digitlab.training.data import DataConfig
+    from digitlab.training.loop import to_batch
+
+    images = torch.full((2, 28, 28), 255, dtype=torch.uint8)
+    plain = to_batch(images, small(), DataConfig(0.0, 1.0, ("0", "1")), None)
+    shifted = to_batch(images, small(), DataConfig(0.5, 0.25, ("0", "1")), None)
+    assert plain.shape == (2, 1, 28, 28) and bool((plain == 1).all()) and bool((shifted == 2).all())
+
+
+def test_one_seed_per_epoch():
+    from digitlab.training.loop import epoch_seed
+
+    seeds = {epoch_seed(seed, epoch) for seed in range(3) for epoch in range(1, 50)}
+    assert len(seeds) == 3 * 49  # no two epochs of these runs draw the same numbers

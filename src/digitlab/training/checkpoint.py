@@ -22,9 +22,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from digitlab.training.data import MNIST_MEAN, MNIST_STD
 from digitlab.errors import CheckpointError
 from digitlab.files import atomic_write
+from digitlab.training.data import DataConfig, attach_data_config, data_config_of
 from digitlab.training.models import create_model
 
 FORMAT = "digitlab-checkpoint/1"
@@ -42,16 +42,20 @@ def versions() -> dict[str, str]:
 
 
 def base_metadata(model: nn.Module) -> dict[str, Any]:
-    """What every checkpoint says about itself; callers add config, metrics and the like."""
+    """What every checkpoint says about itself; callers add config, metrics and the like.
+
+    The normalisation and class names come from the data configuration the model carries (``data.DataConfig``).
+    """
     from digitlab.training.data import checksums
 
+    data = data_config_of(model).metadata()
     return {
         "format": FORMAT,
         "arch": model.arch_name,
         "arch_kwargs": model.arch_kwargs,
-        "normalisation": {"mean": MNIST_MEAN, "std": MNIST_STD},
+        "normalisation": data["normalisation"],
         "input": {"shape": [1, 28, 28], "form": "MNIST: bright ink on dark, digit fitted in 20x20, centred by mass"},
-        "classes": list(range(10)) + (["not a digit"] if model.arch_kwargs.get("classes") == 11 else []),
+        "classes": data["classes"],
         "versions": versions(),
         "data_md5": checksums(),
     }
@@ -87,13 +91,19 @@ def read(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, An
         meta = json.loads(header["digitlab"])
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{path}: metadata is not valid JSON ({exc})") from None
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: unsupported checkpoint format {meta.get('format')!r}")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        format_name = meta.get("format") if isinstance(meta, dict) else None
+        raise CheckpointError(f"{path}: unsupported checkpoint format {format_name!r}")
+    try:  # older files name the digits by number: read as the names ("0" ... "9") every reader expects
+        meta |= DataConfig.from_metadata(meta).metadata()
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
     return tensors, meta
 
 
 def build(meta: dict[str, Any], tensors: dict[str, torch.Tensor], source: str = "checkpoint") -> nn.Module:
-    """Rebuild the named network and load the weights that belong to it (keys outside the model are ignored)."""
+    """Rebuild the named network, load the weights that belong to it (keys outside the model are ignored) and give
+    it the metadata's data configuration, whose class list must be as long as the network's output."""
     try:
         model = create_model(meta["arch"], **meta.get("arch_kwargs", {}))
     except (KeyError, ValueError) as exc:
@@ -108,15 +118,19 @@ def build(meta: dict[str, Any], tensors: dict[str, torch.Tensor], source: str = 
                   f"{tuple(expected[wrong[0]].shape)}")
         raise CheckpointError(f"{source}: weights do not fit network {meta['arch']!r} ({detail})")
     model.load_state_dict(weights)
+    try:
+        attach_data_config(model, DataConfig.from_metadata(meta))
+    except ValueError as exc:
+        raise CheckpointError(f"{source}: {exc}") from None
     return model.eval()
 
 
 def load(path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     """Rebuild a model from its file alone (the bundled pretrained model when ``path`` is None), in eval mode.
 
-    Its convolution weights are laid out channels-last, as in training: on a CPU the bundled model then scores
-    images 2.1-2.4x faster at batch 256 and 1.3-1.5x at batch 1 than with PyTorch's default layout (oneDNN's
-    convolutions want channels-last; the inputs may come in either layout).
+    The model carries its data configuration (``model.data_config``: normalisation and class names). Its
+    convolution weights are laid out channels-last, as in training, because oneDNN's CPU convolutions are much
+    faster that way (docs/results.md); the inputs may come in either layout.
     """
     path = BUNDLED if path is None else Path(path)
     tensors, meta = read(path)

@@ -9,15 +9,17 @@ tutorial held out a validation split itself; nothing is picked on the test set.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+import json
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from digitlab.labels import class_names
 from digitlab.training.augment import AugmentConfig
+from digitlab.training.data import MNIST_MEAN, MNIST_STD, DataConfig
 from digitlab.training.models import get_entry
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "step", "onecycle", "plateau")
-NOT_A_DIGIT_CLASS = 10           # the 11th output of a network trained with ``not_a_digit``
 
 
 @dataclass
@@ -31,9 +33,11 @@ class TrainConfig:
     weight_decay: float = 0.0
     momentum: float = 0.9          # SGD only (Nesterov)
     schedule: str = "constant"
+    onecycle_warmup: float = 0.25  # 'onecycle': fraction of the steps spent rising to learning_rate (pct_start)
     step_epochs: int = 5           # 'step': multiply the rate by step_gamma every step_epochs
     step_gamma: float = 0.1
     plateau_patience: int = 2      # 'plateau': epochs without a better validation loss before the rate drops
+    plateau_factor: float = 0.3    # 'plateau': what the rate is multiplied by when it drops
     label_smoothing: float = 0.0
     augment: bool = False
     augment_config: AugmentConfig = field(default_factory=AugmentConfig)
@@ -67,8 +71,24 @@ class TrainConfig:
             raise ValueError("label_smoothing must be in [0, 1)")
         if not 0 <= self.not_a_digit < 1:
             raise ValueError("not_a_digit must be in [0, 1)")
-        if self.not_a_digit and self.model_kwargs.get("classes") != NOT_A_DIGIT_CLASS + 1:
-            raise ValueError("not_a_digit needs a network with an 11th output: model_kwargs classes=11")
+        if not 0 < self.onecycle_warmup < 1:
+            raise ValueError("onecycle_warmup must be in (0, 1)")
+        if not 0 < self.plateau_factor < 1:
+            raise ValueError("plateau_factor must be in (0, 1)")
+        classes = len(self.data_config().classes)
+        if self.not_a_digit and self.model_kwargs.get("classes") != classes:
+            raise ValueError(f"not_a_digit needs a network with an 11th output: model_kwargs classes={classes}")
+
+    def data_config(self) -> DataConfig:
+        """The normalisation and class names of the model this run trains, decided here once.
+
+        The loop gives them to the model, the checkpoint records them, and every reader takes them from there.
+        """
+        return DataConfig(MNIST_MEAN, MNIST_STD, tuple(class_names(self.not_a_digit > 0)))
+
+    def as_record(self) -> dict[str, Any]:
+        """The settings as a checkpoint records them: plain JSON values, so a tuple reads back as a list."""
+        return json.loads(json.dumps(asdict(self)))
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":

@@ -1,6 +1,6 @@
 """Inference and metrics, kept apart: ``infer`` turns images into logits, ``evaluate`` turns logits into a report.
 
-    logits = infer(model, images)                      # uint8 (N, 28, 28) -> (N, 10)
+    logits = infer(model, images)                      # uint8 (N, 28, 28) -> (N, classes)
     report = evaluate(model, images, labels)           # accuracy, per-class precision/recall, confusion, errors
 """
 
@@ -12,12 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from digitlab.training.data import to_input
+from digitlab.training.data import data_config_of, to_input
 
 # Test-time augmentation: the image itself and its 1-pixel translations. Never flips: they change digits.
 TTA_SHIFTS = ((0, 0), (0, 1), (0, -1), (1, 0), (-1, 0))
-# Images per forward pass. On the 2-core CPU the bundled (channels-last) `digitnet` scored 10,000 images in 1.7 s at
-# 128 and 256, 2.3 s at 512 and 2.8-3.0 s at 1000: batches that fit the caches beat fewer, larger calls.
+# Images per forward pass: on a CPU, batches that fit the caches beat fewer, larger calls (docs/results.md).
 BATCH = 256
 
 
@@ -26,22 +25,24 @@ def infer(model: nn.Module, images: torch.Tensor, batch_size: int = BATCH,
           shifts: tuple[tuple[int, int], ...] = ((0, 0),)) -> torch.Tensor:
     """Logits (N, classes) for uint8 images (N, 28, 28), in batches, on the model's device.
 
-    ``shifts`` lists (dy, dx) pixel translations for test-time augmentation; the softmax outputs of the shifted
-    copies are averaged (returned as log-probabilities so argmax and losses still work). Never flips.
+    The images are normalised as the model's data configuration says. ``shifts`` lists (dy, dx) pixel translations
+    for test-time augmentation; the softmax outputs of the shifted copies are averaged (returned as
+    log-probabilities so argmax and losses still work). Never flips.
     """
+    data = data_config_of(model)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     outputs = []
     for start in range(0, len(images), batch_size):
-        x = to_input(images[start:start + batch_size], device)  # (B, 1, 28, 28)
+        x = to_input(images[start:start + batch_size], data, device)  # (B, 1, 28, 28)
         if shifts == ((0, 0),):
             outputs.append(model(x).float().cpu())
             continue
         probs = sum(F.softmax(model(torch.roll(x, s, dims=(2, 3))).float(), dim=1) for s in shifts)
         outputs.append(torch.log(probs / len(shifts)).cpu())
     model.train(was_training)
-    return torch.cat(outputs) if outputs else torch.empty(0, 10)
+    return torch.cat(outputs) if outputs else torch.empty(0, len(data.classes))
 
 
 def report(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:

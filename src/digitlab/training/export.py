@@ -2,8 +2,8 @@
 
     digitlab export runs/cnn5x5_dense1000/model.safetensors --onnx model.onnx
 
-The graph takes ``image`` (batch, 1, 28, 28) float32, normalised as the checkpoint says, and gives ``logits``
-(batch, 10), or (batch, 11) for a network with a "not a digit" output; the batch axis is dynamic. The checkpoint's
+The graph takes ``image`` (batch, 1, 28, 28) float32, normalised as the checkpoint's metadata says, and gives
+``logits`` (batch, classes), one per name in the metadata's ``classes``; the batch axis is dynamic. The checkpoint's
 metadata is embedded as JSON under the ONNX metadata key ``digitlab`` (and how the export was checked under
 ``digitlab_export``), so the file describes itself as the checkpoint does and ``engine.OnnxEngine`` needs nothing
 else.
@@ -76,13 +76,13 @@ def check_against_torch(model: torch.nn.Module, onnx_bytes: bytes, images: np.nd
 
 
 def mnist_test_inputs(meta: dict, count: int, data_dir: str | os.PathLike | None = None) -> np.ndarray:
-    """The first ``count`` MNIST test images, normalised as the checkpoint's model expects: (N, 1, 28, 28)."""
-    from digitlab.training.data import load_mnist
+    """The first ``count`` MNIST test images, normalised as the checkpoint's metadata says: (N, 1, 28, 28)."""
     from digitlab.recognition.preprocess import normalise
+    from digitlab.training.data import DataConfig, load_mnist
 
     images, _ = load_mnist("test", data_dir)
-    norm = meta["normalisation"]
-    return normalise(images[:count].numpy() / 255.0, norm["mean"], norm["std"])
+    data = DataConfig.from_metadata(meta)
+    return normalise(images[:count].numpy() / 255.0, data.mean, data.std)
 
 
 def export_onnx(checkpoint_path: str | os.PathLike | None, out_path: str | os.PathLike, *,

@@ -1,10 +1,13 @@
-"""Training: a ``TrainConfig`` dataclass beside one plain loop.
+"""Training: a ``TrainConfig`` through a few small functions, in the order the data flows.
 
-The whole training set stays in memory as uint8 tensors (on the GPU when there is one); each step indexes a batch,
-augments it as one tensor and takes an optimiser step - no per-sample Python, no loader workers. After every epoch
-the loop validates and writes, atomically, ``model.safetensors`` (the self-describing model), ``resume.safetensors``
-(optimiser, schedule and EMA state) and ``history.json``; so Ctrl-C or a kill loses at most the running epoch and
-``resume=True`` carries on from the last one.
+    load_data -> build_state -> per epoch: train_one_epoch, validate, save_epoch -> the best or last weights
+
+``train`` is the run that strings them together (resume, early stopping, torchrun); benchmarks call the same
+functions. The whole training set stays in memory as uint8 tensors (on the GPU when there is one); each step
+indexes a batch, augments it as one tensor and takes an optimiser step - no per-sample Python, no loader workers.
+After every epoch the run validates and writes, atomically, ``model.safetensors`` (the self-describing model),
+``resume.safetensors`` (optimiser, schedule and EMA state, and the best weights so far under early stopping) and
+``history.json``; so Ctrl-C or a kill loses at most the running epoch and ``resume=True`` carries on from the last.
 
 Under ``torchrun`` the same call trains with DistributedDataParallel, nothing to change: every process takes its
 share of each epoch's batches (so the effective batch is ``batch_size`` times the number of processes), gradients
@@ -21,7 +24,8 @@ import copy
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -32,10 +36,12 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from digitlab.files import atomic_write_text
+from digitlab.labels import NOT_A_DIGIT
 from digitlab.training import checkpoint
 from digitlab.training.augment import random_affine
-from digitlab.training.config import NOT_A_DIGIT_CLASS, TrainConfig
-from digitlab.training.data import MNIST_MEAN, MNIST_STD, Split, load_mnist, split_validation
+from digitlab.training.config import TrainConfig
+from digitlab.training.data import (DataConfig, Split, attach_data_config, data_config_of, load_mnist,
+                                    split_validation)
 from digitlab.training.evaluate import infer
 from digitlab.training.models import create_model
 from digitlab.training.progress import EpochBar
@@ -92,29 +98,30 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return torch.device(name)
 
 
-def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    params = model.parameters()
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(params, lr=cfg.learning_rate, momentum=cfg.momentum,
-                           nesterov=cfg.momentum > 0, weight_decay=cfg.weight_decay)
+# --- the data --------------------------------------------------------------------------------------------------------
+
+def load_data(cfg: TrainConfig, device: torch.device, dry_run: bool = False) -> tuple[Split, Split | None,
+                                                                                      torch.Tensor | None]:
+    """(training split on ``device``, validation split or None, letters taught as "not a digit" or None).
+
+    A dry run validates on 512 images only.
+    """
+    images, labels = load_mnist("train", cfg.data_dir)
+    if cfg.limit:
+        images, labels = images[:cfg.limit], labels[:cfg.limit]
+    train_split, val_split = split_validation(images, labels, cfg.validation_split, cfg.seed)
+    if dry_run and val_split is not None:
+        val_split = Split(val_split.images[:512], val_split.labels[:512])
+    train_split = Split(train_split.images.to(device), train_split.labels.to(device))
+    nondigits = None
+    if cfg.not_a_digit:
+        from digitlab.training.nondigits import letters_in_mnist_form
+
+        nondigits = torch.from_numpy(letters_in_mnist_form(NONDIGIT_POOL, seed=cfg.seed)).to(device)
+    return train_split, val_split, nondigits
 
 
-def make_schedule(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
-    """The learning-rate schedule; 'onecycle' steps every batch, the others once per epoch."""
-    if cfg.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.learning_rate, epochs=cfg.epochs,
-                                                   steps_per_epoch=steps_per_epoch, pct_start=0.25)
-    if cfg.schedule == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_epochs, gamma=cfg.step_gamma)
-    if cfg.schedule == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.3, patience=cfg.plateau_patience)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-
-
-def steps_per_epoch(count: int, batch_size: int, world: Distributed) -> int:
+def steps_per_epoch(count: int, batch_size: int, world: Distributed = Distributed()) -> int:
     """Optimiser steps per epoch; with several processes each takes the same number, dropping < world_size batches."""
     total = -(-count // batch_size)
     return total if world.world_size == 1 else total // world.world_size
@@ -133,24 +140,166 @@ def batches(split: Split, batch_size: int, generator: torch.Generator, world: Di
 
 
 def with_nondigits(images: torch.Tensor, labels: torch.Tensor, pool: torch.Tensor, fraction: float,
-                   generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Append ``fraction`` x batch images drawn from ``pool`` (uint8 (N, 28, 28) non-digits), labelled 10."""
+                   generator: torch.Generator, label: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Append ``fraction`` x batch images drawn from ``pool`` (uint8 (N, 28, 28) non-digits), labelled ``label``."""
     count = max(1, round(fraction * len(labels)))
     idx = torch.randint(len(pool), (count,), generator=generator).to(pool.device)
-    extra_labels = torch.full((count,), NOT_A_DIGIT_CLASS, dtype=labels.dtype, device=labels.device)
+    extra_labels = torch.full((count,), label, dtype=labels.dtype, device=labels.device)
     return torch.cat([images, pool[idx]]), torch.cat([labels, extra_labels])
 
 
-def to_batch(images: torch.Tensor, cfg: TrainConfig, generator: torch.Generator | None) -> torch.Tensor:
-    """uint8 (B, 28, 28) -> normalised float (B, 1, 28, 28), augmented on [0, 1] so the background stays 0."""
+def to_batch(images: torch.Tensor, cfg: TrainConfig, data: DataConfig,
+             generator: torch.Generator | None) -> torch.Tensor:
+    """uint8 (B, 28, 28) -> float (B, 1, 28, 28) normalised as ``data`` says, augmented on [0, 1] first so the
+    background stays 0."""
     x = images.unsqueeze(1).float().div_(255.0)
     if cfg.augment:
         x = random_affine(x, cfg.augment_config, generator)
-    x = x.sub_(MNIST_MEAN).div_(MNIST_STD)
+    x = x.sub_(data.mean).div_(data.std)
     return x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x
 
 
-# --- saving and resuming -------------------------------------------------------------------------------------
+# --- the network and what trains it ----------------------------------------------------------------------------------
+
+def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    params = model.parameters()
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.learning_rate, momentum=cfg.momentum,
+                           nesterov=cfg.momentum > 0, weight_decay=cfg.weight_decay)
+
+
+def make_schedule(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
+    """The learning-rate schedule; 'onecycle' steps every batch, the others once per epoch (``step_schedule``)."""
+    if cfg.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.learning_rate, epochs=cfg.epochs,
+                                                   steps_per_epoch=steps_per_epoch, pct_start=cfg.onecycle_warmup)
+    if cfg.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_epochs, gamma=cfg.step_gamma)
+    if cfg.schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=cfg.plateau_factor,
+                                                          patience=cfg.plateau_patience)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+
+
+@dataclass
+class TrainState:
+    """What a run changes as it trains: built by ``build_state``, stepped by ``train_one_epoch``, saved each epoch."""
+    model: nn.Module                   # the plain module, carrying its data configuration
+    forward: nn.Module                 # what batches go through: the model, its DDP wrapper, or a compiled model
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau
+    ema: AveragedModel | None
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights that are validated and saved: the EMA weights when EMA is on."""
+        return self.ema.module if self.ema is not None else self.model
+
+
+def build_state(cfg: TrainConfig, device: torch.device, steps: int, world: Distributed = Distributed()) -> TrainState:
+    """A fresh network (given the run's data configuration), its optimiser, schedule and EMA, on ``device``."""
+    model = attach_data_config(create_model(cfg.model, **cfg.model_kwargs), cfg.data_config()).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(cfg, model)
+    # The wrapper averages gradients across processes in backward(); everything else uses the plain module.
+    forward = model if world.world_size == 1 else DistributedDataParallel(model)
+    ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+           if cfg.ema_decay else None)
+    return TrainState(model, forward, optimizer, make_schedule(cfg, optimizer, steps), ema)
+
+
+# --- one epoch, one validation ---------------------------------------------------------------------------------------
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch's random draws (batch order, augmentation, letters, dropout).
+
+    It depends on the run's seed and the epoch alone, so a resumed run repeats exactly what an unbroken one would do.
+    """
+    return seed * 100_003 + epoch
+
+
+def train_one_epoch(cfg: TrainConfig, state: TrainState, split: Split, epoch: int,
+                    world: Distributed = Distributed(), *, nondigits: torch.Tensor | None = None,
+                    max_steps: int | None = None, bar: EpochBar | None = None,
+                    autocast: AbstractContextManager = nullcontext()) -> dict[str, float]:
+    """One pass over this process's share of ``split`` (at most ``max_steps`` batches).
+
+    Returns the epoch's ``train_loss`` and ``train_accuracy`` (over all processes) and its ``seconds``. The
+    one-cycle schedule and the EMA are stepped with every batch; the per-epoch schedules are ``step_schedule``'s.
+    """
+    seed = epoch_seed(cfg.seed, epoch)
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    epoch_batches = batches(split, cfg.batch_size, generator, world)
+    if world.world_size > 1:  # the order is shared; each process's augmentation draws must not be
+        epoch_batches = iter(list(epoch_batches))
+        generator.manual_seed(seed * world.world_size + world.rank)
+    total = steps_per_epoch(len(split), cfg.batch_size, world)
+    total = total if max_steps is None else min(max_steps, total)
+    data = data_config_of(state.model)
+    not_a_digit = data.classes.index(NOT_A_DIGIT) if nondigits is not None else None
+
+    state.model.train()
+    start = time.perf_counter()
+    device = split.labels.device
+    seen = 0
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    for step, (x_uint8, y) in enumerate(epoch_batches, start=1):
+        if nondigits is not None:
+            x_uint8, y = with_nondigits(x_uint8, y, nondigits, cfg.not_a_digit, generator, not_a_digit)
+        with autocast:
+            logits = state.forward(to_batch(x_uint8, cfg, data, generator))
+            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+        state.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        state.optimizer.step()
+        if cfg.schedule == "onecycle":
+            state.schedule.step()
+        if state.ema is not None:
+            state.ema.update_parameters(state.model)
+        seen += len(y)
+        loss_sum += loss.detach() * len(y)
+        correct += (logits.argmax(1) == y).sum()
+        if bar is not None and bar.enabled and (step % 10 == 0 or step == total):  # a value read syncs a GPU
+            bar.update(step, loss=loss_sum.item() / seen, acc=correct.item() / seen)
+        if step == total:
+            break
+    seconds = time.perf_counter() - start
+    if world.world_size > 1:  # the epoch's figures over all processes
+        totals = torch.stack([loss_sum, correct.to(loss_sum.dtype), torch.tensor(float(seen), device=device)])
+        dist.all_reduce(totals)
+        loss_sum, correct, seen = totals[0], totals[1], int(totals[2].item())
+    return {"train_loss": loss_sum.item() / seen, "train_accuracy": correct.item() / seen,
+            "seconds": round(seconds, 2)}
+
+
+def validate(model: nn.Module, split: Split) -> dict[str, float]:
+    """``val_loss`` and ``val_accuracy`` of ``model`` on a held-out split."""
+    logits = infer(model, split.images)
+    return {"val_loss": F.cross_entropy(logits, split.labels).item(),
+            "val_accuracy": (logits.argmax(1) == split.labels).double().mean().item()}
+
+
+def step_schedule(cfg: TrainConfig, schedule, row: dict[str, float]) -> None:
+    """The once-per-epoch schedules take their step after the epoch (``plateau`` watches the validation loss)."""
+    if cfg.schedule == "step":
+        schedule.step()
+    elif cfg.schedule == "plateau":
+        schedule.step(row.get("val_loss", row["train_loss"]))
+
+
+def stop_early(cfg: TrainConfig, history: list[dict[str, float]], best: dict[str, float]) -> bool:
+    """True once ``early_stopping`` epochs have passed without a better validation accuracy."""
+    return bool(cfg.early_stopping and history and "val_accuracy" in history[-1]
+                and history[-1]["epoch"] - best["epoch"] >= cfg.early_stopping)
+
+
+# --- saving and resuming ---------------------------------------------------------------------------------------------
 
 def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
     tensors, scalars = {}, {}
@@ -175,37 +324,51 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
-def _save_epoch(out_dir: Path, cfg: TrainConfig, model: nn.Module, eval_model: nn.Module, optimizer, schedule,
-                ema: AveragedModel | None, history: list, best: dict, command: str | None) -> None:
-    metrics = {k: v for k, v in history[-1].items() if k.startswith("val_")}
-    meta = {"config": asdict(cfg), "epoch": history[-1]["epoch"], "metrics": metrics, "command": command}
-    checkpoint.save(out_dir / "model.safetensors", eval_model, meta)
-    opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
+def _model_metadata(cfg: TrainConfig, row: dict[str, float], command: str | None) -> dict:
+    """What model.safetensors records about the run and the epoch its weights come from."""
+    return {"config": cfg.as_record(), "epoch": row["epoch"], "command": command,
+            "metrics": {k: v for k, v in row.items() if k.startswith("val_")}}
+
+
+def save_epoch(out_dir: Path, cfg: TrainConfig, state: TrainState, history: list, best: dict,
+               best_weights: dict[str, torch.Tensor] | None, command: str | None) -> None:
+    """Write the epoch's model, everything a resume needs (with the best weights so far) and the history."""
+    meta = _model_metadata(cfg, history[-1], command)
+    checkpoint.save(out_dir / "model.safetensors", state.eval_model, meta)
+    opt_tensors, opt_meta = _flatten_optimizer(state.optimizer.state_dict())
     extra = dict(opt_tensors)
-    if ema is not None:
-        extra.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
-    schedule_state = {k: v for k, v in schedule.state_dict().items() if k != "lr_lambdas"}
+    if state.ema is not None:
+        extra.update({f"ema.{k}": v for k, v in state.ema.state_dict().items()})
+    if best_weights is not None:
+        extra.update({f"best.{k}": v for k, v in best_weights.items()})
+    schedule_state = {k: v for k, v in state.schedule.state_dict().items() if k != "lr_lambdas"}
     resume_meta = meta | {"optimizer": opt_meta, "schedule": schedule_state, "history": history, "best": best}
-    checkpoint.save(out_dir / "resume.safetensors", model, resume_meta, extra)
+    checkpoint.save(out_dir / "resume.safetensors", state.model, resume_meta, extra)
     atomic_write_text(out_dir / "history.json", json.dumps(history, indent=1))
 
 
-def _load_resume(out_dir: Path, cfg: TrainConfig, model: nn.Module, optimizer, schedule,
-                 ema: AveragedModel | None) -> tuple[list, dict]:
+def load_resume(out_dir: Path, cfg: TrainConfig,
+                state: TrainState) -> tuple[list, dict, dict[str, torch.Tensor] | None]:
+    """Restore ``state`` from resume.safetensors; returns (history, best epoch so far, its weights or None)."""
     path = out_dir / "resume.safetensors"
     tensors, meta = checkpoint.read(path)
-    if meta["config"] != asdict(cfg) | {"epochs": meta["config"]["epochs"]}:
+    try:  # compared as recorded (JSON), with today's defaults for settings an older file did not have
+        same = TrainConfig.from_dict(meta["config"] | {"epochs": cfg.epochs}).as_record() == cfg.as_record()
+    except (TypeError, ValueError):
+        same = False
+    if not same:
         raise ValueError(f"{path} was written with other settings; resume with the same recipe and options "
                          f"(only --epochs may change)")
-    model.load_state_dict(checkpoint.build(meta, tensors, str(path)).state_dict())
-    optimizer.load_state_dict(_unflatten_optimizer(tensors, meta["optimizer"]))
-    schedule.load_state_dict(meta["schedule"] | ({"lr_lambdas": [None]} if cfg.schedule == "constant" else {}))
-    if ema is not None:
-        ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
-    return meta["history"], meta["best"]
+    state.model.load_state_dict(checkpoint.build(meta, tensors, str(path)).state_dict())
+    state.optimizer.load_state_dict(_unflatten_optimizer(tensors, meta["optimizer"]))
+    state.schedule.load_state_dict(meta["schedule"] | ({"lr_lambdas": [None]} if cfg.schedule == "constant" else {}))
+    if state.ema is not None:
+        state.ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+    best_weights = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
+    return meta["history"], meta["best"], best_weights or None
 
 
-# --- the loop ---------------------------------------------------------------------------------------------------
+# --- the run ---------------------------------------------------------------------------------------------------------
 
 def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, dry_run: bool = False,
           command: str | None = None, quiet: bool = False) -> TrainResult:
@@ -215,101 +378,39 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, dry_run: 
     """
     world, joined = start_distributed(cfg.device)
     try:
-        return _train(cfg, Path(out_dir), resume, dry_run, command, quiet or not world.is_main, world)
+        return _run(cfg, Path(out_dir), resume, dry_run, command, quiet or not world.is_main, world)
     finally:
         if joined:
             dist.destroy_process_group()
 
 
-def _train(cfg: TrainConfig, out_dir: Path, resume: bool, dry_run: bool, command: str | None, quiet: bool,
-           world: Distributed) -> TrainResult:
+def _run(cfg: TrainConfig, out_dir: Path, resume: bool, dry_run: bool, command: str | None, quiet: bool,
+         world: Distributed) -> TrainResult:
     device = resolve_device(cfg.device, world.local_rank)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-
-    images, labels = load_mnist("train", cfg.data_dir)
-    if cfg.limit:
-        images, labels = images[:cfg.limit], labels[:cfg.limit]
-    train_split, val_split = split_validation(images, labels, cfg.validation_split, cfg.seed)
-    if dry_run and val_split is not None:
-        val_split = Split(val_split.images[:512], val_split.labels[:512])
-    train_split = Split(train_split.images.to(device), train_split.labels.to(device))
-    nondigit_pool = None
-    if cfg.not_a_digit:
-        from digitlab.training.nondigits import letters_in_mnist_form
-
-        nondigit_pool = torch.from_numpy(letters_in_mnist_form(NONDIGIT_POOL, seed=cfg.seed)).to(device)
-
-    model = create_model(cfg.model, **cfg.model_kwargs).to(device)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    train_split, val_split, nondigits = load_data(cfg, device, dry_run)
     steps = steps_per_epoch(len(train_split), cfg.batch_size, world)
-    optimizer = make_optimizer(cfg, model)
-    schedule = make_schedule(cfg, optimizer, steps)
-    # The wrapper averages gradients across processes in backward(); everything else uses the plain module.
-    forward = model if world.world_size == 1 else DistributedDataParallel(model)
-    ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
-           if cfg.ema_decay else None)
+    state = build_state(cfg, device, steps, world)
+    steps_run = min(3, steps) if dry_run else steps
 
     history: list[dict[str, float]] = []
     best = {"val_accuracy": -1.0, "epoch": 0}
+    best_weights = None  # the eval model's weights at the best validation epoch, kept only for early stopping
     if resume and (out_dir / "resume.safetensors").exists():
-        history, best = _load_resume(out_dir, cfg, model, optimizer, schedule, ema)
+        history, best, best_weights = load_resume(out_dir, cfg, state)
         if not quiet:
             print(f"resuming after epoch {len(history)} from {out_dir / 'resume.safetensors'}")
-    best_state = None
 
-    for epoch in range(len(history) + 1, cfg.epochs + 1):
-        # Each epoch draws from its own seed, so a resumed run repeats exactly what an unbroken one would do.
-        epoch_seed = cfg.seed * 100_003 + epoch
-        torch.manual_seed(epoch_seed)
-        generator = torch.Generator().manual_seed(epoch_seed)
-        epoch_batches = batches(train_split, cfg.batch_size, generator, world)
-        if world.world_size > 1:  # the order is shared; each process's augmentation draws must not be
-            epoch_batches = iter(list(epoch_batches))
-            generator.manual_seed(epoch_seed * world.world_size + world.rank)
-        total = 3 if dry_run else steps
-        bar = EpochBar(f"epoch {epoch}/{cfg.epochs}", total, enabled=not quiet)
-        model.train()
-        start = time.perf_counter()
-        seen = 0
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.int64)
-        for step, (x_uint8, y) in enumerate(epoch_batches, start=1):
-            if nondigit_pool is not None:
-                x_uint8, y = with_nondigits(x_uint8, y, nondigit_pool, cfg.not_a_digit, generator)
-            x = to_batch(x_uint8, cfg, generator)
-            logits = forward(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if cfg.schedule == "onecycle":
-                schedule.step()
-            if ema is not None:
-                ema.update_parameters(model)
-            seen += len(y)
-            loss_sum += loss.detach() * len(y)
-            correct += (logits.argmax(1) == y).sum()
-            if step % 10 == 0 or step == total:  # reading a value syncs a GPU: not every step
-                bar.update(step, loss=loss_sum.item() / seen, acc=correct.item() / seen)
-            if step == total:
-                break
-        train_seconds = time.perf_counter() - start
-        if world.world_size > 1:  # the epoch's figures over all processes
-            totals = torch.stack([loss_sum, correct.to(loss_sum.dtype), torch.tensor(float(seen), device=device)])
-            dist.all_reduce(totals)
-            loss_sum, correct, seen = totals[0], totals[1], int(totals[2].item())
-
-        eval_model = ema.module if ema is not None else model
-        row = {"epoch": epoch, "train_loss": loss_sum.item() / seen, "train_accuracy": correct.item() / seen,
-               "seconds": round(train_seconds, 2),
-               "lr": optimizer.param_groups[0]["lr"]}
+    while len(history) < cfg.epochs and not stop_early(cfg, history, best):
+        epoch = len(history) + 1
+        bar = EpochBar(f"epoch {epoch}/{cfg.epochs}", steps_run, enabled=not quiet)
+        row = {"epoch": epoch} | train_one_epoch(cfg, state, train_split, epoch, world, nondigits=nondigits,
+                                                 max_steps=steps_run, bar=bar)
+        row["lr"] = state.optimizer.param_groups[0]["lr"]
         if val_split is not None:
-            logits = infer(eval_model, val_split.images)
-            row["val_loss"] = F.cross_entropy(logits, val_split.labels).item()
-            row["val_accuracy"] = (logits.argmax(1) == val_split.labels).double().mean().item()
+            row |= validate(state.eval_model, val_split)
         if world.world_size > 1:
             # Each process's batch-norm statistics saw its own batches; rank 0's verdict decides for all, so
             # schedules and early stopping stay in step.
@@ -317,37 +418,25 @@ def _train(cfg: TrainConfig, out_dir: Path, resume: bool, dry_run: bool, command
             dist.broadcast_object_list(shared, src=0)
             row = shared[0]
         history.append(row)
-        if cfg.schedule == "step":
-            schedule.step()
-        elif cfg.schedule == "plateau":
-            schedule.step(row.get("val_loss", row["train_loss"]))
+        step_schedule(cfg, state.schedule, row)
+        bar.close(f"loss {row['train_loss']:.4f}" + (
+            f" val_loss {row['val_loss']:.4f} val_acc {100 * row['val_accuracy']:.2f}%" if val_split else ""))
 
-        summary = f"loss {row['train_loss']:.4f}" + (
-            f" val_loss {row['val_loss']:.4f} val_acc {100 * row['val_accuracy']:.2f}%" if val_split else "")
-        bar.close(summary)
-
-        stop = False
-        if cfg.early_stopping and "val_accuracy" in row:
-            if row["val_accuracy"] > best["val_accuracy"]:
-                best = {"val_accuracy": row["val_accuracy"], "epoch": epoch}
-                best_state = copy.deepcopy(eval_model.state_dict())
-            elif epoch - best["epoch"] >= cfg.early_stopping:
-                stop = True
+        if cfg.early_stopping and row.get("val_accuracy", -1.0) > best["val_accuracy"]:
+            best = {"val_accuracy": row["val_accuracy"], "epoch": epoch}
+            best_weights = copy.deepcopy(state.eval_model.state_dict())
         if world.is_main:
-            _save_epoch(out_dir, cfg, model, eval_model, optimizer, schedule, ema, history, best, command)
-        if stop:
-            if not quiet:
-                print(f"early stop: no better validation accuracy since epoch {best['epoch']}")
-            break
+            save_epoch(out_dir, cfg, state, history, best, best_weights, command)
         if dry_run:
             break
+    if stop_early(cfg, history, best) and not quiet:
+        print(f"early stop: no better validation accuracy since epoch {best['epoch']}")
 
-    eval_model = ema.module if ema is not None else model
-    if best_state is not None and best["epoch"] != history[-1]["epoch"]:
+    model = state.eval_model
+    if best_weights is not None and best["epoch"] != history[-1]["epoch"]:
         # Early stopping hands back the best validation epoch, as Keras' restore_best_weights does.
-        eval_model.load_state_dict(best_state)
-        meta = {"config": asdict(cfg), "epoch": best["epoch"], "command": command,
-                "metrics": {k: v for k, v in history[best["epoch"] - 1].items() if k.startswith("val_")}}
+        model.load_state_dict(best_weights)
         if world.is_main:
-            checkpoint.save(out_dir / "model.safetensors", eval_model, meta)
-    return TrainResult(eval_model.eval(), history, out_dir)
+            checkpoint.save(out_dir / "model.safetensors", model, _model_metadata(cfg, history[best["epoch"] - 1],
+                                                                                 command))
+    return TrainResult(model.eval(), history, out_dir)
