@@ -21,7 +21,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 # Without the background-networking flags Chromium's own connections are refused on a closed network and slow it.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
-SHOTS = Path(__file__).resolve().parents[1] / "test-output" / "browser"
+SHOTS = Path(__file__).resolve().parents[2] / "test-output" / "browser"
 
 if not CHROMIUM.exists():
     if os.environ.get("CI"):
