@@ -1,10 +1,9 @@
-"""The ``serve`` and ``export`` subcommands (wired into ``digitlab.cli``).
+"""The ``serve`` subcommand (wired into ``digitlab.cli``).
 
     digitlab serve                                   # the bundled model on http://127.0.0.1:8000
     digitlab serve --model model.onnx                # onnxruntime, PyTorch never imported
-    digitlab export runs/x/model.safetensors --onnx model.onnx
 
-Heavy imports (FastAPI, uvicorn, PyTorch, onnxruntime) happen inside the handlers.
+Heavy imports (FastAPI, uvicorn, onnxruntime) happen inside the handlers.
 """
 
 from __future__ import annotations
@@ -37,26 +36,11 @@ def add_serve_parsers(subparsers) -> None:
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     p.set_defaults(handler=cmd_serve)
 
-    p = subparsers.add_parser("export", help="write a checkpoint as ONNX, checked against PyTorch in onnxruntime")
-    p.add_argument("checkpoint", nargs="?", help="a .safetensors checkpoint (default: the bundled model)")
-    p.add_argument("--onnx", required=True, metavar="OUT.onnx", help="the file to write")
-    p.add_argument("--tolerance", type=float, help="largest |logit difference| accepted (default: 1e-4)")
-    p.add_argument("--check-images", type=int, help="MNIST test images compared (default: 2000)")
-    p.add_argument("--data-dir", help="folder with the four MNIST files (default: $DIGITLAB_DATA, then the cache)")
-    p.set_defaults(handler=cmd_export)
-
-
-def backend_for(model: str | None, backend: str | None) -> str:
-    """The backend asked for, else the one that runs the file: onnx for ``.onnx``, torch for a checkpoint."""
-    if backend is not None:
-        return backend
-    return "onnx" if model is not None and model.endswith(".onnx") else "torch"
-
 
 def cmd_serve(args) -> int:
     import uvicorn
 
-    from digitlab.recognition.engine import BUNDLED_ONNX
+    from digitlab.recognition.engine import BUNDLED_ONNX, backend_for
     from digitlab.serve.app import Limits, create_app
 
     backend = backend_for(args.model, args.backend)
@@ -80,23 +64,3 @@ def cmd_serve(args) -> int:
           f"- API docs at /docs", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
-
-
-def cmd_export(args) -> int:
-    from digitlab.training.export import ExportError, export_onnx
-
-    if not args.onnx.endswith(".onnx"):
-        raise ValueError(f"--onnx {args.onnx}: the output file should end in .onnx")
-    if args.check_images is not None and args.check_images < 1:
-        raise ValueError("--check-images must be at least 1")
-    given = {name: getattr(args, name) for name in ("tolerance", "check_images") if getattr(args, name) is not None}
-    try:
-        report = export_onnx(args.checkpoint, args.onnx, data_dir=args.data_dir, **given)
-    except ExportError as exc:
-        print(f"digitlab export: error: {exc}", file=sys.stderr)
-        return 1
-    print(f"wrote {report.path} ({report.size_bytes / 1e6:.2f} MB, dynamic batch axis): onnxruntime matches PyTorch "
-          f"on {report.images_checked} MNIST test images, max |logit difference| {report.max_abs_diff:.2g}, "
-          f"same class for {report.agreement:.2%}")
-    return 0
-
