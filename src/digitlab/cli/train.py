@@ -173,13 +173,12 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from digitlab.cli import UsageError
     from digitlab.training import checkpoint
     from digitlab.training.data import load_mnist
     from digitlab.training.evaluate import TTA_SHIFTS, evaluate, format_report, headline
 
     if args.record and args.checkpoint is None:
-        raise UsageError("digitlab eval: error: --record needs the checkpoint path it should write to")
+        raise ValueError("--record needs the checkpoint path it should write to")
     model, meta = checkpoint.load(args.checkpoint)
     images, labels = load_mnist("test", args.data_dir)
     shifts = TTA_SHIFTS if args.tta else ((0, 0),)
