@@ -39,7 +39,7 @@ def add_predict_parsers(subparsers) -> None:
     p.add_argument("--polarity", choices=POLARITIES, default=POLARITIES[0],
                    help="ink darker or lighter than the paper (default: %(default)s, detect it)")
     p.add_argument("--explain", metavar="OUT.png", help="write a figure of the original, the 28x28 the model saw "
-                   "and its probabilities (one image only)")
+                   "and its probabilities (one image only; default: no figure)")
     p.add_argument("--model", metavar="FILE", help="a .safetensors checkpoint or a .onnx export "
                    "(default: the bundled model)")
     p.add_argument("--backend", choices=tuple(BACKENDS), help="what runs the model (default: onnx for a .onnx file, "
