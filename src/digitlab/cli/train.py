@@ -101,6 +101,7 @@ def add_train_parsers(subparsers) -> None:
 
 def _train_options(p) -> None:
     """One option per TrainConfig field, its type, choices and help taken from where they are defined."""
+    import types
     from dataclasses import fields
     from typing import get_type_hints
 
@@ -110,12 +111,15 @@ def _train_options(p) -> None:
     p.add_argument("--recipe", help=f"a named recipe, one of: {', '.join(list_recipes())} (`digitlab recipes`); the "
                    f"options below override it (default: {DEFAULT_RECIPE}, or the tutorial recipe named by --model)")
     choices = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES}
-    types = get_type_hints(TrainConfig)
+    hints = get_type_hints(TrainConfig)
     for field in fields(TrainConfig):
         if field.name in RECIPE_ONLY:
             continue
-        kind = types[field.name]
-        kind = str if kind == str | None else kind
+        kind = hints[field.name]
+        if isinstance(kind, types.UnionType):  # `str | None`: the option takes a str
+            kind = next(arg for arg in kind.__args__ if arg is not type(None))
+        if kind not in (bool, int, float, str):  # not one number or word: RECIPE_ONLY (a test checks it is there)
+            continue
         help_text = (field_help(field) or "").format(models=", ".join(list_models())) + " (default: the recipe's)"
         option = "--" + field.name.replace("_", "-")
         if kind is bool:

@@ -51,8 +51,8 @@ class TorchEngine:
         try:
             from digitlab.training import checkpoint
         except ModuleNotFoundError as exc:  # the CLI turns this into one line naming the extra
-            raise ModuleNotFoundError(f"running a .safetensors checkpoint needs PyTorch: pip install "
-                                      f"'digitlab[train]' (or export it to ONNX and use the onnx backend)",
+            raise ModuleNotFoundError("running a .safetensors checkpoint needs PyTorch: pip install "
+                                      "'digitlab[train]' (or export it to ONNX and use the onnx backend)",
                                       name=exc.name) from None
 
         self.model, self.metadata = checkpoint.load(path, device)
@@ -121,7 +121,7 @@ def torch_installed() -> bool:
 
 def backend_for(path: str | os.PathLike | None, backend: str | None = None) -> str:
     """The backend asked for, else the one that runs the file: onnx for a ``.onnx`` file, torch for a checkpoint;
-    for the bundled model (``path`` None) torch when it is installed, else onnx. The CLI and the server both ask here."""
+    for the bundled model (``path`` None) torch when it is installed, else onnx. The CLI and the server ask here."""
     if backend is not None:
         return backend
     if path is not None:
