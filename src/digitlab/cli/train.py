@@ -19,7 +19,7 @@ import shlex
 import sys
 
 # Help for each TrainConfig field, unless the field carries its own (``field(metadata={"help": ...})``). A field with
-# neither fails tests/cli/test_cli.py; so does a field that is neither an option nor listed in RECIPE_ONLY.
+# neither fails tests/cli/test_options.py; so does a field that is neither an option nor listed in RECIPE_ONLY.
 FIELD_HELP = {
     "model": "network name, one of: {models}",
     "epochs": "passes over the training set",
