@@ -1,13 +1,13 @@
-"""The image subcommands of ``digitlab``: ``predict`` and ``export-samples``. ``cli.py`` adds them with
-``add_predict_parsers(subparsers)``; each handler is a few lines that call the library.
+"""The reading job of ``digitlab``: ``predict`` recognises the digit (or the number) in image files and folders.
 
-    digitlab export-samples --split test --count 100 samples/
     digitlab predict samples/ photo.jpg
     digitlab predict --multi --json house-number.jpg
     digitlab predict --explain explain.png my-seven.png
+    digitlab predict --model model.onnx photo.jpg        # onnxruntime, PyTorch never imported
 
-A file that cannot be read is reported on its own line with the reason; the others still run, and the exit code
-is 1 when any failed (2 for bad arguments, from ``cli.main``).
+Torch-free: a .onnx model runs on onnxruntime, and so does the bundled model when PyTorch is not installed. A file
+that cannot be read is reported on its own line with the reason; the others still run, and the exit code is 1 when
+any failed (2 for bad arguments, from ``cli.main``).
 """
 
 from __future__ import annotations
@@ -21,38 +21,33 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 
 def add_predict_parsers(subparsers) -> None:
-    from digitlab.recognition.predict import DEFAULT_THRESHOLD
+    import inspect
+
+    from digitlab.recognition.engine import BACKENDS  # light: neither torch nor onnxruntime is imported here
+    from digitlab.recognition.predict import DEFAULT_THRESHOLD, Recognizer
+    from digitlab.recognition.preprocess import POLARITIES
 
     p = subparsers.add_parser("predict", help="recognise the digit (or, with --multi, the number) in images")
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files and folders")
     p.add_argument("--recursive", "-r", action="store_true", help="also look in sub-folders")
     output = p.add_mutually_exclusive_group()
-    output.add_argument("--json", action="store_true", help="one JSON object per line")
-    output.add_argument("--csv", action="store_true", help="CSV with a header row")
+    output.add_argument("--json", action="store_true", help="one JSON object per line (default: a table)")
+    output.add_argument("--csv", action="store_true", help="CSV with a header row (default: a table)")
     p.add_argument("--multi", action="store_true", help="read several digits left to right (e.g. '2026')")
     p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
-                   help=f"answer only when the top probability reaches this (default {DEFAULT_THRESHOLD})")
-    p.add_argument("--polarity", choices=("auto", "dark-on-light", "light-on-dark"), default="auto",
-                   help="ink darker or lighter than the paper (default: detect)")
+                   help="answer only when the top probability reaches this (default: %(default)s)")
+    p.add_argument("--polarity", choices=POLARITIES, default=POLARITIES[0],
+                   help="ink darker or lighter than the paper (default: %(default)s, detect it)")
     p.add_argument("--explain", metavar="OUT.png", help="write a figure of the original, the 28x28 the model saw "
-                   "and its probabilities (one image only)")
-    p.add_argument("--model", metavar="CKPT", help="a .safetensors checkpoint, or a .onnx file with --backend onnx "
+                   "and its probabilities (one image only; default: no figure)")
+    p.add_argument("--model", metavar="FILE", help="a .safetensors checkpoint or a .onnx export "
                    "(default: the bundled model)")
-    p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
-                   help="what runs the model (onnx: onnxruntime, without PyTorch)")
-    p.add_argument("--batch-size", type=int, default=256, help="images per model call")
+    p.add_argument("--backend", choices=tuple(BACKENDS), help="what runs the model (default: onnx for a .onnx file, "
+                   "torch for a checkpoint; for the bundled model torch when installed, else onnx)")
+    p.add_argument("--batch-size", type=int, default=inspect.signature(Recognizer).parameters["batch_size"].default,
+                   help="images per model call (default: %(default)s)")
     p.set_defaults(handler=cmd_predict)
 
-    p = subparsers.add_parser("export-samples", help="write MNIST images as PNG files plus labels.csv")
-    p.add_argument("out_dir", metavar="OUT_DIR")
-    p.add_argument("--split", choices=("train", "test"), default="test")
-    p.add_argument("--count", type=int, default=100)
-    p.add_argument("--start", type=int, default=0, help="index of the first image")
-    p.add_argument("--data-dir", help="folder with the four MNIST files (default: $DIGITLAB_DATA, then the cache)")
-    p.set_defaults(handler=cmd_export_samples)
-
-
-# --- handlers -----------------------------------------------------------------------------------------------------
 
 def cmd_predict(args) -> int:
     import cv2
@@ -65,7 +60,8 @@ def cmd_predict(args) -> int:
     inputs, missing = collect_inputs(args.paths, args.recursive)
     if args.explain and len(inputs) != 1:
         raise ValueError(f"--explain draws one image, but the paths name {len(inputs)}")
-    recognizer = Recognizer(load_engine(args.model, args.backend), args.threshold, args.polarity, args.batch_size)
+    recognizer = Recognizer(load_engine(args.model, args.backend), threshold=args.threshold, polarity=args.polarity,
+                            batch_size=args.batch_size)
     results = recognizer.iter_predict(inputs, multi=args.multi)
     if args.explain:
         results = list(results)  # one image, kept for the figure
@@ -76,14 +72,6 @@ def cmd_predict(args) -> int:
     if failed:
         print(f"{failed} of {len(inputs) + len(missing)} inputs could not be read", file=sys.stderr)
     return 1 if failed else 0
-
-
-def cmd_export_samples(args) -> int:
-    from digitlab.training.samples import export_samples
-
-    paths = export_samples(args.split, args.count, args.out_dir, args.data_dir, args.start)
-    print(f"wrote {len(paths)} PNG files and labels.csv to {args.out_dir}")
-    return 0
 
 
 # --- helpers ------------------------------------------------------------------------------------------------------

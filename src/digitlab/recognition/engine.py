@@ -5,11 +5,13 @@ PyTorch for another runtime without touching them. An engine is anything with ``
 including ``normalisation``) and ``logits(batch)``; ``load_engine`` picks one by backend name.
 
     engine = load_engine("runs/cnn5x5_dense1000/model.safetensors")       # or None: the bundled model
+    engine = load_engine("model.onnx")                                    # onnxruntime, chosen by the file
     logits = engine.logits(batch)                      # (N, 10) float32, or (N, 11) with "not a digit"
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 from typing import Any, Protocol
@@ -44,10 +46,16 @@ def no_logits(metadata: dict[str, Any]) -> np.ndarray:
 
 
 class TorchEngine:
-    """A digitlab checkpoint run by PyTorch (imported here, not at module level)."""
+    """A digitlab checkpoint run by PyTorch (imported here, not at module level: the one door from this floor to the
+    training floor, opened only when a user asks for the torch backend; tests/test_layout.py names it)."""
 
     def __init__(self, path: str | os.PathLike | None = None, device: str = "cpu"):
-        from digitlab.training import checkpoint
+        try:
+            from digitlab.training import checkpoint
+        except ModuleNotFoundError as exc:  # the CLI turns this into one line naming the extra
+            raise ModuleNotFoundError("running a .safetensors checkpoint needs PyTorch: pip install "
+                                      "'digitlab[train]' (or export it to ONNX and use the onnx backend)",
+                                      name=exc.name) from None
 
         self.model, self.metadata = checkpoint.load(path, device)
         self.device = device
@@ -105,8 +113,27 @@ class OnnxEngine:
 BACKENDS = {"torch": TorchEngine, "onnx": OnnxEngine}
 
 
-def load_engine(path: str | os.PathLike | None = None, backend: str = "torch", **options) -> Engine:
-    """The model at ``path`` (None: the bundled one) behind the named backend."""
+def torch_installed() -> bool:
+    """Whether PyTorch can be imported, found without importing it."""
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def backend_for(path: str | os.PathLike | None, backend: str | None = None) -> str:
+    """The backend asked for, else the one that runs the file: onnx for a ``.onnx`` file, torch for a checkpoint;
+    for the bundled model (``path`` None) torch when it is installed, else onnx. The CLI and the server ask here."""
+    if backend is not None:
+        return backend
+    if path is not None:
+        return "onnx" if Path(path).suffix.lower() == ".onnx" else "torch"
+    return "torch" if torch_installed() else "onnx"
+
+
+def load_engine(path: str | os.PathLike | None = None, backend: str | None = None, **options) -> Engine:
+    """The model at ``path`` (None: the bundled one) behind the named backend (None: ``backend_for`` the file)."""
+    backend = backend_for(path, backend)
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of: {', '.join(sorted(BACKENDS))}")
     return BACKENDS[backend](path, **options)

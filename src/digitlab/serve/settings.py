@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from digitlab.recognition.decode import MAX_PIXELS
-from digitlab.recognition.engine import BACKENDS, BUNDLED_ONNX
+from digitlab.recognition.engine import BACKENDS, BUNDLED_ONNX, backend_for
 from digitlab.recognition.predict import DEFAULT_THRESHOLD
 
 # Added to the worker processes' niceness, so that when every CPU is busy the server process still gets one at once
@@ -64,7 +64,7 @@ class ServeSettings:
     """
 
     model: str | None = None              # a .safetensors checkpoint or a .onnx file; None: the bundled model
-    backend: str | None = None            # "torch" or "onnx"; None: onnx for a .onnx file, else torch
+    backend: str | None = None            # "torch" or "onnx"; None: engine.backend_for the model file
     threshold: float = DEFAULT_THRESHOLD  # below this confidence the answer is "unsure"; a request may ask another
     limits: Limits = field(default_factory=Limits)
     processes: bool = False
@@ -76,7 +76,7 @@ class ServeSettings:
         model = None if self.model is None else os.fspath(self.model)
         object.__setattr__(self, "model", model)
         if self.backend is None:
-            object.__setattr__(self, "backend", "onnx" if model is not None and model.endswith(".onnx") else "torch")
+            object.__setattr__(self, "backend", backend_for(model))
         self._check()
 
     def _check(self) -> None:

@@ -1,0 +1,247 @@
+"""The training jobs of ``digitlab``: train, eval, export, models, summary and recipes (all need PyTorch).
+
+    digitlab recipes
+    digitlab train --recipe cnn5x5_dense1000 --epochs 3
+    digitlab eval runs/cnn5x5_dense1000/model.safetensors
+    digitlab export runs/cnn5x5_dense1000/model.safetensors --onnx model.onnx
+    digitlab models
+    digitlab summary digitnet
+
+The options of `train` are the fields of ``TrainConfig``, read from the dataclass when `train` is the command (the
+training floor imports PyTorch; nothing here does at import time). Each overrides one setting of the recipe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+
+# Help for each TrainConfig field, unless the field carries its own (``field(metadata={"help": ...})``). A field with
+# neither fails tests/cli/test_options.py; so does a field that is neither an option nor listed in RECIPE_ONLY.
+FIELD_HELP = {
+    "model": "network name, one of: {models}",
+    "epochs": "passes over the training set",
+    "batch_size": "images per optimiser step",
+    "optimizer": "the optimiser",
+    "learning_rate": "peak learning rate",
+    "weight_decay": "decoupled weight decay (adamw) or L2 penalty",
+    "momentum": "SGD momentum (Nesterov); sgd only",
+    "schedule": "how the learning rate changes over the run",
+    "step_epochs": "'step' schedule: multiply the rate by --step-gamma every this many epochs",
+    "step_gamma": "'step' schedule: the factor",
+    "plateau_patience": "'plateau' schedule: epochs without a better validation loss before the rate drops",
+    "plateau_factor": "'plateau' schedule: the factor the rate is multiplied by when it drops",
+    "pct_start": "'onecycle' schedule: the fraction of the run spent raising the rate",
+    "label_smoothing": "label smoothing of the cross-entropy, in [0, 1)",
+    "augment": "random rotation/shift/scale/shear of each batch, on tensors",
+    "ema_decay": "keep an exponential moving average of the weights (e.g. 0.999) and save it; 0: off",
+    "not_a_digit": "letters added to each batch, as this fraction of it, taught as an 11th class 'not a digit' "
+                   "(needs a recipe whose network has 11 outputs)",
+    "validation_split": "fraction of the training set held out for validation, e.g. 0.1",
+    "early_stopping": "stop after this many epochs without a better validation accuracy and keep the best; 0: off",
+    "seed": "random seed",
+    "limit": "train on the first N images only; 0: all",
+    "device": "cpu, cuda, cuda:1 or auto",
+    "threads": "CPU threads; 0: PyTorch's choice",
+    "channels_last": "run convolutions channels-last (faster on CPU)",
+    "data_dir": "folder with the four MNIST files ($DIGITLAB_DATA, then ~/.cache/digitlab/mnist, when unset)",
+}
+DATA_DIR_HELP = "folder with the four MNIST files (default: $DIGITLAB_DATA, then ~/.cache/digitlab/mnist)"
+METAVARS = {"early_stopping": "PATIENCE", "limit": "N", "threads": "N", "data_dir": "DIR"}
+# Settings that are not one number or word: set by a recipe (training/config.py RECIPES), not on the command line.
+RECIPE_ONLY = ("model_kwargs", "augment_config")
+
+# What each recipe is published to reach (README "Results", docs/results.md): RECIPES holds TrainConfig fields only,
+# so the measured outcomes live here. Times are from a 2-core CPU.
+EXPECTED = {
+    "default": ("99.66% (3 seeds)", "about 11.5 min (15 epochs at 46 s, quiet)"),
+    "cnn5x5_dense1000": ("99.03% (3 seeds)", "722 s (shared machine)"),
+    "tinyvgg_dropout": ("99.15% (3 seeds)", "729 s (shared machine)"),
+    "conv32_dense128": ("98.08% (3 seeds)", "608 s (shared machine)"),
+    "conv3_dense64": ("99.02% (3 seeds)", "652 s (shared machine)"),
+    "mlp_3x256": ("95.62% (3 seeds)", "206 s (shared machine)"),
+    "fast": ("99.11-99.16% (3 seeds)", "99.0% in 14.2-18.6 s (mean 16.6 s, quiet)"),
+    "fast_995": ("99.46-99.52% (3 seeds)", "99.5% in 92 and 152 s in 2 of 3 runs (quiet)"),
+}
+
+
+def add_train_parsers(subparsers) -> None:
+    p = subparsers.add_parser("train", help="train a network on MNIST", fill=_train_options,
+                              epilog=f"Set only by a recipe: {', '.join(RECIPE_ONLY)}. Under torchrun "
+                                     "(`torchrun --nproc_per_node N -m digitlab.cli train ...`) it trains with "
+                                     "DistributedDataParallel.")
+    p.set_defaults(handler=cmd_train)
+
+    p = subparsers.add_parser("eval", help="accuracy, per-class precision/recall and confusion on the 10,000 test "
+                              "images")
+    p.add_argument("checkpoint", nargs="?", help="a .safetensors checkpoint (default: the bundled model)")
+    p.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
+    p.add_argument("--tta", action="store_true", help="average over 1-pixel shifts (test-time augmentation)")
+    p.add_argument("--json", action="store_true", help="one JSON object instead of the table")
+    p.add_argument("--record", action="store_true", help="write the test accuracy into the checkpoint's metadata "
+                   "(key 'test', or 'test_tta' with --tta)")
+    p.set_defaults(handler=cmd_eval)
+
+    p = subparsers.add_parser("export", help="write a checkpoint as ONNX, checked against PyTorch in onnxruntime",
+                              fill=_export_options)
+    p.set_defaults(handler=cmd_export)
+
+    p = subparsers.add_parser("models", help="list the registered networks with their parameter counts")
+    p.set_defaults(handler=cmd_models)
+
+    p = subparsers.add_parser("summary", help="print a Keras-style layer table of a network")
+    p.add_argument("name", help="a network name from `digitlab models`")
+    p.set_defaults(handler=cmd_summary)
+
+    p = subparsers.add_parser("recipes", help="list the named recipes: network, epochs, expected accuracy and time")
+    p.set_defaults(handler=cmd_recipes)
+
+
+def _train_options(p) -> None:
+    """One option per TrainConfig field, its type, choices and help taken from where they are defined."""
+    import types
+    from dataclasses import fields
+    from typing import get_type_hints
+
+    from digitlab.training.config import DEFAULT_RECIPE, OPTIMIZERS, SCHEDULES, TrainConfig, list_recipes
+    from digitlab.training.models import list_models
+
+    p.add_argument("--recipe", help=f"a named recipe, one of: {', '.join(list_recipes())} (`digitlab recipes`); the "
+                   f"options below override it (default: {DEFAULT_RECIPE}, or the tutorial recipe named by --model)")
+    choices = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES}
+    hints = get_type_hints(TrainConfig)
+    for field in fields(TrainConfig):
+        if field.name in RECIPE_ONLY:
+            continue
+        kind = hints[field.name]
+        if isinstance(kind, types.UnionType):  # `str | None`: the option takes a str
+            kind = next(arg for arg in kind.__args__ if arg is not type(None))
+        if kind not in (bool, int, float, str):  # not one number or word: RECIPE_ONLY (a test checks it is there)
+            continue
+        help_text = (field_help(field) or "").format(models=", ".join(list_models())) + " (default: the recipe's)"
+        option = "--" + field.name.replace("_", "-")
+        if kind is bool:
+            p.add_argument(option, action=argparse.BooleanOptionalAction, help=help_text)
+        else:
+            p.add_argument(option, type=kind, choices=choices.get(field.name), metavar=METAVARS.get(field.name),
+                           help=help_text)
+    p.add_argument("--out", metavar="DIR", help="output folder (default: runs/RECIPE, or runs/MODEL with --model)")
+    p.add_argument("--resume", action="store_true", help="continue from the last finished epoch in --out")
+    p.add_argument("--dry-run", action="store_true", help="run a few batches end to end and stop")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def field_help(field) -> str | None:
+    """The help text of a TrainConfig field: its own metadata, else FIELD_HELP."""
+    return field.metadata.get("help") or FIELD_HELP.get(field.name)
+
+
+def _export_options(p) -> None:
+    from digitlab.training.export import CHECK_IMAGES, TOLERANCE
+
+    p.add_argument("checkpoint", nargs="?", help="a .safetensors checkpoint (default: the bundled model)")
+    p.add_argument("--onnx", required=True, metavar="OUT.onnx", help="the file to write")
+    p.add_argument("--tolerance", type=float, default=TOLERANCE,
+                   help="largest |logit difference| from PyTorch accepted (default: %(default)g)")
+    p.add_argument("--check-images", type=int, default=CHECK_IMAGES,
+                   help="MNIST test images compared (default: %(default)s)")
+    p.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
+
+
+# --- handlers -----------------------------------------------------------------------------------------------------
+
+def cmd_train(args) -> int:
+    from dataclasses import fields
+
+    from digitlab.training.config import DEFAULT_RECIPE, RECIPES, TrainConfig, recipe_config
+    from digitlab.training.loop import is_main_process, train
+
+    # `--model cnn5x5_dense1000` alone means that tutorial's settings, not our network's
+    recipe = args.recipe or (args.model if args.model in RECIPES else DEFAULT_RECIPE)
+    cfg = recipe_config(recipe, **{f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)})
+    out_dir = args.out or f"runs/{recipe if args.model is None else cfg.model}"
+    speak = is_main_process()  # under torchrun only rank 0 talks
+    if speak:
+        print(f"training {cfg.model} (recipe {recipe}) -> {out_dir}", file=sys.stderr)
+    try:
+        result = train(cfg, out_dir, resume=args.resume, dry_run=args.dry_run, command=_command_line(),
+                       quiet=args.quiet)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished epochs are saved in {out_dir}; continue with --resume", file=sys.stderr)
+        return 130
+    if speak:
+        print(f"wrote {result.out_dir / 'model.safetensors'} and {result.out_dir / 'history.json'}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from digitlab.training import checkpoint
+    from digitlab.training.data import load_mnist
+    from digitlab.training.evaluate import TTA_SHIFTS, evaluate, format_report, headline
+
+    if args.record and args.checkpoint is None:
+        raise ValueError("--record needs the checkpoint path it should write to")
+    model, meta = checkpoint.load(args.checkpoint)
+    images, labels = load_mnist("test", args.data_dir)
+    shifts = TTA_SHIFTS if args.tta else ((0, 0),)
+    result = evaluate(model, images, labels, shifts=shifts)
+    if args.record:
+        checkpoint.update_metadata(args.checkpoint, {"test_tta" if args.tta else "test": headline(result, shifts)})
+    result["checkpoint"] = str(args.checkpoint or checkpoint.BUNDLED)
+    result["arch"] = meta["arch"]
+    print(json.dumps(result) if args.json else format_report(result))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from digitlab.training.export import ExportError, export_onnx
+
+    if not args.onnx.endswith(".onnx"):
+        raise ValueError(f"--onnx {args.onnx}: the output file should end in .onnx")
+    if args.check_images < 1:
+        raise ValueError("--check-images must be at least 1")
+    try:
+        report = export_onnx(args.checkpoint, args.onnx, data_dir=args.data_dir, tolerance=args.tolerance,
+                             check_images=args.check_images)
+    except ExportError as exc:
+        print(f"digitlab export: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {report.path} ({report.size_bytes / 1e6:.2f} MB, dynamic batch axis): onnxruntime matches PyTorch "
+          f"on {report.images_checked} MNIST test images, max |logit difference| {report.max_abs_diff:.2g}, "
+          f"same class for {report.agreement:.2%}")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from digitlab.training.models import count_parameters, create_model, get_entry, list_models
+
+    print(f"{'network':<20}{'parameters':>12}  description")
+    for name in list_models():
+        print(f"{name:<20}{count_parameters(create_model(name)):>12,}  {get_entry(name).summary}")
+    return 0
+
+
+def cmd_summary(args) -> int:
+    from digitlab.training.models import create_model
+    from digitlab.training.summary import summary_table
+
+    print(summary_table(create_model(args.name), title=args.name))
+    return 0
+
+
+def cmd_recipes(args) -> int:
+    from digitlab.training.config import RECIPES, recipe_config
+
+    print(f"{'recipe':<18}{'network':<18}{'epochs':>6}  {'test accuracy':<24}time to train")
+    for name in RECIPES:
+        cfg = recipe_config(name)
+        accuracy, time = EXPECTED.get(name, ("not measured", "not measured"))
+        print(f"{name:<18}{cfg.model:<18}{cfg.epochs:>6}  {accuracy:<24}{time}")
+    return 0
+
+
+def _command_line() -> str:
+    """How this run was started, as a user would type it (recorded in checkpoints), whatever the entry point."""
+    return shlex.join(["digitlab", *sys.argv[1:]])

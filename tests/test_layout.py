@@ -1,0 +1,320 @@
+"""The two floors, checked: the recognition side never imports PyTorch, and no modules import each other in a circle.
+
+First from the source (``ast``: every ``import`` and ``from`` at any depth of every module of src/digitlab), then by
+running it: in a fresh interpreter where ``import torch`` fails, every recognition module imports, `digitlab
+predict` (with ``--explain``) reads an image, the Python API answers, and `digitlab serve --backend onnx` answers
+HTTP; the training jobs say in one line which extra to install.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "src" / "digitlab"
+
+# The recognition side (and what it shares with the training side): none of these may reach PyTorch.
+TORCH_FREE = ("digitlab.recognition", "digitlab.files", "digitlab.errors", "digitlab.labels", "digitlab.serve.runner")
+TORCH = ("torch", "torchvision", "safetensors.torch")
+# The one door upstairs: the torch backend imports the training floor's checkpoint loader when a user asks for it.
+# Imports inside these (module, class or function) are not followed; everything else is.
+DOORS = {"digitlab.recognition.engine": "TorchEngine"}
+
+
+# --- the import graph, from the source --------------------------------------------------------------------------------
+
+def module_files(package: Path) -> dict[str, Path]:
+    """Every module of the package by dotted name (a package by its own name, for its __init__.py)."""
+    found = {}
+    for path in sorted(package.rglob("*.py")):
+        parts = path.relative_to(package.parent).with_suffix("").parts
+        found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
+def imports_of(name: str, path: Path, modules: dict[str, Path], door: str | None = None) -> list[str]:
+    """The modules ``name`` imports anywhere in its file, as dotted names: the package's own resolved to the module
+    that runs (``from a.b import c`` is ``a.b.c`` when that is a module, else ``a.b``), others as written. Imports
+    inside a class or function called ``door`` are left out."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    own = {module.split(".")[0] for module in modules}
+    found: list[str] = []
+
+    def resolve(dotted: str) -> str:
+        while dotted not in modules and "." in dotted and dotted.split(".")[0] in own:
+            dotted = dotted.rpartition(".")[0]  # a name defined in a module, not a module itself
+        return dotted
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == door:
+            return
+        if isinstance(node, ast.Import):
+            found.extend(resolve(alias.name) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base_parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*base_parts, *([node.module] if node.module else [])])
+            else:
+                base = node.module
+            for alias in node.names:
+                candidate = f"{base}.{alias.name}"
+                found.append(candidate if candidate in modules else resolve(base))
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(ast.parse(path.read_text(), str(path)))
+    return found
+
+
+def import_graph(package: Path, doors: dict[str, str] | None = None) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """(module -> the package's modules it imports, module -> the outside modules it imports)."""
+    modules = module_files(package)
+    inside, outside = {}, {}
+    for name, path in modules.items():
+        targets = set(imports_of(name, path, modules, (doors or {}).get(name))) - {name}
+        inside[name] = {t for t in targets if t in modules}
+        outside[name] = targets - inside[name]
+    return inside, outside
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan's algorithm): each is an import cycle."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def connect(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in sorted(graph.get(node, ())):
+            if target not in index:
+                connect(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            connect(node)
+    return found
+
+
+def torch_paths(inside: dict[str, set[str]], outside: dict[str, set[str]], roots) -> list[str]:
+    """For each module reachable from ``roots`` that imports PyTorch, the chain of imports that gets there. Importing
+    ``a.b.c`` also runs ``a/__init__.py`` and ``a/b/__init__.py``, so those count as imported too."""
+    def imported(module: str) -> set[str]:
+        parents = {module.rsplit(".", depth)[0] for depth in range(1, module.count(".") + 1)}
+        return (inside.get(module, set()) | parents) & inside.keys()
+
+    came_from = {root: None for root in roots if root in inside}
+    queue = list(came_from)
+    while queue:
+        module = queue.pop(0)
+        for target in sorted(imported(module)):
+            if target not in came_from:
+                came_from[target] = module
+                queue.append(target)
+    found = []
+    for module in came_from:
+        if any(name == t or name.startswith(t + ".") for name in outside[module] for t in TORCH):
+            chain, step = [], module
+            while step is not None:
+                chain.append(step)
+                step = came_from[step]
+            found.append(" -> ".join(reversed(chain)) + " -> torch")
+    return sorted(found)
+
+
+def torch_free_roots(modules) -> list[str]:
+    return [m for m in modules if any(m == root or m.startswith(root + ".") for root in TORCH_FREE)]
+
+
+def test_no_module_imports_itself_in_a_circle():
+    inside, _ = import_graph(PACKAGE)
+    assert cycles(inside) == [], "import cycles (each list imports itself round the circle)"
+
+
+def test_nothing_on_the_recognition_side_reaches_torch():
+    inside, outside = import_graph(PACKAGE, DOORS)
+    roots = torch_free_roots(inside)
+    assert "digitlab.recognition.engine" in roots and "digitlab.labels" in roots
+    assert torch_paths(inside, outside, roots) == []
+
+
+def test_the_door_is_where_it_is_said_to_be():
+    """The torch backend is the one door, and without the exception it is seen: the check does follow lazy imports."""
+    inside, outside = import_graph(PACKAGE)
+    found = torch_paths(inside, outside, ["digitlab.recognition.engine"])
+    assert any(path.startswith("digitlab.recognition.engine -> digitlab.training") for path in found)
+
+
+def test_the_checks_find_a_cycle_and_a_lazy_torch_import(tmp_path):
+    package = tmp_path / "pkg"
+    (package / "low").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "low" / "__init__.py").write_text("")
+    (package / "low" / "a.py").write_text("from . import b\n")
+    (package / "low" / "b.py").write_text("def f():\n    from pkg.low.a import thing\n")
+    (package / "low" / "c.py").write_text("class K:\n    def m(self):\n        from ..high import x\n")
+    (package / "high.py").write_text("def g():\n    import torch.nn\n")
+    inside, outside = import_graph(package)
+    assert cycles(inside) == [["pkg.low.a", "pkg.low.b"]]
+    assert torch_paths(inside, outside, ["pkg.low.c"]) == ["pkg.low.c -> pkg.high -> torch"]
+    inside, outside = import_graph(package, {"pkg.low.c": "K"})
+    assert torch_paths(inside, outside, ["pkg.low.c"]) == []
+
+
+# --- running it without PyTorch -----------------------------------------------------------------------------------
+
+# Installed through a sitecustomize module, so the servers' worker processes inherit it.
+BLOCKER = '''
+import os, sys
+
+class NotInstalled:
+    """Act as if these packages were not installed: their import fails as a missing one does."""
+    names = set(os.environ["DIGITLAB_TEST_BLOCK"].split(","))
+
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in self.names:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, NotInstalled())
+'''
+
+
+@pytest.fixture(scope="module")
+def without(tmp_path_factory):
+    """``without("torch")(*argv)``: run the command in a fresh interpreter where those packages cannot be imported."""
+    folder = tmp_path_factory.mktemp("blocker")
+    (folder / "sitecustomize.py").write_text(BLOCKER)
+
+    def env(*blocked: str) -> dict[str, str]:
+        path = os.pathsep.join([str(folder), str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])
+        return {**os.environ, "PYTHONPATH": path, "DIGITLAB_TEST_BLOCK": ",".join(blocked)}
+
+    def make(*blocked: str):
+        def run(*argv: str, **kwargs) -> subprocess.CompletedProcess:
+            return subprocess.run([sys.executable, *argv], env=env(*blocked), capture_output=True, text=True,
+                                  timeout=120, **kwargs)
+        run.env = env(*blocked)
+        return run
+    return make
+
+
+@pytest.fixture(scope="module")
+def seven(test_split, tmp_path_factory) -> Path:
+    """MNIST test image 0 (a 7) as a person would send it: dark ink on white paper, 112 px."""
+    path = tmp_path_factory.mktemp("seven") / "seven.png"
+    assert int(test_split[1][0]) == 7
+    Image.fromarray(255 - test_split[0][0].numpy()).resize((112, 112), Image.BILINEAR).save(path)
+    return path
+
+
+def test_the_blocker_blocks(without):
+    result = without("torch")("-c", "import torch")
+    assert result.returncode == 1 and "No module named 'torch'" in result.stderr
+
+
+def test_every_recognition_module_imports_without_torch(without):
+    names = torch_free_roots(module_files(PACKAGE))
+    result = without("torch")("-c", "import importlib, sys\nfor name in sys.argv[1:]: importlib.import_module(name)",
+                              *names)
+    assert result.returncode == 0, result.stderr
+
+
+def test_predict_and_explain_without_torch(without, seven, tmp_path):
+    """The defect this guards: explain.py imported the checkpoint module (and with it torch) for atomic_write."""
+    figure = tmp_path / "explain.png"
+    result = without("torch")("-m", "digitlab", "predict", "--backend", "onnx", "--json", "--explain", str(figure),
+                              str(seven))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["digit"] == 7
+    assert Image.open(figure).format == "PNG"
+    # no --backend: the bundled model runs on onnxruntime by itself when PyTorch is missing
+    result = without("torch")("-m", "digitlab", "predict", "--json", str(seven))
+    assert result.returncode == 0 and json.loads(result.stdout)["digit"] == 7, result.stderr
+
+
+def test_python_api_without_torch(without, seven):
+    code = ("import sys\nfrom digitlab.recognition.engine import load_engine\n"
+            "from digitlab.recognition.predict import Recognizer\n"
+            "print(Recognizer(load_engine(None, 'onnx')).predict_one(sys.argv[1]).digit)\n"
+            "print(Recognizer(load_engine()).predict_one(sys.argv[1]).digit)")
+    result = without("torch")("-c", code, str(seven))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["7", "7"]
+
+
+@pytest.mark.parametrize("argv,job,extra", [
+    (["train", "--epochs", "1"], "training", "train"),
+    (["eval"], "evaluating a checkpoint", "train"),
+    (["models"], "listing the networks", "train"),
+    (["export", "--onnx", "x.onnx"], "exporting to ONNX", "train"),
+    (["predict", "--model", "x.safetensors", "x.png"], "running a .safetensors checkpoint", "train"),
+])
+def test_a_missing_extra_is_one_line_naming_it(without, argv, job, extra):
+    result = without("torch")("-m", "digitlab", *argv)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == f"digitlab: error: {job} needs PyTorch: pip install 'digitlab[{extra}]'"
+
+
+def test_serve_without_fastapi_is_one_line(without):
+    result = without("torch", "fastapi", "uvicorn")("-m", "digitlab", "serve", "--backend", "onnx")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "pip install 'digitlab[serve]'" in result.stderr
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_serve_onnx_without_torch(without, seven):
+    port = free_port()
+    run = without("torch")
+    server = subprocess.Popen([sys.executable, "-m", "digitlab", "serve", "--backend", "onnx", "--port", str(port),
+                               "--workers", "1", "--log-level", "warning"], env=run.env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/api/health", timeout=5) as response:
+                    health = json.load(response)
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"the server did not answer: {server.communicate(timeout=10)[1]}")
+                time.sleep(0.3)
+        assert health
+        request = urllib.request.Request(f"{base}/api/predict", data=seven.read_bytes(), method="POST",
+                                         headers={"Content-Type": "image/png"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert response.status == 200 and json.load(response)["digit"] == 7
+    finally:
+        server.terminate()
+        _, errors = server.communicate(timeout=30)
+    assert "Traceback" not in errors
