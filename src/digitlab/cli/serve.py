@@ -23,8 +23,8 @@ def add_serve_parsers(subparsers) -> None:
 
     p = subparsers.add_parser("serve", help="the web page and REST API on http://HOST:PORT (docs at /docs)")
     p.add_argument("--model", help="a .safetensors checkpoint or an exported .onnx file (default: the bundled model)")
-    p.add_argument("--backend", choices=tuple(BACKENDS), help="what runs the model (default: onnx for a .onnx file, torch for a "
-                   "checkpoint; for the bundled model torch when installed, else onnx)")
+    p.add_argument("--backend", choices=tuple(BACKENDS), help="what runs the model (default: onnx for a .onnx "
+                   "file, torch for a checkpoint; for the bundled model torch when installed, else onnx)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000, help="TCP port to listen on (default: 8000)")
     p.add_argument("--threshold", type=float, default=ServeSettings.threshold,

@@ -33,7 +33,7 @@ FIELD_HELP = {
     "step_gamma": "'step' schedule: the factor",
     "plateau_patience": "'plateau' schedule: epochs without a better validation loss before the rate drops",
     "plateau_factor": "'plateau' schedule: the factor the rate is multiplied by when it drops",
-    "pct_start": "'onecycle' schedule: the fraction of the run spent raising the rate",
+    "onecycle_warmup": "'onecycle' schedule: the fraction of the run spent raising the rate (PyTorch's pct_start)",
     "label_smoothing": "label smoothing of the cross-entropy, in [0, 1)",
     "augment": "random rotation/shift/scale/shear of each batch, on tensors",
     "ema_decay": "keep an exponential moving average of the weights (e.g. 0.999) and save it; 0: off",
