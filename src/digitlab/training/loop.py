@@ -378,7 +378,13 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, dry_run: 
     """
     world, joined = start_distributed(cfg.device)
     try:
-        return _run(cfg, Path(out_dir), resume, dry_run, command, quiet or not world.is_main, world)
+        result = _run(cfg, Path(out_dir), resume, dry_run, command, quiet or not world.is_main, world)
+        if joined:
+            # Rank 0 still writes its checkpoint when the others finish; a process that tears down its gloo
+            # connections while a peer still holds them can abort ("terminate called without an active
+            # exception"), so every process waits here until all are done.
+            dist.barrier()
+        return result
     finally:
         if joined:
             dist.destroy_process_group()
