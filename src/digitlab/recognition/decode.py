@@ -4,7 +4,7 @@ The size is checked from the header before a byte of pixel data is decoded (a sm
 pixels); EXIF orientation is applied; plain PNGs are decoded by libspng into an array, everything else by Pillow.
 ``to_gray`` turns any mode (alpha, palette, 16-bit, CMYK, colour) into float brightness in [0, 1]. Every failure
 is an ``ImageError`` with a one-line reason and a ``kind`` a caller can answer differently (the API: 413/415/422).
-See docs/ for what was measured about each decoder.
+What each decoder was measured to cost: docs/serving.md, 'Where a request's CPU goes'.
 """
 
 from __future__ import annotations
@@ -124,10 +124,10 @@ def _stored_png(data: bytes) -> bytes | None:
     """The same PNG with its image data inflated by zlib-ng and stored uncompressed, or None where the file is not
     a whole, intact PNG (libspng and Pillow then read the original and say what is wrong with it).
 
-    libspng inflates with the zlib it was built with, which is most of its 0.65 ms on a 280x280 canvas (0.21-0.26
-    ms on the same PNG stored; Python's zlib 1.2.13 takes 0.59 ms for such a stream). zlib-ng inflates it in under
-    0.1 ms; libspng then only copies the stored blocks and undoes the PNG filters, in C as before, and the pixels
-    are the same. Other chunks (text, colour profiles) are left out: neither decoder applies them to the pixels.
+    Inflating with the zlib it was built with is most of libspng's time on a canvas, and zlib-ng inflates the same
+    stream several times faster; libspng then only copies the stored blocks and undoes the PNG filters, and the
+    pixels are the same (measured: docs/serving.md, 'Where a request's CPU goes'). Other chunks (text, colour
+    profiles) are left out: neither decoder applies them to the pixels.
     """
     from zlib_ng import zlib_ng  # imported here, as pyspng is
 
