@@ -7,8 +7,8 @@ the training loop measured it and the peak resident memory of the process.
     python benchmarks/epoch_speed.py                   # all five tutorial networks, 2 epochs each
     python benchmarks/epoch_speed.py --networks cnn5x5_dense1000 --epochs 3
 
-Reference point (from the project brief, same machine type, not re-measured here): Keras 3.15 + TensorFlow 2.21
-trains cnn5x5_dense1000 (Adam, batch 128) at about 22 s per epoch; a plain PyTorch loop at about 55 s.
+The reference points it is compared with (Keras and a plain PyTorch loop on the same network) and the results are
+in docs/results.md, 'Training speed'.
 """
 
 from __future__ import annotations

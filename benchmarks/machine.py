@@ -29,8 +29,9 @@ def cpu_name() -> str:
 
 class StolenTime:
     """The share of all CPU time the hypervisor gave to other guests while the block ran (Linux /proc/stat; None
-    elsewhere). On this project's 2-core VM it ranged from nothing to 20% within an hour, and speed and tail
-    latency with it: a benchmark that does not say how much was stolen cannot be compared with another."""
+    elsewhere). On a shared VM it can change from minute to minute, and speed and tail latency with it
+    (docs/serving.md, 'How the load test measures'): a benchmark that does not say how much was stolen cannot be
+    compared with another."""
 
     def __enter__(self) -> "StolenTime":
         self.before, self.fraction = cpu_times(), None

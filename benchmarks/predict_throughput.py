@@ -1,7 +1,7 @@
 """Throughput of ``digitlab predict`` on a folder of 1,000 photo-like files: images per second, end to end.
 
-The files are real MNIST test digits redrawn by ``digitlab.training.render`` (100-1,000 px canvases, JPEG and PNG), written
-once to a folder; the command is then timed as a user runs it, start-up and model loading included.
+The files are real MNIST test digits redrawn by ``digitlab.training.render`` (100-1,000 px canvases, JPEG and
+PNG), written once to a folder; the command is then timed as a user runs it, start-up and model loading included.
 
     python benchmarks/predict_throughput.py                        # bundled model
     python benchmarks/predict_throughput.py --model runs/x/model.safetensors --count 1000

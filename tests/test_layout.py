@@ -3,7 +3,8 @@
 First from the source (``ast``: every ``import`` and ``from`` at any depth of every module of src/digitlab), then by
 running it: in a fresh interpreter where ``import torch`` fails, every recognition module imports, `digitlab
 predict` (with ``--explain``) reads an image, the Python API answers, and `digitlab serve --backend onnx` answers
-HTTP; the training jobs say in one line which extra to install.
+HTTP; the training jobs say in one line which extra to install. Last, the README's "Where things live" names every
+module of the package, and nothing that is not there.
 """
 
 from __future__ import annotations
@@ -318,3 +319,57 @@ def test_serve_onnx_without_torch(without, seven):
         server.terminate()
         _, errors = server.communicate(timeout=30)
     assert "Traceback" not in errors
+
+
+# --- the README's map of the package ----------------------------------------------------------------------------------
+
+def readme_layout(readme: str) -> list[Path]:
+    """The paths in the README's "Where things live" tree, relative to the repository root.
+
+    The tree is the first fenced block after that heading. A line whose first word ends in ``/`` or ``.py`` names a
+    folder or a file; its indentation puts it inside the folder named above it at a smaller indentation (a line at
+    the left margin is at the root). Other lines continue a description and are skipped."""
+    section = readme.split("## Where things live", 1)[1]
+    block = section.split("```", 2)[1].split("\n", 1)[1]
+    paths: list[Path] = []
+    folders: list[tuple[int, Path]] = []
+    for line in block.splitlines():
+        words = line.split()
+        if not words or not (words[0].endswith("/") or words[0].endswith(".py")):
+            continue
+        indent = len(line) - len(line.lstrip(" "))
+        while folders and folders[-1][0] >= indent:
+            folders.pop()
+        path = (folders[-1][1] if folders else Path()) / words[0].rstrip("/")
+        paths.append(path)
+        if words[0].endswith("/"):
+            folders.append((indent, path))
+    return paths
+
+
+def unlisted_modules(listed: list[Path]) -> list[str]:
+    """The modules of src/digitlab the list does not name; a package's ``__init__.py`` is named by its folder."""
+    named = set(listed)
+    missing = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        relative = path.relative_to(ROOT)
+        if (relative.parent if path.name == "__init__.py" else relative) not in named:
+            missing.append(str(relative))
+    return missing
+
+
+def test_the_readme_names_every_module_and_only_what_exists():
+    listed = readme_layout((ROOT / "README.md").read_text())
+    assert Path("src/digitlab/serve/runner.py") in listed  # the parser reads the tree at all
+    assert unlisted_modules(listed) == [], "modules missing from README.md's 'Where things live'"
+    assert [str(path) for path in listed if not (ROOT / path).exists()] == [], "listed in the README, not in the tree"
+    assert len(listed) == len(set(listed)), "listed twice"
+
+
+def test_the_readme_check_sees_a_missing_module():
+    readme = (ROOT / "README.md").read_text()
+    without_runner = "\n".join(line for line in readme.splitlines() if not line.lstrip().startswith("runner.py "))
+    assert unlisted_modules(readme_layout(without_runner)) == ["src/digitlab/serve/runner.py"]
+    # a module indented under the wrong folder is not where the tree says it is
+    moved = readme.replace("    runner.py        ", "  runner.py        ", 1)
+    assert "src/digitlab/serve/runner.py" in unlisted_modules(readme_layout(moved))

@@ -447,8 +447,8 @@ def test_normalise_matches_the_training_input(seven):
 
 
 def test_preprocess_imports_no_torch():
-    code = "import sys, digitlab.recognition.preprocess, digitlab.recognition.predict, digitlab.recognition.engine, digitlab.training.render; " \
-           "print('torch' in sys.modules)"
+    code = ("import sys, digitlab.recognition.preprocess, digitlab.recognition.predict, digitlab.recognition.engine, "
+            "digitlab.training.render; print('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "False", result.stderr
 

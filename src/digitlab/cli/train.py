@@ -53,8 +53,9 @@ METAVARS = {"early_stopping": "PATIENCE", "limit": "N", "threads": "N", "data_di
 # Settings that are not one number or word: set by a recipe (training/config.py RECIPES), not on the command line.
 RECIPE_ONLY = ("model_kwargs", "augment_config")
 
-# What each recipe is published to reach (README "Results", docs/results.md): RECIPES holds TrainConfig fields only,
-# so the measured outcomes live here. Times are from a 2-core CPU.
+# What each recipe is published to reach, shown by `digitlab recipes` (copied from docs/results.md, 'The tutorials,
+# reproduced' and 'Time to accuracy', where each has its command): RECIPES holds TrainConfig fields only, so the
+# measured outcomes live here. Times are from a 2-core CPU.
 EXPECTED = {
     "default": ("99.66% (3 seeds)", "about 11.5 min (15 epochs at 46 s, quiet)"),
     "cnn5x5_dense1000": ("99.03% (3 seeds)", "722 s (shared machine)"),

@@ -4,7 +4,7 @@ The size is checked from the header before a byte of pixel data is decoded (a sm
 pixels); EXIF orientation is applied; plain PNGs are decoded by libspng into an array, everything else by Pillow.
 ``to_gray`` turns any mode (alpha, palette, 16-bit, CMYK, colour) into float brightness in [0, 1]. Every failure
 is an ``ImageError`` with a one-line reason and a ``kind`` a caller can answer differently (the API: 413/415/422).
-See docs/ for what was measured about each decoder.
+What each decoder was measured to cost: docs/serving.md, 'Where a request's CPU goes'.
 """
 
 from __future__ import annotations
@@ -93,10 +93,11 @@ def decode(source, max_pixels: int = MAX_PIXELS,
 
 
 def _decode_plain_png(image: Image.Image, source) -> np.ndarray | None:
-    """The pixels of a plain 8-bit PNG (gray or colour, with or without alpha) decoded by libspng, in a third of
-    the time Pillow's decoder takes (`_stored_png` inflates them first); None where Pillow is to decode: another
-    format, palette or 16-bit pixels, a transparent colour key, EXIF (which may turn the image), or data libspng
-    refuses (Pillow then words the error). Of an animated PNG both read the default image."""
+    """The pixels of a plain 8-bit PNG (gray or colour, with or without alpha) decoded by libspng, which is much
+    quicker at it than Pillow's decoder (`_stored_png` inflates them first; measured: docs/serving.md, 'Where a
+    request's CPU goes'); None where Pillow is to decode: another format, palette or 16-bit pixels, a transparent
+    colour key, EXIF (which may turn the image), or data libspng refuses (Pillow then words the error). Of an
+    animated PNG both read the default image."""
     if image.format != "PNG" or image.mode not in ("L", "LA", "RGB", "RGBA") or "transparency" in image.info:
         return None
     if isinstance(source, (bytes, bytearray, memoryview)):
@@ -124,10 +125,10 @@ def _stored_png(data: bytes) -> bytes | None:
     """The same PNG with its image data inflated by zlib-ng and stored uncompressed, or None where the file is not
     a whole, intact PNG (libspng and Pillow then read the original and say what is wrong with it).
 
-    libspng inflates with the zlib it was built with, which is most of its 0.65 ms on a 280x280 canvas (0.21-0.26
-    ms on the same PNG stored; Python's zlib 1.2.13 takes 0.59 ms for such a stream). zlib-ng inflates it in under
-    0.1 ms; libspng then only copies the stored blocks and undoes the PNG filters, in C as before, and the pixels
-    are the same. Other chunks (text, colour profiles) are left out: neither decoder applies them to the pixels.
+    Inflating with the zlib it was built with is most of libspng's time on a canvas, and zlib-ng inflates the same
+    stream several times faster; libspng then only copies the stored blocks and undoes the PNG filters, and the
+    pixels are the same (measured: docs/serving.md, 'Where a request's CPU goes'). Other chunks (text, colour
+    profiles) are left out: neither decoder applies them to the pixels.
     """
     from zlib_ng import zlib_ng  # imported here, as pyspng is
 
@@ -222,7 +223,8 @@ def to_gray(image: Image.Image | np.ndarray) -> np.ndarray:
         elif image.mode not in ("L", "LA", "RGB", "RGBA"):  # CMYK, YCbCr, 1-bit: Pillow's luminance
             image = image.convert("L")
         image = np.asarray(image)
-    # OpenCV on the array: half the time Pillow's getchannel, getextrema and convert take on a canvas
+    # OpenCV on the array, not a round trip through Pillow's getchannel, getextrema and convert: the cheaper way
+    # on a canvas (measured: docs/serving.md, 'Where a request's CPU goes')
     channels = 1 if image.ndim == 2 else image.shape[2]
     if channels in (2, 4) and cv2.minMaxLoc(cv2.extractChannel(image, channels - 1))[0] < 255:  # transparency
         return composite_alpha(_luma(image), image[..., -1] / np.float32(255.0))

@@ -22,7 +22,7 @@ from digitlab.recognition.engine import BACKENDS, BUNDLED_ONNX, backend_for
 from digitlab.recognition.predict import DEFAULT_THRESHOLD
 
 # Added to the worker processes' niceness, so that when every CPU is busy the server process still gets one at once
-# to read a request, hand it on and send an answer (docs/serving.md has the measurements). Lowering a process's
+# to read a request, hand it on and send an answer (measured: docs/serving.md, 'Worker priority'). Lowering a process's
 # priority needs no privileges.
 WORKER_NICE = 10
 

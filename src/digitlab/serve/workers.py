@@ -24,7 +24,7 @@ server's start.
 
 Workers run at a lower scheduling priority than the server (``ServeSettings.worker_nice``): when every CPU is busy
 the server still gets one at once to read a request, hand it on and send an answer, instead of queueing behind
-image work. docs/serving.md has what that was measured to give.
+image work (measured: docs/serving.md, 'Worker priority'; processes against threads: 'Where a request's CPU goes').
 """
 
 from __future__ import annotations

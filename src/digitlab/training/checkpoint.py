@@ -129,8 +129,8 @@ def load(path: str | os.PathLike | None = None, device: str | torch.device = "cp
     """Rebuild a model from its file alone (the bundled pretrained model when ``path`` is None), in eval mode.
 
     The model carries its data configuration (``model.data_config``: normalisation and class names). Its
-    convolution weights are laid out channels-last, as in training, because oneDNN's CPU convolutions are much
-    faster that way (docs/results.md); the inputs may come in either layout.
+    convolution weights are laid out channels-last, as in training, because oneDNN's CPU convolutions run best that
+    way (measured: docs/serving.md, 'The model alone'); the inputs may come in either layout.
     """
     path = BUNDLED if path is None else Path(path)
     tensors, meta = read(path)

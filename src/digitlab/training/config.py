@@ -119,8 +119,9 @@ RECIPES: dict[str, dict[str, Any]] = {
                     ema_decay=0.998, not_a_digit=0.1, validation_split=0.0),
     # The quickest roads to 99.0% and to 99.5% test accuracy on a CPU (benchmarks/time_to_accuracy.py): small nets,
     # large steps, no EMA, and a one-cycle schedule that ends exactly where the clock should stop. 99.0% wants one
-    # epoch of a net whose first layer is only 8 channels wide (that layer runs on 28x28 maps: half its width took
-    # 30% off an epoch) and no augmentation at all in so few steps; 99.5% needs augmentation and a wider net.
+    # epoch of a net whose first layer is only 8 channels wide (that layer runs on 28x28 maps and costs most of a
+    # step) and no augmentation at all in so few steps; 99.5% needs augmentation and a wider net
+    # (measured: docs/results.md, 'How `fast` got from 33 s to 18 s').
     "fast": dict(model="digitnet_fast", model_kwargs=dict(widths=(8, 32, 96)), optimizer="adamw", learning_rate=4e-3,
                  weight_decay=0.01, batch_size=128, epochs=1, schedule="onecycle", label_smoothing=0.1,
                  augment=False, validation_split=0.0),

@@ -16,7 +16,8 @@ from digitlab.training.data import data_config_of, to_input
 
 # Test-time augmentation: the image itself and its 1-pixel translations. Never flips: they change digits.
 TTA_SHIFTS = ((0, 0), (0, 1), (0, -1), (1, 0), (-1, 0))
-# Images per forward pass: on a CPU, batches that fit the caches beat fewer, larger calls (docs/results.md).
+# Images per forward pass: on a CPU, batches that fit the caches beat fewer, larger calls
+# (measured: docs/results.md, 'Scoring the test set').
 BATCH = 256
 
 
