@@ -39,6 +39,13 @@ MIN_INK_PIXELS = 12          # ... over at least this many working pixels, or th
 INK_LEVEL = 0.5              # a pixel belongs to a stroke where its coverage exceeds this ...
 RIM_LEVEL, RIM_PIXELS = 0.1, 4   # ... and its faint rim, within 4 working pixels, down to this
 BOX, FIELD = 20, 28          # MNIST: fit into 20x20, centre in 28x28
+TWO_TONES = 0.25             # a border whose two tones lie this far apart (and beyond their spread) holds ink
+ONE_SIDED_GIVEN_BACK = 0.8  # ... and with paper given back, all but a tenth of what stands out must be ink
+MARGIN = 0.15                # paper given back around a tight crop, as a fraction of its longer side
+SMALL_INK = 0.3              # ink within this fraction of the working image's height and width is read again ...
+ZOOM_ABOVE = 1.5             # ... from the full-size pixels, when they hold this many times more
+HAIRLINE = 2.0               # strokes thinner than this many working pixels are widened before they are cut apart
+STROKE_WIDTHS = (1.6, 2.4, 3.7)   # MNIST's stroke width in its 28x28 field: 5th percentile, median, 95th
 
 
 @dataclass
@@ -73,25 +80,80 @@ def shrink(gray: np.ndarray, work_side: int = WORK_SIDE) -> tuple[np.ndarray, fl
     return cv2.resize(gray, size, interpolation=interpolation), factor
 
 
-# --- 4. polarity --------------------------------------------------------------------------------------------------
+# --- 4. paper and polarity ----------------------------------------------------------------------------------------
+
+def border(gray: np.ndarray) -> np.ndarray:
+    """The pixels of a ring along the image's edge, 4% of its shorter side wide: nearly always paper."""
+    height, width = gray.shape
+    ring = max(1, round(0.04 * min(height, width)))
+    return np.concatenate([gray[:ring].ravel(), gray[-ring:].ravel(), gray[:, :ring].ravel(),
+                           gray[:, -ring:].ravel()])
+
+
+def edge_ink(gray: np.ndarray, spread: float = 3.0) -> float | None:
+    """The paper's brightness when ink runs into the image's edge (a digit cropped tightly from a form or a scan),
+    or None when the border is all paper.
+
+    Such a border holds two tones far apart, each narrow: the paper, and the ink where strokes cross the edge. Uneven
+    light spreads a plain border over a range too, but evenly, with no gap between two narrow tones; noise and a
+    photo's texture put the tones close. The paper is the tone that holds more of the border.
+    ``spread``: how far apart, in the sum of their interquartile ranges, the two tones' medians must lie."""
+    ring = border(gray)
+    levels = np.clip(ring * 255, 0, 255).astype(np.uint8)
+    split, _ = cv2.threshold(levels, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    dark, light = ring[levels <= split], ring[levels > split]
+    if len(dark) == 0 or len(light) == 0:
+        return None
+    (d25, d50, d75), (l25, l50, l75) = percentiles(dark, [25, 50, 75]), percentiles(light, [25, 50, 75])
+    gap = l50 - d50
+    if gap < TWO_TONES or gap < spread * ((d75 - d25) + (l75 - l25)):
+        return None
+    paper = float(d50 if len(dark) >= len(light) else l50)
+    # Strokes cross the edge in runs no longer than a side; the dark half of a page lit from one side runs along a
+    # whole side and round two corners.
+    outline = np.concatenate([gray[0], gray[1:, -1], gray[-1, -2::-1], gray[-2:0:-1, 0]])
+    ink = (outline <= split / 255) if paper == float(l50) else (outline > split / 255)
+    if ink.all():
+        return None
+    start = int(np.argmin(ink))  # begin the walk round the edge on paper, so no run is split in two
+    ink = np.roll(ink, -start)
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], ink.astype(np.int8), [0]])))
+    longest = int((edges[1::2] - edges[::2]).max(initial=0))
+    return paper if longest <= max(gray.shape) else None
+
+
+def common_tone(gray: np.ndarray) -> float:
+    """The brightness of the tone that covers more of the image, of the two Otsu's threshold splits it into: the
+    paper, when ink covers less than half the picture, as it does in nearly every tight crop."""
+    levels = np.clip(gray * 255, 0, 255).astype(np.uint8)
+    split, _ = cv2.threshold(levels, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    dark = levels <= split
+    tone = gray[dark] if np.count_nonzero(dark) * 2 >= dark.size else gray[~dark]
+    return float(np.median(tone))
+
+
+def with_margin(gray: np.ndarray, paper: float) -> tuple[np.ndarray, int]:
+    """The image with a margin of paper around it, and the margin's width: a tight crop given back the paper that
+    was cut away, so the later steps see what they see in every other picture - a digit with paper all round."""
+    margin = max(2, round(MARGIN * max(gray.shape)))
+    return cv2.copyMakeBorder(gray, margin, margin, margin, margin, cv2.BORDER_CONSTANT, value=paper), margin
+
 
 def find_polarity(gray: np.ndarray) -> tuple[str, float]:
-    """Which way the ink differs from the paper, and how one-sided that is (1: all ink one way, 0: like noise).
+    """Which way the ink differs from the paper, and how one-sided that is (1: all ink one way, 0: like noise, or
+    nothing stands out at all).
 
     The image's border is nearly always paper, and under smooth uneven light the paper inside stays within the
     brightness range its border spans. Ink lies outside that range on one side only; noise, JPEG ringing and the
     texture of a photo lie on both.
     """
-    height, width = gray.shape
-    ring = max(1, round(0.04 * min(height, width)))
-    border = np.concatenate([gray[:ring].ravel(), gray[-ring:].ravel(), gray[:, :ring].ravel(),
-                             gray[:, -ring:].ravel()])
-    low, high = percentiles(border, [2, 98])
+    paper = border(gray)
+    low, high = percentiles(paper, [2, 98])
     darker = _excess(float(low) - 0.03 - gray)  # float32 differences, summed in float64
     lighter = _excess(gray - (float(high) + 0.03))
     total = darker + lighter
-    if total <= 0:
-        return "dark-on-light" if np.median(border) >= 0.5 else "light-on-dark", 0.0
+    if total <= 0:  # nothing beyond the paper's range either way: a blank page, which is not noise
+        return "dark-on-light" if np.median(paper) >= 0.5 else "light-on-dark", 0.0
     polarity = "dark-on-light" if darker >= lighter else "light-on-dark"
     return polarity, float(abs(darker - lighter) / total)
 
@@ -110,20 +172,36 @@ def ink_map(gray: np.ndarray, polarity: str) -> tuple[np.ndarray, dict]:
     removes every bright structure narrower than its window, i.e. the strokes - and subtracted. The result is scaled
     so a stroke's core is 1 and everything within the noise of the paper is 0.
     """
-    bright_ink = 1.0 - gray if polarity == "dark-on-light" else gray
-    bright_ink = cv2.medianBlur(bright_ink, 3)  # sensor noise and JPEG speckle
-    residual = bright_ink - paper_level(bright_ink)
+    raw = 1.0 - gray if polarity == "dark-on-light" else gray
+    bright_ink = cv2.medianBlur(raw, 3)  # sensor noise and JPEG speckle
+    paper = paper_level(bright_ink)
+    residual = bright_ink - paper
     noise = _paper_noise(residual)
     strong = residual > max(6 * noise, MIN_CONTRAST)
-    notes = {"noise": noise, "ink_pixels": int(np.count_nonzero(strong))}
+    hairline = False
+    if np.count_nonzero(strong) < MIN_INK_PIXELS or stroke_width(strong) < HAIRLINE:
+        # A fine pen shrunk to the working size is a line narrower than a pixel, which the median filter breaks
+        # into dashes or wipes out: such lines are found in the unfiltered pixels, where the paper's noise (and
+        # with it the bar for ink) is measured again.
+        raw_residual = raw - paper
+        raw_noise = _paper_noise(raw_residual)
+        raw_strong = raw_residual > max(6 * raw_noise, MIN_CONTRAST)
+        if np.count_nonzero(raw_strong) >= MIN_INK_PIXELS and stroke_width(raw_strong) < HAIRLINE:
+            residual, noise, strong, hairline = raw_residual, raw_noise, raw_strong, True
+    notes = {"noise": noise, "ink_pixels": int(np.count_nonzero(strong)), "hairline": hairline}
     if notes["ink_pixels"] < MIN_INK_PIXELS:
         return np.zeros_like(gray), notes | {"contrast": float(residual.max(initial=0.0))}
-    level = float(percentiles(residual[strong], [95])[0])
+    # Along a line narrower than a pixel the coverage wavers and only its brightest points reach a stroke's full
+    # level, so it is scaled by its faint parts and widened a pixel.
+    level = float(percentiles(residual[strong], [20 if hairline else 95])[0])
     floor = min(3 * noise, 0.5 * level)
     notes["contrast"] = level
     residual -= floor  # in place: this runs on every image, and each full-size temporary costs
     residual /= max(level - floor, 1e-6)
-    return np.clip(residual, 0.0, 1.0, out=residual), notes
+    ink = np.clip(residual, 0.0, 1.0, out=residual)
+    if hairline:
+        ink = cv2.dilate(ink, cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3)))
+    return ink, notes
 
 
 def paper_level(bright_ink: np.ndarray) -> np.ndarray:
@@ -161,9 +239,11 @@ def _reflect_odd(image: np.ndarray, width: int) -> np.ndarray:
 
 def _paper_noise(residual: np.ndarray) -> float:
     """Standard deviation of the paper's pixels in a residual where ink is positive: measured on the low side only
-    (5th to 25th percentile of a normal distribution are 0.97 sigma apart), so ink may cover up to 3/4 of the image."""
+    (5th to 25th percentile of a normal distribution are 0.97 sigma apart), so ink may cover up to 3/4 of the image;
+    and along the border too, which is paper even where ink covers more (a small scan of a digit that fills it)."""
     p5, p25 = percentiles(residual[::3, ::3], [5, 25])  # every 9th pixel: the same estimate, a ninth of the sort
-    return float((p25 - p5) / 0.97)
+    b5, b25 = percentiles(border(residual), [5, 25])
+    return float(min(p25 - p5, b25 - b5) / 0.97)
 
 
 def percentiles(values: np.ndarray, q: list[float]) -> np.ndarray:
@@ -328,11 +408,45 @@ def region_ink(ink: np.ndarray, labels: np.ndarray, region: Region) -> np.ndarra
     return crop[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
 
 
+def stroke_width(ink: np.ndarray) -> float:
+    """The mean width of the strokes, in pixels: twice their area over their outline's length (a stroke of width w
+    and length l has area w * l and an outline 2 * l long)."""
+    mask = (ink > INK_LEVEL if ink.dtype != bool else ink).astype(np.uint8)
+    outlines, _ = cv2.findContours(mask, cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
+    length = sum(cv2.arcLength(outline, True) for outline in outlines)
+    return 2 * float(np.count_nonzero(mask)) / max(length, 1.0)
+
+
+def even_strokes(crop: np.ndarray) -> np.ndarray:
+    """A digit's ink with strokes as wide as MNIST's, where they would be far thinner or thicker once fitted.
+
+    A hairline pen on a large drawing shrinks to a faint trace; a marker or a binarised 8x8 scan to a blob. MNIST's
+    writers used one kind of pen, and a network trained on them reads a stroke best at their width, so strokes
+    outside MNIST's 5th-95th percentile are grown (dilated) or thinned (eroded) to its median, in the crop's pixels.
+    """
+    thin, typical, thick = STROKE_WIDTHS
+    scale = BOX / max(crop.shape)
+    width = stroke_width(crop) * scale
+    if thin <= width <= thick:
+        return crop
+    # Growing (thinning) the strokes by r pixels a side also grows (shrinks) the crop by 2r, and with it the fit's
+    # scale: r solves (w + 2r) * BOX / (side + 2r) = typical for the crop's stroke width w and longer side.
+    radius = round(abs(typical / scale - width / scale) / (2 * (1 - typical / BOX)))
+    if radius < 1:
+        return crop
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    if width < thin:
+        return cv2.dilate(np.pad(crop, radius), kernel)
+    thinned = cv2.erode(crop, kernel)
+    return thinned if np.count_nonzero(thinned > INK_LEVEL) >= 0.2 * np.count_nonzero(crop > INK_LEVEL) else crop
+
+
 def to_mnist(crop: np.ndarray) -> np.ndarray:
     """A digit's ink (h, w) -> (28, 28) float32: fitted into 20x20 keeping its aspect, centre of mass at the centre.
 
     MNIST shifted whole pixels, so its centres of mass sit within half a pixel of (14, 14); so do ours.
     """
+    crop = even_strokes(crop.astype(np.float32))
     height, width = crop.shape
     scale = BOX / max(height, width)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
@@ -365,37 +479,98 @@ def normalise(images: np.ndarray, mean: float, std: float) -> np.ndarray:
 def prepare(source, polarity: str = "auto", multi: bool = False, max_pixels: int = MAX_PIXELS) -> Prepared:
     """Run every step on one image: the MNIST-form glyphs with their boxes, or a reason why there are none.
 
-    Raises ImageError only when the input cannot be read as an image; a blank page or noise is a normal answer
-    (``reason`` set, no glyphs).
+    A digit small on a large page is found at the working size, then read again from the full-size pixels around
+    it, so a digit a few percent of a photo's height keeps its strokes. Raises ImageError only when the input
+    cannot be read as an image; a blank page or noise is a normal answer (``reason`` set, no glyphs).
     """
     if polarity not in POLARITIES:
         raise ValueError(f"polarity must be one of {', '.join(POLARITIES)}, not {polarity!r}")
     pixels, decode_scale = decode(source, max_pixels)
     gray = to_gray(pixels)
     size = (round(gray.shape[1] * decode_scale), round(gray.shape[0] * decode_scale))
-    work, work_scale = shrink(gray)
-    to_original = decode_scale * work_scale
+    prepared, ink_box = read(gray, polarity, multi)
+    zoom = _zoom_window(gray.shape, ink_box)
+    if zoom is not None and prepared.glyphs:
+        if decode_scale > 1:  # a JPEG decoded at reduced size: decoded again, whole
+            reduced = decode_scale
+            pixels, decode_scale = decode(source, max_pixels, work_side=max(size))
+            gray = to_gray(pixels)
+            zoom = _zoom_window(gray.shape, tuple(round(v * reduced / decode_scale) for v in ink_box))
+        x0, y0, x1, y1 = zoom
+        closer, _ = read(gray[y0:y1, x0:x1], prepared.polarity, multi)
+        if closer.glyphs:
+            closer.glyphs = [Glyph(g.image, (g.box[0] + x0, g.box[1] + y0, g.box[2], g.box[3]))
+                             for g in closer.glyphs]
+            closer.notes = prepared.notes | {"zoomed": list(zoom)}
+            prepared = closer
+    for glyph in prepared.glyphs:
+        glyph.box = tuple(int(round(v * decode_scale)) for v in glyph.box)
+    prepared.size = size
+    return prepared
 
+
+def read(gray: np.ndarray, polarity: str, multi: bool) -> tuple[Prepared, tuple[int, int, int, int] | None]:
+    """Steps 3-7 on gray pixels: the glyphs, with boxes in those pixels, and the box all the ink lies in (or None)."""
+    work, to_gray_pixels = shrink(gray)
     detected, one_sidedness = find_polarity(work)
-    notes = {"one_sidedness": one_sidedness, "detected_polarity": detected}
+    paper = edge_ink(work)
+    if paper is None and one_sidedness < ONE_SIDED_GIVEN_BACK:
+        # Nothing or both sides stand out from the border's range, and the border may hold ink: blurred ink (two
+        # tones with a wider spread), or so much that the border looks like noise (then the commoner tone is the
+        # paper). Not where the ink is plainly one-sided: a page lit unevenly spans a range along its border that
+        # can pass for two blurred tones.
+        paper = edge_ink(work, spread=1.5)
+        if paper is None and 0 < one_sidedness < 0.5:
+            paper = common_tone(work)
+    margin = 0
+    if paper is not None:
+        padded, width = with_margin(work, paper)
+        padded_polarity, padded_one_sidedness = find_polarity(padded)
+        if padded_one_sidedness >= max(ONE_SIDED_GIVEN_BACK, min(one_sidedness, 0.95)):
+            work, margin, detected, one_sidedness = padded, width, padded_polarity, padded_one_sidedness
+    notes = {"one_sidedness": one_sidedness, "detected_polarity": detected, "paper_given_back": margin > 0}
     chosen = detected if polarity == "auto" else polarity
     ink, ink_notes = ink_map(work, chosen)
     notes |= ink_notes
+    size = (gray.shape[1], gray.shape[0])
     if not ink.any():
         reason = ("blank image: no ink stands out from the background" if notes["noise"] < 0.04 else
                   "no clear strokes: nothing stands out from the noise")
-        return Prepared([], chosen, size, reason, notes)
+        return Prepared([], chosen, size, reason, notes), None
     if polarity == "auto" and one_sidedness < 0.5:
         return Prepared([], chosen, size, "no clear ink: as much stands out darker as lighter (noise or a "
-                                          "photo, not a digit on a plain background)", notes)
+                                          "photo, not a digit on a plain background)", notes), None
+
+    def in_gray(x: int, y: int, width: int, height: int) -> tuple[int, int, int, int]:
+        x0, y0 = max(0, x - margin), max(0, y - margin)
+        x1 = min(work.shape[1] - 2 * margin, x + width - margin)
+        y1 = min(work.shape[0] - 2 * margin, y + height - margin)
+        return tuple(int(round(v * to_gray_pixels)) for v in (x0, y0, x1 - x0, y1 - y0))
 
     labels, areas, regions = find_glyphs(ink, multi)
+    all_ink = regions[0]
+    for region in regions[1:]:
+        all_ink = all_ink.merged(region)
+    ink_box = in_gray(all_ink.x, all_ink.y, all_ink.width, all_ink.height)
     if not multi:
         doubt = single_digit_doubt(regions[0], areas)
         if doubt:
-            return Prepared([], chosen, size, doubt, notes)
-    glyphs = []
-    for region in regions:
-        box = tuple(int(round(v * to_original)) for v in (region.x, region.y, region.width, region.height))
-        glyphs.append(Glyph(to_mnist(region_ink(ink, labels, region)), box))
-    return Prepared(glyphs, chosen, size, None, notes)
+            return Prepared([], chosen, size, doubt, notes), ink_box
+    glyphs = [Glyph(to_mnist(region_ink(ink, labels, region)),
+                    in_gray(region.x, region.y, region.width, region.height)) for region in regions]
+    return Prepared(glyphs, chosen, size, None, notes), ink_box
+
+
+def _zoom_window(shape: tuple[int, int], ink_box) -> tuple[int, int, int, int] | None:
+    """Where to read again at full size (x0, y0, x1, y1): around ink that is small in a picture whose pixels hold
+    far more detail than the working size, or None."""
+    if ink_box is None:
+        return None
+    height, width = shape
+    if (height * width) ** 0.5 < ZOOM_ABOVE * WORK_SIDE:
+        return None
+    x, y, w, h = ink_box
+    if w > SMALL_INK * width or h > SMALL_INK * height:
+        return None
+    reach = max(w, h)  # paper around the ink, as much again as the ink's size
+    return max(0, x - reach), max(0, y - reach), min(width, x + w + reach), min(height, y + h + reach)

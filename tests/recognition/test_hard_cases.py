@@ -1,0 +1,141 @@
+"""The pictures people hand in that MNIST's own form hides: tight crops with ink on every edge, 16x16 scans enlarged,
+binarised thick strokes, hairlines, a small digit on a big page - each read by the bundled model, both polarities.
+
+The digits are real MNIST test digits (other writers are measured in benchmarks/other_writers.py); the pictures
+around them are made here by hand, one case per test, so a failure names the case.
+"""
+
+import io
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from digitlab.recognition.engine import load_engine
+from digitlab.recognition.predict import Recognizer
+from digitlab.recognition.preprocess import STROKE_WIDTHS, prepare, stroke_width
+from digitlab.training.handwriting_render import skeleton
+
+COUNT = 20
+
+
+@pytest.fixture(scope="module")
+def reader():
+    return Recognizer(load_engine(None, "onnx"), threads=1)
+
+
+@pytest.fixture(scope="module")
+def digits(test_split):
+    images, labels = test_split
+    picked = np.random.default_rng(12).choice(len(labels), COUNT, replace=False)
+    return images[picked].numpy(), labels[picked].numpy()
+
+
+def enlarged(digit: np.ndarray, height: int) -> np.ndarray:
+    """A 28x28 MNIST digit as ink coverage in [0, 1], drawn ``height`` pixels tall."""
+    return np.clip(cv2.resize(digit.astype(np.float32) / 255, (height, height), interpolation=cv2.INTER_CUBIC), 0, 1)
+
+
+def tight(ink: np.ndarray) -> np.ndarray:
+    """Cropped to the ink's box: strokes run into all four edges."""
+    rows, columns = np.nonzero(ink > 0.3)
+    return ink[rows.min():rows.max() + 1, columns.min():columns.max() + 1]
+
+
+def on_paper(ink: np.ndarray, dark_on_light: bool = True) -> bytes:
+    """Ink coverage as a PNG: black ink on white paper, or white chalk on a dark board."""
+    pixels = 250 - 230 * ink if dark_on_light else 30 + 220 * ink
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def read(reader, files, labels, least_right: int):
+    results = reader.predict(files)
+    refused = [r.reason for r in results if r.digit is None]
+    right = sum(r.digit == label for r, label in zip(results, labels))
+    assert len(refused) <= 1, refused
+    assert right >= least_right, [(r.digit, int(label)) for r, label in zip(results, labels)]
+    return results
+
+
+@pytest.mark.parametrize("dark_on_light", [True, False])
+def test_a_tight_crop_with_ink_on_every_edge(reader, digits, dark_on_light):
+    images, labels = digits
+    crops = [tight(enlarged(d, 200)) for d in images]
+    for crop in crops:  # the case itself: ink in the first and last row and column
+        assert crop[0].max() > 0.3 and crop[-1].max() > 0.3 and crop[:, 0].max() > 0.3 and crop[:, -1].max() > 0.3
+    read(reader, [on_paper(c, dark_on_light) for c in crops], labels, COUNT - 1)
+
+
+def test_a_tight_one_fills_its_image(reader):
+    one = np.zeros((160, 30), np.float32)
+    cv2.line(one, (22, 0), (8, 159), 1.0, 9)  # a slanted bar from the top edge to the bottom edge
+    for dark_on_light in (True, False):
+        result = reader.predict_one(on_paper(one, dark_on_light))
+        assert result.digit == 1, result.reason
+
+
+@pytest.mark.parametrize("enlarge", [None, cv2.INTER_NEAREST, cv2.INTER_LINEAR])
+def test_a_16x16_scan_read_as_it_is_or_enlarged(reader, digits, enlarge):
+    images, labels = digits
+    files = []
+    for index, digit in enumerate(images):
+        scan = cv2.resize(tight(enlarged(digit, 112)), (16, 16), interpolation=cv2.INTER_AREA)
+        if enlarge is not None:
+            scan = cv2.resize(scan, (128, 128), interpolation=enlarge)
+        files.append(on_paper(scan, dark_on_light=index % 2 == 0))
+    read(reader, files, labels, COUNT - 2)
+
+
+@pytest.mark.parametrize("dark_on_light", [True, False])
+def test_binarised_thick_strokes(reader, digits, dark_on_light):
+    images, labels = digits
+    marker = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (21, 21))
+    files = [on_paper(np.pad(cv2.dilate((enlarged(d, 240) > 0.5).astype(np.float32), marker), 30), dark_on_light)
+             for d in images]
+    read(reader, files, labels, COUNT - 2)
+
+
+def test_hairline_strokes_are_widened_to_mnists(reader, digits):
+    images, labels = digits
+    files = []
+    for digit in images:
+        hairline = skeleton(enlarged(digit, 300) > 0.5)  # the centre line: a stroke one pixel wide
+        files.append(on_paper(np.pad(hairline.astype(np.float32), 40)))
+    results = read(reader, files, labels, COUNT - 3)
+    low, _, high = STROKE_WIDTHS
+    for result in results:
+        if result.digits:
+            assert low <= stroke_width(result.digits[0].image) <= high
+
+
+def test_marker_strokes_are_thinned_to_mnists(digits):
+    images, _ = digits
+    marker = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (45, 45))
+    for digit in images[:5]:
+        blob = tight(cv2.dilate((enlarged(digit, 240) > 0.5).astype(np.float32), marker))
+        glyph = prepare(on_paper(np.pad(blob, 40))).glyphs[0]
+        fitted = stroke_width(blob) * 20 / max(blob.shape)  # its width if fitted into 20x20 as it is
+        assert fitted > STROKE_WIDTHS[2] + 0.5  # the case: far thicker than MNIST's thickest
+        assert stroke_width(glyph.image) < 0.8 * fitted
+
+
+@pytest.mark.parametrize("corner", [(0.05, 0.05), (0.85, 0.4), (0.8, 0.85)])
+def test_a_small_digit_anywhere_on_a_big_page(reader, digits, corner):
+    images, labels = digits
+    page_side, digit_side = 2000, 70  # the digit's box is 3.5% of the page's height
+    files, places = [], []
+    for digit in images[:8]:
+        page = np.zeros((page_side, page_side), np.float32)
+        x, y = int(corner[0] * page_side), int(corner[1] * page_side)
+        page[y:y + digit_side, x:x + digit_side] = enlarged(digit, digit_side)
+        files.append(on_paper(page))
+        places.append((x, y))
+    results = read(reader, files, labels[:8], 7)
+    for result, (x, y) in zip(results, places):
+        if not result.digits:
+            continue
+        bx, by, bw, bh = result.digits[0].box
+        assert x - 5 <= bx and bx + bw <= x + digit_side + 5 and y - 5 <= by and by + bh <= y + digit_side + 5
