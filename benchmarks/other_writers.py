@@ -36,7 +36,7 @@ def save_files(folder: Path):
     return keep
 
 
-def read_via_cli(model: str | None, threshold: float):
+def read_via_cli(model: str | None, threshold: float | None):
     """A reader that writes the files into a temporary folder and reads them with ``digitlab predict DIR
     --recursive --json``, as a person would, parsing its JSON lines."""
     from digitlab.training.handwriting import answer_of
@@ -45,8 +45,9 @@ def read_via_cli(model: str | None, threshold: float):
         with tempfile.TemporaryDirectory(prefix="digitlab-other-writers-") as folder:
             for name, data in files:
                 (Path(folder) / name).write_bytes(data)
-            command = [sys.executable, "-m", "digitlab", "predict", folder, "--recursive", "--json",
-                       "--threshold", str(threshold)] + (["--model", model] if model else [])
+            command = ([sys.executable, "-m", "digitlab", "predict", folder, "--recursive", "--json"]
+                       + (["--threshold", str(threshold)] if threshold is not None else [])
+                       + (["--model", model] if model else []))
             done = subprocess.run(command, capture_output=True, text=True)
             if done.returncode not in (0, 1):   # 1: some inputs unreadable, still answered line by line
                 raise SystemExit(f"digitlab predict failed ({done.returncode}): {done.stderr.strip()}")
@@ -69,7 +70,7 @@ def table(rows: list[dict]) -> str:
 
 def main() -> int:
     from digitlab.recognition.engine import load_engine
-    from digitlab.recognition.predict import DEFAULT_THRESHOLD, Recognizer
+    from digitlab.recognition.predict import Recognizer
     from digitlab.training.handwriting import PARTS, SOURCES, combined, evaluate, load_source
     from digitlab.training.handwriting_render import CASES
 
@@ -80,7 +81,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sources", nargs="+", choices=SOURCES, default=list(SOURCES))
     parser.add_argument("--cases", nargs="+", choices=CASES, default=list(CASES))
-    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="confidence threshold for 'right'")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="confidence threshold for 'right' (default: the model's)")
     parser.add_argument("--json", action="store_true", help="print the rows as one JSON object instead of tables")
     parser.add_argument("--save-to", metavar="DIR", help="also write every drawn file under DIR/source/case/")
     parser.add_argument("--via-cli", action="store_true",
@@ -94,6 +96,7 @@ def main() -> int:
 
     recognizer = Recognizer(load_engine(args.model), threshold=args.threshold)
     read = read_via_cli(args.model, args.threshold) if args.via_cli else None
+    args.threshold = recognizer.threshold  # reported as read
     keep = save_files(Path(args.save_to)) if args.save_to else None
     mnist, labels = load_source("mnist", args.part, args.data_dir)
     raw = recognizer.probabilities(mnist.astype(np.float32) / 255)[:, recognizer.digit_outputs].argmax(axis=1)

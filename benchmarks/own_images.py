@@ -41,7 +41,7 @@ def conditions(style) -> list[str]:
 def main() -> None:
     from digitlab.training.data import load_mnist
     from digitlab.recognition.engine import load_engine
-    from digitlab.recognition.predict import DEFAULT_THRESHOLD, Recognizer
+    from digitlab.recognition.predict import Recognizer, default_threshold
     from digitlab.training.render import render_set
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -93,8 +93,9 @@ def main() -> None:
     lost = int((raw_subset & ~ours_correct).sum())
     gained = int((~raw_subset & ours_correct).sum())
     print(f"digits right on raw MNIST but wrong rendered: {lost}; the other way round: {gained}")
-    accepted = ours_confidence >= DEFAULT_THRESHOLD
-    print(f"at the default threshold {DEFAULT_THRESHOLD}: {accepted.mean():.2%} answered, "
+    threshold = default_threshold(engine.metadata)
+    accepted = ours_confidence >= threshold
+    print(f"at the model's default threshold {threshold}: {accepted.mean():.2%} answered, "
           f"{ours_correct[accepted].mean():.2%} of those right")
     print()
     by_group = defaultdict(list)

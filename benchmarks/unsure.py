@@ -40,20 +40,20 @@ def refusals(recognizer, name: str, letters: list[tuple[str, bytes]]) -> float:
 def main() -> None:
     from digitlab.training.data import load_mnist
     from digitlab.recognition.engine import load_engine
-    from digitlab.recognition.predict import DEFAULT_THRESHOLD, Recognizer
+    from digitlab.recognition.predict import Recognizer
     from digitlab.training.render import render_letters, render_set
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="a checkpoint (default: the bundled model)")
     parser.add_argument("--count", type=int, default=20, help="images per letter")
     parser.add_argument("--digits", type=int, default=1000, help="rendered MNIST test digits")
-    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
+    parser.add_argument("--threshold", type=float, default=None, help="(default: the model's)")
     parser.add_argument("--seed", type=int, default=1001, help="drawing seed (training pools use seeds 0-2)")
     args = parser.parse_args()
 
     recognizer = Recognizer(load_engine(args.model), threshold=args.threshold)
     print(f"{platform.processor() or platform.machine()}, python {platform.python_version()}, "
-          f"model {args.model or 'bundled'}, threshold {args.threshold}, seed {args.seed}")
+          f"model {args.model or 'bundled'}, threshold {recognizer.threshold}, seed {args.seed}")
     summary = {
         "pen capitals": refusals(recognizer, "pen-written capitals (the pen model trained on, other draws)",
                                  render_letters(CAPITALS, args.count, seed=args.seed)),

@@ -24,7 +24,7 @@ def add_predict_parsers(subparsers) -> None:
     import inspect
 
     from digitlab.recognition.engine import BACKENDS  # light: neither torch nor onnxruntime is imported here
-    from digitlab.recognition.predict import DEFAULT_THRESHOLD, Recognizer
+    from digitlab.recognition.predict import DEFAULT_THRESHOLD, UNCALIBRATED_THRESHOLD, Recognizer
     from digitlab.recognition.preprocess import POLARITIES
 
     p = subparsers.add_parser("predict", help="recognise the digit (or, with --multi, the number) in images")
@@ -34,8 +34,10 @@ def add_predict_parsers(subparsers) -> None:
     output.add_argument("--json", action="store_true", help="one JSON object per line (default: a table)")
     output.add_argument("--csv", action="store_true", help="CSV with a header row (default: a table)")
     p.add_argument("--multi", action="store_true", help="read several digits left to right (e.g. '2026')")
-    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
-                   help="answer only when the top probability reaches this (default: %(default)s)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help=f"answer only when the top probability reaches this (default: {DEFAULT_THRESHOLD} for a "
+                        f"calibrated model, as the bundled one is; {UNCALIBRATED_THRESHOLD} for one without a "
+                        "fitted temperature)")
     p.add_argument("--polarity", choices=POLARITIES, default=POLARITIES[0],
                    help="ink darker or lighter than the paper (default: %(default)s, detect it)")
     p.add_argument("--explain", metavar="OUT.png", help="write a figure of the original, the 28x28 the model saw "

@@ -28,7 +28,8 @@ def add_serve_parsers(subparsers) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000, help="TCP port to listen on (default: 8000)")
     p.add_argument("--threshold", type=float, default=ServeSettings.threshold,
-                   help=f"confidence below which the answer is 'unsure' (default: {ServeSettings.threshold})")
+                   help="confidence below which the answer is 'unsure' (default: the model's, as for `digitlab "
+                        "predict`)")
     p.add_argument("--workers", type=int, help="worker processes, each decoding and recognising one image at a "
                    "time with its own copy of the model (default: one per CPU)")
     p.add_argument("--threads", type=int, default=ServeSettings.threads, help="CPU threads inside one model call "

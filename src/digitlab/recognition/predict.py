@@ -30,7 +30,16 @@ from digitlab.recognition.decode import MAX_PIXELS, ImageError
 from digitlab.recognition.engine import Engine
 from digitlab.recognition.preprocess import POLARITIES, Prepared, normalise, prepare
 
-DEFAULT_THRESHOLD = 0.7
+# A calibrated model answers when it is at least this likely to be right; the lowest such bar that still turns away
+# letters as often as before calibration (docs/handwriting.md, "Confidence"). A model without a fitted temperature
+# keeps the older bar: label smoothing caps its top probability near 0.9, so it cannot be read as a chance.
+DEFAULT_THRESHOLD = 0.97
+UNCALIBRATED_THRESHOLD = 0.7
+
+
+def default_threshold(metadata: dict) -> float:
+    """The threshold a model is read with unless one is asked for: DEFAULT_THRESHOLD if it is calibrated."""
+    return DEFAULT_THRESHOLD if (metadata.get("calibration") or {}).get("temperature") else UNCALIBRATED_THRESHOLD
 
 
 @dataclass
@@ -115,9 +124,10 @@ class Recognizer:
     "not a digit" (``labels.NOT_A_DIGIT``); nothing is assumed from the outputs' order.
     """
 
-    def __init__(self, engine: Engine, threshold: float = DEFAULT_THRESHOLD, polarity: str = "auto",
+    def __init__(self, engine: Engine, threshold: float | None = None, polarity: str = "auto",
                  batch_size: int = 256, threads: int | None = None, max_pixels: int = MAX_PIXELS):
-        self.polarity, self.threshold = _checked(polarity, threshold)
+        self.polarity, self.threshold = _checked(polarity, default_threshold(engine.metadata)
+                                                 if threshold is None else threshold)
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}")
         if threads is not None and threads < 1:
@@ -132,6 +142,11 @@ class Recognizer:
         if not norm:  # every digitlab checkpoint and export has it; guessing would silently skew every answer
             raise ValueError("the model's metadata does not say how its inputs were normalised")
         self.mean, self.std = float(norm["mean"]), float(norm["std"])
+        # A calibrated model's logits are divided by its fitted temperature, so a confidence of 0.9 means about 9
+        # in 10 such answers are right (training/calibrate.py); an uncalibrated one's are used as they are.
+        self.temperature = float((engine.metadata.get("calibration") or {}).get("temperature", 1.0))
+        if not self.temperature > 0:
+            raise ValueError(f"the model's calibration temperature must be positive, not {self.temperature}")
 
     def predict_one(self, source, multi: bool = False, polarity: str | None = None,
                     threshold: float | None = None) -> Prediction:
@@ -192,7 +207,7 @@ class Recognizer:
         """(N, 28, 28) MNIST-form images -> (N, classes) probabilities, in batches of ``batch_size``."""
         batches = [normalise(images[i:i + self.batch_size], self.mean, self.std)
                    for i in range(0, len(images), self.batch_size)]
-        logits = np.concatenate([self.engine.logits(b) for b in batches]).astype(np.float64)
+        logits = np.concatenate([self.engine.logits(b) for b in batches]).astype(np.float64) / self.temperature
         logits -= logits.max(axis=1, keepdims=True)
         exp = np.exp(logits)
         return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)

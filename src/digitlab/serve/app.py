@@ -39,6 +39,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import UploadFile
 
+from digitlab.recognition.predict import default_threshold
 from digitlab.recognition.preprocess import POLARITIES
 from digitlab.serve import runner
 from digitlab.serve.settings import Limits, ServeSettings
@@ -271,7 +272,8 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     async def model(request: Request) -> dict[str, Any]:
         """The checkpoint's metadata (network, normalisation, training config, metrics, versions) and how it is
         served."""
-        return {"backend": backend, "threshold": threshold, "metadata": request.app.state.metadata,
+        served = default_threshold(request.app.state.metadata) if threshold is None else threshold
+        return {"backend": backend, "threshold": served, "metadata": request.app.state.metadata,
                 "limits": asdict(limits)}
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

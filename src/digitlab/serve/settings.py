@@ -19,7 +19,6 @@ from typing import Any
 
 from digitlab.recognition.decode import MAX_PIXELS
 from digitlab.recognition.engine import BACKENDS, BUNDLED_ONNX, backend_for
-from digitlab.recognition.predict import DEFAULT_THRESHOLD
 
 # Added to the worker processes' niceness, so that when every CPU is busy the server process still gets one at once
 # to read a request, hand it on and send an answer (measured: docs/serving.md, 'Worker priority'). Lowering a process's
@@ -65,7 +64,7 @@ class ServeSettings:
 
     model: str | None = None              # a .safetensors checkpoint or a .onnx file; None: the bundled model
     backend: str | None = None            # "torch" or "onnx"; None: engine.backend_for the model file
-    threshold: float = DEFAULT_THRESHOLD  # below this confidence the answer is "unsure"; a request may ask another
+    threshold: float | None = None  # below this confidence "unsure" (None: the model's default); per request too
     limits: Limits = field(default_factory=Limits)
     processes: bool = False
     workers: int | None = None            # worker processes; None: one per CPU
@@ -87,8 +86,8 @@ class ServeSettings:
         if self.backend == "onnx" and self.model is None and not BUNDLED_ONNX.is_file():
             raise SettingError("model", "is needed: this install has no bundled ONNX model (make a .onnx file with "
                                         "`digitlab export`)")
-        if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)) \
-                or not 0.0 <= self.threshold <= 1.0:  # NaN fails this too
+        if self.threshold is not None and (isinstance(self.threshold, bool) or not isinstance(
+                self.threshold, (int, float)) or not 0.0 <= self.threshold <= 1.0):  # NaN fails this too
             raise SettingError("threshold", f"must be between 0 and 1, not {self.threshold!r}")
         if not isinstance(self.limits, Limits):
             raise SettingError("limits", f"must be a Limits, not {type(self.limits).__name__}")

@@ -1,0 +1,84 @@
+"""Calibration: the fitted temperature, the error measures, the CLI command and the Recognizer that applies it."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from digitlab.recognition.engine import load_engine
+from digitlab.recognition.predict import DEFAULT_THRESHOLD, UNCALIBRATED_THRESHOLD, Recognizer
+from digitlab.training import checkpoint
+from digitlab.training.calibrate import (calibrate, calibration_error, fit_temperature, reliability,
+                                        risk_coverage)
+from digitlab.training.config import TrainConfig
+from digitlab.training.loop import train
+
+
+def test_the_temperature_that_made_the_labels_is_found():
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(20_000, 11, generator=generator) * 4
+    labels = torch.multinomial(torch.softmax(logits / 0.5, dim=1), 1, generator=generator).squeeze(1)
+    assert fit_temperature(logits, labels) == pytest.approx(0.5, rel=0.05)
+
+
+def test_calibration_error_is_the_gap_between_confidence_and_accuracy():
+    rng = np.random.default_rng(0)
+    confidence = rng.uniform(0.5, 1.0, 50_000)
+    honest = rng.random(50_000) < confidence        # right as often as it says
+    assert calibration_error(confidence, honest) < 0.01
+    boastful = rng.random(50_000) < confidence - 0.2  # right 20 points less often than it says
+    assert calibration_error(confidence, boastful) == pytest.approx(0.2, abs=0.01)
+    rows = reliability(confidence, honest)
+    assert sum(r["count"] for r in rows) == 50_000 and all(r["low"] < r["confidence"] <= r["high"] for r in rows)
+
+
+def test_risk_falls_as_fewer_answers_are_given():
+    confidence = np.array([0.99, 0.95, 0.9, 0.8, 0.6, 0.6])
+    right = np.array([True, True, True, False, False, True])
+    curve = risk_coverage(confidence, right)
+    assert [p["threshold"] for p in curve] == [0.99, 0.95, 0.9, 0.8, 0.6]
+    assert [p["coverage"] for p in curve] == pytest.approx([1 / 6, 2 / 6, 3 / 6, 4 / 6, 1.0])
+    assert [p["risk"] for p in curve] == pytest.approx([0, 0, 0, 1 / 4, 2 / 6])
+
+
+def test_a_model_trained_on_every_image_is_not_calibrated_on_the_test_set(small_model_path, tmp_path):
+    copy = tmp_path / "all.safetensors"
+    copy.write_bytes(small_model_path.read_bytes())
+    with pytest.raises(ValueError, match="--validation-split"):
+        calibrate(copy)
+    done = subprocess.run([sys.executable, "-m", "digitlab", "calibrate", str(copy)], capture_output=True, text=True)
+    assert done.returncode == 2 and "Traceback" not in done.stderr and "--validation-split" in done.stderr
+
+
+def test_calibrate_records_a_temperature_that_lowers_the_error(tmp_path, mnist_dir):
+    cfg = TrainConfig(model="conv3_dense64", epochs=1, batch_size=64, limit=3000, validation_split=0.3,
+                      label_smoothing=0.1, augment=False, not_a_digit=0.0, threads=1, data_dir=str(mnist_dir))
+    train(cfg, tmp_path, quiet=True)
+    path = tmp_path / "model.safetensors"
+    weights_before = checkpoint.read(path)[0]
+    done = subprocess.run([sys.executable, "-m", "digitlab", "calibrate", str(path), "--data-dir", str(mnist_dir)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "temperature" in done.stdout
+    tensors, meta = checkpoint.read(path)
+    entry = meta["calibration"]
+    assert entry["count"] == 900 and entry["temperature"] > 0
+    assert entry["nll_after"] <= entry["nll_before"]
+    assert all(torch.equal(tensors[k], weights_before[k]) for k in tensors)  # only the metadata changed
+
+    calibrated = Recognizer(load_engine(path))
+    assert calibrated.temperature == entry["temperature"] and calibrated.threshold == DEFAULT_THRESHOLD
+    images = np.random.default_rng(0).random((4, 28, 28)).astype(np.float32)
+    plain = Recognizer(load_engine(path))
+    plain.temperature = 1.0
+    sharp, flat = calibrated.probabilities(images), plain.probabilities(images)
+    assert (sharp.argmax(1) == flat.argmax(1)).all()  # the answers stay; only how sure they are changes
+    assert (sharp.max(1) > flat.max(1)).all() == (entry["temperature"] < 1)
+
+
+def test_an_uncalibrated_model_keeps_the_older_threshold(small_model_path):
+    recognizer = Recognizer(load_engine(small_model_path))
+    assert recognizer.temperature == 1.0 and recognizer.threshold == UNCALIBRATED_THRESHOLD
+    assert Recognizer(load_engine(small_model_path), threshold=0.5).threshold == 0.5
