@@ -44,7 +44,7 @@ ONE_SIDED_GIVEN_BACK = 0.8  # ... and with paper given back, all but a tenth of 
 MARGIN = 0.15                # paper given back around a tight crop, as a fraction of its longer side
 SMALL_INK = 0.3              # ink within this fraction of the working image's height and width is read again ...
 ZOOM_ABOVE = 1.5             # ... from the full-size pixels, when they hold this many times more
-HAIRLINE = 2.0               # strokes thinner than this many working pixels are widened before they are cut apart
+HAIRLINE = 2.5               # strokes thinner than this many working pixels are widened before they are cut apart
 STROKE_WIDTHS = (1.6, 2.4, 3.7)   # MNIST's stroke width in its 28x28 field: 5th percentile, median, 95th
 
 
