@@ -139,3 +139,23 @@ def test_a_small_digit_anywhere_on_a_big_page(reader, digits, corner):
             continue
         bx, by, bw, bh = result.digits[0].box
         assert x - 5 <= bx and bx + bw <= x + digit_side + 5 and y - 5 <= by and by + bh <= y + digit_side + 5
+
+
+
+def test_a_blurred_8x8_scan_that_fills_its_image(reader):
+    """Other writers' 8x8 digits (scikit-learn's), enlarged smoothly to fill the whole image: ink reaches every
+    border, in every tone the border holds, so only the commoner tone can say which is the paper."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    picked = np.random.default_rng(3).choice(len(digits.target), COUNT, replace=False)
+    files = []
+    for index in picked:
+        scan = digits.images[index] / 16
+        rows, columns = np.nonzero(scan > 0.2)
+        scan = scan[rows.min():rows.max() + 1, columns.min():columns.max() + 1]
+        filled = np.clip(cv2.resize(scan, (100, 150), interpolation=cv2.INTER_CUBIC), 0, 1)
+        files.append(on_paper(filled, dark_on_light=index % 2 == 0))
+    results = reader.predict(files, threshold=0.0)
+    assert [r.reason for r in results if r.reason and r.reason.startswith("no clear ink")] == []
+    assert sum(r.digit == label for r, label in zip(results, digits.target[picked])) >= COUNT - 4

@@ -122,14 +122,20 @@ def edge_ink(gray: np.ndarray, spread: float = 3.0) -> float | None:
     return paper if longest <= max(gray.shape) else None
 
 
-def common_tone(gray: np.ndarray) -> float:
-    """The brightness of the tone that covers more of the image, of the two Otsu's threshold splits it into: the
-    paper, when ink covers less than half the picture, as it does in nearly every tight crop."""
+def two_tones(gray: np.ndarray) -> tuple[float, float]:
+    """The median brightness of the two tones Otsu's threshold splits an image into, the commoner first."""
     levels = np.clip(gray * 255, 0, 255).astype(np.uint8)
     split, _ = cv2.threshold(levels, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     dark = levels <= split
-    tone = gray[dark] if np.count_nonzero(dark) * 2 >= dark.size else gray[~dark]
-    return float(np.median(tone))
+    tones = [float(np.median(gray[dark])) if dark.any() else float(gray.min()),
+             float(np.median(gray[~dark])) if not dark.all() else float(gray.max())]
+    return tuple(tones) if np.count_nonzero(dark) * 2 >= dark.size else (tones[1], tones[0])
+
+
+def common_tone(gray: np.ndarray) -> float:
+    """The brightness of the tone that covers more of the image: the paper, when ink covers less than half the
+    picture, as it does in nearly every tight crop."""
+    return two_tones(gray)[0]
 
 
 def with_margin(gray: np.ndarray, paper: float) -> tuple[np.ndarray, int]:
@@ -528,9 +534,20 @@ def read(gray: np.ndarray, polarity: str, multi: bool) -> tuple[Prepared, tuple[
         padded_polarity, padded_one_sidedness = find_polarity(padded)
         if padded_one_sidedness >= max(ONE_SIDED_GIVEN_BACK, min(one_sidedness, 0.95)):
             work, margin, detected, one_sidedness = padded, width, padded_polarity, padded_one_sidedness
-    notes = {"one_sidedness": one_sidedness, "detected_polarity": detected, "paper_given_back": margin > 0}
     chosen = detected if polarity == "auto" else polarity
     ink, ink_notes = ink_map(work, chosen)
+    if margin == 0 and one_sidedness == 0 and ink.any():
+        # Ink stands out from its surroundings, yet nothing lies beyond the border's range: the border spans the
+        # ink's tones too (a blurred digit that fills its image). Either of the image's two tones may be the paper
+        # (a bold digit can cover more than half of it): the one around which the ink stands out on one side is.
+        trials = [with_margin(work, tone) for tone in two_tones(work)]
+        judged = [(find_polarity(padded), padded, width) for padded, width in trials]
+        (padded_polarity, padded_one_sidedness), padded, width = max(judged, key=lambda t: t[0][1])
+        if padded_one_sidedness >= ONE_SIDED_GIVEN_BACK:
+            work, margin, detected, one_sidedness = padded, width, padded_polarity, padded_one_sidedness
+            chosen = detected if polarity == "auto" else polarity
+            ink, ink_notes = ink_map(work, chosen)
+    notes = {"one_sidedness": one_sidedness, "detected_polarity": detected, "paper_given_back": margin > 0}
     notes |= ink_notes
     size = (gray.shape[1], gray.shape[0])
     if not ink.any():
