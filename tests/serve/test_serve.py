@@ -164,6 +164,38 @@ def test_batch_answers_each_file_and_isolates_a_bad_one(client, digits, oracle):
         assert result["digit"] == oracle.predict_one(digits[index][0]).digit
 
 
+def test_a_batch_holds_each_file_to_the_one_image_limit(client, digits):
+    big = np.random.default_rng(0).integers(0, 256, (300, 300, 3), dtype=np.uint8)  # noise: PNG cannot shrink it
+    oversize = png_bytes(big)
+    assert 200_000 < len(oversize) < 400_000 - 2 * len(digits[0][0])  # over one image's limit, under the batch's
+    files = [("files", ("a.png", digits[0][0])), ("files", ("big.png", oversize)), ("files", ("b.png", digits[1][0]))]
+    results = client.post("/api/predict/batch", files=files).json()["results"]
+    assert results[1]["status"] == 413 and "one image" in results[1]["error"] and results[1]["name"] == "big.png"
+    assert results[0]["digit"] == digits[0][1] and results[2]["digit"] == digits[1][1]
+
+
+def test_security_headers_and_a_cross_site_post_refused(client, digits):
+    for path in ("/", "/api/health", "/docs"):
+        headers = client.get(path).headers
+        assert headers["x-content-type-options"] == "nosniff" and headers["x-frame-options"] == "DENY"
+        assert "frame-ancestors 'none'" in headers["content-security-policy"]
+    assert "unsafe-inline" not in client.get("/").headers["content-security-policy"]  # the page: its own files only
+    data = digits[0][0]
+    evil = client.post("/api/predict", content=data, headers={"Origin": "https://evil.example"})
+    assert evil.status_code == 403 and "cross-origin" in evil.json()["detail"]
+    assert evil.headers["x-content-type-options"] == "nosniff"
+    same = client.post("/api/predict", content=data, headers={"Origin": "http://testserver"})
+    assert same.status_code == 200 and same.json()["digit"] == digits[0][1]
+    assert client.post("/api/predict", content=data).status_code == 200  # no Origin: not a browser
+
+
+def test_the_model_endpoint_tells_no_paths_commands_or_versions(client):
+    metadata = client.get("/api/model").json()["metadata"]
+    assert {"arch", "classes", "normalisation"} <= set(metadata)
+    assert not {"command", "versions", "data_md5"} & set(metadata)
+    assert "data_dir" not in metadata.get("config", {})
+
+
 def test_batch_refusals(client, digits):
     assert client.post("/api/predict/batch", content=digits[0][0]).status_code == 415
     response = client.post("/api/predict/batch", files={"file": ("a.png", digits[0][0])})

@@ -57,6 +57,71 @@ class ApiError(Exception):
         self.status, self.detail = status, detail
 
 
+# --- what every response carries, and which requests are refused before they are read ------------------------------
+
+# The page loads only its own files; a browser neither guesses content types nor frames it. Swagger UI at /docs starts
+# itself with an inline script, so its page allows that one thing.
+SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
+                    (b"referrer-policy", b"no-referrer")]
+PAGE_POLICY = (b"default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'none'; "
+               b"frame-ancestors 'none'")
+DOCS_POLICY = PAGE_POLICY + b"; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'"
+
+
+class Guard:
+    """ASGI middleware: security headers on every response, and a POST from another site's page refused (403).
+
+    A browser sends an ``Origin`` header with a cross-site POST, and a plain form or ``text/plain`` POST needs no
+    CORS preflight, so without this check any page a user visits could make their browser post to a server on their
+    machine. Clients that are not browsers send no ``Origin`` and are not affected.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        origin = headers.get(b"origin")
+        if scope["method"] == "POST" and origin is not None and not _same_origin(origin, headers.get(b"host"), scope):
+            response = JSONResponse({"detail": "cross-origin requests are refused: this server answers its own page "
+                                               "and clients that are not browsers"}, status_code=403)
+            return await self._with_headers(response, scope, receive, send)
+        policy = DOCS_POLICY if scope["path"].startswith("/docs") else PAGE_POLICY
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS,
+                                      (b"content-security-policy", policy)]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+    async def _with_headers(self, response, scope, receive, send):
+        response.headers.update({k.decode(): v.decode() for k, v in SECURITY_HEADERS})
+        await response(scope, receive, send)
+
+
+def _same_origin(origin: bytes, host: bytes | None, scope) -> bool:
+    """Whether an Origin header names this server: the scheme it was reached by and the Host the request names."""
+    scheme = scope.get("scheme", "http")
+    return host is not None and origin.decode("latin-1").rstrip("/") == f"{scheme}://{host.decode('latin-1')}"
+
+
+def public_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    """What ``/api/model`` tells anyone who asks: the network, its classes and normalisation, how it scored and its
+    training settings, but not the command line, paths or package versions of the machine it was trained on."""
+    public = {key: metadata[key] for key in PUBLIC_METADATA if key in metadata}
+    if isinstance(public.get("config"), dict):
+        public["config"] = {k: v for k, v in public["config"].items() if k != "data_dir"}
+    return public
+
+
+PUBLIC_METADATA = ("format", "arch", "arch_kwargs", "classes", "normalisation", "input", "config", "epoch",
+                   "metrics", "test", "test_tta", "calibration")
+
+
 # --- request bodies -----------------------------------------------------------------------------------------------
 
 class BodyLimit:
@@ -216,11 +281,12 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     settings = ServeSettings() if settings is None else settings
     limits, backend, threshold = settings.limits, settings.backend, settings.threshold
 
-    app = FastAPI(title="digitlab", version=_version(), docs_url=None,
+    app = FastAPI(title="digitlab", version=_version(), docs_url=None, redoc_url=None,  # ReDoc would load a CDN
                   lifespan=_process_lifespan if settings.processes else _thread_lifespan,
                   description="Recognise handwritten digits in images: one digit, or a number with ?multi=true.")
     app.state.settings = settings
     app.add_middleware(BodyLimit, limits=limits)
+    app.add_middleware(Guard)  # added last, so it runs first
     add_offline_docs(app)
 
     @app.exception_handler(ApiError)
@@ -259,7 +325,16 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         polarity, threshold, multi = options(request)
         files = await form_files(request, "files", limits)
         items = [(upload.filename or f"file {i}", await upload.read()) for i, upload in enumerate(files)]
-        results = await request.app.state.recognise(polarity, threshold, items, multi)
+        # each file is held to the one-image limit too; one over it answers 413 in its place, the others are read
+        fits = [i for i, (_, data) in enumerate(items) if len(data) <= limits.max_upload_bytes]
+        results: list[dict[str, Any]] = [
+            {"name": name, "error": f"file too large: {len(data):,} bytes is over the limit of "
+                                    f"{limits.max_upload_bytes:,} for one image", "status": 413}
+            for name, data in items]
+        if fits:
+            read = await request.app.state.recognise(polarity, threshold, [items[i] for i in fits], multi)
+            for i, answer in zip(fits, read):
+                results[i] = answer
         return JSONResponse({"results": results})
 
     @app.get("/api/health")
@@ -270,10 +345,10 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
 
     @app.get("/api/model")
     async def model(request: Request) -> dict[str, Any]:
-        """The checkpoint's metadata (network, normalisation, training config, metrics, versions) and how it is
-        served."""
+        """The model's public metadata (network, classes, normalisation, training settings, scores, calibration)
+        and how it is served."""
         served = default_threshold(request.app.state.metadata) if threshold is None else threshold
-        return {"backend": backend, "threshold": served, "metadata": request.app.state.metadata,
+        return {"backend": backend, "threshold": served, "metadata": public_metadata(request.app.state.metadata),
                 "limits": asdict(limits)}
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
