@@ -189,6 +189,22 @@ def test_security_headers_and_a_cross_site_post_refused(client, digits):
     assert client.post("/api/predict", content=data).status_code == 200  # no Origin: not a browser
 
 
+def test_a_server_on_this_machine_answers_only_requests_that_name_it(served_checkpoint, digits):
+    from digitlab.cli import build_parser
+    from digitlab.cli.serve import serve_settings
+    from digitlab.serve.settings import LOOPBACK_HOSTS
+
+    parser = build_parser()
+    assert serve_settings(parser.parse_args(["serve"])).allowed_hosts == LOOPBACK_HOSTS  # 127.0.0.1 by default
+    assert serve_settings(parser.parse_args(["serve", "--host", "0.0.0.0"])).allowed_hosts is None
+    settings = ServeSettings(served_checkpoint, allowed_hosts=LOOPBACK_HOSTS)
+    with TestClient(create_app(settings), base_url="http://127.0.0.1:8000") as local:
+        assert local.post("/api/predict", content=digits[0][0]).json()["digit"] == digits[0][1]
+        assert local.get("/", headers={"Host": "localhost:8000"}).status_code == 200
+        rebound = local.get("/api/model", headers={"Host": "attacker.example:8000"})  # DNS rebinding
+        assert rebound.status_code == 400 and "Host" in rebound.json()["detail"]
+
+
 def test_the_model_endpoint_tells_no_paths_commands_or_versions(client):
     metadata = client.get("/api/model").json()["metadata"]
     assert {"arch", "classes", "normalisation"} <= set(metadata)

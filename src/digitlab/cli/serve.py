@@ -46,14 +46,15 @@ def add_serve_parsers(subparsers) -> None:
 
 def serve_settings(args) -> ServeSettings:
     """The command line's settings, checked by ``ServeSettings`` itself; a bad value's message names the option."""
-    from digitlab.serve.settings import Limits, ServeSettings, SettingError
+    from digitlab.serve.settings import LOOPBACK_HOSTS, Limits, ServeSettings, SettingError
 
     if not (math.isfinite(args.max_upload_mb) and args.max_upload_mb * 2**20 >= 1):  # the one option in other units
         raise ValueError(f"--max-upload-mb must be a positive number, not {args.max_upload_mb:g}")
     try:
         return ServeSettings(model=args.model, backend=args.backend, threshold=args.threshold,
                              limits=Limits(max_upload_bytes=round(args.max_upload_mb * 2**20)),
-                             processes=True, workers=args.workers, threads=args.threads, worker_nice=args.worker_nice)
+                             processes=True, workers=args.workers, threads=args.threads, worker_nice=args.worker_nice,
+                             allowed_hosts=LOOPBACK_HOSTS if args.host in LOOPBACK_HOSTS else None)
     except SettingError as exc:  # every other option is named after its field
         raise ValueError(f"--{exc.name.replace('_', '-')} {exc.problem}") from None
 

@@ -76,13 +76,17 @@ class Guard:
     machine. Clients that are not browsers send no ``Origin`` and are not affected.
     """
 
-    def __init__(self, app):
-        self.app = app
+    def __init__(self, app, allowed_hosts: tuple[str, ...] | None = None):
+        self.app, self.allowed_hosts = app, allowed_hosts
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = dict(scope["headers"])
+        if self.allowed_hosts is not None and _host_name(headers.get(b"host")) not in self.allowed_hosts:
+            response = JSONResponse({"detail": "this server answers requests to "
+                                               f"{', '.join(self.allowed_hosts)} only (Host header)"}, status_code=400)
+            return await self._with_headers(response, scope, receive, send)
         origin = headers.get(b"origin")
         if scope["method"] == "POST" and origin is not None and not _same_origin(origin, headers.get(b"host"), scope):
             response = JSONResponse({"detail": "cross-origin requests are refused: this server answers its own page "
@@ -101,6 +105,12 @@ class Guard:
     async def _with_headers(self, response, scope, receive, send):
         response.headers.update({k.decode(): v.decode() for k, v in SECURITY_HEADERS})
         await response(scope, receive, send)
+
+
+def _host_name(host: bytes | None) -> str:
+    """The name in a Host header, without its port: "127.0.0.1:8000" -> "127.0.0.1", "[::1]:8000" -> "[::1]"."""
+    name = (host or b"").decode("latin-1").strip().lower()
+    return name if name.endswith("]") else name.rsplit(":", 1)[0] if name.count(":") == 1 else name
 
 
 def _same_origin(origin: bytes, host: bytes | None, scope) -> bool:
@@ -286,7 +296,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
                   description="Recognise handwritten digits in images: one digit, or a number with ?multi=true.")
     app.state.settings = settings
     app.add_middleware(BodyLimit, limits=limits)
-    app.add_middleware(Guard)  # added last, so it runs first
+    app.add_middleware(Guard, allowed_hosts=settings.allowed_hosts)  # added last, so it runs first
     add_offline_docs(app)
 
     @app.exception_handler(ApiError)

@@ -24,6 +24,9 @@ from digitlab.recognition.engine import BACKENDS, BUNDLED_ONNX, backend_for
 # to read a request, hand it on and send an answer (measured: docs/serving.md, 'Worker priority'). Lowering a process's
 # priority needs no privileges.
 WORKER_NICE = 10
+# A server that listens on this machine only answers requests that name it so: a page on another site could
+# otherwise point a host name of its own at 127.0.0.1 (DNS rebinding) and read the answers.
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
 class SettingError(ValueError):
@@ -70,12 +73,15 @@ class ServeSettings:
     workers: int | None = None            # worker processes; None: one per CPU
     threads: int = 1
     worker_nice: int = WORKER_NICE
+    allowed_hosts: tuple[str, ...] | None = None  # Host header names answered; None: any (see LOOPBACK_HOSTS)
 
     def __post_init__(self):
         model = None if self.model is None else os.fspath(self.model)
         object.__setattr__(self, "model", model)
         if self.backend is None:
             object.__setattr__(self, "backend", backend_for(model))
+        if isinstance(self.allowed_hosts, list):  # as JSON carries it to a worker
+            object.__setattr__(self, "allowed_hosts", tuple(self.allowed_hosts))
         self._check()
 
     def _check(self) -> None:
@@ -97,6 +103,9 @@ class ServeSettings:
             raise SettingError("workers", f"must be at least 1, not {self.workers!r}")
         if not _is_int(self.threads) or self.threads < 1:
             raise SettingError("threads", f"must be at least 1, not {self.threads!r}")
+        if self.allowed_hosts is not None and (isinstance(self.allowed_hosts, str) or not all(
+                isinstance(host, str) and host for host in self.allowed_hosts)):
+            raise SettingError("allowed_hosts", f"must be a list of host names, not {self.allowed_hosts!r}")
         if not _is_int(self.worker_nice) or not 0 <= self.worker_nice <= 19:
             raise SettingError("worker_nice", f"must be between 0 and 19, not {self.worker_nice!r}")
 
