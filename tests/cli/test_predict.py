@@ -76,6 +76,31 @@ def test_folders_recursive_and_empty(samples, small_model_path, tmp_path, capsys
     assert json.loads(capsys.readouterr().out)["path"].endswith("seven.png")
 
 
+def test_a_folder_says_which_entries_named_like_images_it_did_not_read(samples, small_model_path, tmp_path, capsys):
+    import os
+
+    (tmp_path / "a.png").write_bytes((samples / "test_00000.png").read_bytes())
+    (tmp_path / "folder.png").mkdir()
+    (tmp_path / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    (tmp_path / "loop.png").symlink_to(tmp_path / "loop.png")
+    os.mkfifo(tmp_path / "pipe.png")
+    assert main(["predict", str(tmp_path), "--model", str(small_model_path), "--json"]) == 1
+    answers = {json.loads(line)["path"].rsplit("/", 1)[-1]: json.loads(line) for line in
+               capsys.readouterr().out.splitlines()}
+    assert set(answers) == {"a.png", "folder.png", "gone.png", "loop.png", "pipe.png"}
+    assert answers["a.png"]["digit"] == 7 and "error" not in answers["a.png"]
+    assert "folder" in answers["folder.png"]["error"] and "symbolic link" in answers["gone.png"]["error"]
+    assert "symbolic link" in answers["loop.png"]["error"] and "FIFO" in answers["pipe.png"]["error"]
+
+
+def test_a_file_name_with_a_newline_keeps_the_table_one_line_per_file(samples, small_model_path, tmp_path, capsys):
+    odd = tmp_path / "two\nlines.png"
+    odd.write_bytes((samples / "test_00000.png").read_bytes())
+    assert main(["predict", str(odd), str(samples / "test_00001.png"), "--model", str(small_model_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and "two\\nlines.png" in lines[1]  # header, then one line per file
+
+
 def test_explain_writes_a_figure(samples, small_model_path, tmp_path, capsys):
     out = tmp_path / "explain.png"
     model = ["--model", str(small_model_path)]

@@ -12,7 +12,8 @@ from digitlab.serve.settings import Limits, ServeSettings, SettingError
 
 def test_json_round_trip_keeps_every_value(served_onnx):
     settings = ServeSettings(served_onnx, threshold=0.25, processes=True, workers=3, threads=2, worker_nice=0,
-                             allowed_hosts=("localhost", "127.0.0.1"), limits=Limits(max_upload_bytes=1000, max_batch_bytes=5000, max_batch_files=2,
+                             allowed_hosts=("localhost", "127.0.0.1"),
+                             limits=Limits(max_upload_bytes=1000, max_batch_bytes=5000, max_batch_files=2,
                                            max_pixels=12_345))
     again = ServeSettings.from_json(settings.to_json())
     assert again == settings and isinstance(again.limits, Limits)

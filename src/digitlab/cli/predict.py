@@ -59,7 +59,7 @@ def cmd_predict(args) -> int:
 
     cv2.setNumThreads(1)  # process-wide: the Recognizer's threads already work on several images side by side
 
-    inputs, missing = collect_inputs(args.paths, args.recursive)
+    inputs, unread = collect_inputs(args.paths, args.recursive)  # unread: (name, why it is not read)
     if args.explain and len(inputs) != 1:
         raise ValueError(f"--explain draws one image, but the paths name {len(inputs)}")
     recognizer = Recognizer(load_engine(args.model, args.backend), threshold=args.threshold, polarity=args.polarity,
@@ -67,40 +67,55 @@ def cmd_predict(args) -> int:
     results = recognizer.iter_predict(inputs, multi=args.multi)
     if args.explain:
         results = list(results)  # one image, kept for the figure
-    failed = write_results(results, missing, "json" if args.json else "csv" if args.csv else "table",
-                           width=max((len(str(p)) for p in [*inputs, *missing]), default=4))
+    failed = write_results(results, unread, "json" if args.json else "csv" if args.csv else "table",
+                           width=max((len(str(p)) for p in [*inputs, *(name for name, _ in unread)]), default=4))
     if args.explain and failed == 0:
         explain(results[0], args.explain)
     if failed:
-        print(f"{failed} of {len(inputs) + len(missing)} inputs could not be read", file=sys.stderr)
+        print(f"{failed} of {len(inputs) + len(unread)} inputs could not be read", file=sys.stderr)
     return 1 if failed else 0
 
 
 # --- helpers ------------------------------------------------------------------------------------------------------
 
-def collect_inputs(paths: list[str], recursive: bool) -> tuple[list[str], list[str]]:
+def collect_inputs(paths: list[str], recursive: bool) -> tuple[list[str], list[tuple[str, str]]]:
     """Files named directly (whatever their suffix) and the image files inside named folders, in sorted order;
-    plus the folders holding no image files at all."""
-    files, empty = [], []
+    plus what cannot be read and why: folders holding no image files at all, and entries of a folder named like an
+    image that are no file (a folder called x.png, a FIFO, a symbolic link to nothing or to itself), which a user
+    would otherwise never learn were passed over."""
+    files, unread = [], []
     for name in paths:
         path = Path(name)
         if not path.is_dir():
             files.append(name)
             continue
-        found = sorted(str(f) for f in (path.rglob("*") if recursive else path.iterdir())
-                       if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file() and not f.name.startswith("."))
-        files.extend(found) if found else empty.append(name)
-    return files, empty
+        named = sorted(f for f in (path.rglob("*") if recursive else path.iterdir())
+                       if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith("."))
+        found = [str(f) for f in named if f.is_file()]
+        unread += [(str(f), _not_a_file(f)) for f in named if not f.is_file()]
+        if found:
+            files.extend(found)
+        elif not named:
+            unread.append((name, "folder holds no image files (try --recursive)"))
+    return files, unread
 
 
-def write_results(results, empty_folders: list[str], style: str, width: int) -> int:
+def _not_a_file(path: Path) -> str:
+    if path.is_symlink() and not path.exists():
+        return "a symbolic link to nothing (or to itself), not an image file"
+    if path.is_dir():
+        return "is a folder, not an image file"
+    return "not a regular file (a FIFO, socket or device): not read"
+
+
+def write_results(results, unread: list[tuple[str, str]], style: str, width: int) -> int:
     """Print each result as it comes in ``style`` ("table", "json", "csv"); return how many inputs failed."""
     from digitlab.recognition.predict import Prediction
 
     failed = 0
     writer = _STYLES[style](sys.stdout, width)
-    no_images = (Prediction(f, error="folder holds no image files (try --recursive)") for f in empty_folders)
-    for result in [*no_images, *results] if empty_folders else results:
+    not_read = (Prediction(name, error=why) for name, why in unread)
+    for result in [*not_read, *results] if unread else results:
         failed += result.error is not None
         writer(result)
         sys.stdout.flush()
@@ -139,7 +154,8 @@ def _table_writer(out, width):
             top = "  ".join(f"{d} {p:.0%}" for d, p in result.digits[0].top3) if len(result.digits) == 1 else \
                 " ".join("?" if d.digit is None else str(d.digit) for d in result.digits)
             note = top + (f"  ({result.reason})" if result.reason else "")
-        path = result.source if len(result.source) <= width else "..." + result.source[-(width - 3):]
+        path = result.source if result.source.isprintable() else repr(result.source)[1:-1]  # one line per file
+        path = path if len(path) <= width else "..." + path[-(width - 3):]
         print(f"{path:<{width}}  {answer:>6}  {confidence:>5}  {note}", file=out)
     return write
 
