@@ -244,6 +244,16 @@ def test_oversize_body_is_413_from_the_header(client):
     assert response.status_code == 413 and "200,001 bytes" in response.json()["detail"]
 
 
+def test_a_content_length_with_spaces_around_it_is_read(client, digits):
+    data = digits[0][0]
+    answer = client.post("/api/predict", content=data, headers={"Content-Length": f"{len(data)}  "})
+    assert answer.status_code == 200 and answer.json()["digit"] == digits[0][1]
+    schema = client.get("/openapi.json").json()["paths"]["/api/predict/batch"]["post"]
+    assert {"400", "403", "413", "415", "422"} <= set(schema["responses"])
+    files = schema["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]["files"]
+    assert files["minItems"] == 1
+
+
 def test_oversize_body_is_413_while_streaming(client):
     def chunks():  # no Content-Length: the server has to count
         for _ in range(30):

@@ -149,6 +149,7 @@ class BodyLimit:
             return await self.app(scope, receive, send)
         limit = self.limits.max_batch_bytes if scope["path"].endswith("/batch") else self.limits.max_upload_bytes
         declared = dict(scope["headers"]).get(b"content-length")
+        declared = None if declared is None else declared.strip(b" \t")  # HTTP allows whitespace around a value
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             detail = (f"body too large: {int(declared):,} bytes is over the limit of {limit:,}" if declared.isdigit()
                       else "invalid Content-Length header")
@@ -201,8 +202,10 @@ IMAGE_BODY = {"parameters": QUERY, "requestBody": {"required": True, "content": 
 }}}
 BATCH_BODY = {"parameters": QUERY, "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
     "type": "object", "required": ["files"],
-    "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"}}}}}}}}
-ERRORS = {413: {"description": "body or image too large"}, 415: {"description": "not an image"},
+    "properties": {"files": {"type": "array", "minItems": 1, "items": {"type": "string", "format": "binary"}}}}}}}}
+ERRORS = {400: {"description": "a malformed request: invalid multipart data, too many files, a bad Content-Length"},
+          403: {"description": "a cross-origin request from a browser"},
+          413: {"description": "body or image too large"}, 415: {"description": "not an image"},
           422: {"description": "empty, truncated or corrupt image, a missing form field, or a bad query parameter"}}
 TRUE, FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
 
