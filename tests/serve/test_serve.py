@@ -356,6 +356,36 @@ def test_worker_processes_answer_as_threads_do(process_client, served_onnx, digi
     assert response.status_code == 422 and "truncated" in response.json()["detail"]
 
 
+def test_a_request_past_its_time_is_answered_503_and_its_worker_replaced(served_onnx, digits):
+    """Thirty-six-megapixel images, each a small PNG, cost seconds each to decode: a batch of them held a worker."""
+    heavy = np.zeros((6000, 6000), np.uint8)
+    heavy[::97] = 255
+    buffer = io.BytesIO()
+    Image.fromarray(heavy).save(buffer, format="PNG")
+    files = [("files", (f"big{i}.png", buffer.getvalue(), "image/png")) for i in range(8)]
+    limits = Limits(max_seconds=1, max_pixels=40_000_000)
+    with TestClient(create_app(ServeSettings(served_onnx, backend="onnx", processes=True, workers=1, limits=limits)),
+                    raise_server_exceptions=False) as test_client:
+        slow = test_client.post("/api/predict/batch", files=files)
+        assert slow.status_code == 503 and "longer than 1 s" in slow.json()["detail"]
+        assert slow.headers["retry-after"] == "1"
+        after = test_client.post("/api/predict", content=digits[0][0])  # waits for the replacement worker
+        assert after.status_code == 200 and after.json()["digit"] == digits[0][1]
+
+
+def test_too_many_waiting_requests_are_answered_503_at_once(served_onnx):
+    import asyncio
+
+    from digitlab.serve.workers import Busy, WorkerPool
+
+    pool = WorkerPool(ServeSettings(served_onnx, backend="onnx", processes=True, workers=1,
+                                    limits=Limits(max_waiting=2)))
+    pool.waiting = 2  # two requests already wait for the one worker (none is started: none is needed)
+    with pytest.raises(Busy, match="2 requests are waiting") as refused:
+        asyncio.run(pool.recognise("auto", None, [("a.png", b"")], False))
+    assert refused.value.retry_after >= 1
+
+
 def test_worker_processes_run_below_the_server_s_priority(process_client, served_onnx):
     import os
 

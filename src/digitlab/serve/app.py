@@ -43,7 +43,7 @@ from digitlab.recognition.predict import default_threshold
 from digitlab.recognition.preprocess import POLARITIES
 from digitlab.serve import runner
 from digitlab.serve.settings import Limits, ServeSettings
-from digitlab.serve.workers import WorkerPool
+from digitlab.serve.workers import Busy, WorkerPool
 
 STATIC = Path(__file__).parent / "static"
 log = logging.getLogger("digitlab.serve")
@@ -206,6 +206,7 @@ BATCH_BODY = {"parameters": QUERY, "requestBody": {"required": True, "content": 
 ERRORS = {400: {"description": "a malformed request: invalid multipart data, too many files, a bad Content-Length"},
           403: {"description": "a cross-origin request from a browser"},
           413: {"description": "body or image too large"}, 415: {"description": "not an image"},
+          503: {"description": "busy: too many requests waiting, or the images took too long; see Retry-After"},
           422: {"description": "empty, truncated or corrupt image, a missing form field, or a bad query parameter"}}
 TRUE, FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
 
@@ -305,6 +306,10 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError):
         return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+
+    @app.exception_handler(Busy)
+    async def busy(request: Request, exc: Busy):
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": str(exc.retry_after)})
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception):

@@ -40,12 +40,15 @@ class SettingError(ValueError):
 
 @dataclass(frozen=True)
 class Limits:
-    """What one request may send; anything over a limit is refused with 413 before it is decoded."""
+    """What one request may send (anything over a limit is refused with 413 before it is decoded), and, with worker
+    processes, how many requests may wait for a worker and how long one may hold it (503 beyond either)."""
 
     max_upload_bytes: int = 10 * 2**20    # the body of POST /api/predict
     max_batch_bytes: int = 50 * 2**20     # the body of POST /api/predict/batch
     max_batch_files: int = 64
     max_pixels: int = MAX_PIXELS          # width x height, read from the header before decoding
+    max_waiting: int = 256                # requests waiting for a worker; one more is answered 503 at once
+    max_seconds: int = 30                 # a request's time in a worker; past it the worker is replaced, 503
 
     def __post_init__(self):
         for item in fields(self):

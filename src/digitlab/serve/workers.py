@@ -51,6 +51,15 @@ class WorkerError(RuntimeError):
     """A worker died or answered nonsense; the request gets a 500 and the worker is replaced."""
 
 
+class Busy(WorkerError):
+    """Too many requests wait, or one took longer than its budget: a 503, to be tried again after ``retry_after``
+    seconds. A worker past its budget is killed and replaced: nothing else stops image work in its process."""
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 # --- the server's side --------------------------------------------------------------------------------------------
 
 class Worker:
@@ -82,6 +91,7 @@ class WorkerPool:
         self.workers: list[Worker] = []
         self.metadata: dict[str, Any] = {}
         self.replacing: set[asyncio.Task] = set()  # held here: the loop keeps only weak references to tasks
+        self.waiting = 0  # requests waiting for an idle worker
 
     async def start(self) -> None:
         """Start every worker and wait until each has its model loaded (a model that fails to load fails here)."""
@@ -112,7 +122,14 @@ class WorkerPool:
     async def recognise(self, polarity: str, threshold: float | None, items: list[tuple[str, bytes]],
                         multi: bool) -> list[dict[str, Any]]:
         """``runner.recognise`` in a worker process: one answer per item, in order."""
-        worker = await self.idle.get()
+        limits = self.settings.limits
+        if self.waiting >= limits.max_waiting:
+            raise Busy(f"the server is busy: {self.waiting} requests are waiting; try again shortly", retry_after=1)
+        self.waiting += 1
+        try:
+            worker = await self.idle.get()
+        finally:
+            self.waiting -= 1
         if worker is None:
             self.idle.put_nowait(None)  # for the next request too
             raise WorkerError("no worker process is left (see the log for why they could not be restarted)")
@@ -120,14 +137,18 @@ class WorkerPool:
             head = {"polarity": polarity, "threshold": threshold, "multi": multi,
                     "names": [name for name, _ in items], "sizes": [len(data) for _, data in items]}
             await worker.send(json.dumps(head).encode(), [data for _, data in items])
-            reply = await worker.receive()
-        except (asyncio.IncompleteReadError, ConnectionError, ValueError, asyncio.CancelledError) as exc:
+            reply = await asyncio.wait_for(worker.receive(), limits.max_seconds)
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError, asyncio.CancelledError,
+                asyncio.TimeoutError) as exc:
             # dead, or the client left mid-request: the pipe's state is unknown either way, so it is not reused
             task = asyncio.get_running_loop().create_task(self._replace(worker))
             self.replacing.add(task)
             task.add_done_callback(self.replacing.discard)
             if isinstance(exc, asyncio.CancelledError):
                 raise
+            if isinstance(exc, asyncio.TimeoutError):
+                raise Busy(f"the images took longer than {limits.max_seconds} s to read; send smaller or fewer "
+                           f"images", retry_after=limits.max_seconds) from None
             raise WorkerError(f"worker process {worker.process.pid} died "
                               f"(exit code {worker.process.returncode})") from None
         self.idle.put_nowait(worker)
