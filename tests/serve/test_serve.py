@@ -254,6 +254,37 @@ def test_a_content_length_with_spaces_around_it_is_read(client, digits):
     assert files["minItems"] == 1
 
 
+def test_a_body_that_stops_arriving_is_given_up_with_408():
+    import asyncio
+    import json as json_
+
+    from digitlab.serve.app import ApiError, BodyLimit
+
+    async def reads_the_body(scope, receive, send):
+        try:
+            while (await receive()).get("more_body"):
+                pass
+        except ApiError as exc:  # as the app's handler answers it
+            await send({"type": "http.response.start", "status": exc.status, "headers": []})
+            await send({"type": "http.response.body", "body": json_.dumps({"detail": exc.detail}).encode()})
+
+    async def receive():
+        if not sent:
+            sent.append(1)
+            return {"type": "http.request", "body": b"x" * 10, "more_body": True}
+        await asyncio.sleep(3600)  # the client promised more and went quiet
+
+    sent, answers = [], []
+
+    async def send(message):
+        answers.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/api/predict", "headers": [(b"content-length", b"1000")]}
+    middleware = BodyLimit(reads_the_body, Limits(body_seconds=1))
+    asyncio.run(asyncio.wait_for(middleware(scope, receive, send), 10))
+    assert answers[0]["status"] == 408 and b"stopped arriving" in answers[1]["body"]
+
+
 def test_oversize_body_is_413_while_streaming(client):
     def chunks():  # no Content-Length: the server has to count
         for _ in range(30):

@@ -25,6 +25,7 @@ requests. How is said once, in a ``ServeSettings``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from contextlib import asynccontextmanager
@@ -138,7 +139,9 @@ class BodyLimit:
     """ASGI middleware: refuse a body over the limit from its Content-Length, else count it as it streams in.
 
     A client can lie about the length or send chunks without one, so counting is what really holds; the header check
-    just answers honest clients at once, without reading their upload.
+    just answers honest clients at once, without reading their upload. A body that stops arriving (a Content-Length
+    larger than what is sent, a client holding the connection) is given up after ``Limits.body_seconds`` without a
+    new piece: 408, and what was received is let go.
     """
 
     def __init__(self, app, limits: Limits):
@@ -159,7 +162,11 @@ class BodyLimit:
 
         async def counted_receive():
             nonlocal received
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.limits.body_seconds)
+            except asyncio.TimeoutError:
+                raise ApiError(408, f"the request body stopped arriving: nothing came for "
+                                    f"{self.limits.body_seconds} s") from None
             received += len(message.get("body", b""))
             if received > limit:
                 raise ApiError(413, f"body too large: over the limit of {limit:,} bytes")

@@ -49,6 +49,7 @@ class Limits:
     max_pixels: int = MAX_PIXELS          # width x height, read from the header before decoding
     max_waiting: int = 256                # requests waiting for a worker; one more is answered 503 at once
     max_seconds: int = 30                 # a request's time in a worker; past it the worker is replaced, 503
+    body_seconds: int = 30                # the longest wait for the next piece of a body; past it 408
 
     def __post_init__(self):
         for item in fields(self):
