@@ -8,10 +8,15 @@ is none of that, so every image goes through the same steps, in this order:
                     plain PNGs decoded by libspng into an array, everything else by Pillow)
     to_gray         any mode (alpha, palette, 16-bit, CMYK, colour) -> float gray (H, W) in [0, 1]
     shrink          to a fixed working size, so every later step costs the same on a 4,000 px photo
+    edge_ink        a tight crop, its ink running into the edge, gets a margin of its paper back (with_margin)
     find_polarity   dark ink on light paper, or light on dark (overridable)
-    ink_map         flip to bright ink, remove the background and uneven light, denoise -> ink coverage in [0, 1]
+    ink_map         flip to bright ink, remove the background and uneven light, denoise -> ink coverage in [0, 1];
+                    a hairline is found before the denoising breaks it
     find_glyphs     connected components; merge the pieces of one broken digit, split touching digits, left to right
-    to_mnist        crop, fit into 20x20 keeping the aspect ratio, centre of mass to the centre of 28x28
+    to_mnist        crop, bring the strokes into MNIST's range of widths (even_strokes), fit into 20x20 keeping the
+                    aspect ratio, centre of mass to the centre of 28x28
+
+Ink that is small in a large picture is read a second time, from the full-size pixels around it (``prepare``).
 
 ``prepare(source)`` runs them all and returns the 28x28 images with their boxes in the original picture, or a
 reason why there is nothing to read (a blank page, noise). ``normalise`` applies a checkpoint's mean and std.
@@ -32,7 +37,8 @@ from digitlab.recognition.decode import MAX_PIXELS, WORK_SIDE, decode, to_gray
 
 POLARITIES = ("auto", "dark-on-light", "light-on-dark")
 AREA_ABOVE = 1.25            # shrinking by less (a 280 px canvas) is bilinear: samples at most 1.25 px apart miss no
-                             # stroke, and OpenCV's area averaging at such ratios costs 6x more
+                             # stroke, and costs far less than OpenCV's area averaging at such ratios
+                             # (measured: docs/serving.md, 'Where a request's CPU goes')
 BACKGROUND_SIDE = 64         # the background (paper, uneven light) is estimated at this coarser size
 MIN_CONTRAST = 0.06          # ink must differ from the paper by 6% of full brightness ...
 MIN_INK_PIXELS = 12          # ... over at least this many working pixels, or the image counts as blank
@@ -379,7 +385,7 @@ def find_glyphs(ink: np.ndarray, multi: bool) -> tuple[np.ndarray, np.ndarray, l
 def single_digit_doubt(region: Region, areas: np.ndarray) -> str | None:
     """Why the ink of a single-digit image is no single digit, or None. A model that knows ten classes would read a
     word, a dash or a row of digits as some digit; shapes no MNIST digit has are turned away before it is asked.
-    Fewer than 0.01% of MNIST digits are twice as wide as tall; a digit rarely breaks into more than 3 pieces."""
+    Hardly any MNIST digit is twice as wide as tall, and a digit rarely breaks into more than 3 pieces."""
     if region.width > 2.0 * region.height:
         return (f"not one digit: the ink is {region.width / region.height:.1f} times wider than tall "
                 f"(several digits? use multi-digit mode)")
