@@ -159,3 +159,16 @@ def test_a_blurred_8x8_scan_that_fills_its_image(reader):
     results = reader.predict(files, threshold=0.0)
     assert [r.reason for r in results if r.reason and r.reason.startswith("no clear ink")] == []
     assert sum(r.digit == label for r, label in zip(results, digits.target[picked])) >= COUNT - 4
+
+
+
+def test_a_one_pixel_pen_on_a_small_picture(reader, digits):
+    """Enlarged to the working size, a line one pixel wide falls apart into beads at half coverage."""
+    from digitlab.training.handwriting_render import draw
+
+    images, labels = digits
+    rng = np.random.default_rng(5)
+    files = [draw(digit, "thin", rng) for digit in images for _ in range(3)]
+    results = reader.predict(files, threshold=0.0)
+    assert [r.reason for r in results if r.reason and "separate pieces" in r.reason] == []
+    assert sum(r.digit == label for r, label in zip(results, np.repeat(labels, 3))) >= 3 * COUNT - 6

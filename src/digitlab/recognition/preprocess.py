@@ -382,15 +382,24 @@ def find_glyphs(ink: np.ndarray, multi: bool) -> tuple[np.ndarray, np.ndarray, l
     return labels, areas, sorted(split, key=lambda r: r.x)
 
 
-def single_digit_doubt(region: Region, areas: np.ndarray) -> str | None:
+def single_digit_doubt(region: Region, areas: np.ndarray, ink: np.ndarray | None = None) -> str | None:
     """Why the ink of a single-digit image is no single digit, or None. A model that knows ten classes would read a
     word, a dash or a row of digits as some digit; shapes no MNIST digit has are turned away before it is asked.
-    Hardly any MNIST digit is twice as wide as tall, and a digit rarely breaks into more than 3 pieces."""
+    Hardly any MNIST digit is twice as wide as tall, and a digit rarely breaks into more than 3 pieces.
+
+    Pieces are counted where the strokes are found (half coverage) and, given ``ink``, again down to their faint
+    rim: a thin line enlarged from a small picture falls apart into beads at half coverage, though its rim still
+    joins them, while the letters of a word stay apart at any level."""
     if region.width > 2.0 * region.height:
         return (f"not one digit: the ink is {region.width / region.height:.1f} times wider than tall "
                 f"(several digits? use multi-digit mode)")
     areas = areas[region.labels]
     pieces = int((areas >= 0.1 * areas.max()).sum())
+    if pieces > 3 and ink is not None:
+        window = ink[region.y:region.bottom, region.x:region.right] > RIM_LEVEL
+        _, _, stats, _ = cv2.connectedComponentsWithStats(window.astype(np.uint8), connectivity=8)
+        rim_areas = stats[1:, cv2.CC_STAT_AREA]
+        pieces = min(pieces, int((rim_areas >= 0.1 * rim_areas.max(initial=0)).sum()))
     if pieces > 3:
         return f"not one digit: the ink is in {pieces} separate pieces"
     return None
@@ -576,7 +585,7 @@ def read(gray: np.ndarray, polarity: str, multi: bool) -> tuple[Prepared, tuple[
         all_ink = all_ink.merged(region)
     ink_box = in_gray(all_ink.x, all_ink.y, all_ink.width, all_ink.height)
     if not multi:
-        doubt = single_digit_doubt(regions[0], areas)
+        doubt = single_digit_doubt(regions[0], areas, ink)
         if doubt:
             return Prepared([], chosen, size, doubt, notes), ink_box
     glyphs = [Glyph(to_mnist(region_ink(ink, labels, region)),
