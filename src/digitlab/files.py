@@ -20,10 +20,22 @@ def atomic_write(path: str | os.PathLike, write) -> None:
     try:
         write(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes files private; give the permissions open() would
+        _fsync(tmp)  # the bytes reach the disk before the name does, so a power cut cannot leave an empty file
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+    _fsync(path.parent, folder=True)  # and the rename itself is on disk
+
+
+def _fsync(path: str | os.PathLike, folder: bool = False) -> None:
+    if folder and os.name == "nt":  # Windows cannot open a folder to flush it; NTFS journals the rename
+        return
+    fd = os.open(path, (os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)) if folder else os.O_RDWR)  # Windows: RDWR
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _umask() -> int:

@@ -260,3 +260,60 @@ def test_one_seed_per_epoch():
 
     seeds = {epoch_seed(seed, epoch) for seed in range(3) for epoch in range(1, 50)}
     assert len(seeds) == 3 * 49  # no two epochs of these runs draw the same numbers
+
+
+def test_a_finished_folder_is_not_replaced_unasked_and_resume_needs_a_run(tmp_path):
+    cfg = small(epochs=1, limit=600)
+    with pytest.raises(ValueError, match="no run to resume"):
+        train(cfg, tmp_path / "none", resume=True, quiet=True)
+    first = train(cfg, tmp_path, quiet=True)
+    with pytest.raises(ValueError, match="--resume, or replace it with --overwrite"):
+        train(cfg, tmp_path, quiet=True)
+    again = train(small(epochs=1, limit=600, seed=2), tmp_path, overwrite=True, quiet=True)
+    assert again.history[0]["train_loss"] != first.history[0]["train_loss"]
+
+
+def test_a_one_cycle_run_cannot_be_stretched_on_resume(tmp_path):
+    """Its learning-rate curve is planned for the run's length: refused before any training, not epochs later."""
+    train(small(schedule="onecycle", epochs=1, limit=600), tmp_path, quiet=True)
+    before = (tmp_path / "resume.safetensors").read_bytes()
+    with pytest.raises(ValueError, match=r"one-cycle schedule is planned for the whole run \(1 epochs\)"):
+        train(small(schedule="onecycle", epochs=2, limit=600), tmp_path, resume=True, quiet=True)
+    assert (tmp_path / "resume.safetensors").read_bytes() == before
+
+
+def test_without_a_validation_split_the_test_accuracy_is_recorded(tmp_path, test_split):
+    from digitlab.training.evaluate import infer
+
+    result = train(small(epochs=1, limit=600, validation_split=0.0), tmp_path, quiet=True)
+    model, meta = checkpoint.load(tmp_path / "model.safetensors")
+    assert meta["metrics"] == result.metrics and meta["metrics"]["test_images"] == 10_000
+    images, labels = test_split
+    assert meta["metrics"]["test_accuracy"] == (infer(model, images).argmax(1) == labels).double().mean().item()
+    assert meta["metrics"]["test_accuracy"] > 0.2  # chance is 0.1
+
+
+def test_resume_repairs_what_a_kill_between_two_writes_left(tmp_path):
+    """Killed after resume.safetensors but before history.json, or inside a write: resume puts the folder right."""
+    whole = train(small(epochs=2, limit=600), tmp_path, quiet=True)
+    (tmp_path / "history.json").write_text(json.dumps(whole.history[:1]))  # the last epoch's history never landed
+    leftovers = [tmp_path / ".model.safetensors.k1l2.tmp", tmp_path / ".history.json.x9.tmp"]
+    for path in leftovers:
+        path.write_bytes(b"half a file")
+    resumed = train(small(epochs=2, limit=600), tmp_path, resume=True, quiet=True)
+    assert json.loads((tmp_path / "history.json").read_text()) == resumed.history == whole.history
+    assert not any(path.exists() for path in leftovers)
+
+
+def test_atomic_write_flushes_the_file_and_its_folder(tmp_path, monkeypatch):
+    import os
+    import stat
+
+    from digitlab import files
+
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(files.os, "fsync", lambda fd: (synced.append(os.fstat(fd).st_mode), real_fsync(fd)))
+    files.atomic_write_text(tmp_path / "a.txt", "hello")
+    assert (tmp_path / "a.txt").read_text() == "hello"
+    assert [stat.S_ISREG(mode) for mode in synced] == [True, False] and stat.S_ISDIR(synced[1])

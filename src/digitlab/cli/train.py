@@ -17,6 +17,11 @@ import argparse
 import json
 import shlex
 import sys
+import tempfile
+from contextlib import nullcontext
+from pathlib import Path
+
+from digitlab.cli import UsageError
 
 # Help for each TrainConfig field, unless the field carries its own (``field(metadata={"help": ...})``). A field with
 # neither fails tests/cli/test_options.py; so does a field that is neither an option nor listed in RECIPE_ONLY.
@@ -43,7 +48,7 @@ FIELD_HELP = {
     "early_stopping": "stop after this many epochs without a better validation accuracy and keep the best; 0: off",
     "seed": "random seed",
     "limit": "train on the first N images only; 0: all",
-    "device": "cpu, cuda, cuda:1 or auto",
+    "device": "auto, cpu, cuda, cuda:N (GPU N) or mps",
     "threads": "CPU threads; 0: PyTorch's choice",
     "channels_last": "run convolutions channels-last (faster on CPU)",
     "data_dir": "folder with the four MNIST files ($DIGITLAB_DATA, then ~/.cache/digitlab/mnist, when unset)",
@@ -137,7 +142,9 @@ def _train_options(p) -> None:
                            help=help_text)
     p.add_argument("--out", metavar="DIR", help="output folder (default: runs/RECIPE, or runs/MODEL with --model)")
     p.add_argument("--resume", action="store_true", help="continue from the last finished epoch in --out")
-    p.add_argument("--dry-run", action="store_true", help="run a few batches end to end and stop")
+    p.add_argument("--overwrite", action="store_true", help="replace the model already in --out with a new run")
+    p.add_argument("--dry-run", action="store_true", help="run a few batches end to end and stop; without --out it "
+                   "writes into a temporary folder that it removes, so no run is touched")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -164,24 +171,47 @@ def cmd_train(args) -> int:
     from dataclasses import fields
 
     from digitlab.training.config import DEFAULT_RECIPE, RECIPES, TrainConfig, recipe_config
-    from digitlab.training.loop import is_main_process, train
+    from digitlab.training.loop import check_out_dir, is_main_process, train
 
     # `--model cnn5x5_dense1000` alone means that tutorial's settings, not our network's
     recipe = args.recipe or (args.model if args.model in RECIPES else DEFAULT_RECIPE)
     cfg = recipe_config(recipe, **{f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)})
-    out_dir = args.out or f"runs/{recipe if args.model is None else cfg.model}"
-    speak = is_main_process()  # under torchrun only rank 0 talks
+    if args.resume and args.overwrite:
+        raise UsageError("digitlab train: error: --resume continues the run in --out, --overwrite replaces it: "
+                         "choose one")
+    # A dry run is a check, not a run: unless told where, it writes where no run lives and keeps nothing.
+    scratch = args.dry_run and args.out is None
+    if scratch and args.resume:
+        raise UsageError("digitlab train: error: --dry-run --resume needs --out, the run to continue")
+    with (tempfile.TemporaryDirectory(prefix="digitlab-dry-run-") if scratch else nullcontext()) as temporary:
+        out_dir = temporary or args.out or f"runs/{recipe if args.model is None else cfg.model}"
+        check_out_dir(Path(out_dir), args.resume, args.overwrite)  # before anything is printed: one line
+        speak = is_main_process()  # under torchrun only rank 0 talks
+        if speak:
+            print(f"training {cfg.model} (recipe {recipe}) -> {'a temporary folder' if scratch else out_dir}",
+                  file=sys.stderr)
+        try:
+            result = train(cfg, out_dir, resume=args.resume, dry_run=args.dry_run, command=_command_line(),
+                           quiet=args.quiet, overwrite=args.overwrite)
+        except KeyboardInterrupt:
+            print("\ninterrupted" + ("" if scratch else f": finished epochs are saved in {out_dir}; continue with "
+                                     "--resume"), file=sys.stderr)
+            return 130
     if speak:
-        print(f"training {cfg.model} (recipe {recipe}) -> {out_dir}", file=sys.stderr)
-    try:
-        result = train(cfg, out_dir, resume=args.resume, dry_run=args.dry_run, command=_command_line(),
-                       quiet=args.quiet)
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: finished epochs are saved in {out_dir}; continue with --resume", file=sys.stderr)
-        return 130
-    if speak:
-        print(f"wrote {result.out_dir / 'model.safetensors'} and {result.out_dir / 'history.json'}")
+        print("dry run: nothing kept (--out DIR keeps its files)" if scratch
+              else f"wrote {result.out_dir / 'model.safetensors'} and {result.out_dir / 'history.json'}")
+        print(accuracy_line(result.metrics))
     return 0
+
+
+def accuracy_line(metrics: dict) -> str:
+    """How good the saved model is, saying on what it was measured."""
+    if "val_accuracy" in metrics:
+        return f"validation accuracy {metrics['val_accuracy']:.2%} (the held-out part of the training set)"
+    if "test_accuracy" in metrics:
+        return (f"test accuracy {metrics['test_accuracy']:.2%} (on {metrics['test_images']:,} MNIST test images; "
+                f"no validation split was held out)")
+    return "accuracy: not measured"
 
 
 def cmd_eval(args) -> int:

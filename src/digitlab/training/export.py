@@ -91,6 +91,10 @@ def export_onnx(checkpoint_path: str | os.PathLike | None, out_path: str | os.Pa
     """Export a checkpoint (None: the bundled model) to ``out_path``, verified against PyTorch first."""
     import onnx
 
+    # A mistyped folder should not quietly become a new tree of folders: refuse before any work.
+    folder = Path(out_path).parent
+    if not folder.is_dir():
+        raise ValueError(f"{out_path}: the folder {folder} does not exist (export creates no folders; make it first)")
     source = checkpoint.BUNDLED if checkpoint_path is None else Path(checkpoint_path)
     model, meta = checkpoint.load(source)
     try:

@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import time
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -47,6 +48,7 @@ from digitlab.training.models import create_model
 from digitlab.training.progress import EpochBar
 
 NONDIGIT_POOL = 12_000           # letters drawn once per run; each batch samples its share from them
+RUN_FILES = ("model.safetensors", "resume.safetensors", "history.json")  # what a run writes into its folder
 
 
 @dataclass
@@ -54,6 +56,7 @@ class TrainResult:
     model: nn.Module           # the weights that were saved (EMA weights when EMA is on), in eval mode
     history: list[dict[str, float]]
     out_dir: Path
+    metrics: dict[str, float] = field(default_factory=dict)  # what model.safetensors records of those weights
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,11 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
         return torch.device(f"cuda:{local_rank}")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was asked for, but PyTorch sees no GPU")
+    if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r} was asked for, but PyTorch sees {torch.cuda.device_count()} GPU(s), "
+                         f"numbered from 0")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("device 'mps' was asked for, but PyTorch sees no Apple GPU")
     return torch.device(name)
 
 
@@ -174,6 +182,13 @@ def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
 def make_schedule(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
     """The learning-rate schedule; 'onecycle' steps every batch, the others once per epoch (``step_schedule``)."""
     if cfg.schedule == "onecycle":
+        # PyTorch divides by the warm-up's length in steps less one: a warm-up of one step or less cannot be planned.
+        if cfg.onecycle_warmup * cfg.epochs * steps_per_epoch <= 1:
+            needed = math.floor(1 / cfg.onecycle_warmup) + 1
+            raise ValueError(f"the one-cycle schedule needs at least {needed} optimiser steps with a warm-up of "
+                             f"{cfg.onecycle_warmup:g}, this run has {cfg.epochs * steps_per_epoch} ({cfg.epochs} "
+                             f"epoch(s) of {steps_per_epoch} batch(es)): raise --limit or --epochs, or lower "
+                             f"--batch-size")
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.learning_rate, epochs=cfg.epochs,
                                                    steps_per_epoch=steps_per_epoch, pct_start=cfg.onecycle_warmup)
     if cfg.schedule == "step":
@@ -278,6 +293,18 @@ def train_one_epoch(cfg: TrainConfig, state: TrainState, split: Split, epoch: in
             "seconds": round(seconds, 2)}
 
 
+def measure_test_accuracy(model: nn.Module, cfg: TrainConfig, dry_run: bool = False) -> dict[str, float]:
+    """``test_accuracy`` (and ``test_images``, the count) of ``model`` on the MNIST test set; 512 images in a dry run.
+
+    A run without a validation split reports this at its end, so a user learns how good the model is.
+    """
+    images, labels = load_mnist("test", cfg.data_dir)
+    if dry_run:
+        images, labels = images[:512], labels[:512]
+    logits = infer(model, images)
+    return {"test_accuracy": (logits.argmax(1).cpu() == labels).double().mean().item(), "test_images": len(labels)}
+
+
 def validate(model: nn.Module, split: Split) -> dict[str, float]:
     """``val_loss`` and ``val_accuracy`` of ``model`` on a held-out split."""
     logits = infer(model, split.images)
@@ -327,7 +354,7 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
 def _model_metadata(cfg: TrainConfig, row: dict[str, float], command: str | None) -> dict:
     """What model.safetensors records about the run and the epoch its weights come from."""
     return {"config": cfg.as_record(), "epoch": row["epoch"], "command": command,
-            "metrics": {k: v for k, v in row.items() if k.startswith("val_")}}
+            "metrics": {k: v for k, v in row.items() if k.startswith(("val_", "test_"))}}
 
 
 def save_epoch(out_dir: Path, cfg: TrainConfig, state: TrainState, history: list, best: dict,
@@ -359,6 +386,12 @@ def load_resume(out_dir: Path, cfg: TrainConfig,
     if not same:
         raise ValueError(f"{path} was written with other settings; resume with the same recipe and options "
                          f"(only --epochs may change)")
+    planned = meta["config"].get("epochs")
+    if cfg.schedule == "onecycle" and planned != cfg.epochs:
+        # The schedule's whole curve is fixed by the run's length; PyTorch would fail epochs later, half-way.
+        raise ValueError(f"{path}: a one-cycle schedule is planned for the whole run ({planned} epochs) and cannot "
+                         f"be stretched to {cfg.epochs}; resume with --epochs {planned}, or start a new run "
+                         f"(another --out, or --overwrite)")
     state.model.load_state_dict(checkpoint.build(meta, tensors, str(path)).state_dict())
     state.optimizer.load_state_dict(_unflatten_optimizer(tensors, meta["optimizer"]))
     state.schedule.load_state_dict(meta["schedule"] | ({"lr_lambdas": [None]} if cfg.schedule == "constant" else {}))
@@ -370,12 +403,32 @@ def load_resume(out_dir: Path, cfg: TrainConfig,
 
 # --- the run ---------------------------------------------------------------------------------------------------------
 
+def check_out_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to replace a trained model unasked, and to "resume" where there is nothing to resume."""
+    if resume:
+        if not (out_dir / "resume.safetensors").is_file():
+            raise ValueError(f"--resume: {out_dir} holds no run to resume (no resume.safetensors); leave out --resume "
+                             f"to start one")
+    elif not overwrite and (out_dir / "model.safetensors").exists():
+        raise ValueError(f"{out_dir} already holds a trained model: continue it with --resume, or replace it with "
+                         f"--overwrite (or choose another --out)")
+
+
+def remove_leftovers(out_dir: Path) -> None:
+    """Delete the hidden temporary files that a write killed half-way left behind (files.atomic_write names them)."""
+    for name in RUN_FILES:
+        for leftover in out_dir.glob(f".{name}.*.tmp"):
+            leftover.unlink(missing_ok=True)
+
+
 def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, dry_run: bool = False,
-          command: str | None = None, quiet: bool = False) -> TrainResult:
+          command: str | None = None, quiet: bool = False, overwrite: bool = False) -> TrainResult:
     """Train ``cfg.model`` as configured; checkpoints and history go to ``out_dir``.
 
     ``dry_run`` runs the real path end to end on three batches of one epoch and a small validation set.
+    A folder that already holds a model is refused unless ``resume`` (continue it) or ``overwrite`` (replace it).
     """
+    check_out_dir(Path(out_dir), resume, overwrite)
     world, joined = start_distributed(cfg.device)
     try:
         result = _run(cfg, Path(out_dir), resume, dry_run, command, quiet or not world.is_main, world)
@@ -404,8 +457,15 @@ def _run(cfg: TrainConfig, out_dir: Path, resume: bool, dry_run: bool, command: 
     history: list[dict[str, float]] = []
     best = {"val_accuracy": -1.0, "epoch": 0}
     best_weights = None  # the eval model's weights at the best validation epoch, kept only for early stopping
-    if resume and (out_dir / "resume.safetensors").exists():
+    if world.is_main and out_dir.is_dir():
+        remove_leftovers(out_dir)
+    if resume:
         history, best, best_weights = load_resume(out_dir, cfg, state)
+        if world.is_main:  # a kill between the resume file and history.json left the latter an epoch short
+            record = json.dumps(history, indent=1)
+            history_path = out_dir / "history.json"
+            if not history_path.is_file() or history_path.read_text() != record:
+                atomic_write_text(history_path, record)
         if not quiet:
             print(f"resuming after epoch {len(history)} from {out_dir / 'resume.safetensors'}")
 
@@ -431,6 +491,9 @@ def _run(cfg: TrainConfig, out_dir: Path, resume: bool, dry_run: bool, command: 
         if cfg.early_stopping and row.get("val_accuracy", -1.0) > best["val_accuracy"]:
             best = {"val_accuracy": row["val_accuracy"], "epoch": epoch}
             best_weights = copy.deepcopy(state.eval_model.state_dict())
+        last = dry_run or len(history) == cfg.epochs or stop_early(cfg, history, best)
+        if last and val_split is None and world.is_main:  # nothing held out: the test set says how good it is
+            row |= measure_test_accuracy(state.eval_model, cfg, dry_run)
         if world.is_main:
             save_epoch(out_dir, cfg, state, history, best, best_weights, command)
         if dry_run:
@@ -439,10 +502,11 @@ def _run(cfg: TrainConfig, out_dir: Path, resume: bool, dry_run: bool, command: 
         print(f"early stop: no better validation accuracy since epoch {best['epoch']}")
 
     model = state.eval_model
+    saved = history[-1]
     if best_weights is not None and best["epoch"] != history[-1]["epoch"]:
         # Early stopping hands back the best validation epoch, as Keras' restore_best_weights does.
         model.load_state_dict(best_weights)
+        saved = history[best["epoch"] - 1]
         if world.is_main:
-            checkpoint.save(out_dir / "model.safetensors", model, _model_metadata(cfg, history[best["epoch"] - 1],
-                                                                                 command))
-    return TrainResult(model.eval(), history, out_dir)
+            checkpoint.save(out_dir / "model.safetensors", model, _model_metadata(cfg, saved, command))
+    return TrainResult(model.eval(), history, out_dir, _model_metadata(cfg, saved, command)["metrics"])
