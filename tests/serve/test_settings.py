@@ -82,3 +82,22 @@ def test_the_command_line_names_its_own_options(capsys):
                         (["--threshold", "-1"], "--threshold must be between 0 and 1")):
         assert main(["serve", *argv]) == 2
         assert words in capsys.readouterr().err, argv
+
+
+def test_the_command_line_refuses_a_port_it_cannot_use_and_an_onnx_backend_for_a_checkpoint(capsys, served_checkpoint):
+    import socket
+
+    from digitlab.cli import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--backend", "onnx", "--port", str(port)]) == 2
+        err = capsys.readouterr().err
+        assert f"cannot listen on 127.0.0.1:{port}" in err and "Traceback" not in err and len(err.splitlines()) == 1
+    for port in ("99999", "0", "http"):
+        assert main(["serve", "--port", port]) == 2
+        assert "--port" in capsys.readouterr().err
+    assert main(["serve", "--backend", "onnx", "--model", str(served_checkpoint)]) == 2
+    assert "the onnx backend runs .onnx files" in capsys.readouterr().err

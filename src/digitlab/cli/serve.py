@@ -26,7 +26,7 @@ def add_serve_parsers(subparsers) -> None:
     p.add_argument("--backend", choices=tuple(BACKENDS), help="what runs the model (default: onnx for a .onnx "
                    "file, torch for a checkpoint; for the bundled model torch when installed, else onnx)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
-    p.add_argument("--port", type=int, default=8000, help="TCP port to listen on (default: 8000)")
+    p.add_argument("--port", type=port_number, default=8000, help="TCP port to listen on, 1-65535 (default: 8000)")
     p.add_argument("--threshold", type=float, default=ServeSettings.threshold,
                    help="confidence below which the answer is 'unsure' (default: the model's, as for `digitlab "
                         "predict`)")
@@ -42,6 +42,34 @@ def add_serve_parsers(subparsers) -> None:
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"),
                    help="how much uvicorn logs (default: info)")
     p.set_defaults(handler=cmd_serve)
+
+
+def port_number(text: str) -> int:
+    """A TCP port, 1-65535, for argparse (which words the refusal as one line, exit 2)."""
+    import argparse
+
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is a number from 1 to 65535, not {port}")
+    return port
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Refuse, in one line, an address this process cannot listen on (a port in use, a host not of this machine),
+    before the model is loaded and before uvicorn would say it in its own words."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ValueError(f"cannot listen on {host}:{port}: {exc.strerror or exc} (another server on that port? "
+                             f"choose one with --port)") from None
 
 
 def serve_settings(args) -> ServeSettings:
@@ -65,6 +93,7 @@ def cmd_serve(args) -> int:
     from digitlab.serve.app import create_app
 
     settings = serve_settings(args)
+    check_port_free(args.host, args.port)
     app = create_app(settings)
     print(f"serving {settings.model or 'the bundled model'} ({settings.backend}) on http://{args.host}:{args.port} "
           f"- API docs at /docs", file=sys.stderr)

@@ -93,6 +93,9 @@ class ServeSettings:
             raise SettingError("backend", f"must be one of {', '.join(BACKENDS)}, not {self.backend!r}")
         if self.model is not None and not Path(self.model).is_file():  # one line now, not a failed start-up later
             raise SettingError("model", f"{self.model}: no such file")
+        if self.backend == "onnx" and self.model is not None and Path(self.model).suffix == ".safetensors":
+            raise SettingError("model", f"{self.model}: the onnx backend runs .onnx files; make one with "
+                                        f"`digitlab export {self.model} --onnx model.onnx`")
         if self.backend == "onnx" and self.model is None and not BUNDLED_ONNX.is_file():
             raise SettingError("model", "is needed: this install has no bundled ONNX model (make a .onnx file with "
                                         "`digitlab export`)")
