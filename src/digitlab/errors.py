@@ -9,6 +9,10 @@ class DataError(Exception):
     """The MNIST files are missing, corrupt or of the wrong kind. The message names the file and what to do."""
 
 
+class UsageError(Exception):
+    """A command line that cannot be run as given: reported as one line, exit code 2."""
+
+
 class CheckpointError(Exception):
     """A checkpoint is missing, corrupt, or does not fit the network it names."""
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from digitlab.errors import UsageError
+
 # What each missing import means to a user: the package to name and the extra (pyproject) that installs it.
 EXTRAS = {
     "torch": ("PyTorch", "train"),
@@ -31,10 +33,6 @@ EXTRAS = {
 JOBS = {"train": "training", "eval": "evaluating a checkpoint", "export": "exporting to ONNX",
         "models": "listing the networks", "summary": "building a network", "recipes": "listing the recipes",
         "predict": "running a .safetensors checkpoint", "serve": "serving", "export-samples": "reading MNIST"}
-
-
-class UsageError(Exception):
-    """Bad input from the user: reported as one line, exit code 2."""
 
 
 class Parser(argparse.ArgumentParser):

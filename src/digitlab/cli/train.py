@@ -21,7 +21,6 @@ import tempfile
 from contextlib import nullcontext
 from pathlib import Path
 
-from digitlab.cli import UsageError
 
 # Help for each TrainConfig field, unless the field carries its own (``field(metadata={"help": ...})``). A field with
 # neither fails tests/cli/test_options.py; so does a field that is neither an option nor listed in RECIPE_ONLY.
@@ -171,6 +170,7 @@ def cmd_train(args) -> int:
     from dataclasses import fields
 
     from digitlab.training.config import DEFAULT_RECIPE, RECIPES, TrainConfig, recipe_config
+    from digitlab.errors import UsageError
     from digitlab.training.loop import check_out_dir, is_main_process, train
 
     # `--model cnn5x5_dense1000` alone means that tutorial's settings, not our network's
