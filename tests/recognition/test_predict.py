@@ -40,6 +40,24 @@ def test_batch_goes_on_past_a_bad_item(engine, rendered, tmp_path):
     assert results[0].digit is not None and results[2].digit is not None  # threshold 0: always an answer
 
 
+def test_a_fault_in_reading_one_item_is_that_items_error(engine, rendered, monkeypatch):
+    """Whatever goes wrong while one image is read, the others of the batch still get their answers."""
+    from digitlab.recognition import predict
+
+    real = predict.prepare
+
+    def prepare(source, **options):
+        if isinstance(source, str) and source == "trap":
+            raise RuntimeError("a fault\nover two lines")
+        return real(source, **options)
+
+    monkeypatch.setattr(predict, "prepare", prepare)
+    files, _ = rendered
+    results = Recognizer(engine, threshold=0.0, threads=1).predict([files[0], "trap", files[1]])
+    assert results[0].digit is not None and results[2].digit is not None
+    assert results[1].error == "could not read the image (RuntimeError: a fault over two lines)"
+
+
 def test_results_are_json_serialisable_with_the_promised_keys(engine, rendered):
     files, labels = rendered
     recognizer = Recognizer(engine, threshold=0.0)

@@ -17,6 +17,7 @@ rest of the batch goes on. This module imports no torch (the engine decides what
 
 from __future__ import annotations
 
+import logging
 import numbers
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +27,8 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from digitlab.labels import DIGITS, NOT_A_DIGIT
-from digitlab.recognition.decode import MAX_PIXELS, ImageError
+from digitlab.errors import one_line
+from digitlab.recognition.decode import MAX_PIXELS, UNREADABLE, ImageError
 from digitlab.recognition.engine import Engine
 from digitlab.recognition.preprocess import POLARITIES, Prepared, normalise, prepare
 
@@ -35,6 +37,8 @@ from digitlab.recognition.preprocess import POLARITIES, Prepared, normalise, pre
 # keeps the older bar: label smoothing caps its top probability near 0.9, so it cannot be read as a chance.
 DEFAULT_THRESHOLD = 0.97
 UNCALIBRATED_THRESHOLD = 0.7
+
+_log = logging.getLogger(__name__)
 
 
 def default_threshold(metadata: dict) -> float:
@@ -202,6 +206,10 @@ class Recognizer:
             return Prediction(name, options.multi, error=str(exc), error_kind=exc.kind)
         except MemoryError:
             return Prediction(name, options.multi, error="out of memory while decoding the image")
+        except Exception as exc:  # noqa: BLE001 - a fault in reading one item must not lose the rest of the batch
+            _log.exception("reading %s failed", name)  # a bug, not the user's input: the traceback goes to the log
+            return Prediction(name, options.multi, error=f"could not read the image ({type(exc).__name__}: "
+                              f"{one_line(exc)})", error_kind=UNREADABLE)
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """(N, 28, 28) MNIST-form images -> (N, classes) probabilities, in batches of ``batch_size``."""
