@@ -29,7 +29,7 @@ import numpy as np
 from digitlab.labels import DIGITS, NOT_A_DIGIT
 from digitlab.errors import one_line
 from digitlab.recognition.decode import MAX_PIXELS, UNREADABLE, ImageError
-from digitlab.recognition.engine import Engine
+from digitlab.recognition.engine import Engine, normalisation_of
 from digitlab.recognition.preprocess import POLARITIES, Prepared, normalise, prepare
 
 # A calibrated model answers when it is at least this likely to be right; the lowest such bar that still turns away
@@ -142,14 +142,11 @@ class Recognizer:
         self.threads = threads or min(4, os.cpu_count() or 1)
         self.digit_outputs, self.not_a_digit_output = _outputs(engine.metadata.get("classes"))
         self.classes = len(engine.metadata["classes"])
-        norm = engine.metadata.get("normalisation")
-        if not norm:  # every digitlab checkpoint and export has it; guessing would silently skew every answer
-            raise ValueError("the model's metadata does not say how its inputs were normalised")
-        self.mean, self.std = float(norm["mean"]), float(norm["std"])
+        self.mean, self.std = normalisation_of(engine.metadata)
         # A calibrated model's logits are divided by its fitted temperature, so a confidence of 0.9 means about 9
         # in 10 such answers are right (training/calibrate.py); an uncalibrated one's are used as they are.
         self.temperature = float((engine.metadata.get("calibration") or {}).get("temperature", 1.0))
-        if not self.temperature > 0:
+        if not (np.isfinite(self.temperature) and self.temperature > 0):
             raise ValueError(f"the model's calibration temperature must be positive, not {self.temperature}")
 
     def predict_one(self, source, multi: bool = False, polarity: str | None = None,
@@ -240,7 +237,9 @@ class Recognizer:
         best, confidence = int(order[0]), float(digits[order[0]])
         top3 = [(int(d), float(digits[d])) for d in order[:3]]
         reason = None
-        if none is not None and none > confidence:
+        if not np.isfinite(probabilities).all():  # NaN passes no threshold check by failing it: say so instead
+            reason = "the model's output is not a number: the model file is broken"
+        elif none is not None and none > confidence:
             reason = f"not a digit: {none:.0%} sure it is none of the ten (nearest digit {best} at {confidence:.0%})"
         elif confidence < threshold:
             reason = f"unsure: best guess {best} at {confidence:.0%} is below the threshold of {threshold:.0%}"
