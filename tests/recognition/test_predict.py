@@ -40,6 +40,24 @@ def test_batch_goes_on_past_a_bad_item(engine, rendered, tmp_path):
     assert results[0].digit is not None and results[2].digit is not None  # threshold 0: always an answer
 
 
+def test_a_fault_in_reading_one_item_is_that_items_error(engine, rendered, monkeypatch):
+    """Whatever goes wrong while one image is read, the others of the batch still get their answers."""
+    from digitlab.recognition import predict
+
+    real = predict.prepare
+
+    def prepare(source, **options):
+        if isinstance(source, str) and source == "trap":
+            raise RuntimeError("a fault\nover two lines")
+        return real(source, **options)
+
+    monkeypatch.setattr(predict, "prepare", prepare)
+    files, _ = rendered
+    results = Recognizer(engine, threshold=0.0, threads=1).predict([files[0], "trap", files[1]])
+    assert results[0].digit is not None and results[2].digit is not None
+    assert results[1].error == "could not read the image (RuntimeError: a fault over two lines)"
+
+
 def test_results_are_json_serialisable_with_the_promised_keys(engine, rendered):
     files, labels = rendered
     recognizer = Recognizer(engine, threshold=0.0)
@@ -200,3 +218,43 @@ def test_a_model_without_a_class_list_is_refused(engine):
         Recognizer(Unlisted())
     with pytest.raises(ValueError, match="lacks the digits 7"):
         Recognizer(Reordered(engine, [d for d in range(10) if d != 7]))
+
+
+class _NanEngine:
+    """A model whose weights went bad: every output NaN."""
+
+    metadata = {"classes": [str(d) for d in range(10)], "normalisation": {"mean": 0.1307, "std": 0.3081}}
+
+    def logits(self, batch):
+        return np.full((len(batch), 10), np.nan, np.float32)
+
+
+def test_a_model_that_answers_nan_never_passes_the_threshold(rendered):
+    """NaN fails every comparison, so `confidence < threshold` let it through as digit 0 at "nan%"."""
+    files, _ = rendered
+    for multi in (False, True):
+        result = Recognizer(_NanEngine(), threshold=0.9).predict_one(files[0], multi=multi)
+        assert result.digits and all(d.digit is None for d in result.digits)
+        assert "not a number: the model file is broken" in result.reason
+
+
+@pytest.mark.parametrize("norm", [{"mean": 0.1, "std": 0.0}, {"mean": 0.1, "std": -2.0},
+                                  {"mean": float("nan"), "std": 0.3}, {"mean": 0.1, "std": float("inf")}])
+def test_a_broken_normalisation_is_refused(norm):
+    engine = _NanEngine()
+    engine.metadata = engine.metadata | {"normalisation": norm}
+    with pytest.raises(ValueError, match="finite and std positive"):
+        Recognizer(engine)
+
+
+def test_the_onnx_engine_refuses_a_broken_normalisation(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    from digitlab.recognition.engine import BUNDLED_ONNX, OnnxEngine
+
+    proto = onnx.load(str(BUNDLED_ONNX))
+    entry = next(e for e in proto.metadata_props if e.key == "digitlab")
+    entry.value = json.dumps(json.loads(entry.value) | {"normalisation": {"mean": 0.1, "std": 0.0}})
+    path = tmp_path / "broken.onnx"
+    onnx.save(proto, str(path))
+    with pytest.raises(ValueError, match="finite and std positive"):
+        OnnxEngine(path)

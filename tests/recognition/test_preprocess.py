@@ -364,6 +364,69 @@ def test_unreadable_inputs_raise_one_line_reasons(tmp_path, paper_seven):
         assert caught.value.kind == (NOT_AN_IMAGE if name == "text" else UNREADABLE), name
 
 
+def saved(image: Image.Image, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def test_lab_pixels_are_read_by_their_lightness(paper_seven, seven):
+    """Pillow converts LAB (and premultiplied 'La') to no other mode: read, not a ValueError from its convert."""
+    lab = Image.fromarray(paper_seven).convert("LAB")
+    assert correlation(only_glyph(saved(lab, "TIFF")), seven) > 0.8
+    assert correlation(only_glyph(lab), seven) > 0.8
+    gray = Image.fromarray(paper_seven).convert("L")
+    premultiplied = Image.merge("LA", (gray, Image.new("L", gray.size, 255))).convert("La")
+    assert correlation(only_glyph(premultiplied), seven) > 0.8
+
+
+@pytest.mark.parametrize("fmt", ["SPIDER", "TGA", "PCX", "ICO", "PPM", "SGI", "EPS"])
+def test_only_the_formats_the_readme_lists_are_opened(paper_seven, fmt):
+    """Each format Pillow knows is one more parser facing a stranger's bytes (EPS runs Ghostscript): only PNG,
+    JPEG, BMP, GIF, TIFF and WebP are opened, anything else refused in one line that names the format if it can."""
+    image = Image.fromarray(paper_seven).convert("L").resize((60, 80))
+    if fmt == "EPS":
+        data = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 60 80\nshowpage\n"
+    else:
+        data = saved(image, fmt)
+    with pytest.raises(ImageError, match="not an image digitlab reads") as caught:
+        prepare(data)
+    message = str(caught.value)
+    assert caught.value.kind == NOT_AN_IMAGE and "\n" not in message and "PNG, JPEG" in message
+    if fmt in ("PCX", "PPM", "EPS"):  # formats whose first bytes say what they are
+        assert f"in {fmt} format" in message
+
+
+def test_ink_of_specks_alone_is_a_reason_not_a_crash(monkeypatch, seven):
+    """Ink where every piece is smaller than a stroke leaves no region to read: a reason, in either mode (it was an
+    IndexError, and with multi an answer of no digits and no reason)."""
+    from digitlab.recognition import preprocess
+
+    monkeypatch.setattr(preprocess, "components",
+                        lambda ink: (np.zeros(ink.shape, np.int32), np.zeros(1, np.int32), []))
+    for multi in (False, True):
+        prepared = prepare(render(seven, style(noise=0.0)), multi=multi)
+        assert prepared.glyphs == [] and "specks" in prepared.reason
+
+
+def test_frames_that_cannot_be_found_are_an_image_error(paper_seven, monkeypatch):
+    """A file whose first frame cannot be sought (as a SPIDER image's was: EOFError) is unreadable, one line."""
+    def broken_seek(self, frame):
+        raise EOFError("attempt to seek in a non-stack file")
+
+    monkeypatch.setattr(Image.Image, "seek", broken_seek)
+    with pytest.raises(ImageError, match="first frame") as caught:
+        prepare(saved(Image.fromarray(paper_seven), "BMP"))
+    assert caught.value.kind == UNREADABLE
+
+
+def test_inputs_of_no_image_type_are_refused():
+    for source in (None, 42, 3.5, [1, 2], object()):
+        with pytest.raises(ImageError, match="not an image") as caught:
+            prepare(source)
+        assert caught.value.kind == NOT_AN_IMAGE
+
+
 def _png(header: bytes, raw: bytes) -> bytes:
     """A PNG written by hand: the IHDR chunk's ``header``, then the ``raw`` (filtered) rows deflated."""
     def chunk(kind: bytes, body: bytes) -> bytes:

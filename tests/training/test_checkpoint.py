@@ -151,3 +151,64 @@ def test_a_model_without_a_data_config_is_not_saved(tmp_path):
     with pytest.raises(ValueError, match="no data configuration"):
         checkpoint.save(tmp_path / "m.safetensors", create_model("mlp_3x256"))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_non_finite_weights_are_refused(saved):
+    model, path = saved
+    tensors, meta = checkpoint.read(path)
+    key = next(k for k, v in tensors.items() if v.is_floating_point())
+    tensors[key] = tensors[key].clone()
+    tensors[key].view(-1)[0] = float("nan")
+    save_file(tensors, str(path), metadata={"digitlab": json.dumps(meta)})
+    with pytest.raises(CheckpointError, match=f"weight {key} holds NaN or infinite values"):
+        checkpoint.load(path)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.bool])
+def test_weights_that_are_not_floats_are_refused(saved, dtype):
+    _, path = saved
+    tensors, meta = checkpoint.read(path)
+    tensors = {k: v.to(dtype) for k, v in tensors.items()}
+    save_file(tensors, str(path), metadata={"digitlab": json.dumps(meta)})
+    with pytest.raises(CheckpointError, match="not floating-point numbers"):
+        checkpoint.load(path)
+
+
+@pytest.mark.parametrize("norm", [{"mean": 0.1, "std": -1.0}, {"mean": 0.1, "std": float("nan")},
+                                  {"mean": float("inf"), "std": 0.3}, {"mean": 0.1, "std": float("inf")}])
+def test_a_broken_normalisation_is_refused(saved, norm):
+    _, path = saved
+    rewrite_metadata(path, normalisation=norm)
+    with pytest.raises(CheckpointError, match="finite and std positive"):
+        checkpoint.load(path)
+
+
+@pytest.mark.parametrize("changes, words", [
+    ({"arch_kwargs": "abc"}, "must be a network name and 'arch_kwargs' an object"),
+    ({"arch": ["conv3_dense64"]}, "must be a network name"),
+    ({"arch": "no_such_net"}, "cannot rebuild the network"),
+    ({"arch": "digitnet", "arch_kwargs": {"widths": [-1, 32, 96]}}, "cannot rebuild the network"),
+    ({"arch": "digitnet", "arch_kwargs": {"widths": [8, 32, 1_000_000]}}, "over the limit of 50,000,000"),
+    ({"arch_kwargs": {"no_such_argument": 1}}, "cannot rebuild the network"),
+])
+def test_hostile_network_metadata_is_refused_before_building(saved, changes, words):
+    _, path = saved
+    rewrite_metadata(path, **changes)
+    with pytest.raises(CheckpointError, match=words) as caught:
+        checkpoint.load(path)
+    assert "\n" not in str(caught.value) and str(path) in str(caught.value)
+
+
+def test_metadata_that_is_no_object_is_refused(saved):
+    _, path = saved
+    tensors, _ = checkpoint.read(path)
+    save_file(tensors, str(path), metadata={"digitlab": "[1, 2, 3]"})
+    with pytest.raises(CheckpointError, match="unsupported checkpoint format"):
+        checkpoint.load(path)
+
+
+def test_an_onnx_file_is_named_as_one(tmp_path):
+    path = tmp_path / "model.onnx"
+    path.write_bytes(b"\x08\x07" + bytes(200))
+    with pytest.raises(CheckpointError, match="an ONNX export, not a .safetensors checkpoint"):
+        checkpoint.load(path)

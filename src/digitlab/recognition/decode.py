@@ -30,6 +30,11 @@ PNG_CHUNK, STORED_BLOCK = struct.Struct(">I4s"), struct.Struct("<BHH")  # length
 
 UNREADABLE, NOT_AN_IMAGE, TOO_LARGE = "unreadable", "not an image", "too large"  # the kinds of ImageError
 
+# The formats the README promises, and the only ones opened: Pillow knows dozens more (TGA, PCX, SPIDER, EPS - for
+# which it would run Ghostscript on PostScript from a stranger), each one more parser facing untrusted bytes.
+FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")
+FORMAT_NAMES = "PNG, JPEG, BMP, GIF, TIFF or WebP"
+
 
 class ImageError(ValueError):
     """A file that cannot be read as an image. The message is one line that says why; ``kind`` is one of
@@ -59,7 +64,16 @@ def decode(source, max_pixels: int = MAX_PIXELS,
     Raises ImageError with a one-line reason.
     """
     if isinstance(source, Image.Image):
-        return ImageOps.exif_transpose(source), 1.0
+        if source.width == 0 or source.height == 0:
+            raise ImageError(f"zero-size image ({source.width}x{source.height} pixels)")
+        try:
+            return ImageOps.exif_transpose(source), 1.0
+        except (OSError, ValueError, TypeError, KeyError, SyntaxError, EOFError):  # broken EXIF or pixel data
+            try:
+                source.load()
+            except (OSError, ValueError, SyntaxError, EOFError) as exc:
+                raise ImageError(f"corrupt or truncated image data ({one_line(exc)})") from None
+            return source, 1.0
     if isinstance(source, np.ndarray):
         return _array_to_uint8(source), 1.0
     image = _open(source)
@@ -69,7 +83,10 @@ def decode(source, max_pixels: int = MAX_PIXELS,
     if width * height > max_pixels:
         raise ImageError(f"image too large: {width}x{height} pixels is over the limit of {max_pixels:,} "
                          f"(a decompression bomb?)", TOO_LARGE)
-    image.seek(0)  # an animated GIF or a multi-page TIFF: the first frame
+    try:
+        image.seek(0)  # an animated GIF or a multi-page TIFF: the first frame
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageError(f"corrupt image: its first frame cannot be found ({one_line(exc)})") from None
     fast = _decode_plain_png(image, source)
     if fast is not None:  # nothing to turn upright: a plain PNG has no EXIF
         return fast, 1.0
@@ -172,8 +189,14 @@ def _open(source) -> Image.Image:
         if len(source) == 0:
             raise ImageError("empty data (0 bytes)")
         stream, name = io.BytesIO(bytes(source)), "data"
+    elif not isinstance(source, (str, os.PathLike)):
+        raise ImageError(f"not an image: a {type(source).__name__} (give a path, bytes, a numpy array or a PIL "
+                         f"image)", NOT_AN_IMAGE)
     else:
-        path = Path(os.fspath(source))
+        try:
+            path = Path(os.fspath(source))
+        except (TypeError, ValueError) as exc:
+            raise ImageError(f"not a usable path ({one_line(exc)})", NOT_AN_IMAGE) from None
         if not path.exists():
             raise ImageError("no such file")
         if path.is_dir():
@@ -184,14 +207,36 @@ def _open(source) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            return Image.open(stream)
+            return Image.open(stream, formats=FORMATS)
     except UnidentifiedImageError:
-        raise ImageError(f"not an image: the {name} is in no format Pillow can read (send PNG, JPEG, GIF, BMP, "
-                         f"TIFF or WebP)", NOT_AN_IMAGE) from None
+        other = _other_format(source if name == "data" else path)
+        what = f"the {name} is in {other} format" if other else f"the {name} is in no format it knows"
+        raise ImageError(f"not an image digitlab reads: {what}; send {FORMAT_NAMES}", NOT_AN_IMAGE) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(f"image too large (a decompression bomb?): {one_line(exc)}", TOO_LARGE) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(f"unreadable image ({one_line(exc)})") from None
+
+
+def _other_format(source) -> str | None:
+    """The format of an image in a format digitlab does not open, named from its first bytes by Pillow's signature
+    checks alone (no parser runs), for the message that refuses it; None where no signature matches."""
+    try:
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            prefix = bytes(source[:16])
+        else:
+            with open(source, "rb") as file:
+                prefix = file.read(16)
+    except OSError:
+        return None
+    Image.init()
+    for format_name, (_, accept) in Image.OPEN.items():
+        try:
+            if format_name not in FORMATS and accept is not None and accept(prefix):
+                return format_name
+        except Exception:  # noqa: BLE001 - a signature check that trips on short data matches nothing
+            continue
+    return None
 
 
 def _array_to_uint8(array: np.ndarray) -> np.ndarray:
@@ -214,21 +259,39 @@ def to_gray(image: Image.Image | np.ndarray) -> np.ndarray:
     """Any PIL mode, or a uint8 array (H, W) or (H, W, 2 | 3 | 4) -> float32 (H, W) brightness in [0, 1].
     Transparent areas become a background the ink stands out on."""
     if isinstance(image, Image.Image):
-        if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-            return _high_depth_to_gray(np.asarray(image))
-        if image.mode == "P":
-            image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-        elif image.mode in ("PA", "RGBa", "La"):
-            image = image.convert("RGBA")
-        elif image.mode not in ("L", "LA", "RGB", "RGBA"):  # CMYK, YCbCr, 1-bit: Pillow's luminance
-            image = image.convert("L")
-        image = np.asarray(image)
+        image = _pil_to_array(image)
+        if image.dtype != np.uint8:
+            return _high_depth_to_gray(image)
     # OpenCV on the array, not a round trip through Pillow's getchannel, getextrema and convert: the cheaper way
     # on a canvas (measured: docs/serving.md, 'Where a request's CPU goes')
     channels = 1 if image.ndim == 2 else image.shape[2]
     if channels in (2, 4) and cv2.minMaxLoc(cv2.extractChannel(image, channels - 1))[0] < 255:  # transparency
         return composite_alpha(_luma(image), image[..., -1] / np.float32(255.0))
     return _luma(image)  # opaque (a canvas, most PNGs): read as the same picture without alpha would be
+
+
+def _pil_to_array(image: Image.Image) -> np.ndarray:
+    """A PIL image of any mode -> uint8 (H, W), (H, W, 2) or (H, W, 3 | 4), or the raw values of a 16-bit, 32-bit
+    or float one. A mode Pillow cannot turn into gray is an ImageError, not its ValueError."""
+    try:
+        if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+            return np.asarray(image)
+        if image.mode == "P":
+            return np.asarray(image.convert("RGBA" if "transparency" in image.info else "RGB"))
+        if image.mode == "LAB":  # the L channel is the lightness, a gray already; Pillow converts LAB to nothing
+            return np.asarray(image.getchannel("L"))
+        if image.mode == "La":  # gray premultiplied by its alpha, which Pillow converts to nothing: undo it
+            values = np.asarray(image).astype(np.float32)
+            alpha = values[..., 1]
+            values[..., 0] = np.where(alpha > 0, np.minimum(values[..., 0] * 255 / np.maximum(alpha, 1), 255), 0)
+            return (values + 0.5).astype(np.uint8)
+        if image.mode in ("PA", "RGBa"):
+            return np.asarray(image.convert("RGBA"))
+        if image.mode not in ("L", "LA", "RGB", "RGBA"):  # CMYK, YCbCr, 1-bit: Pillow's luminance
+            image = image.convert("L")
+        return np.asarray(image)
+    except (ValueError, OSError, TypeError, SyntaxError, EOFError) as exc:
+        raise ImageError(f"pixels of mode {image.mode} cannot be read as gray ({one_line(exc)})") from None
 
 
 def _luma(pixels: np.ndarray) -> np.ndarray:

@@ -40,6 +40,23 @@ def check_batch(batch: np.ndarray) -> np.ndarray:
     return batch
 
 
+def normalisation_of(metadata: dict[str, Any], source: str = "the model") -> tuple[float, float]:
+    """The (mean, std) a model's inputs are normalised with, from its metadata; ValueError unless both are finite
+    numbers and std is positive (a std of 0 or NaN would turn every input into NaN or infinity, silently)."""
+    norm = metadata.get("normalisation") if isinstance(metadata, dict) else None
+    if not norm:  # every digitlab checkpoint and export has it; guessing would silently skew every answer
+        raise ValueError(f"{source}: the metadata does not say how its inputs were normalised")
+    try:
+        mean, std = float(norm["mean"]), float(norm["std"])
+    except (TypeError, KeyError, ValueError):
+        raise ValueError(f"{source}: the metadata's normalisation must hold numbers 'mean' and 'std', not "
+                         f"{one_line(repr(norm), 80)}") from None
+    if not (np.isfinite(mean) and np.isfinite(std) and std > 0):
+        raise ValueError(f"{source}: the metadata's normalisation (mean {mean}, std {std}) is broken: both must be "
+                         f"finite and std positive")
+    return mean, std
+
+
 def no_logits(metadata: dict[str, Any]) -> np.ndarray:
     """The answer to an empty batch: (0, classes), as wide as the model's output."""
     return np.zeros((0, len(metadata.get("classes", range(10)))), np.float32)
@@ -100,7 +117,13 @@ class OnnxEngine:
         props = self.session.get_modelmeta().custom_metadata_map
         if "digitlab" not in props:
             raise ValueError(f"{path}: an ONNX model, but not one written by `digitlab export` (no metadata)")
-        self.metadata = json.loads(props["digitlab"])
+        try:
+            self.metadata = json.loads(props["digitlab"])
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: its digitlab metadata is not valid JSON ({one_line(exc)})") from None
+        if not isinstance(self.metadata, dict):
+            raise ValueError(f"{path}: its digitlab metadata is not a JSON object")
+        normalisation_of(self.metadata, str(path))
         self.input_name = self.session.get_inputs()[0].name
 
     def logits(self, batch: np.ndarray) -> np.ndarray:

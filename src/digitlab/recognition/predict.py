@@ -17,6 +17,7 @@ rest of the batch goes on. This module imports no torch (the engine decides what
 
 from __future__ import annotations
 
+import logging
 import numbers
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -26,8 +27,9 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from digitlab.labels import DIGITS, NOT_A_DIGIT
-from digitlab.recognition.decode import MAX_PIXELS, ImageError
-from digitlab.recognition.engine import Engine
+from digitlab.errors import one_line
+from digitlab.recognition.decode import MAX_PIXELS, UNREADABLE, ImageError
+from digitlab.recognition.engine import Engine, normalisation_of
 from digitlab.recognition.preprocess import POLARITIES, Prepared, normalise, prepare
 
 # A calibrated model answers when it is at least this likely to be right; the lowest such bar that still turns away
@@ -35,6 +37,8 @@ from digitlab.recognition.preprocess import POLARITIES, Prepared, normalise, pre
 # keeps the older bar: label smoothing caps its top probability near 0.9, so it cannot be read as a chance.
 DEFAULT_THRESHOLD = 0.97
 UNCALIBRATED_THRESHOLD = 0.7
+
+_log = logging.getLogger(__name__)
 
 
 def default_threshold(metadata: dict) -> float:
@@ -138,14 +142,11 @@ class Recognizer:
         self.threads = threads or min(4, os.cpu_count() or 1)
         self.digit_outputs, self.not_a_digit_output = _outputs(engine.metadata.get("classes"))
         self.classes = len(engine.metadata["classes"])
-        norm = engine.metadata.get("normalisation")
-        if not norm:  # every digitlab checkpoint and export has it; guessing would silently skew every answer
-            raise ValueError("the model's metadata does not say how its inputs were normalised")
-        self.mean, self.std = float(norm["mean"]), float(norm["std"])
+        self.mean, self.std = normalisation_of(engine.metadata)
         # A calibrated model's logits are divided by its fitted temperature, so a confidence of 0.9 means about 9
         # in 10 such answers are right (training/calibrate.py); an uncalibrated one's are used as they are.
         self.temperature = float((engine.metadata.get("calibration") or {}).get("temperature", 1.0))
-        if not self.temperature > 0:
+        if not (np.isfinite(self.temperature) and self.temperature > 0):
             raise ValueError(f"the model's calibration temperature must be positive, not {self.temperature}")
 
     def predict_one(self, source, multi: bool = False, polarity: str | None = None,
@@ -202,6 +203,10 @@ class Recognizer:
             return Prediction(name, options.multi, error=str(exc), error_kind=exc.kind)
         except MemoryError:
             return Prediction(name, options.multi, error="out of memory while decoding the image")
+        except Exception as exc:  # noqa: BLE001 - a fault in reading one item must not lose the rest of the batch
+            _log.exception("reading %s failed", name)  # a bug, not the user's input: the traceback goes to the log
+            return Prediction(name, options.multi, error=f"could not read the image ({type(exc).__name__}: "
+                              f"{one_line(exc)})", error_kind=UNREADABLE)
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """(N, 28, 28) MNIST-form images -> (N, classes) probabilities, in batches of ``batch_size``."""
@@ -232,7 +237,9 @@ class Recognizer:
         best, confidence = int(order[0]), float(digits[order[0]])
         top3 = [(int(d), float(digits[d])) for d in order[:3]]
         reason = None
-        if none is not None and none > confidence:
+        if not np.isfinite(probabilities).all():  # NaN passes no threshold check by failing it: say so instead
+            reason = "the model's output is not a number: the model file is broken"
+        elif none is not None and none > confidence:
             reason = f"not a digit: {none:.0%} sure it is none of the ten (nearest digit {best} at {confidence:.0%})"
         elif confidence < threshold:
             reason = f"unsure: best guess {best} at {confidence:.0%} is below the threshold of {threshold:.0%}"

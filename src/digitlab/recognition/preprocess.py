@@ -580,6 +580,9 @@ def read(gray: np.ndarray, polarity: str, multi: bool) -> tuple[Prepared, tuple[
         return tuple(int(round(v * to_gray_pixels)) for v in (x0, y0, x1 - x0, y1 - y0))
 
     labels, areas, regions = find_glyphs(ink, multi)
+    if not regions:  # ink, but every piece of it a speck smaller than any stroke
+        return Prepared([], chosen, size, "no clear strokes: the ink is only specks too small to be a digit",
+                        notes), None
     all_ink = regions[0]
     for region in regions[1:]:
         all_ink = all_ink.merged(region)

@@ -22,13 +22,15 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from digitlab.errors import CheckpointError
+from digitlab.errors import CheckpointError, one_line
 from digitlab.files import atomic_write
 from digitlab.training.data import DataConfig, attach_data_config, data_config_of
 from digitlab.training.models import create_model
 
 FORMAT = "digitlab-checkpoint/1"
 BUNDLED = Path(__file__).parent.parent / "pretrained" / "digitnet.safetensors"
+MAX_PARAMETERS = 50_000_000   # far above any digit network here (the largest has a few million); a file that asks
+                              # for more is refused before a byte is allocated
 
 
 def versions() -> dict[str, str]:
@@ -77,6 +79,9 @@ def read(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, An
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    if path.suffix.lower() == ".onnx":
+        raise CheckpointError(f"{path}: an ONNX export, not a .safetensors checkpoint: this needs the checkpoint it "
+                              f"was exported from (`digitlab predict` and `digitlab serve` run .onnx files)")
     try:
         tensors = load_file(str(path))
         from safetensors import safe_open
@@ -104,10 +109,26 @@ def read(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, An
 def build(meta: dict[str, Any], tensors: dict[str, torch.Tensor], source: str = "checkpoint") -> nn.Module:
     """Rebuild the named network, load the weights that belong to it (keys outside the model are ignored) and give
     it the metadata's data configuration, whose class list must be as long as the network's output."""
+    arch, kwargs = meta.get("arch"), meta.get("arch_kwargs", {})
+    if not isinstance(arch, str) or not isinstance(kwargs, dict):
+        raise CheckpointError(f"{source}: metadata 'arch' must be a network name and 'arch_kwargs' an object, not "
+                              f"{one_line(repr(arch), 60)} and {one_line(repr(kwargs), 60)}")
+    # Built first on the meta device, which allocates nothing: a file's arguments are a stranger's, and may ask for
+    # a layer of a million channels (terabytes) or a negative one.
     try:
-        model = create_model(meta["arch"], **meta.get("arch_kwargs", {}))
-    except (KeyError, ValueError) as exc:
-        raise CheckpointError(f"{source}: cannot rebuild the network ({exc})") from None
+        with torch.device("meta"):
+            shape_only = create_model(arch, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - any network's constructor, any argument: one line naming the file
+        raise CheckpointError(f"{source}: cannot rebuild the network {one_line(arch, 60)!r} from its metadata "
+                              f"({one_line(exc, 160)})") from None
+    size = sum(p.numel() for p in shape_only.parameters()) + sum(b.numel() for b in shape_only.buffers())
+    if size > MAX_PARAMETERS:
+        raise CheckpointError(f"{source}: the network its metadata describes has {size:,} values, over the limit of "
+                              f"{MAX_PARAMETERS:,} (a broken or hostile file?)")
+    try:
+        model = create_model(arch, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - as above
+        raise CheckpointError(f"{source}: cannot rebuild the network ({one_line(exc, 160)})") from None
     expected = model.state_dict()
     weights = {k: v for k, v in tensors.items() if k in expected}
     missing = sorted(set(expected) - set(weights))
@@ -117,6 +138,13 @@ def build(meta: dict[str, Any], tensors: dict[str, torch.Tensor], source: str = 
                   f"shape of {wrong[0]} is {tuple(weights[wrong[0]].shape)}, network wants "
                   f"{tuple(expected[wrong[0]].shape)}")
         raise CheckpointError(f"{source}: weights do not fit network {meta['arch']!r} ({detail})")
+    for key, value in weights.items():  # a trained network's parameters and statistics are finite floats
+        if expected[key].is_floating_point() and not value.is_floating_point():
+            raise CheckpointError(f"{source}: weight {key} holds {str(value.dtype).removeprefix('torch.')} values, "
+                                  f"not floating-point numbers: the file is broken")
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise CheckpointError(f"{source}: weight {key} holds NaN or infinite values: the file is broken (a "
+                                  f"training run that diverged, or damaged bytes)")
     model.load_state_dict(weights)
     try:
         attach_data_config(model, DataConfig.from_metadata(meta))

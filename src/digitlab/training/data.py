@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 import struct
 import tempfile
@@ -208,8 +209,9 @@ class DataConfig:
         norm, classes = meta.get("normalisation"), meta.get("classes")
         if not isinstance(norm, dict) or not all(isinstance(norm.get(k), (int, float)) for k in ("mean", "std")):
             raise ValueError(f"metadata 'normalisation' must hold numbers 'mean' and 'std', not {norm!r}")
-        if not norm["std"] > 0:
-            raise ValueError(f"metadata 'normalisation' has std {norm['std']!r}; it must be positive")
+        if not (math.isfinite(norm["mean"]) and math.isfinite(norm["std"]) and norm["std"] > 0):
+            raise ValueError(f"metadata 'normalisation' has mean {norm['mean']!r} and std {norm['std']!r}; both must "
+                             f"be finite and std positive")
         if not isinstance(classes, list) or not classes or not all(isinstance(c, (str, int)) for c in classes):
             raise ValueError(f"metadata 'classes' must be a list of class names, not {classes!r}")
         return cls(float(norm["mean"]), float(norm["std"]), tuple(str(c) for c in classes))
