@@ -13,6 +13,10 @@ class UsageError(Exception):
     """A command line that cannot be run as given: reported as one line, exit code 2."""
 
 
+class TrainingError(Exception):
+    """A run that cannot go on (its loss is no longer a number): the message says what is kept and what to try."""
+
+
 class CheckpointError(Exception):
     """A checkpoint is missing, corrupt, or does not fit the network it names."""
 

@@ -57,14 +57,41 @@ def test_schedules_optimizers_ema_and_augmentation_run(tmp_path, schedule, optim
     assert resumed.history == first.history
 
 
-def test_early_stopping_keeps_the_best_epoch(tmp_path):
-    # A rate this high makes the net diverge, so validation stops improving at once.
-    cfg = small(optimizer="sgd", learning_rate=5.0, epochs=6, early_stopping=1, limit=1000)
+def test_early_stopping_keeps_the_best_epoch(tmp_path, monkeypatch, mnist_dir):
+    cfg = small(epochs=6, early_stopping=1, limit=1000)
+    ScriptedValidation(monkeypatch, mnist_dir, cfg, [0.5, 0.7, 0.6, 0.65])  # best: epoch 2, no better in epoch 3
     result = train(cfg, tmp_path, quiet=True)
-    assert len(result.history) < 6
+    assert [row["epoch"] for row in result.history] == [1, 2, 3]
     _, meta = checkpoint.load(tmp_path / "model.safetensors")
-    best = max(result.history, key=lambda row: row["val_accuracy"])
-    assert meta["epoch"] == best["epoch"]
+    assert meta["epoch"] == 2
+
+
+def test_a_run_whose_loss_is_no_longer_a_number_stops_and_keeps_the_last_good_epoch(tmp_path, monkeypatch,
+                                                                                      mnist_dir):
+    import math
+
+    from digitlab.errors import TrainingError
+
+    from digitlab.training import loop
+
+    good = train(small(epochs=1, limit=1000), tmp_path, quiet=True)
+    kept = (tmp_path / "model.safetensors").read_bytes()
+    real = loop.train_one_epoch
+
+    def diverging(cfg, state, split, epoch, *args, **kwargs):  # the second epoch's loss overflows
+        return real(cfg, state, split, epoch, *args, **kwargs) | ({"train_loss": math.nan} if epoch == 2 else {})
+
+    monkeypatch.setattr(loop, "train_one_epoch", diverging)
+    with pytest.raises(TrainingError, match="diverged in epoch 2.*epoch 1 is kept"):
+        train(small(epochs=3, limit=1000), tmp_path, resume=True, quiet=True)
+    assert (tmp_path / "model.safetensors").read_bytes() == kept  # no weights that are not numbers were written
+    assert all(math.isfinite(v) for v in good.history[0].values())
+    done = subprocess.run([sys.executable, "-m", "digitlab", "train", "--model", "conv3_dense64", "--epochs", "2",
+                           "--limit", "1000", "--optimizer", "sgd", "--learning-rate", "1e6", "--quiet",
+                           "--data-dir", str(mnist_dir), "--out", str(tmp_path / "wild")],
+                          capture_output=True, text=True)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "diverged in epoch 1" in done.stderr and "nothing was kept" in done.stderr
 
 
 def test_config_rejects_nonsense():

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from digitlab.errors import UsageError
+from digitlab.errors import TrainingError, UsageError
 
 # What each missing import means to a user: the package to name and the extra (pyproject) that installs it.
 EXTRAS = {
@@ -107,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(exc, file=sys.stderr)
         return 2
+    except TrainingError as exc:  # the command was right; the run failed
+        print(f"digitlab: error: {exc}", file=sys.stderr)
+        return 1
     except (ValueError, OSError, DataError, CheckpointError) as exc:
         print(f"digitlab: error: {exc}", file=sys.stderr)
         return 2

@@ -36,6 +36,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from digitlab.errors import TrainingError
 from digitlab.files import atomic_write_text
 from digitlab.labels import NOT_A_DIGIT
 from digitlab.training import checkpoint
@@ -483,6 +484,12 @@ def _run(cfg: TrainConfig, out_dir: Path, resume: bool, dry_run: bool, command: 
             shared = [row]
             dist.broadcast_object_list(shared, src=0)
             row = shared[0]
+        if not math.isfinite(row["train_loss"]):
+            # Weights that are no longer numbers are never written: the last finished epoch stays as it was.
+            bar.close("the loss is not a number")
+            kept = (f"epoch {len(history)} is kept in {out_dir}" if history and not dry_run else "nothing was kept")
+            raise TrainingError(f"training diverged in epoch {epoch}: the loss is no longer a number (is the "
+                                f"learning rate, {cfg.learning_rate:g}, too high?); {kept}")
         history.append(row)
         step_schedule(cfg, state.schedule, row)
         bar.close(f"loss {row['train_loss']:.4f}" + (
