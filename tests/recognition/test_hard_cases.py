@@ -172,3 +172,13 @@ def test_a_one_pixel_pen_on_a_small_picture(reader, digits):
     results = reader.predict(files, threshold=0.0)
     assert [r.reason for r in results if r.reason and "separate pieces" in r.reason] == []
     assert sum(r.digit == label for r, label in zip(results, np.repeat(labels, 3))) >= 3 * COUNT - 6
+
+
+def test_a_fifo_named_as_an_image_is_refused_in_one_line(tmp_path):
+    import os
+
+    from digitlab.recognition.decode import ImageError
+
+    os.mkfifo(tmp_path / "pipe.png")
+    with pytest.raises(ImageError, match="not a regular file"):
+        prepare(str(tmp_path / "pipe.png"))  # and not "empty file (0 bytes)", nor a read that waits forever

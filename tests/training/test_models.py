@@ -64,3 +64,15 @@ def test_bad_arguments_are_a_value_error():
 def test_model_remembers_how_it_was_built():
     model = create_model("conv3_dense64")
     assert model.arch_name == "conv3_dense64" and model.arch_kwargs == {}
+
+
+def test_the_readme_lists_every_network_with_its_parameter_count():
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme[readme.index("## The networks"):].split("\n\n")[1]
+    rows = {re.match(r"\| `(\w+)`", line).group(1): line for line in table.splitlines() if line.startswith("| `")}
+    assert sorted(rows) == sorted(list_models())
+    for name, line in rows.items():
+        assert f"{count_parameters(create_model(name)):,}" in line, name

@@ -201,6 +201,8 @@ def _open(source) -> Image.Image:
             raise ImageError("no such file")
         if path.is_dir():
             raise ImageError("is a folder, not an image file")
+        if not path.is_file():
+            raise ImageError("not a regular file (a FIFO, socket or device): not read")
         if path.stat().st_size == 0:
             raise ImageError("empty file (0 bytes)")
         stream, name = path, "file"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -77,4 +78,4 @@ def _headline(prediction: Prediction) -> str:
         return f"number {prediction.number} (least sure digit {prediction.confidence:.0%})"
     if not prediction.multi and prediction.digit is not None:
         return f"digit {prediction.digit} ({prediction.confidence:.0%})"
-    return (prediction.reason or "no answer")[:60]
+    return textwrap.fill(prediction.reason or "no answer", 60)  # wrapped, never cut: the end says the number
