@@ -46,13 +46,24 @@ def test_wrong_file_in_place_is_refused(copy_dir):
         load_mnist("test", copy_dir)
 
 
-def test_missing_files_name_all_four_and_where(tmp_path):
+def test_missing_files_name_the_ones_needed_and_where(tmp_path):
     with pytest.raises(DataError) as info:
         load_mnist("train", tmp_path)
     message = str(info.value)
     assert str(tmp_path) in message
-    for name, _ in FILES.values():
-        assert name in message
+    assert FILES["train-images"][0] in message and FILES["train-labels"][0] in message
+
+
+def test_scoring_needs_only_the_test_files(tmp_path, mnist_dir):
+    """`digitlab eval` and `export-samples --split test` read the test split only, and need nothing else."""
+    import shutil
+
+    for key in ("test-images", "test-labels"):
+        shutil.copy(mnist_dir / FILES[key][0], tmp_path)
+    images, labels = load_mnist("test", tmp_path)
+    assert images.shape == (10_000, 28, 28) and len(labels) == 10_000
+    with pytest.raises(DataError, match="train-images"):
+        load_mnist("train", tmp_path)
 
 
 def test_explicit_dir_never_downloads(tmp_path, monkeypatch):

@@ -91,28 +91,31 @@ def _download(filename: str, md5: str, directory: Path) -> None:
     raise DataError(f"could not download {filename} ({'; '.join(errors)})")
 
 
-def _missing_message(directory: Path, missing: list[str]) -> str:
-    names = ", ".join(name for name, _ in FILES.values())
+def _missing_message(directory: Path, missing: list[str], needed: list[str]) -> str:
+    files = f"the four files {', '.join(needed)}" if len(needed) == 4 else f"the files {', '.join(needed)}"
     return (
-        f"MNIST files not found in {directory} (missing: {', '.join(missing)}). Put the four files {names} "
+        f"MNIST files not found in {directory} (missing: {', '.join(missing)}). Put {files} "
         f"there, or point --data-dir / DIGITLAB_DATA at a folder holding them."
     )
 
 
-def locate(data_dir: str | os.PathLike | None = None, download: bool = True) -> Path:
-    """Return the folder holding all four verified files, downloading into the cache if allowed and needed."""
+def locate(data_dir: str | os.PathLike | None = None, download: bool = True,
+           splits: tuple[str, ...] = ("train", "test")) -> Path:
+    """Return the folder holding the verified files of ``splits`` (scoring needs the test files only), downloading
+    into the cache if allowed and needed."""
     directory, may_download = resolve_data_dir(data_dir)
-    missing = [name for name, _ in FILES.values() if not (directory / name).is_file()]
+    needed = [FILES[f"{split}-{part}"][0] for split in splits for part in ("images", "labels")]
+    missing = [name for name in needed if not (directory / name).is_file()]
     if missing and may_download and download:
         for name, md5 in FILES.values():
             if name in missing:
                 try:
                     _download(name, md5, directory)
                 except DataError as exc:
-                    raise DataError(f"{exc}. {_missing_message(directory, missing)}") from None
+                    raise DataError(f"{exc}. {_missing_message(directory, missing, needed)}") from None
         missing = []
     if missing:
-        raise DataError(_missing_message(directory, missing))
+        raise DataError(_missing_message(directory, missing, needed))
     return directory
 
 
@@ -144,7 +147,7 @@ def load_mnist(split: str = "train", data_dir: str | os.PathLike | None = None,
     """Images (N, 28, 28) uint8 and labels (N,) int64 of the 'train' or 'test' split."""
     if split not in SPLIT_SIZES:
         raise ValueError(f"split must be 'train' or 'test', not {split!r}")
-    directory = locate(data_dir, download)
+    directory = locate(data_dir, download, splits=(split,))
     count = SPLIT_SIZES[split]
     image_name, image_md5 = FILES[f"{split}-images"]
     label_name, label_md5 = FILES[f"{split}-labels"]
