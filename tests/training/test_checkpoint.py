@@ -159,6 +159,7 @@ def test_non_finite_weights_are_refused(saved):
     key = next(k for k, v in tensors.items() if v.is_floating_point())
     tensors[key] = tensors[key].clone()
     tensors[key].view(-1)[0] = float("nan")
+    meta["weights_sha256"] = checkpoint.weights_digest(tensors)  # as a run that diverged would have saved them
     save_file(tensors, str(path), metadata={"digitlab": json.dumps(meta)})
     with pytest.raises(CheckpointError, match=f"weight {key} holds NaN or infinite values"):
         checkpoint.load(path)
@@ -169,6 +170,7 @@ def test_weights_that_are_not_floats_are_refused(saved, dtype):
     _, path = saved
     tensors, meta = checkpoint.read(path)
     tensors = {k: v.to(dtype) for k, v in tensors.items()}
+    meta["weights_sha256"] = checkpoint.weights_digest(tensors)  # a hostile file can carry a matching checksum
     save_file(tensors, str(path), metadata={"digitlab": json.dumps(meta)})
     with pytest.raises(CheckpointError, match="not floating-point numbers"):
         checkpoint.load(path)
@@ -212,3 +214,16 @@ def test_an_onnx_file_is_named_as_one(tmp_path):
     path.write_bytes(b"\x08\x07" + bytes(200))
     with pytest.raises(CheckpointError, match="an ONNX export, not a .safetensors checkpoint"):
         checkpoint.load(path)
+
+
+def test_a_flipped_byte_in_the_weights_is_caught_by_their_checksum(tmp_path):
+    path = tmp_path / "model.safetensors"
+    model = attach_data_config(create_model("conv3_dense64"), TrainConfig(model="conv3_dense64").data_config())
+    checkpoint.save(path, model, {})
+    checkpoint.load(path)  # whole: loads
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x40  # one bit of the last weight; safetensors itself loads the file as it is
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="checksum"):
+        checkpoint.load(path)
+    assert checkpoint.read(checkpoint.BUNDLED)[1]["weights_sha256"]  # the bundled model carries one too

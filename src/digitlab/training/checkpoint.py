@@ -11,6 +11,7 @@ checkpoint from a stranger is safe to open; there is no pickle anywhere.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -70,8 +71,20 @@ def save(path: str | os.PathLike, model: nn.Module, metadata: dict[str, Any] | N
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     for key, value in (extra_tensors or {}).items():
         tensors[key] = value.detach().to("cpu").contiguous()
+    meta["weights_sha256"] = weights_digest(tensors)
     header = {"digitlab": json.dumps(meta)}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header))
+
+
+def weights_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over every tensor's name, type, shape and bytes, in name order: written into the metadata, checked on
+    loading, so a flipped byte in the weights (which safetensors loads without a murmur) is caught."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().to("cpu").contiguous()
+        digest.update(f"{name}|{str(tensor.dtype)}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def read(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -99,6 +112,10 @@ def read(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, An
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         format_name = meta.get("format") if isinstance(meta, dict) else None
         raise CheckpointError(f"{path}: unsupported checkpoint format {format_name!r}")
+    expected = meta.get("weights_sha256")  # files written before it was recorded have none
+    if expected is not None and weights_digest(tensors) != expected:
+        raise CheckpointError(f"{path}: the weights do not match the checksum recorded with them: the file is damaged "
+                              f"(copy it again, or retrain)")
     try:  # older files name the digits by number: read as the names ("0" ... "9") every reader expects
         meta |= DataConfig.from_metadata(meta).metadata()
     except ValueError as exc:
@@ -168,7 +185,7 @@ def load(path: str | os.PathLike | None = None, device: str | torch.device = "cp
 def update_metadata(path: str | os.PathLike, changes: dict[str, Any]) -> dict[str, Any]:
     """Merge ``changes`` into a checkpoint's metadata, rewriting the file atomically; the weights are untouched."""
     tensors, meta = read(path)
-    meta = meta | changes
+    meta = meta | changes | {"weights_sha256": weights_digest(tensors)}
     header = {"digitlab": json.dumps(meta)}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header))
     return meta
