@@ -101,3 +101,18 @@ def test_the_command_line_refuses_a_port_it_cannot_use_and_an_onnx_backend_for_a
         assert "--port" in capsys.readouterr().err
     assert main(["serve", "--backend", "onnx", "--model", str(served_checkpoint)]) == 2
     assert "the onnx backend runs .onnx files" in capsys.readouterr().err
+
+
+def test_serve_with_a_model_that_cannot_be_loaded_ends_in_one_line(tmp_path, capfd):
+    import socket
+
+    from digitlab.cli import main
+
+    corrupt = tmp_path / "model.safetensors"
+    corrupt.write_bytes(b"not a checkpoint at all" * 40)
+    with socket.socket() as probe:  # a port free now
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    assert main(["serve", "--model", str(corrupt), "--port", str(port)]) == 2
+    err = capfd.readouterr().err
+    assert "not a readable safetensors checkpoint" in err and "Traceback" not in err and len(err.splitlines()) == 1

@@ -92,8 +92,14 @@ def cmd_serve(args) -> int:
 
     from digitlab.serve.app import create_app
 
+    from digitlab.serve.workers import WorkerError, check_model_loads
+
     settings = serve_settings(args)
     check_port_free(args.host, args.port)
+    try:
+        check_model_loads(settings)
+    except WorkerError:  # the worker has said why, in one line
+        return 2
     app = create_app(settings)
     print(f"serving {settings.model or 'the bundled model'} ({settings.backend}) on http://{args.host}:{args.port} "
           f"- API docs at /docs", file=sys.stderr)

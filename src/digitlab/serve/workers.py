@@ -176,6 +176,17 @@ class WorkerPool:
         self.workers.clear()
 
 
+def check_model_loads(settings: ServeSettings) -> None:
+    """Start one worker and stop it again: a model that cannot be loaded fails here, before a server starts, with the
+    worker's one line on stderr, instead of as a failed start-up with a traceback. Raises WorkerError."""
+
+    async def start_and_stop() -> None:
+        worker = await WorkerPool(settings)._start_one()
+        await _stop(worker)
+
+    asyncio.run(start_and_stop())
+
+
 async def _stop(worker: Worker) -> None:
     """End of input tells a worker to exit; one that does not within 5 s is killed."""
     if worker.process.stdin and not worker.process.stdin.is_closing():
