@@ -344,3 +344,18 @@ def test_atomic_write_flushes_the_file_and_its_folder(tmp_path, monkeypatch):
     files.atomic_write_text(tmp_path / "a.txt", "hello")
     assert (tmp_path / "a.txt").read_text() == "hello"
     assert [stat.S_ISREG(mode) for mode in synced] == [True, False] and stat.S_ISDIR(synced[1])
+
+
+def test_a_resume_file_without_its_optimiser_state_is_a_clear_error(tmp_path):
+    from safetensors.torch import save_file
+
+    from digitlab.errors import CheckpointError
+
+    train(small(epochs=1, limit=1000), tmp_path, quiet=True)
+    path = tmp_path / "resume.safetensors"
+    tensors, meta = checkpoint.read(path)
+    del meta["optimizer"]  # as a hand-made or truncated resume file would be
+    meta["weights_sha256"] = checkpoint.weights_digest(tensors)
+    save_file(tensors, str(path), metadata={"digitlab": json.dumps(meta)})
+    with pytest.raises(CheckpointError, match="not a whole resume file.*--overwrite"):
+        train(small(epochs=2, limit=1000), tmp_path, resume=True, quiet=True)

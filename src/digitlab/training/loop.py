@@ -36,7 +36,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from digitlab.errors import TrainingError
+from digitlab.errors import CheckpointError, TrainingError, one_line
 from digitlab.files import atomic_write_text
 from digitlab.labels import NOT_A_DIGIT
 from digitlab.training import checkpoint
@@ -394,12 +394,18 @@ def load_resume(out_dir: Path, cfg: TrainConfig,
                          f"be stretched to {cfg.epochs}; resume with --epochs {planned}, or start a new run "
                          f"(another --out, or --overwrite)")
     state.model.load_state_dict(checkpoint.build(meta, tensors, str(path)).state_dict())
-    state.optimizer.load_state_dict(_unflatten_optimizer(tensors, meta["optimizer"]))
-    state.schedule.load_state_dict(meta["schedule"] | ({"lr_lambdas": [None]} if cfg.schedule == "constant" else {}))
-    if state.ema is not None:
-        state.ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+    try:  # what only a resume file holds; a file that lacks it or holds it mangled is no resume file
+        state.optimizer.load_state_dict(_unflatten_optimizer(tensors, meta["optimizer"]))
+        state.schedule.load_state_dict(meta["schedule"] | ({"lr_lambdas": [None]} if cfg.schedule == "constant"
+                                                           else {}))
+        if state.ema is not None:
+            state.ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+        history, best = list(meta["history"]), dict(meta["best"])
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
+        raise CheckpointError(f"{path}: not a whole resume file (its optimiser, schedule or history cannot be read: "
+                              f"{one_line(exc, 80)}); start the run again with --overwrite") from None
     best_weights = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
-    return meta["history"], meta["best"], best_weights or None
+    return history, best, best_weights or None
 
 
 # --- the run ---------------------------------------------------------------------------------------------------------
