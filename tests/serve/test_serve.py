@@ -205,6 +205,35 @@ def test_a_server_on_this_machine_answers_only_requests_that_name_it(served_chec
         assert rebound.status_code == 400 and "Host" in rebound.json()["detail"]
 
 
+def test_an_api_key_a_rate_limit_and_named_cors_origins_when_asked_for(served_onnx, digits):
+    key = "k" * 24
+    settings = ServeSettings(served_onnx, backend="onnx", api_key=key, rate_per_minute=4,
+                             cors_origins=("https://school.example",))
+    data = digits[0][0]
+    with TestClient(create_app(settings)) as test_client:
+        assert test_client.get("/api/health").status_code == 200  # open: load balancers check it
+        assert test_client.get("/").status_code == 200  # the page; it sends the key it is given after #
+        refused = test_client.post("/api/predict", content=data)
+        assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
+        assert test_client.post("/api/predict", content=data, headers={"X-API-Key": "wrong" * 5}).status_code == 401
+        assert test_client.post("/api/predict", content=data, headers={"X-API-Key": key}).json()["digit"] \
+            == digits[0][1]
+        assert test_client.get("/api/model", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+        school = {"X-API-Key": key, "Origin": "https://school.example"}
+        allowed = test_client.post("/api/predict", content=data, headers=school)
+        assert allowed.status_code == 200 and allowed.headers["access-control-allow-origin"] == "https://school.example"
+        preflight = test_client.options("/api/predict", headers={"Origin": "https://school.example",
+                                                                  "Access-Control-Request-Method": "POST",
+                                                                  "Access-Control-Request-Headers": "X-API-Key"})
+        assert preflight.status_code == 200
+        other = test_client.post("/api/predict", content=data, headers={"X-API-Key": key, "Origin": "https://x.example"})
+        assert other.status_code == 403
+        limited = test_client.post("/api/predict", content=data, headers={"X-API-Key": key})  # the 5th in a minute
+        assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
+    with pytest.raises(ValueError, match="api_key"):
+        ServeSettings(served_onnx, backend="onnx", api_key="short")
+
+
 def test_the_model_endpoint_tells_no_paths_commands_or_versions(client):
     metadata = client.get("/api/model").json()["metadata"]
     assert {"arch", "classes", "normalisation"} <= set(metadata)

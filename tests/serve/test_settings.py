@@ -116,3 +116,18 @@ def test_serve_with_a_model_that_cannot_be_loaded_ends_in_one_line(tmp_path, cap
     assert main(["serve", "--model", str(corrupt), "--port", str(port)]) == 2
     err = capfd.readouterr().err
     assert "not a readable safetensors checkpoint" in err and "Traceback" not in err and len(err.splitlines()) == 1
+
+
+def test_the_command_line_takes_the_protection_options(monkeypatch):
+    from digitlab.cli import build_parser
+    from digitlab.cli.serve import serve_settings
+
+    monkeypatch.setenv("DIGITLAB_API_KEY", "e" * 20)
+    args = build_parser().parse_args(["serve", "--rate-limit", "30", "--cors-origin", "https://a.example/",
+                                      "--cors-origin", "https://b.example"])
+    settings = serve_settings(args)
+    assert settings.api_key == "e" * 20 and settings.rate_per_minute == 30
+    assert settings.cors_origins == ("https://a.example", "https://b.example")
+    assert ServeSettings.from_json(settings.to_json()) == settings
+    monkeypatch.delenv("DIGITLAB_API_KEY")
+    assert serve_settings(build_parser().parse_args(["serve"])).api_key is None

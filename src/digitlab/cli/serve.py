@@ -9,6 +9,7 @@ Heavy imports (FastAPI, uvicorn, onnxruntime) happen inside the handlers.
 from __future__ import annotations
 
 import math
+import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -39,6 +40,15 @@ def add_serve_parsers(subparsers) -> None:
                    f"CPU is busy (default: {ServeSettings.worker_nice}; 0: the same priority)")
     p.add_argument("--max-upload-mb", type=float, default=Limits.max_upload_bytes / 2**20,
                    help=f"largest request body accepted (default: {Limits.max_upload_bytes / 2**20:g})")
+    p.add_argument("--api-key", default=os.environ.get("DIGITLAB_API_KEY"), metavar="KEY",
+                   help="require this key (X-API-Key or Authorization: Bearer) on the API, all but /api/health; the "
+                        "page takes it as /#key=KEY (default: $DIGITLAB_API_KEY, else none; the environment keeps it "
+                        "out of the process list)")
+    p.add_argument("--rate-limit", type=int, metavar="N", help="at most N API requests a minute from one client "
+                   "address, more answered 429 (default: no limit)")
+    p.add_argument("--cors-origin", action="append", default=[], metavar="URL",
+                   help="a site (e.g. https://example.org) whose pages may call the API from a browser; repeat for "
+                        "more (default: none, only this server's own page)")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"),
                    help="how much uvicorn logs (default: info)")
     p.set_defaults(handler=cmd_serve)
@@ -82,7 +92,9 @@ def serve_settings(args) -> ServeSettings:
         return ServeSettings(model=args.model, backend=args.backend, threshold=args.threshold,
                              limits=Limits(max_upload_bytes=round(args.max_upload_mb * 2**20)),
                              processes=True, workers=args.workers, threads=args.threads, worker_nice=args.worker_nice,
-                             allowed_hosts=LOOPBACK_HOSTS if args.host in LOOPBACK_HOSTS else None)
+                             allowed_hosts=LOOPBACK_HOSTS if args.host in LOOPBACK_HOSTS else None,
+                             api_key=args.api_key or None, rate_per_minute=args.rate_limit,
+                             cors_origins=tuple(origin.rstrip("/") for origin in args.cors_origin))
     except SettingError as exc:  # every other option is named after its field
         raise ValueError(f"--{exc.name.replace('_', '-')} {exc.problem}") from None
 

@@ -26,8 +26,12 @@ requests. How is said once, in a ``ServeSettings``.
 from __future__ import annotations
 
 import asyncio
+import collections
+import hmac
 import logging
+import math
 import os
+import time
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -36,6 +40,7 @@ from typing import Any
 import cv2
 from anyio import CapacityLimiter, to_thread
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import UploadFile
@@ -77,8 +82,9 @@ class Guard:
     machine. Clients that are not browsers send no ``Origin`` and are not affected.
     """
 
-    def __init__(self, app, allowed_hosts: tuple[str, ...] | None = None):
-        self.app, self.allowed_hosts = app, allowed_hosts
+    def __init__(self, app, settings: ServeSettings):
+        self.app, self.allowed_hosts, self.settings = app, settings.allowed_hosts, settings
+        self.requests: dict[str, collections.deque] = {}  # client address -> times of its recent API requests
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -88,8 +94,13 @@ class Guard:
             response = JSONResponse({"detail": "this server answers requests to "
                                                f"{', '.join(self.allowed_hosts)} only (Host header)"}, status_code=400)
             return await self._with_headers(response, scope, receive, send)
+        refusal = self._refusal(scope, headers)
+        if refusal is not None:
+            return await self._with_headers(refusal, scope, receive, send)
         origin = headers.get(b"origin")
-        if scope["method"] == "POST" and origin is not None and not _same_origin(origin, headers.get(b"host"), scope):
+        allowed_elsewhere = origin is not None and origin.decode("latin-1") in self.settings.cors_origins
+        if scope["method"] == "POST" and origin is not None and not allowed_elsewhere \
+                and not _same_origin(origin, headers.get(b"host"), scope):
             response = JSONResponse({"detail": "cross-origin requests are refused: this server answers its own page "
                                                "and clients that are not browsers"}, status_code=403)
             return await self._with_headers(response, scope, receive, send)
@@ -102,6 +113,34 @@ class Guard:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+    def _refusal(self, scope, headers) -> JSONResponse | None:
+        """The API key and the per-client rate, where the settings ask for them (the page, its files and
+        /api/health are always open: a load balancer checks health, a person loads the page)."""
+        path = scope["path"]
+        if not path.startswith("/api/") or path == "/api/health" or scope["method"] == "OPTIONS":
+            return None
+        key = self.settings.api_key
+        if key is not None:
+            given = headers.get(b"x-api-key") or headers.get(b"authorization", b"").removeprefix(b"Bearer ")
+            if not hmac.compare_digest(given, key.encode()):
+                return JSONResponse({"detail": "an API key is needed: send it as X-API-Key or Authorization: Bearer "
+                                               "(the page takes it after # in its address: /#key=...)"},
+                                    status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        if self.settings.rate_per_minute is not None:
+            client = (scope.get("client") or ("?", 0))[0]
+            now, times = time.monotonic(), self.requests.setdefault(client, collections.deque())
+            while times and now - times[0] >= 60:
+                times.popleft()
+            if len(times) >= self.settings.rate_per_minute:
+                wait = max(1, math.ceil(60 - (now - times[0])))
+                return JSONResponse({"detail": f"too many requests: {self.settings.rate_per_minute} a minute from "
+                                               f"one address; try again in {wait} s"}, status_code=429,
+                                    headers={"Retry-After": str(wait)})
+            times.append(now)
+            if len(self.requests) > 10_000:  # forget quiet clients, so the table cannot grow without bound
+                self.requests = {c: t for c, t in self.requests.items() if t and now - t[-1] < 60}
+        return None
 
     async def _with_headers(self, response, scope, receive, send):
         response.headers.update({k.decode(): v.decode() for k, v in SECURITY_HEADERS})
@@ -307,7 +346,10 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
                   description="Recognise handwritten digits in images: one digit, or a number with ?multi=true.")
     app.state.settings = settings
     app.add_middleware(BodyLimit, limits=limits)
-    app.add_middleware(Guard, allowed_hosts=settings.allowed_hosts)  # added last, so it runs first
+    if settings.cors_origins:  # the named sites' pages may call the API (preflight answered here)
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Content-Type", "X-API-Key", "Authorization"])
+    app.add_middleware(Guard, settings=settings)  # added last, so it runs first
     add_offline_docs(app)
 
     @app.exception_handler(ApiError)

@@ -78,14 +78,18 @@ class ServeSettings:
     threads: int = 1
     worker_nice: int = WORKER_NICE
     allowed_hosts: tuple[str, ...] | None = None  # Host header names answered; None: any (see LOOPBACK_HOSTS)
+    api_key: str | None = None            # when set, /api/* (but /api/health) needs it: X-API-Key or Bearer
+    rate_per_minute: int | None = None    # requests per minute one client address may make to /api/*; None: no cap
+    cors_origins: tuple[str, ...] = ()    # other sites whose pages may call the API from a browser
 
     def __post_init__(self):
         model = None if self.model is None else os.fspath(self.model)
         object.__setattr__(self, "model", model)
         if self.backend is None:
             object.__setattr__(self, "backend", backend_for(model))
-        if isinstance(self.allowed_hosts, list):  # as JSON carries it to a worker
-            object.__setattr__(self, "allowed_hosts", tuple(self.allowed_hosts))
+        for name in ("allowed_hosts", "cors_origins"):  # as JSON carries them to a worker
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
         self._check()
 
     def _check(self) -> None:
@@ -113,6 +117,17 @@ class ServeSettings:
         if self.allowed_hosts is not None and (isinstance(self.allowed_hosts, str) or not all(
                 isinstance(host, str) and host for host in self.allowed_hosts)):
             raise SettingError("allowed_hosts", f"must be a list of host names, not {self.allowed_hosts!r}")
+        if self.api_key is not None and (not isinstance(self.api_key, str) or len(self.api_key) < 16
+                                         or not self.api_key.isprintable() or " " in self.api_key):
+            raise SettingError("api_key", "must be at least 16 printable characters without spaces (e.g. from "
+                                          "`python -c 'import secrets; print(secrets.token_urlsafe())'`)")
+        if self.rate_per_minute is not None and (not _is_int(self.rate_per_minute) or self.rate_per_minute < 1):
+            raise SettingError("rate_per_minute", f"must be at least 1, not {self.rate_per_minute!r}")
+        if isinstance(self.cors_origins, str) or not all(
+                isinstance(o, str) and o.startswith(("http://", "https://")) and o.count("/") == 2
+                for o in self.cors_origins):
+            raise SettingError("cors_origins", f"must be origins like https://example.org (scheme and host, no "
+                                               f"path), not {self.cors_origins!r}")
         if not _is_int(self.worker_nice) or not 0 <= self.worker_nice <= 19:
             raise SettingError("worker_nice", f"must be between 0 and 19, not {self.worker_nice!r}")
 

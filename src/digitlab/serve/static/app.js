@@ -7,6 +7,10 @@ const canvas = $("canvas"), ctx = canvas.getContext("2d");
 const SIZES = { single: [280, 280], multi: [840, 280] };  // canvas pixels; the CSS scales them to the screen
 const STROKE = 20;            // pen width in canvas pixels: MNIST strokes are ~2 of 28 pixels, ours ~20 of 280
 const DEBOUNCE_MS = 120;      // while drawing, ask at most this often
+// A server started with an API key is opened as /#key=...: the part after # never leaves the browser, and the page
+// sends the key with each API request.
+const API_KEY = new URLSearchParams(location.hash.slice(1)).get("key");
+const KEY_HEADER = API_KEY ? { "X-API-Key": API_KEY } : {};
 
 let mode = "single";
 let strokes = [];             // each a list of {x, y} in canvas pixels: undo removes the last, then redraws
@@ -181,7 +185,7 @@ async function predictNow() {
   try {
     const body = photo ?? await new Promise((resolve) => canvas.toBlob(resolve, "image/png"));
     const response = await fetch(`/api/predict?multi=${mode === "multi"}`, {
-      method: "POST", body, headers: { "Content-Type": body.type || "application/octet-stream" },
+      method: "POST", body, headers: { "Content-Type": body.type || "application/octet-stream", ...KEY_HEADER },
     });
     const answer = await response.json();
     if (mine !== sequence) return;
@@ -277,7 +281,7 @@ function showDigit(digit, caption) {
 
 async function showModel() {
   try {
-    const info = await (await fetch("/api/model")).json();
+    const info = await (await fetch("/api/model", { headers: KEY_HEADER })).json();
     const test = info.metadata.test?.accuracy;  // recorded by `digitlab eval --record`
     const validation = info.metadata.metrics?.val_accuracy;
     const accuracy = test ?? validation;
