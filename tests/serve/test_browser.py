@@ -216,3 +216,18 @@ def test_phone_sized_screen_with_touch(server, browser, page_errors):
     expect(shown_digit(page)).to_have_text("7", timeout=20_000)
     page.screenshot(path=SHOTS / "phone-seven.png", full_page=True)
     assert page_errors == []
+
+
+def test_the_api_docs_render_offline(server, browser, page_errors):
+    """Swagger UI, from the package's own files, draws every operation of the schema (and no CDN is asked)."""
+    context = browser.new_context(viewport={"width": 1200, "height": 800})
+    page = context.new_page()
+    asked = []
+    page.on("request", lambda request: asked.append(request.url))
+    page.on("pageerror", lambda error: page_errors.append(str(error)))
+    page.goto(server.rstrip("/") + "/docs")
+    expect(page.locator(".opblock").first).to_be_visible(timeout=20_000)
+    assert page.locator(".opblock").count() == 4  # predict, batch, health, model
+    assert "Unable to render" not in page.content()
+    assert all(url.startswith(server.rstrip("/")) for url in asked), [u for u in asked if not u.startswith(server)]
+    assert page_errors == []

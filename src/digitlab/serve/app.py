@@ -344,6 +344,9 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     app = FastAPI(title="digitlab", version=_version(), docs_url=None, redoc_url=None,  # ReDoc would load a CDN
                   lifespan=_process_lifespan if settings.processes else _thread_lifespan,
                   description="Recognise handwritten digits in images: one digit, or a number with ?multi=true.")
+    # The schema uses nothing of OpenAPI 3.1 beyond 3.0, and the packaged Swagger UI reads 3.0 only: said as 3.0.3,
+    # /docs renders it offline (tests/serve/test_browser.py opens it).
+    app.openapi_version = "3.0.3"
     app.state.settings = settings
     app.add_middleware(BodyLimit, limits=limits)
     if settings.cors_origins:  # the named sites' pages may call the API (preflight answered here)
@@ -368,6 +371,10 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     @app.get("/", include_in_schema=False)
     async def page():
         return FileResponse(STATIC / "index.html")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon():
+        return FileResponse(STATIC / "favicon.ico", media_type="image/x-icon")
 
     @app.post("/api/predict", openapi_extra=IMAGE_BODY, responses=ERRORS)
     async def predict(request: Request) -> JSONResponse:
