@@ -8,6 +8,7 @@ Without /usr/bin/chromium the test is skipped, except under CI (CI=true), where 
 """
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -131,6 +132,8 @@ def test_draw_a_seven_undo_clear_and_a_one(server, browser, page_errors):
     draw(page, *SEVEN)
     expect(shown_digit(page)).to_have_text("7", timeout=20_000)
     expect(page.locator("#bars li.top")).to_contain_text("7")
+    # the served model is calibrated: the page says what its percentage means
+    expect(page.locator("#meaning")).to_have_text(re.compile(r"about \d+ in 100 answers this sure are right"))
     # the bar is drawn as long as the probability says (a fill that is not laid out shows nothing at all)
     page.wait_for_function("""() => {
         const fill = document.querySelector('#bars li.top .fill'), track = fill.parentElement;

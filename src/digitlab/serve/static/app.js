@@ -13,6 +13,7 @@ const API_KEY = new URLSearchParams(location.hash.slice(1)).get("key");
 const KEY_HEADER = API_KEY ? { "X-API-Key": API_KEY } : {};
 
 let mode = "single";
+let calibrated = false;       // whether the model's confidence is a measured chance of being right (/api/model)
 let strokes = [];             // each a list of {x, y} in canvas pixels: undo removes the last, then redraws
 let current = null;           // the stroke under the pen
 let photo = null;             // the File being shown instead of the canvas
@@ -236,6 +237,10 @@ function showResult(answer) {
   const noDigit = !multi && answer?.not_a_digit > answer?.confidence;  // the model's own "none of the ten"
   $("confidence").textContent = !answer || answer.confidence === null ? "\u00a0" :
     (noDigit ? `${percent(answer.not_a_digit)} sure it is no digit` : `${percent(answer.confidence)} sure`);
+  // what "N % sure" means: for a calibrated model, how often such answers were right on digits it never trained on
+  $("meaning").textContent = !answer || answer.confidence === null || noDigit ? "" : calibrated
+    ? `about ${Math.round(100 * answer.confidence)} in 100 answers this sure are right`
+    : "the model's score, not a measured chance of being right";
   $("reason").textContent = answer?.reason ?? "";
   showDigit(multi ? digits[selected] : answer, multi && digits.length > 1 ? `digit ${selected + 1} of ${digits.length}` : "");
 
@@ -282,6 +287,7 @@ function showDigit(digit, caption) {
 async function showModel() {
   try {
     const info = await (await fetch("/api/model", { headers: KEY_HEADER })).json();
+    calibrated = Boolean(info.metadata.calibration?.temperature);
     const test = info.metadata.test?.accuracy;  // recorded by `digitlab eval --record`
     const validation = info.metadata.metrics?.val_accuracy;
     const accuracy = test ?? validation;
