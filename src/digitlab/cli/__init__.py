@@ -99,6 +99,9 @@ def _version() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from digitlab.errors import CheckpointError, DataError  # torch-free: `--backend onnx` never loads PyTorch
+    from digitlab.threads import yield_when_waiting
+
+    yield_when_waiting()  # before any handler imports torch: libgomp reads it once, when it is loaded
 
     args = None
     try:

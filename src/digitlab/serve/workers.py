@@ -41,6 +41,7 @@ from typing import Any, BinaryIO, Sequence
 from digitlab.errors import CheckpointError, DataError, one_line
 from digitlab.serve import runner
 from digitlab.serve.settings import ServeSettings
+from digitlab.threads import yield_when_waiting
 
 log = logging.getLogger("digitlab.serve")
 LENGTH = struct.Struct(">I")
@@ -106,8 +107,10 @@ class WorkerPool:
             raise failed[0]
 
     async def _start_one(self) -> Worker:
+        environment = dict(os.environ)
+        yield_when_waiting(environment)  # in the worker's environment from its first instruction, before torch
         process = await asyncio.create_subprocess_exec(*self.command, stdin=asyncio.subprocess.PIPE,
-                                                       stdout=asyncio.subprocess.PIPE, limit=2**20)
+                                                       stdout=asyncio.subprocess.PIPE, limit=2**20, env=environment)
         worker = Worker(process)
         try:
             await worker.send(self.settings.to_json().encode())
@@ -203,6 +206,7 @@ async def _stop(worker: Worker) -> None:
 def main() -> None:
     """Read the settings, take the process-wide settings this process owns, load the model, say so, then answer
     requests from stdin until it closes."""
+    yield_when_waiting()  # started by hand rather than by a WorkerPool: still before the engine imports torch
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the server ends us by EOF
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(name)s: %(message)s")
     # The protocol owns the real stdout; anything a library prints goes to stderr instead of corrupting it.

@@ -39,6 +39,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from digitlab.errors import CheckpointError, TrainingError, one_line
 from digitlab.files import atomic_write_text
 from digitlab.labels import NOT_A_DIGIT
+from digitlab.threads import available_cpus
 from digitlab.training import checkpoint
 from digitlab.training.augment import random_affine
 from digitlab.training.config import TrainConfig
@@ -455,6 +456,8 @@ def _run(cfg: TrainConfig, out_dir: Path, resume: bool, dry_run: bool, command: 
     device = resolve_device(cfg.device, world.local_rank)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    elif torch.get_num_threads() > available_cpus():  # PyTorch counts the host's cores, not this process's share
+        torch.set_num_threads(available_cpus())
     torch.manual_seed(cfg.seed)
     train_split, val_split, nondigits = load_data(cfg, device, dry_run)
     steps = steps_per_epoch(len(train_split), cfg.batch_size, world)

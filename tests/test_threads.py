@@ -1,0 +1,69 @@
+"""threads: waiting OpenMP threads sleep in every process digitlab starts, and no more threads than CPUs allowed."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from digitlab.threads import WAIT_POLICY, available_cpus, yield_when_waiting
+
+
+def test_the_wait_policy_is_set_unless_the_user_set_one():
+    environment = {}
+    yield_when_waiting(environment)
+    assert environment[WAIT_POLICY] == "PASSIVE"
+    environment = {WAIT_POLICY: "ACTIVE"}
+    yield_when_waiting(environment)
+    assert environment[WAIT_POLICY] == "ACTIVE"
+
+
+def run_python(code: str, **environment) -> str:
+    env = {k: v for k, v in os.environ.items() if k != WAIT_POLICY} | environment
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_the_command_line_sets_it_before_torch_is_imported():
+    code = ("import sys; from digitlab.cli import main; main(['models']); "
+            "import os; print(os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules)")
+    assert run_python(code).splitlines()[-1] == "PASSIVE True"
+    assert run_python(code, OMP_WAIT_POLICY="ACTIVE").splitlines()[-1] == "ACTIVE True"
+
+
+def test_a_serve_worker_process_starts_with_it(served_onnx):
+    import asyncio
+
+    from digitlab.serve.settings import ServeSettings
+    from digitlab.serve.workers import WorkerPool, _stop
+
+    async def environment_of_a_worker() -> dict:
+        worker = await WorkerPool(ServeSettings(served_onnx, backend="onnx", processes=True))._start_one()
+        try:
+            raw = Path(f"/proc/{worker.process.pid}/environ").read_bytes()
+        finally:
+            await _stop(worker)
+        return dict(item.split("=", 1) for item in raw.decode().split("\0") if "=" in item)
+
+    os.environ.pop(WAIT_POLICY, None)
+    assert asyncio.run(environment_of_a_worker())[WAIT_POLICY] == "PASSIVE"
+
+
+def test_the_cpus_are_those_this_process_may_run_on():
+    if not hasattr(os, "sched_setaffinity"):
+        pytest.skip("no CPU affinity on this platform")
+    code = ("import os; os.sched_setaffinity(0, {0}); "
+            "from digitlab.threads import available_cpus; print(available_cpus())")
+    assert run_python(code) == "1"
+    assert 1 <= available_cpus() <= (os.cpu_count() or 1)
+
+
+def test_a_training_process_uses_no_more_threads_than_it_may(tmp_path, mnist_dir):
+    code = ("import os, json; os.sched_setaffinity(0, {0}); import torch; torch.set_num_threads(2); "
+            "from digitlab.training.config import TrainConfig; from digitlab.training.loop import train; "
+            f"train(TrainConfig(model='mlp_3x256', epochs=1, limit=256, data_dir={str(mnist_dir)!r}), "
+            f"{str(tmp_path / 'run')!r}, dry_run=True, quiet=True); print(json.dumps(torch.get_num_threads()))")
+    assert json.loads(run_python(code)) == 1
