@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from digitlab.errors import one_line
+from digitlab.labels import normalisation_of
 
 
 # The bundled model exported to ONNX, beside the bundled checkpoint (checkpoint.BUNDLED; not imported: it needs torch).
@@ -38,23 +39,6 @@ def check_batch(batch: np.ndarray) -> np.ndarray:
     if batch.ndim != 4 or batch.shape[1:] != (1, 28, 28):
         raise ValueError(f"a batch must have shape (N, 1, 28, 28), not {batch.shape}")
     return batch
-
-
-def normalisation_of(metadata: dict[str, Any], source: str = "the model") -> tuple[float, float]:
-    """The (mean, std) a model's inputs are normalised with, from its metadata; ValueError unless both are finite
-    numbers and std is positive (a std of 0 or NaN would turn every input into NaN or infinity, silently)."""
-    norm = metadata.get("normalisation") if isinstance(metadata, dict) else None
-    if not norm:  # every digitlab checkpoint and export has it; guessing would silently skew every answer
-        raise ValueError(f"{source}: the metadata does not say how its inputs were normalised")
-    try:
-        mean, std = float(norm["mean"]), float(norm["std"])
-    except (TypeError, KeyError, ValueError):
-        raise ValueError(f"{source}: the metadata's normalisation must hold numbers 'mean' and 'std', not "
-                         f"{one_line(repr(norm), 80)}") from None
-    if not (np.isfinite(mean) and np.isfinite(std) and std > 0):
-        raise ValueError(f"{source}: the metadata's normalisation (mean {mean}, std {std}) is broken: both must be "
-                         f"finite and std positive")
-    return mean, std
 
 
 def no_logits(metadata: dict[str, Any]) -> np.ndarray:

@@ -26,10 +26,10 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from digitlab.labels import DIGITS, NOT_A_DIGIT
+from digitlab.labels import DIGITS, NOT_A_DIGIT, normalisation_of
 from digitlab.errors import one_line
 from digitlab.recognition.decode import MAX_PIXELS, UNREADABLE, ImageError
-from digitlab.recognition.engine import Engine, normalisation_of
+from digitlab.recognition.engine import Engine
 from digitlab.recognition.preprocess import POLARITIES, Prepared, normalise, prepare
 
 # A calibrated model answers when it is at least this likely to be right; the lowest such bar that still turns away

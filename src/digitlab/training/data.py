@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import math
 import os
 import struct
 import tempfile
@@ -30,6 +29,7 @@ import numpy as np
 import torch
 
 from digitlab.errors import DataError
+from digitlab.labels import normalisation_of
 
 FILES = {
     "train-images": ("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
@@ -209,15 +209,11 @@ class DataConfig:
 
         Older checkpoints list the digits as numbers; they are read as their names ("0" ... "9").
         """
-        norm, classes = meta.get("normalisation"), meta.get("classes")
-        if not isinstance(norm, dict) or not all(isinstance(norm.get(k), (int, float)) for k in ("mean", "std")):
-            raise ValueError(f"metadata 'normalisation' must hold numbers 'mean' and 'std', not {norm!r}")
-        if not (math.isfinite(norm["mean"]) and math.isfinite(norm["std"]) and norm["std"] > 0):
-            raise ValueError(f"metadata 'normalisation' has mean {norm['mean']!r} and std {norm['std']!r}; both must "
-                             f"be finite and std positive")
+        mean, std = normalisation_of(meta)
+        classes = meta.get("classes")
         if not isinstance(classes, list) or not classes or not all(isinstance(c, (str, int)) for c in classes):
             raise ValueError(f"metadata 'classes' must be a list of class names, not {classes!r}")
-        return cls(float(norm["mean"]), float(norm["std"]), tuple(str(c) for c in classes))
+        return cls(mean, std, tuple(str(c) for c in classes))
 
 
 def attach_data_config(model: torch.nn.Module, data: DataConfig) -> torch.nn.Module:
