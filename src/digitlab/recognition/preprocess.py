@@ -105,9 +105,8 @@ def edge_ink(gray: np.ndarray, spread: float = 3.0) -> float | None:
     photo's texture put the tones close. The paper is the tone that holds more of the border.
     ``spread``: how far apart, in the sum of their interquartile ranges, the two tones' medians must lie."""
     ring = border(gray)
-    levels = np.clip(ring * 255, 0, 255).astype(np.uint8)
-    split, _ = cv2.threshold(levels, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    dark, light = ring[levels <= split], ring[levels > split]
+    on_dark_side, split = otsu(ring)
+    dark, light = ring[on_dark_side], ring[~on_dark_side]
     if len(dark) == 0 or len(light) == 0:
         return None
     (d25, d50, d75), (l25, l50, l75) = percentiles(dark, [25, 50, 75]), percentiles(light, [25, 50, 75])
@@ -118,7 +117,7 @@ def edge_ink(gray: np.ndarray, spread: float = 3.0) -> float | None:
     # Strokes cross the edge in runs no longer than a side; the dark half of a page lit from one side runs along a
     # whole side and round two corners.
     outline = np.concatenate([gray[0], gray[1:, -1], gray[-1, -2::-1], gray[-2:0:-1, 0]])
-    ink = (outline <= split / 255) if paper == float(l50) else (outline > split / 255)
+    ink = (outline <= split) if paper == float(l50) else (outline > split)
     if ink.all():
         return None
     start = int(np.argmin(ink))  # begin the walk round the edge on paper, so no run is split in two
@@ -128,11 +127,16 @@ def edge_ink(gray: np.ndarray, spread: float = 3.0) -> float | None:
     return paper if longest <= max(gray.shape) else None
 
 
+def otsu(values: np.ndarray) -> tuple[np.ndarray, float]:
+    """Which of ``values`` (brightness in [0, 1]) lie on the dark side of Otsu's threshold, and the threshold."""
+    levels = np.clip(values * 255, 0, 255).astype(np.uint8)
+    split, _ = cv2.threshold(levels, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    return levels <= split, split / 255
+
+
 def two_tones(gray: np.ndarray) -> tuple[float, float]:
     """The median brightness of the two tones Otsu's threshold splits an image into, the commoner first."""
-    levels = np.clip(gray * 255, 0, 255).astype(np.uint8)
-    split, _ = cv2.threshold(levels, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    dark = levels <= split
+    dark, _ = otsu(gray)
     tones = [float(np.median(gray[dark])) if dark.any() else float(gray.min()),
              float(np.median(gray[~dark])) if not dark.all() else float(gray.max())]
     return tuple(tones) if np.count_nonzero(dark) * 2 >= dark.size else (tones[1], tones[0])
@@ -149,6 +153,18 @@ def with_margin(gray: np.ndarray, paper: float) -> tuple[np.ndarray, int]:
     was cut away, so the later steps see what they see in every other picture - a digit with paper all round."""
     margin = max(2, round(MARGIN * max(gray.shape)))
     return cv2.copyMakeBorder(gray, margin, margin, margin, margin, cv2.BORDER_CONSTANT, value=paper), margin
+
+
+def paper_given_back(gray: np.ndarray, tones, at_least: float) -> tuple[np.ndarray, int, str, float] | None:
+    """The image with a margin of whichever of ``tones`` the ink then stands out from most one-sidedly, with the
+    margin, polarity and one-sidedness, or None if even that is below ``at_least``: the paper is kept given back
+    only where it turns what stood out into ink of one side."""
+    judged = []
+    for tone in tones:
+        padded, margin = with_margin(gray, tone)
+        judged.append((*find_polarity(padded), padded, margin))
+    polarity, one_sidedness, padded, margin = max(judged, key=lambda trial: trial[1])
+    return (padded, margin, polarity, one_sidedness) if one_sidedness >= at_least else None
 
 
 def find_polarity(gray: np.ndarray) -> tuple[str, float]:
@@ -544,22 +560,19 @@ def read(gray: np.ndarray, polarity: str, multi: bool) -> tuple[Prepared, tuple[
         if paper is None and 0 < one_sidedness < 0.5:
             paper = common_tone(work)
     margin = 0
-    if paper is not None:
-        padded, width = with_margin(work, paper)
-        padded_polarity, padded_one_sidedness = find_polarity(padded)
-        if padded_one_sidedness >= max(ONE_SIDED_GIVEN_BACK, min(one_sidedness, 0.95)):
-            work, margin, detected, one_sidedness = padded, width, padded_polarity, padded_one_sidedness
+    given_back = None if paper is None else paper_given_back(
+        work, [paper], at_least=max(ONE_SIDED_GIVEN_BACK, min(one_sidedness, 0.95)))
+    if given_back is not None:
+        work, margin, detected, one_sidedness = given_back
     chosen = detected if polarity == "auto" else polarity
     ink, ink_notes = ink_map(work, chosen)
     if margin == 0 and one_sidedness == 0 and ink.any():
         # Ink stands out from its surroundings, yet nothing lies beyond the border's range: the border spans the
         # ink's tones too (a blurred digit that fills its image). Either of the image's two tones may be the paper
         # (a bold digit can cover more than half of it): the one around which the ink stands out on one side is.
-        trials = [with_margin(work, tone) for tone in two_tones(work)]
-        judged = [(find_polarity(padded), padded, width) for padded, width in trials]
-        (padded_polarity, padded_one_sidedness), padded, width = max(judged, key=lambda t: t[0][1])
-        if padded_one_sidedness >= ONE_SIDED_GIVEN_BACK:
-            work, margin, detected, one_sidedness = padded, width, padded_polarity, padded_one_sidedness
+        given_back = paper_given_back(work, two_tones(work), at_least=ONE_SIDED_GIVEN_BACK)
+        if given_back is not None:
+            work, margin, detected, one_sidedness = given_back
             chosen = detected if polarity == "auto" else polarity
             ink, ink_notes = ink_map(work, chosen)
     notes = {"one_sidedness": one_sidedness, "detected_polarity": detected, "paper_given_back": margin > 0}
