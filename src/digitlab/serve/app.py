@@ -75,7 +75,9 @@ DOCS_POLICY = PAGE_POLICY + b"; script-src 'self' 'unsafe-inline'; style-src 'se
 
 
 class Guard:
-    """ASGI middleware: security headers on every response, and a POST from another site's page refused (403).
+    """ASGI middleware: security headers on every response, its refusals included, and what is refused before the
+    app sees it: an unknown Host (400), a missing API key (401), a client over its rate (429), and a POST from
+    another site's page (403).
 
     A browser sends an ``Origin`` header with a cross-site POST, and a plain form or ``text/plain`` POST needs no
     CORS preflight, so without this check any page a user visits could make their browser post to a server on their
@@ -83,27 +85,12 @@ class Guard:
     """
 
     def __init__(self, app, settings: ServeSettings):
-        self.app, self.allowed_hosts, self.settings = app, settings.allowed_hosts, settings
+        self.app, self.settings = app, settings
         self.requests: dict[str, collections.deque] = {}  # client address -> times of its recent API requests
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        headers = dict(scope["headers"])
-        if self.allowed_hosts is not None and _host_name(headers.get(b"host")) not in self.allowed_hosts:
-            response = JSONResponse({"detail": "this server answers requests to "
-                                               f"{', '.join(self.allowed_hosts)} only (Host header)"}, status_code=400)
-            return await self._with_headers(response, scope, receive, send)
-        refusal = self._refusal(scope, headers)
-        if refusal is not None:
-            return await self._with_headers(refusal, scope, receive, send)
-        origin = headers.get(b"origin")
-        allowed_elsewhere = origin is not None and origin.decode("latin-1") in self.settings.cors_origins
-        if scope["method"] == "POST" and origin is not None and not allowed_elsewhere \
-                and not _same_origin(origin, headers.get(b"host"), scope):
-            response = JSONResponse({"detail": "cross-origin requests are refused: this server answers its own page "
-                                               "and clients that are not browsers"}, status_code=403)
-            return await self._with_headers(response, scope, receive, send)
         policy = DOCS_POLICY if scope["path"].startswith("/docs") else PAGE_POLICY
 
         async def send_with_headers(message):
@@ -112,14 +99,34 @@ class Guard:
                                       (b"content-security-policy", policy)]
             await send(message)
 
+        refusal = self._refusal(scope, dict(scope["headers"]))
+        if refusal is not None:
+            return await refusal(scope, receive, send_with_headers)
         await self.app(scope, receive, send_with_headers)
 
     def _refusal(self, scope, headers) -> JSONResponse | None:
-        """The API key and the per-client rate, where the settings ask for them (the page, its files and
-        /api/health are always open: a load balancer checks health, a person loads the page)."""
+        """Why this request is answered here without reaching the app, or None: a Host this server does not answer,
+        a missing API key, a client over its rate, or a POST from another site's page. The page, its files and
+        /api/health need no key and count against no rate: a load balancer checks health, a person loads the page."""
+        allowed_hosts = self.settings.allowed_hosts
+        if allowed_hosts is not None and _host_name(headers.get(b"host")) not in allowed_hosts:
+            return JSONResponse({"detail": f"this server answers requests to {', '.join(allowed_hosts)} only (Host "
+                                           f"header)"}, status_code=400)
         path = scope["path"]
-        if not path.startswith("/api/") or path == "/api/health" or scope["method"] == "OPTIONS":
-            return None
+        if path.startswith("/api/") and path != "/api/health" and scope["method"] != "OPTIONS":
+            refusal = self._key_or_rate_refusal(scope, headers)
+            if refusal is not None:
+                return refusal
+        origin = headers.get(b"origin")
+        allowed_elsewhere = origin is not None and origin.decode("latin-1") in self.settings.cors_origins
+        if scope["method"] == "POST" and origin is not None and not allowed_elsewhere \
+                and not _same_origin(origin, headers.get(b"host"), scope):
+            return JSONResponse({"detail": "cross-origin requests are refused: this server answers its own page "
+                                           "and clients that are not browsers"}, status_code=403)
+        return None
+
+    def _key_or_rate_refusal(self, scope, headers) -> JSONResponse | None:
+        """The API key and the per-client rate, where the settings ask for them."""
         key = self.settings.api_key
         if key is not None:
             given = headers.get(b"x-api-key") or headers.get(b"authorization", b"").removeprefix(b"Bearer ")
@@ -141,10 +148,6 @@ class Guard:
             if len(self.requests) > 10_000:  # forget quiet clients, so the table cannot grow without bound
                 self.requests = {c: t for c, t in self.requests.items() if t and now - t[-1] < 60}
         return None
-
-    async def _with_headers(self, response, scope, receive, send):
-        response.headers.update({k.decode(): v.decode() for k, v in SECURITY_HEADERS})
-        await response(scope, receive, send)
 
 
 def _host_name(host: bytes | None) -> str:
