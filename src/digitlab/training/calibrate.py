@@ -16,6 +16,7 @@ confidence weighted by how many answers fall in each; ``reliability`` gives the 
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -24,8 +25,8 @@ import torch.nn.functional as F
 
 from digitlab.training import checkpoint
 from digitlab.training.config import TrainConfig
-from digitlab.training.data import load_mnist, split_validation
 from digitlab.training.evaluate import infer
+from digitlab.training.loop import split_training_set
 
 BINS = 15
 
@@ -39,12 +40,8 @@ def held_out(meta: dict[str, Any], data_dir: str | os.PathLike | None = None):
     if fraction <= 0:
         raise ValueError("this model was trained on all of MNIST's training images, so none are left to calibrate "
                          "on: train it with --validation-split (e.g. 0.1) and calibrate that checkpoint")
-    cfg = TrainConfig(**{k: v for k, v in config.items() if k in TrainConfig.__dataclass_fields__})
-    images, labels = load_mnist("train", data_dir if data_dir is not None else cfg.data_dir)
-    if cfg.limit:
-        images, labels = images[:cfg.limit], labels[:cfg.limit]
-    _, val = split_validation(images, labels, cfg.validation_split, cfg.seed)
-    return val
+    cfg = TrainConfig.from_dict(config)
+    return split_training_set(cfg if data_dir is None else replace(cfg, data_dir=str(data_dir)))[1]
 
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:

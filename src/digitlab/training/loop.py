@@ -110,16 +110,22 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
 
 # --- the data --------------------------------------------------------------------------------------------------------
 
+def split_training_set(cfg: TrainConfig) -> tuple[Split, Split | None]:
+    """The images a run trains on and the validation split it holds out, from its config alone (limit, fraction,
+    seed): the same split every time, so calibrating a checkpoint later finds the very images it never trained on."""
+    images, labels = load_mnist("train", cfg.data_dir)
+    if cfg.limit:
+        images, labels = images[:cfg.limit], labels[:cfg.limit]
+    return split_validation(images, labels, cfg.validation_split, cfg.seed)
+
+
 def load_data(cfg: TrainConfig, device: torch.device, dry_run: bool = False) -> tuple[Split, Split | None,
                                                                                       torch.Tensor | None]:
     """(training split on ``device``, validation split or None, letters taught as "not a digit" or None).
 
     A dry run validates on 512 images only.
     """
-    images, labels = load_mnist("train", cfg.data_dir)
-    if cfg.limit:
-        images, labels = images[:cfg.limit], labels[:cfg.limit]
-    train_split, val_split = split_validation(images, labels, cfg.validation_split, cfg.seed)
+    train_split, val_split = split_training_set(cfg)
     if dry_run and val_split is not None:
         val_split = Split(val_split.images[:512], val_split.labels[:512])
     train_split = Split(train_split.images.to(device), train_split.labels.to(device))
@@ -456,8 +462,8 @@ def _run(cfg: TrainConfig, out_dir: Path, resume: bool, dry_run: bool, command: 
     device = resolve_device(cfg.device, world.local_rank)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    elif torch.get_num_threads() > available_cpus():  # PyTorch counts the host's cores, not this process's share
-        torch.set_num_threads(available_cpus())
+    else:  # PyTorch counts the host's cores, not this process's share of them
+        torch.set_num_threads(min(torch.get_num_threads(), available_cpus()))
     torch.manual_seed(cfg.seed)
     train_split, val_split, nondigits = load_data(cfg, device, dry_run)
     steps = steps_per_epoch(len(train_split), cfg.batch_size, world)
