@@ -185,7 +185,8 @@ def load(path: str | os.PathLike | None = None, device: str | torch.device = "cp
 def update_metadata(path: str | os.PathLike, changes: dict[str, Any]) -> dict[str, Any]:
     """Merge ``changes`` into a checkpoint's metadata, rewriting the file atomically; the weights are untouched."""
     tensors, meta = read(path)
-    meta = meta | changes | {"weights_sha256": weights_digest(tensors)}
+    # read() has checked a recorded digest against these very tensors; a file from before digests gets one
+    meta = meta | changes | {"weights_sha256": meta.get("weights_sha256") or weights_digest(tensors)}
     header = {"digitlab": json.dumps(meta)}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header))
     return meta
