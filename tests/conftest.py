@@ -96,3 +96,60 @@ def served_onnx(served_checkpoint, mnist_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("onnx") / "model.onnx"
     export_onnx(served_checkpoint, out, check_images=500, data_dir=mnist_dir)
     return out
+
+
+# --- people's own labelled images -------------------------------------------------------------------------------------
+
+def write_digit(path: Path, image, scale: int = 4) -> Path:
+    """A 28x28 MNIST digit saved as a person's file: enlarged, dark ink on white paper (PNG or JPEG by suffix)."""
+    import numpy as np
+    from PIL import Image
+
+    pixels = 255 - np.asarray(image, dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).resize((28 * scale, 28 * scale), Image.BILINEAR).save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def labelled_folders(tmp_path_factory, test_split):
+    """Small labelled folders in each layout, each with the troubles people's folders have: a broken file, a blank
+    page, a name that says two digits, a file outside any class. Returns {layout: folder} and the digits used."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    images, labels = test_split
+    chosen = [int(np.nonzero(labels.numpy() == digit)[0][k]) for digit in range(10) for k in range(3)]
+    root = tmp_path_factory.mktemp("labelled")
+    blank = Image.new("L", (100, 100), 255)
+
+    classes = root / "classes"
+    for n, index in enumerate(chosen):
+        digit = int(labels[index])
+        write_digit(classes / str(digit) / f"d{n:02d}.png", images[index])
+        (classes / str(digit) / f"d{n:02d}.json").write_text(json.dumps({"label": digit}))  # a sidecar: ignored
+    (classes / "3" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    blank.save(classes / "4" / "blank.png")
+    blank.save(classes / "stray.png")
+    (classes / "misc").mkdir()
+    blank.save(classes / "misc" / "other.png")
+
+    names = root / "names"
+    for n, index in enumerate(chosen):
+        digit = int(labels[index])
+        pattern = ("{d}_scan{n:02d}", "scan{n:02d}_{d}", "scan-{n:02d}-{d}")[n % 3]
+        write_digit(names / (pattern.format(d=digit, n=n) + ".png"), images[index])
+    write_digit(names / "3_seven_7.png", images[chosen[0]])
+    write_digit(names / "img_0042.png", images[chosen[0]])
+    (names / "notes.txt").write_text("not an image")
+
+    table = root / "table"
+    rows = ["path,label"]
+    for n, index in enumerate(chosen):
+        write_digit(table / "img" / f"{n:03d}.png", images[index])
+        rows.append(f"img/{n:03d}.png,{int(labels[index])}")
+    rows += ["img/missing.png,3", "img/other.png,seven", "img/001.png,4,extra", "img/002.png,2"]
+    (table / "labels.csv").write_text("\n".join(rows) + "\n")
+    return {"class folders": classes, "file names": names, "csv": table}, labels[chosen].numpy()

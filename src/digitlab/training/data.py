@@ -48,9 +48,14 @@ MNIST_MEAN = 0.1307
 MNIST_STD = 0.3081
 
 
-def default_cache_dir() -> Path:
+def cache_root() -> Path:
+    """The per-user folder digitlab keeps what it can make again in ($XDG_CACHE_HOME/digitlab, ~/.cache/digitlab)."""
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "digitlab" / "mnist"
+    return Path(base) / "digitlab"
+
+
+def default_cache_dir() -> Path:
+    return cache_root() / "mnist"
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> tuple[Path, bool]:
