@@ -1,6 +1,7 @@
 """The ``digitlab`` command: one module per job, each adding its subcommands to the one parser built here.
 
-    cli/train.py     train, eval, export, models, summary, recipes   (need PyTorch: ``digitlab[train]``)
+    cli/train.py     train, eval, finetune, calibrate, export,       (need PyTorch: ``digitlab[train]``)
+                     models, summary, recipes
     cli/predict.py   predict                                         (torch-free: ONNX, or PyTorch when installed)
     cli/serve.py     serve                                           (``digitlab[serve]``)
     cli/data.py      export-samples
@@ -30,8 +31,9 @@ EXTRAS = {
     "swagger_ui_bundle": ("swagger-ui-bundle", "serve"),
 }
 # How the message names the job that needed it.
-JOBS = {"train": "training", "eval": "evaluating a checkpoint", "export": "exporting to ONNX",
-        "models": "listing the networks", "summary": "building a network", "recipes": "listing the recipes",
+JOBS = {"train": "training", "eval": "evaluating a checkpoint", "finetune": "fine-tuning",
+        "export": "exporting to ONNX", "models": "listing the networks", "summary": "building a network",
+        "recipes": "listing the recipes",
         "predict": "running a .safetensors checkpoint", "serve": "serving", "export-samples": "reading MNIST"}
 
 

@@ -93,6 +93,10 @@ def add_train_parsers(subparsers) -> None:
                    "(key 'test', or 'test_tta' with --tta)")
     p.set_defaults(handler=cmd_eval)
 
+    p = subparsers.add_parser("finetune", help="fine-tune a model on your own labelled images mixed with MNIST; "
+                              "writes a new checkpoint and its ONNX export", fill=_finetune_options)
+    p.set_defaults(handler=cmd_finetune)
+
     p = subparsers.add_parser("calibrate", help="fit a checkpoint's confidence temperature on the validation split "
                               "its training held out, and record it in the checkpoint")
     p.add_argument("checkpoint", help="a .safetensors checkpoint trained with --validation-split; its metadata is "
@@ -154,6 +158,53 @@ def _train_options(p) -> None:
 def field_help(field) -> str | None:
     """The help text of a TrainConfig field: its own metadata, else FIELD_HELP."""
     return field.metadata.get("help") or FIELD_HELP.get(field.name)
+
+
+def _finetune_options(p) -> None:
+    """The base model, the data, where to write, and one option per FinetuneConfig field."""
+    from dataclasses import fields
+    from typing import get_type_hints
+
+    from digitlab.training.finetune import FinetuneConfig
+
+    p.add_argument("checkpoint", nargs="?", help="the model to start from (default: the bundled model)")
+    p.add_argument("--data", metavar="DIR", required=True, help=DATA_HELP)
+    p.add_argument("--out", metavar="DIR", default="runs/finetune", help="where model.safetensors and model.onnx "
+                   "are written (default: %(default)s)")
+    hints = get_type_hints(FinetuneConfig)
+    for field in fields(FinetuneConfig):
+        p.add_argument("--" + field.name.replace("_", "-"), type=hints[field.name], default=field.default,
+                       metavar=METAVARS.get(field.name), help=field.metadata["help"] + " (default: %(default)s)")
+    p.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
+    p.add_argument("--overwrite", action="store_true", help="replace the model already in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def cmd_finetune(args) -> int:
+    from dataclasses import fields
+
+    from digitlab.training.finetune import FinetuneConfig, finetune
+    from digitlab.training.folders import skipped_report
+
+    config = FinetuneConfig(**{f.name: getattr(args, f.name) for f in fields(FinetuneConfig)})
+    result = finetune(args.data, args.out, args.checkpoint, config, data_dir=args.data_dir,
+                      overwrite=args.overwrite, quiet=args.quiet, command=_command_line())
+    report = skipped_report(result.skipped, total=len(result.data) + len(result.data.skipped))
+    if report:
+        print(report, file=sys.stderr)
+    scores = result.metrics
+    print(f"wrote {result.out_dir / 'model.safetensors'} and {result.out_dir / 'model.onnx'} "
+          f"({result.seconds:.0f} s)")
+    for name, what in (("val", "your held-out images"), ("mnist_val", "MNIST digits neither model trained on")):
+        if f"before_{name}_accuracy" in scores:
+            print(f"{what}: {scores[f'before_{name}_accuracy']:.2%} -> {scores[f'after_{name}_accuracy']:.2%}")
+    if result.calibration:
+        print(f"confidence temperature refitted: {result.calibration['temperature']:.4f} "
+              f"({result.calibration['fitted_on']})")
+    else:
+        print("confidence: not calibrated (nothing held out, or no mistake to fit a temperature on): the model is "
+              "read at the uncalibrated threshold")
+    return 0
 
 
 def _export_options(p) -> None:

@@ -115,14 +115,20 @@ def calibrate(path: str | os.PathLike, data_dir: str | os.PathLike | None = None
     val = held_out(meta, data_dir)
     with torch.no_grad():
         logits = infer(model, val.images)
-    classes = [str(c) for c in meta["classes"]]
-    targets = torch.tensor([classes.index(str(int(label))) for label in val.labels])
+    entry = calibration_entry(logits, val.labels, [str(c) for c in meta["classes"]],
+                              f"validation split ({len(val)} MNIST training images the model did not train on)")
+    checkpoint.update_metadata(path, {"calibration": entry})
+    return entry
+
+
+def calibration_entry(logits: torch.Tensor, digits: torch.Tensor, classes: list[str], fitted_on: str) -> dict:
+    """Fit the temperature on held-out ``logits`` of images of the given ``digits`` (0-9) and describe it as a
+    checkpoint's ``calibration`` entry: the temperature, what it was fitted on, log loss and ECE before and after."""
+    targets = torch.tensor([classes.index(str(int(digit))) for digit in digits])
     temperature = fit_temperature(logits, targets)
-    entry = {"temperature": round(temperature, 6), "fitted_on": f"validation split ({len(targets)} MNIST training "
-             "images the model did not train on)", "count": len(targets)}
+    entry = {"temperature": round(temperature, 6), "fitted_on": fitted_on, "count": len(targets)}
     for name, t in (("before", 1.0), ("after", temperature)):
         confidence, best = digit_confidence(logits, classes, t)
         entry[f"nll_{name}"] = round(float(F.cross_entropy(logits.double() / t, targets)), 6)
-        entry[f"ece_{name}"] = round(calibration_error(confidence, best == val.labels.numpy()), 6)
-    checkpoint.update_metadata(path, {"calibration": entry})
+        entry[f"ece_{name}"] = round(calibration_error(confidence, best == digits.numpy()), 6)
     return entry

@@ -222,9 +222,14 @@ class TrainState:
         return self.ema.module if self.ema is not None else self.model
 
 
-def build_state(cfg: TrainConfig, device: torch.device, steps: int, world: Distributed = Distributed()) -> TrainState:
-    """A fresh network (given the run's data configuration), its optimiser, schedule and EMA, on ``device``."""
-    model = attach_data_config(create_model(cfg.model, **cfg.model_kwargs), cfg.data_config()).to(device)
+def build_state(cfg: TrainConfig, device: torch.device, steps: int, world: Distributed = Distributed(),
+                weights: dict[str, torch.Tensor] | None = None) -> TrainState:
+    """A network (given the run's data configuration), its optimiser, schedule and EMA, on ``device``: fresh, or
+    starting from ``weights`` (fine-tuning), loaded before the EMA copies them."""
+    model = attach_data_config(create_model(cfg.model, **cfg.model_kwargs), cfg.data_config())
+    if weights is not None:
+        model.load_state_dict(weights)
+    model = model.to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(cfg, model)

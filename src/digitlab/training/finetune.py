@@ -1,0 +1,237 @@
+"""Fine-tuning a trained model on people's own labelled images, mixed with MNIST so that it keeps what it knew.
+
+    digitlab finetune --data my_digits/ --out runs/mine          # from the bundled model
+    digitlab finetune runs/default/model.safetensors --data my_digits/ --mnist-ratio 2
+
+The steps, in the order the data flows:
+
+    load the base checkpoint and the user's folder (``folders.load_folder``: the images prediction would see)
+    hold out ``validation_split`` of the user's images (``data.split_validation``, seeded)
+    each epoch: the user's other images plus ``mnist_ratio`` times as many MNIST training images, drawn afresh from
+                the part of MNIST the base trained on, go through ``loop.train_one_epoch`` - the training loop's
+                own step, with the base recipe's augmentation, label smoothing and letters for "not a digit"
+    score the user's held-out images and MNIST's held-out digits before and after (``loop.validate``)
+    fit the confidence temperature again (``calibrate.calibration_entry``): on the user's held-out images together
+                with the base's held-out MNIST digits, since the model will read both
+    write model.safetensors (self-describing; ``finetune`` in its metadata names the base model and the data
+                folder's checksum and size) and its ONNX export model.onnx
+
+The checkpoint keeps the base's training ``config``: MNIST's validation split that it names is still unseen, so
+`digitlab calibrate` on the result fits on digits neither model learnt from. The defaults were chosen by measurement
+(docs/own_digits.md).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from digitlab.threads import available_cpus
+from digitlab.training import checkpoint
+from digitlab.training.config import TrainConfig
+from digitlab.training.data import Split, split_validation
+from digitlab.training.folders import LabelledImages, Skipped, for_model, load_folder
+from digitlab.training.loop import (build_state, epoch_seed, resolve_device, split_training_set, steps_per_epoch,
+                                    train_one_epoch, validate)
+
+OUT_FILES = ("model.safetensors", "model.onnx")
+LETTERS = 2_000                   # letters drawn once for "not a digit": enough for a few short epochs
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass
+class FinetuneConfig:
+    """The settings of a fine-tuning run; `digitlab finetune` has one option per field."""
+
+    epochs: int = field(default=5, metadata=_help("passes over the user's images"))
+    learning_rate: float = field(default=1e-3, metadata=_help("peak learning rate of the one-cycle schedule"))
+    mnist_ratio: float = field(default=1.0, metadata=_help("MNIST training images mixed into each epoch per user "
+                                                           "image (0: the user's images alone)"))
+    validation_split: float = field(default=0.2, metadata=_help("fraction of the user's images held out to score "
+                                                                "and calibrate on"))
+    batch_size: int = field(default=64, metadata=_help("images per optimiser step"))
+    seed: int = field(default=0, metadata=_help("random seed"))
+    device: str = field(default="auto", metadata=_help("auto, cpu, cuda, cuda:N or mps"))
+    threads: int = field(default=0, metadata=_help("CPU threads; 0: PyTorch's choice"))
+
+    def __post_init__(self) -> None:
+        if not self.epochs >= 1 or not self.batch_size >= 1:
+            raise ValueError("epochs and batch_size must be at least 1")
+        if not 0 < self.learning_rate < float("inf"):
+            raise ValueError(f"learning_rate must be a positive number, not {self.learning_rate}")
+        if not 0 <= self.mnist_ratio <= 100:
+            raise ValueError(f"mnist_ratio must be between 0 and 100, not {self.mnist_ratio}")
+        if not 0 <= self.validation_split < 1:
+            raise ValueError(f"validation_split must be in [0, 1), not {self.validation_split}")
+        if not self.threads >= 0:
+            raise ValueError(f"threads must be 0 or more, not {self.threads}")
+
+
+@dataclass
+class FinetuneResult:
+    model: torch.nn.Module
+    out_dir: Path
+    metrics: dict[str, float]            # before_ and after_ scores on the held-out images
+    history: list[dict[str, float]]
+    calibration: dict[str, Any] | None
+    skipped: list[Skipped]               # files left out: unreadable, refused, bad label, or no output for the label
+    data: LabelledImages
+    seconds: float
+
+
+def check_out_dir(out_dir: Path, overwrite: bool) -> None:
+    """Refuse to replace a fine-tuned model unasked."""
+    there = [name for name in OUT_FILES if (out_dir / name).exists()]
+    if there and not overwrite:
+        raise ValueError(f"{out_dir} already holds {' and '.join(there)}: replace them with --overwrite (or choose "
+                         f"another --out)")
+
+
+def base_config(meta: dict[str, Any], data_dir: str | None) -> TrainConfig:
+    """The base model's recorded training config (its recipe, and the MNIST split it held out); a checkpoint that
+    records none is taken as trained on all of MNIST with its network's defaults."""
+    recorded = meta.get("config")
+    if recorded:
+        cfg = TrainConfig.from_dict(recorded)
+    else:
+        cfg = TrainConfig(model=meta["arch"], model_kwargs=dict(meta.get("arch_kwargs") or {}), validation_split=0.0)
+    return replace(cfg, data_dir=data_dir) if data_dir is not None else cfg
+
+
+def finetune(data_path: str | os.PathLike, out_dir: str | os.PathLike, base: str | os.PathLike | None = None,
+             config: FinetuneConfig = FinetuneConfig(), data_dir: str | None = None, overwrite: bool = False,
+             export: bool = True, quiet: bool = False, command: str | None = None,
+             check_images: int | None = None) -> FinetuneResult:
+    """Fine-tune ``base`` (None: the bundled model) on the labelled images at ``data_path`` and write the result.
+
+    ``data_dir`` is MNIST's folder. ``export`` writes the ONNX file beside the checkpoint (checked against PyTorch
+    on ``check_images`` MNIST test images, the exporter's default when None).
+    """
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    check_out_dir(out_dir, overwrite)
+    say = (lambda *_: None) if quiet else (lambda text: print(text, file=sys.stderr))
+    base_path = checkpoint.BUNDLED if base is None else Path(base)
+    base_model, meta = checkpoint.load(base_path)
+    classes = [str(c) for c in meta["classes"]]
+
+    data = load_folder(data_path)
+    images, targets, paths, dropped = for_model(data, classes)
+    if len(images) < 2:
+        raise ValueError(f"{data_path}: {len(images)} usable labelled image(s) ({len(data.skipped) + len(dropped)} "
+                         f"skipped); fine-tuning needs at least a few per digit")
+    user_train, user_val = split_validation(torch.from_numpy(images), torch.from_numpy(targets),
+                                            config.validation_split, config.seed)
+    cfg = replace(base_config(meta, data_dir), epochs=config.epochs, learning_rate=config.learning_rate,
+                  batch_size=config.batch_size, schedule="onecycle", ema_decay=0.0, early_stopping=0,
+                  device=config.device, threads=config.threads, seed=config.seed)
+    device = resolve_device(cfg.device)
+    torch.set_num_threads(cfg.threads or min(torch.get_num_threads(), available_cpus()))
+    mnist_train, mnist_val = split_training_set(base_config(meta, data_dir)) if config.mnist_ratio else (None, None)
+    if mnist_val is None and config.mnist_ratio == 0:
+        mnist_val = _held_out_mnist(meta, data_dir)
+    say(f"fine-tuning {base_path.name} on {len(user_train)} of your images ({data.layout}), "
+        f"{len(user_val) if user_val else 0} held out, with {config.mnist_ratio:g} MNIST image(s) per image")
+
+    mix = round(config.mnist_ratio * len(user_train))
+    steps = steps_per_epoch(len(user_train) + mix, cfg.batch_size)
+    state = build_state(cfg, device, steps, weights=base_model.state_dict())
+    nondigits = None
+    if cfg.not_a_digit:
+        from digitlab.training.nondigits import letters_in_mnist_form
+
+        nondigits = torch.from_numpy(letters_in_mnist_form(LETTERS, seed=cfg.seed)).to(device)
+
+    metrics = _scores("before", base_model.to(device), user_val, mnist_val)
+    history = []
+    for epoch in range(1, cfg.epochs + 1):
+        split = user_train
+        if mix:
+            picked = torch.randint(len(mnist_train), (mix,), generator=torch.Generator().manual_seed(
+                epoch_seed(cfg.seed, epoch)))
+            split = Split(torch.cat([user_train.images, mnist_train.images[picked]]),
+                          torch.cat([user_train.labels, mnist_train.labels[picked]]))
+        split = Split(split.images.to(device), split.labels.to(device))
+        row = {"epoch": epoch} | train_one_epoch(cfg, state, split, epoch, nondigits=nondigits)
+        if user_val is not None:
+            row |= validate(state.eval_model, Split(user_val.images.to(device), user_val.labels.to(device)))
+        history.append(row)
+        say(f"epoch {epoch}/{cfg.epochs}: loss {row['train_loss']:.4f}"
+            + (f", your held-out images {row['val_accuracy']:.2%}" if "val_accuracy" in row else ""))
+    model = state.eval_model.eval()
+    metrics |= _scores("after", model, user_val, mnist_val)
+    calibration = _calibrate(model, classes, user_val, mnist_val)
+
+    record = {
+        "config": base_config(meta, None).as_record(),
+        "command": command,
+        "metrics": {k.removeprefix("after_"): v for k, v in metrics.items() if k.startswith("after_")},
+        "finetune": {
+            "base": {"file": base_path.name, "arch": meta["arch"], "weights_sha256": meta.get("weights_sha256"),
+                     "metrics": meta.get("metrics")},
+            "data": data.summary() | {"used": len(images), "trained_on": len(user_train),
+                                      "held_out": len(user_val) if user_val else 0},
+            "settings": asdict(config), "mnist_images_per_epoch": mix, "scores": metrics, "history": history,
+        },
+    }
+    if calibration is not None:
+        record["calibration"] = calibration
+    model = model.to("cpu")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint.save(out_dir / "model.safetensors", model, {k: v for k, v in record.items() if v is not None})
+    if export:
+        from digitlab.training.export import export_onnx
+
+        extra = {} if check_images is None else {"check_images": check_images}
+        export_onnx(out_dir / "model.safetensors", out_dir / "model.onnx", data_dir=data_dir, **extra)
+    return FinetuneResult(model, out_dir, metrics, history, calibration, data.skipped + dropped, data,
+                          time.perf_counter() - started)
+
+
+def _held_out_mnist(meta: dict[str, Any], data_dir: str | None) -> Split | None:
+    """The MNIST digits the base model held out, or None when it trained on all of them."""
+    cfg = base_config(meta, data_dir)
+    return split_training_set(cfg)[1] if cfg.validation_split else None
+
+
+def _scores(when: str, model: torch.nn.Module, user_val: Split | None, mnist_val: Split | None) -> dict[str, float]:
+    """Accuracy (and loss) on the user's held-out images and MNIST's held-out digits, named ``when``_..."""
+    device = next(model.parameters()).device
+    scores = {}
+    for name, split in (("val", user_val), ("mnist_val", mnist_val)):
+        if split is not None and len(split):
+            found = validate(model, Split(split.images.to(device), split.labels.to(device)))
+            scores[f"{when}_{name}_accuracy"] = round(found["val_accuracy"], 6)
+            scores[f"{when}_{name}_loss"] = round(found["val_loss"], 6)
+    return scores
+
+
+def _calibrate(model: torch.nn.Module, classes: list[str], user_val: Split | None,
+               mnist_val: Split | None) -> dict[str, Any] | None:
+    """The temperature fitted on the held-out digits (the user's and MNIST's), or None when there are none, or when
+    the model reads every one of them right (then no temperature is best: it would shrink without end)."""
+    from digitlab.training.calibrate import calibration_entry
+    from digitlab.training.evaluate import infer
+
+    parts, named = [], []
+    for split, name in ((user_val, "of the user's held-out images"), (mnist_val, "held-out MNIST digits")):
+        if split is not None and len(split):
+            digits = split.labels < 10
+            parts.append(Split(split.images[digits], split.labels[digits]))
+            named.append(f"{len(parts[-1])} {name}")
+    if not parts:
+        return None
+    images, digits = torch.cat([p.images for p in parts]), torch.cat([p.labels for p in parts])
+    logits = infer(model, images)
+    if bool((logits.argmax(1) == digits).all()):
+        return None
+    return calibration_entry(logits, digits, classes, f"after fine-tuning: {' and '.join(named)}")
