@@ -51,6 +51,8 @@ FIELD_HELP = {
     "threads": "CPU threads; 0: PyTorch's choice",
     "channels_last": "run convolutions channels-last (faster on CPU)",
     "data_dir": "folder with the four MNIST files ($DIGITLAB_DATA, then ~/.cache/digitlab/mnist, when unset)",
+    "data": "what to train on, repeatable: 'mnist' and/or folders of your own labelled images ({data_help}); "
+            "--data DIR alone trains on DIR only",
 }
 DATA_HELP = ("a folder of class folders 0-9 (and not_a_digit), of files whose names carry the label (3_x.png), or "
              "a path,label CSV; read as `predict` reads images")
@@ -147,6 +149,8 @@ def _train_options(p) -> None:
         else:
             p.add_argument(option, type=kind, choices=choices.get(field.name), metavar=METAVARS.get(field.name),
                            help=help_text)
+    p.add_argument("--data", action="append", metavar="DIR|mnist",
+                   help=FIELD_HELP["data"].format(data_help=DATA_HELP) + " (default: the recipe's: mnist)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: runs/RECIPE, or runs/MODEL with --model)")
     p.add_argument("--resume", action="store_true", help="continue from the last finished epoch in --out")
     p.add_argument("--overwrite", action="store_true", help="replace the model already in --out with a new run")
@@ -224,12 +228,14 @@ def _export_options(p) -> None:
 def cmd_train(args) -> int:
     from dataclasses import fields
 
-    from digitlab.training.config import DEFAULT_RECIPE, RECIPES, TrainConfig, recipe_config
+    from digitlab.training.config import DEFAULT_RECIPE, MNIST, RECIPES, TrainConfig, recipe_config
     from digitlab.errors import UsageError
     from digitlab.training.loop import check_out_dir, is_main_process, train
 
     # `--model cnn5x5_dense1000` alone means that tutorial's settings, not our network's
     recipe = args.recipe or (args.model if args.model in RECIPES else DEFAULT_RECIPE)
+    if args.data:  # folders are recorded whole, so calibrating or resuming from elsewhere finds them
+        args.data = [d if d == MNIST else str(Path(d).expanduser().resolve()) for d in args.data]
     cfg = recipe_config(recipe, **{f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)})
     if args.resume and args.overwrite:
         raise UsageError("digitlab train: error: --resume continues the run in --out, --overwrite replaces it: "
@@ -242,6 +248,8 @@ def cmd_train(args) -> int:
         out_dir = temporary or args.out or f"runs/{recipe if args.model is None else cfg.model}"
         check_out_dir(Path(out_dir), args.resume, args.overwrite)  # before anything is printed: one line
         speak = is_main_process()  # under torchrun only rank 0 talks
+        if speak:
+            report_folders(cfg)
         if speak:
             print(f"training {cfg.model} (recipe {recipe}) -> {'a temporary folder' if scratch else out_dir}",
                   file=sys.stderr)
@@ -259,6 +267,25 @@ def cmd_train(args) -> int:
     return 0
 
 
+def report_folders(cfg) -> None:
+    """Read the run's labelled folders once before training (filling their cache) and say, on stderr, what each
+    holds and which files are left out; a folder with nothing usable is an error before the run starts."""
+    from digitlab.training.config import MNIST
+    from digitlab.training.folders import for_model, load_folder, skipped_report
+
+    for source in cfg.data:
+        if source == MNIST:
+            continue
+        data = load_folder(source)
+        images, _, _, dropped = for_model(data, cfg.data_config().classes)
+        print(f"{source}: {len(images)} labelled images ({data.layout})", file=sys.stderr)
+        report = skipped_report(data.skipped + dropped, total=len(data) + len(data.skipped))
+        if report:
+            print(report, file=sys.stderr)
+        if not len(images):
+            raise ValueError(f"{source}: no usable labelled images to train on")
+
+
 def accuracy_line(metrics: dict) -> str:
     """How good the saved model is, saying on what it was measured."""
     if "val_accuracy" in metrics:
@@ -266,7 +293,7 @@ def accuracy_line(metrics: dict) -> str:
     if "test_accuracy" in metrics:
         return (f"test accuracy {metrics['test_accuracy']:.2%} (on {metrics['test_images']:,} MNIST test images; "
                 f"no validation split was held out)")
-    return "accuracy: not measured"
+    return "accuracy: not measured (nothing was held out: --validation-split 0.2 holds out a fifth to measure on)"
 
 
 def cmd_eval(args) -> int:

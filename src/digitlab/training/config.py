@@ -24,6 +24,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "step", "onecycle", "plateau")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
+MNIST = "mnist"      # in TrainConfig.data: MNIST's training images; anything else names a labelled image folder
 
 
 @dataclass
@@ -55,6 +56,7 @@ class TrainConfig:
     threads: int = 0               # CPU threads; 0 leaves PyTorch's choice
     channels_last: bool = True
     data_dir: str | None = None
+    data: list[str] = field(default_factory=lambda: [MNIST])  # what to train on: "mnist" and/or labelled folders
 
     def __post_init__(self) -> None:
         if isinstance(self.augment_config, dict):
@@ -92,6 +94,10 @@ class TrainConfig:
             raise ValueError("onecycle_warmup must be in (0, 1)")
         if not 0 < self.plateau_factor < 1:
             raise ValueError("plateau_factor must be in (0, 1)")
+        if (isinstance(self.data, str) or not self.data or not all(isinstance(d, str) and d for d in self.data)
+                or self.data.count(MNIST) > 1):
+            raise ValueError(f"data must list 'mnist' (at most once) and/or labelled image folders, not {self.data!r}")
+        self.data = list(self.data)
         classes = len(self.data_config().classes)
         if self.not_a_digit and self.model_kwargs.get("classes") != classes:
             raise ValueError(f"not_a_digit needs a network with an 11th output: model_kwargs classes={classes}")

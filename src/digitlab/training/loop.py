@@ -42,7 +42,7 @@ from digitlab.labels import NOT_A_DIGIT
 from digitlab.threads import available_cpus
 from digitlab.training import checkpoint
 from digitlab.training.augment import random_affine
-from digitlab.training.config import TrainConfig
+from digitlab.training.config import MNIST, TrainConfig
 from digitlab.training.data import (DataConfig, Split, attach_data_config, data_config_of, load_mnist,
                                     split_validation)
 from digitlab.training.evaluate import infer
@@ -110,12 +110,32 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
 
 # --- the data --------------------------------------------------------------------------------------------------------
 
+def training_images(cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every image the run's ``data`` names, in order: MNIST's training set (its first ``limit`` images when a limit
+    is set) and the usable images of each labelled folder (``folders``), labelled by the run's class list."""
+    images, labels = [], []
+    for source in cfg.data:
+        if source == MNIST:
+            found = load_mnist("train", cfg.data_dir)
+            if cfg.limit:
+                found = found[0][:cfg.limit], found[1][:cfg.limit]
+        else:
+            from digitlab.training.folders import for_model, load_folder
+
+            usable = for_model(load_folder(source), cfg.data_config().classes)
+            found = torch.from_numpy(usable[0]), torch.from_numpy(usable[1])
+        images.append(found[0])
+        labels.append(found[1])
+    return torch.cat(images), torch.cat(labels)
+
+
 def split_training_set(cfg: TrainConfig) -> tuple[Split, Split | None]:
-    """The images a run trains on and the validation split it holds out, from its config alone (limit, fraction,
-    seed): the same split every time, so calibrating a checkpoint later finds the very images it never trained on."""
-    images, labels = load_mnist("train", cfg.data_dir)
-    if cfg.limit:
-        images, labels = images[:cfg.limit], labels[:cfg.limit]
+    """The images a run trains on and the validation split it holds out, from its config alone (data, limit,
+    fraction, seed): the same split every time, so calibrating a checkpoint later finds the very images it never
+    trained on (as long as its folders hold the same files: the checkpoint records their checksum)."""
+    images, labels = training_images(cfg)
+    if not len(labels):
+        raise ValueError(f"no usable training images in {', '.join(cfg.data)}")
     return split_validation(images, labels, cfg.validation_split, cfg.seed)
 
 
@@ -364,16 +384,26 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
-def _model_metadata(cfg: TrainConfig, row: dict[str, float], command: str | None) -> dict:
+def folder_summaries(cfg: TrainConfig) -> list[dict]:
+    """What a checkpoint records of each labelled folder the run trains on: its size, checksum and class counts."""
+    from digitlab.training.folders import load_folder
+
+    return [load_folder(source).summary() for source in cfg.data if source != MNIST]
+
+
+def _model_metadata(cfg: TrainConfig, row: dict[str, float], command: str | None,
+                    folders: list[dict] | None = None) -> dict:
     """What model.safetensors records about the run and the epoch its weights come from."""
     return {"config": cfg.as_record(), "epoch": row["epoch"], "command": command,
-            "metrics": {k: v for k, v in row.items() if k.startswith(("val_", "test_"))}}
+            "metrics": {k: v for k, v in row.items() if k.startswith(("val_", "test_"))}} | (
+        {"data_folders": folders} if folders else {})
 
 
 def save_epoch(out_dir: Path, cfg: TrainConfig, state: TrainState, history: list, best: dict,
-               best_weights: dict[str, torch.Tensor] | None, command: str | None) -> None:
+               best_weights: dict[str, torch.Tensor] | None, command: str | None,
+               folders: list[dict] | None = None) -> None:
     """Write the epoch's model, everything a resume needs (with the best weights so far) and the history."""
-    meta = _model_metadata(cfg, history[-1], command)
+    meta = _model_metadata(cfg, history[-1], command, folders)
     checkpoint.save(out_dir / "model.safetensors", state.eval_model, meta)
     opt_tensors, opt_meta = _flatten_optimizer(state.optimizer.state_dict())
     extra = dict(opt_tensors)
@@ -471,6 +501,7 @@ def _run(cfg: TrainConfig, out_dir: Path, resume: bool, dry_run: bool, command: 
         torch.set_num_threads(min(torch.get_num_threads(), available_cpus()))
     torch.manual_seed(cfg.seed)
     train_split, val_split, nondigits = load_data(cfg, device, dry_run)
+    folders = folder_summaries(cfg)
     steps = steps_per_epoch(len(train_split), cfg.batch_size, world)
     state = build_state(cfg, device, steps, world)
     steps_run = min(3, steps) if dry_run else steps
@@ -519,10 +550,11 @@ def _run(cfg: TrainConfig, out_dir: Path, resume: bool, dry_run: bool, command: 
             best = {"val_accuracy": row["val_accuracy"], "epoch": epoch}
             best_weights = copy.deepcopy(state.eval_model.state_dict())
         last = dry_run or len(history) == cfg.epochs or stop_early(cfg, history, best)
-        if last and val_split is None and world.is_main:  # nothing held out: the test set says how good it is
+        # Nothing held out: the MNIST test set says how good it is (when the run learnt MNIST's digits at all).
+        if last and val_split is None and world.is_main and MNIST in cfg.data:
             row |= measure_test_accuracy(state.eval_model, cfg, dry_run)
         if world.is_main:
-            save_epoch(out_dir, cfg, state, history, best, best_weights, command)
+            save_epoch(out_dir, cfg, state, history, best, best_weights, command, folders)
         if dry_run:
             break
     if stop_early(cfg, history, best) and not quiet:
@@ -535,5 +567,5 @@ def _run(cfg: TrainConfig, out_dir: Path, resume: bool, dry_run: bool, command: 
         model.load_state_dict(best_weights)
         saved = history[best["epoch"] - 1]
         if world.is_main:
-            checkpoint.save(out_dir / "model.safetensors", model, _model_metadata(cfg, saved, command))
+            checkpoint.save(out_dir / "model.safetensors", model, _model_metadata(cfg, saved, command, folders))
     return TrainResult(model.eval(), history, out_dir, _model_metadata(cfg, saved, command)["metrics"])

@@ -1,0 +1,140 @@
+"""A new writer's digits: how much `digitlab finetune` on a few of their labelled images helps read the rest, and what
+it costs on MNIST.
+
+The writers are scikit-learn's bundled digits (13 writers outside MNIST), each drawn as people hand digits in
+(``handwriting_render.CASES``, in turn). From one part of them (``handwriting.PARTS``: settings are chosen on
+``choose``, the table is reported on ``report``), ``--per-class`` labelled images of each digit go into a class
+folder, and the rest of that part is the test. For each count: accuracy on the rest before and after fine-tuning
+(read as `digitlab eval --data` reads a folder), MNIST test accuracy before and after, and the time `finetune` takes
+(training, and the ONNX export apart). Results: docs/own_digits.md.
+
+    python benchmarks/new_writer.py                                   # 10 and 50 per class, report part
+    python benchmarks/new_writer.py --part choose --mnist-ratio 1 3 --learning-rate 3e-4 1e-3    # a sweep
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from machine import StolenTime, hardware, versions
+
+
+def write_folder(folder: Path, digits: np.ndarray, labels: np.ndarray, seed: int) -> None:
+    """Each digit drawn as a person's file (the cases in turn) into folder/<label>/."""
+    from digitlab.training.handwriting_render import CASES, draw
+
+    rng = np.random.default_rng(seed)
+    for index, (digit, label) in enumerate(zip(digits, labels)):
+        data = draw(digit, CASES[index % len(CASES)], rng)
+        suffix = "jpg" if data[:2] == b"\xff\xd8" else "png"
+        path = folder / str(int(label)) / f"{index:04d}.{suffix}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+
+def labelled_and_rest(part: str, per_class: int, seed: int):
+    """(images, labels) of ``per_class`` digits of each class picked at random from the part, and of the rest."""
+    from digitlab.training.handwriting import load_source
+
+    images, labels = load_source("sklearn", part)
+    rng = np.random.default_rng([seed, per_class])
+    picked = np.concatenate([rng.permutation(np.nonzero(labels == d)[0])[:per_class] for d in range(10)])
+    rest = np.setdiff1d(np.arange(len(labels)), picked)
+    return (images[picked], labels[picked]), (images[rest], labels[rest])
+
+
+def scores(model_path, rest_folder: Path, mnist) -> dict:
+    """Accuracy on the writer's other digits (as `eval --data` reads them) and on the MNIST test set."""
+    import torch
+
+    from digitlab.training import checkpoint
+    from digitlab.training.calibrate import temperature_of
+    from digitlab.training.evaluate import evaluate, evaluate_folder
+    from digitlab.training.folders import load_folder
+
+    model, meta = checkpoint.load(model_path)
+    data = load_folder(rest_folder)
+    found = evaluate_folder(model, data, temperature=temperature_of(meta))
+    with torch.no_grad():
+        on_mnist = evaluate(model, *mnist)
+    return {"rest": 100 * found["accuracy"], "rest_images": found["count"], "rest_refused": len(data.skipped),
+            "mnist": 100 * on_mnist["accuracy"]}
+
+
+def main() -> int:
+    from digitlab.training.data import load_mnist
+    from digitlab.training.export import export_onnx
+    from digitlab.training.finetune import FinetuneConfig, finetune
+    from digitlab.training.handwriting import PARTS
+
+    defaults = FinetuneConfig()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--per-class", type=int, nargs="+", default=[10, 50], help="labelled images per digit")
+    parser.add_argument("--part", choices=PARTS, default="report", help="choose settings on 'choose' (default report)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", help="the base checkpoint (default: the bundled model)")
+    parser.add_argument("--mnist-ratio", type=float, nargs="+", default=[defaults.mnist_ratio])
+    parser.add_argument("--learning-rate", type=float, nargs="+", default=[defaults.learning_rate])
+    parser.add_argument("--epochs", type=int, nargs="+", default=[defaults.epochs])
+    parser.add_argument("--no-export", action="store_true", help="leave out the ONNX export (for sweeps)")
+    parser.add_argument("--json", action="store_true", help="one JSON object instead of the table")
+    args = parser.parse_args()
+
+    mnist = load_mnist("test")
+    load_before = os.getloadavg()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="digitlab-new-writer-") as scratch, StolenTime() as stolen:
+        scratch = Path(scratch)
+        for per_class in args.per_class:
+            (digits, labels), (rest, rest_labels) = labelled_and_rest(args.part, per_class, args.seed)
+            labelled, others = scratch / f"labelled{per_class}", scratch / f"rest{per_class}"
+            write_folder(labelled, digits, labels, args.seed)
+            write_folder(others, rest, rest_labels, args.seed + 1)
+            before = scores(args.model, others, mnist)
+            for ratio, rate, epochs in itertools.product(args.mnist_ratio, args.learning_rate, args.epochs):
+                config = FinetuneConfig(mnist_ratio=ratio, learning_rate=rate, epochs=epochs, seed=args.seed)
+                out = scratch / f"tuned{per_class}-{ratio}-{rate}-{epochs}"
+                result = finetune(labelled, out, args.model, config, export=False, quiet=True)
+                trained = result.seconds
+                start = time.perf_counter()
+                if not args.no_export:
+                    export_onnx(out / "model.safetensors", out / "model.onnx")
+                exported = time.perf_counter() - start
+                after = scores(out / "model.safetensors", others, mnist)
+                gap_goal = before["rest"] + (100 - before["rest"]) / 2
+                rows.append({"per_class": per_class, "labelled": len(labels), "mnist_ratio": ratio,
+                             "learning_rate": rate, "epochs": epochs, "before": before, "after": after,
+                             "goal_rest": gap_goal, "finetune_seconds": round(trained, 1),
+                             "export_seconds": round(exported, 1), "load_average": os.getloadavg()[0],
+                             "skipped": len(result.skipped)})
+                print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    if args.json:
+        print(json.dumps({"rows": rows, "part": args.part, "seed": args.seed, "hardware": hardware(),
+                          "versions": versions(), "stolen": stolen.fraction}))
+        return 0
+    print(f"part {args.part}, seed {args.seed}; load average {load_before[0]:.1f} at the start; {hardware()}; "
+          f"{versions()}; {stolen}\n")
+    print("| labelled per digit | MNIST per image | rate | epochs | new writer before | after | goal | MNIST test "
+          "before | after | finetune | + ONNX export | load |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        met = "met" if r["after"]["rest"] >= r["goal_rest"] else "missed"
+        print(f"| {r['per_class']} ({r['labelled']} images) | {r['mnist_ratio']:g} | {r['learning_rate']:g} | "
+              f"{r['epochs']} | {r['before']['rest']:.2f} % ({r['before']['rest_images']}) | "
+              f"**{r['after']['rest']:.2f} %** | {r['goal_rest']:.2f} % ({met}) | {r['before']['mnist']:.2f} % | "
+              f"**{r['after']['mnist']:.2f} %** ({r['after']['mnist'] - r['before']['mnist']:+.2f}) | "
+              f"{r['finetune_seconds']:.1f} s | {r['export_seconds']:.1f} s | {r['load_average']:.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
