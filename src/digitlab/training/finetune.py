@@ -42,6 +42,7 @@ from digitlab.training.loop import (build_state, epoch_seed, resolve_device, spl
 
 OUT_FILES = ("model.safetensors", "model.onnx")
 LETTERS = 2_000                   # letters drawn once for "not a digit": enough for a few short epochs
+MIN_ONECYCLE_STEPS = 8            # fewer optimiser steps in all: a constant rate instead of a one-cycle schedule
 
 
 def _help(text: str) -> dict[str, str]:
@@ -131,9 +132,14 @@ def finetune(data_path: str | os.PathLike, out_dir: str | os.PathLike, base: str
                          f"skipped); fine-tuning needs at least a few per digit")
     user_train, user_val = split_validation(torch.from_numpy(images), torch.from_numpy(targets),
                                             config.validation_split, config.seed)
+    mix = round(config.mnist_ratio * len(user_train))
+    steps = steps_per_epoch(len(user_train) + mix, config.batch_size)
+    # One cycle: a short warm-up and an anneal suit a few epochs; a run of a handful of steps cannot plan one.
+    # No weight EMA: over so few steps it would keep mostly the base's weights.
     cfg = replace(base_config(meta, data_dir), epochs=config.epochs, learning_rate=config.learning_rate,
-                  batch_size=config.batch_size, schedule="onecycle", ema_decay=0.0, early_stopping=0,
-                  device=config.device, threads=config.threads, seed=config.seed)
+                  batch_size=config.batch_size, schedule="onecycle" if config.epochs * steps >= MIN_ONECYCLE_STEPS
+                  else "constant", ema_decay=0.0, early_stopping=0, device=config.device, threads=config.threads,
+                  seed=config.seed)
     device = resolve_device(cfg.device)
     torch.set_num_threads(cfg.threads or min(torch.get_num_threads(), available_cpus()))
     mnist_train, mnist_val = split_training_set(base_config(meta, data_dir)) if config.mnist_ratio else (None, None)
@@ -142,8 +148,6 @@ def finetune(data_path: str | os.PathLike, out_dir: str | os.PathLike, base: str
     say(f"fine-tuning {base_path.name} on {len(user_train)} of your images ({data.layout}), "
         f"{len(user_val) if user_val else 0} held out, with {config.mnist_ratio:g} MNIST image(s) per image")
 
-    mix = round(config.mnist_ratio * len(user_train))
-    steps = steps_per_epoch(len(user_train) + mix, cfg.batch_size)
     state = build_state(cfg, device, steps, weights=base_model.state_dict())
     nondigits = None
     if cfg.not_a_digit:

@@ -1,0 +1,89 @@
+"""Fine-tuning on a labelled folder: the command writes a self-describing checkpoint and its ONNX export and
+refuses to replace them unasked; the model learns what the folder teaches; a stale temperature is never carried."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from digitlab.cli import main
+from digitlab.training import checkpoint
+from digitlab.training.finetune import FinetuneConfig, finetune
+from digitlab.training.folders import load_folder
+
+
+def test_the_command_writes_a_checkpoint_naming_its_base_and_data_and_its_onnx(tmp_path, small_model_path,
+                                                                             labelled_folders, capsys):
+    folder = labelled_folders[0]["class folders"]
+    out = tmp_path / "tuned"
+    args = ["finetune", str(small_model_path), "--data", str(folder), "--out", str(out), "--epochs", "2",
+            "--quiet"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert "skipped 4 of 34 files" in captured.err and "model.onnx" in captured.out
+    _, meta = checkpoint.load(out / "model.safetensors")
+    _, base = checkpoint.load(small_model_path)
+    record = meta["finetune"]
+    assert record["base"]["weights_sha256"] == base["weights_sha256"] != meta["weights_sha256"]
+    data = load_folder(folder)
+    assert record["data"]["sha256"] == data.sha256 and record["data"]["bytes"] == data.bytes
+    assert record["data"]["images"] == 30 and record["data"]["trained_on"] + record["data"]["held_out"] == 30
+    assert record["settings"]["epochs"] == 2 and len(record["history"]) == 2
+
+    from digitlab.recognition.engine import load_engine
+
+    engine = load_engine(str(out / "model.onnx"), "onnx")
+    assert engine.metadata["finetune"]["data"]["sha256"] == data.sha256
+
+    assert main(args) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(args + ["--overwrite"]) == 0
+
+
+def test_the_model_learns_what_the_folder_teaches(tmp_path, small_model_path, labelled_folders):
+    """Threes filed under 8: before, the model reads them as 3; after, mostly as 8 (MNIST mixed in or not)."""
+    source = labelled_folders[0]["file names"]
+    folder = tmp_path / "relabelled"
+    (folder / "8").mkdir(parents=True)
+    for path in source.glob("*.png"):
+        if path.name.startswith("3_") or path.stem.endswith(("_3", "-3")):
+            for copy in range(4):
+                shutil.copy(path, folder / "8" / f"{copy}_{path.name}")
+    config = FinetuneConfig(epochs=4, learning_rate=3e-3, mnist_ratio=0.5, validation_split=0.0, batch_size=16)
+    result = finetune(folder, tmp_path / "out", small_model_path, config, export=False, quiet=True)
+
+    from digitlab.training.evaluate import infer
+    import torch
+
+    images = torch.from_numpy(load_folder(folder).images)
+    before = infer(checkpoint.load(small_model_path)[0], images).argmax(1)
+    after = infer(result.model, images).argmax(1)
+    assert (before == 3).float().mean() > 0.5
+    assert (after == 8).float().mean() > 0.5
+    assert np.isfinite([row["train_loss"] for row in result.history]).all()
+
+
+def test_a_stale_temperature_is_refitted_or_dropped(tmp_path, small_model_path, labelled_folders):
+    base = tmp_path / "base.safetensors"
+    shutil.copy(small_model_path, base)
+    checkpoint.update_metadata(base, {"calibration": {"temperature": 0.123}})
+    config = FinetuneConfig(epochs=1, validation_split=0.3)
+    result = finetune(labelled_folders[0]["class folders"], tmp_path / "out", base, config, export=False,
+                      quiet=True)
+    _, meta = checkpoint.load(tmp_path / "out" / "model.safetensors")
+    calibration = meta.get("calibration")
+    assert calibration is None or (calibration["fitted_on"].startswith("after fine-tuning")
+                                   and calibration["temperature"] != 0.123)
+    assert result.metrics.keys() >= {"before_val_accuracy", "after_val_accuracy"}
+
+
+def test_bad_settings_and_empty_folders_are_one_line_errors(tmp_path, small_model_path, capsys):
+    with pytest.raises(ValueError, match="mnist_ratio"):
+        FinetuneConfig(mnist_ratio=-1)
+    (tmp_path / "empty" / "3").mkdir(parents=True)
+    assert main(["finetune", str(small_model_path), "--data", str(tmp_path / "empty"), "--out",
+                 str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "usable labelled image" in err and len(err.strip().splitlines()) == 1
