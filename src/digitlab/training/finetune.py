@@ -53,9 +53,9 @@ def _help(text: str) -> dict[str, str]:
 class FinetuneConfig:
     """The settings of a fine-tuning run; `digitlab finetune` has one option per field."""
 
-    epochs: int = field(default=5, metadata=_help("passes over the user's images"))
-    learning_rate: float = field(default=1e-3, metadata=_help("peak learning rate of the one-cycle schedule"))
-    mnist_ratio: float = field(default=1.0, metadata=_help("MNIST training images mixed into each epoch per user "
+    epochs: int = field(default=10, metadata=_help("passes over the user's images"))
+    learning_rate: float = field(default=3e-4, metadata=_help("peak learning rate of the one-cycle schedule"))
+    mnist_ratio: float = field(default=3.0, metadata=_help("MNIST training images mixed into each epoch per user "
                                                            "image (0: the user's images alone)"))
     validation_split: float = field(default=0.2, metadata=_help("fraction of the user's images held out to score "
                                                                 "and calibrate on"))
