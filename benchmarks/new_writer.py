@@ -86,6 +86,7 @@ def main() -> int:
     parser.add_argument("--mnist-ratio", type=float, nargs="+", default=[defaults.mnist_ratio])
     parser.add_argument("--learning-rate", type=float, nargs="+", default=[defaults.learning_rate])
     parser.add_argument("--epochs", type=int, nargs="+", default=[defaults.epochs])
+    parser.add_argument("--freeze-norm", action="store_true", help="keep batch norm's statistics (FinetuneConfig)")
     parser.add_argument("--no-export", action="store_true", help="leave out the ONNX export (for sweeps)")
     parser.add_argument("--json", action="store_true", help="one JSON object instead of the table")
     args = parser.parse_args()
@@ -102,7 +103,8 @@ def main() -> int:
             write_folder(others, rest, rest_labels, args.seed + 1)
             before = scores(args.model, others, mnist)
             for ratio, rate, epochs in itertools.product(args.mnist_ratio, args.learning_rate, args.epochs):
-                config = FinetuneConfig(mnist_ratio=ratio, learning_rate=rate, epochs=epochs, seed=args.seed)
+                config = FinetuneConfig(mnist_ratio=ratio, learning_rate=rate, epochs=epochs, seed=args.seed,
+                                        freeze_norm=args.freeze_norm or defaults.freeze_norm)
                 out = scratch / f"tuned{per_class}-{ratio}-{rate}-{epochs}"
                 cpu = time.process_time()
                 result = finetune(labelled, out, args.model, config, export=False, quiet=True)
@@ -114,7 +116,8 @@ def main() -> int:
                 after = scores(out / "model.safetensors", others, mnist)
                 gap_goal = before["rest"] + (100 - before["rest"]) / 2
                 rows.append({"per_class": per_class, "labelled": len(labels), "mnist_ratio": ratio,
-                             "learning_rate": rate, "epochs": epochs, "before": before, "after": after,
+                             "learning_rate": rate, "epochs": epochs, "freeze_norm": config.freeze_norm,
+                             "before": before, "after": after,
                              "goal_rest": gap_goal, "finetune_seconds": round(trained, 1),
                              "finetune_cpu_seconds": round(cpu, 1),
                              "export_seconds": round(exported, 1), "load_average": os.getloadavg()[0],

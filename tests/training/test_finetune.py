@@ -87,3 +87,23 @@ def test_bad_settings_and_empty_folders_are_one_line_errors(tmp_path, small_mode
                  str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "usable labelled image" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_freeze_norm_keeps_batch_norm_statistics_while_the_weights_learn(freeze):
+    import torch
+
+    from digitlab.training.config import TrainConfig
+    from digitlab.training.data import Split
+    from digitlab.training.loop import build_state, train_one_epoch
+
+    cfg = TrainConfig(model="digitnet_fast", epochs=1, batch_size=16, validation_split=0.0, channels_last=False)
+    state = build_state(cfg, torch.device("cpu"), steps=2)
+    split = Split(torch.randint(0, 256, (32, 28, 28), dtype=torch.uint8), torch.randint(0, 10, (32,)))
+    before = {k: v.clone() for k, v in state.model.state_dict().items()}
+    train_one_epoch(cfg, state, split, 1, freeze_norm=freeze)
+    after = state.model.state_dict()
+    statistics = [k for k in before if k.endswith("running_mean")]
+    weights = [k for k in before if k.endswith("weight")]
+    assert statistics and all(torch.equal(before[k], after[k]) == freeze for k in statistics)
+    assert any(not torch.equal(before[k], after[k]) for k in weights)

@@ -177,8 +177,12 @@ def _finetune_options(p) -> None:
                    "are written (default: %(default)s)")
     hints = get_type_hints(FinetuneConfig)
     for field in fields(FinetuneConfig):
-        p.add_argument("--" + field.name.replace("_", "-"), type=hints[field.name], default=field.default,
-                       metavar=METAVARS.get(field.name), help=field.metadata["help"] + " (default: %(default)s)")
+        option, help_text = "--" + field.name.replace("_", "-"), field.metadata["help"] + " (default: %(default)s)"
+        if hints[field.name] is bool:
+            p.add_argument(option, action=argparse.BooleanOptionalAction, default=field.default, help=help_text)
+        else:
+            p.add_argument(option, type=hints[field.name], default=field.default, metavar=METAVARS.get(field.name),
+                           help=help_text)
     p.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
     p.add_argument("--overwrite", action="store_true", help="replace the model already in --out")
     p.add_argument("--quiet", action="store_true", help="no progress lines")

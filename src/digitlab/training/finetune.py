@@ -63,6 +63,7 @@ class FinetuneConfig:
     seed: int = field(default=0, metadata=_help("random seed"))
     device: str = field(default="auto", metadata=_help("auto, cpu, cuda, cuda:N or mps"))
     threads: int = field(default=0, metadata=_help("CPU threads; 0: PyTorch's choice"))
+    freeze_norm: bool = field(default=False, metadata=_help("keep batch norm's statistics from the base model"))
 
     def __post_init__(self) -> None:
         if not self.epochs >= 1 or not self.batch_size >= 1:
@@ -165,7 +166,8 @@ def finetune(data_path: str | os.PathLike, out_dir: str | os.PathLike, base: str
             split = Split(torch.cat([user_train.images, mnist_train.images[picked]]),
                           torch.cat([user_train.labels, mnist_train.labels[picked]]))
         split = Split(split.images.to(device), split.labels.to(device))
-        row = {"epoch": epoch} | train_one_epoch(cfg, state, split, epoch, nondigits=nondigits)
+        row = {"epoch": epoch} | train_one_epoch(cfg, state, split, epoch, nondigits=nondigits,
+                                                 freeze_norm=config.freeze_norm)
         if user_val is not None:
             row |= validate(state.eval_model, Split(user_val.images.to(device), user_val.labels.to(device)))
         history.append(row)

@@ -273,11 +273,14 @@ def epoch_seed(seed: int, epoch: int) -> int:
 def train_one_epoch(cfg: TrainConfig, state: TrainState, split: Split, epoch: int,
                     world: Distributed = Distributed(), *, nondigits: torch.Tensor | None = None,
                     max_steps: int | None = None, bar: EpochBar | None = None,
-                    autocast: AbstractContextManager = nullcontext()) -> dict[str, float]:
+                    autocast: AbstractContextManager = nullcontext(),
+                    freeze_norm: bool = False) -> dict[str, float]:
     """One pass over this process's share of ``split`` (at most ``max_steps`` batches).
 
     Returns the epoch's ``train_loss`` and ``train_accuracy`` (over all processes) and its ``seconds``. The
     one-cycle schedule and the EMA are stepped with every batch; the per-epoch schedules are ``step_schedule``'s.
+    ``freeze_norm`` (fine-tuning) keeps batch norm's running statistics as they are and normalises with them, so
+    a few new images do not move what every input is measured against; its scale and shift still learn.
     """
     seed = epoch_seed(cfg.seed, epoch)
     torch.manual_seed(seed)
@@ -292,6 +295,10 @@ def train_one_epoch(cfg: TrainConfig, state: TrainState, split: Split, epoch: in
     not_a_digit = data.classes.index(NOT_A_DIGIT) if nondigits is not None else None
 
     state.model.train()
+    if freeze_norm:
+        for module in state.model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
     start = time.perf_counter()
     device = split.labels.device
     seen = 0
