@@ -72,6 +72,9 @@ def scores(model_path, rest_folder: Path, mnist) -> dict:
 
 
 def main() -> int:
+    from digitlab.threads import yield_when_waiting
+
+    yield_when_waiting()  # as `digitlab finetune` does: OpenMP's waiting threads sleep on a shared machine
     from digitlab.training.data import load_mnist
     from digitlab.training.export import export_onnx
     from digitlab.training.finetune import FinetuneConfig, finetune
