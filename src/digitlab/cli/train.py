@@ -157,6 +157,7 @@ def _export_options(p) -> None:
 
     p.add_argument("checkpoint", nargs="?", help="a .safetensors checkpoint (default: the bundled model)")
     p.add_argument("--onnx", required=True, metavar="OUT.onnx", help="the file to write")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT.onnx if it exists")
     p.add_argument("--tolerance", type=float, default=TOLERANCE,
                    help="largest |logit difference| from PyTorch accepted (default: %(default)g)")
     p.add_argument("--check-images", type=int, default=CHECK_IMAGES,
@@ -252,7 +253,7 @@ def cmd_export(args) -> int:
         raise ValueError("--check-images must be at least 1")
     try:
         report = export_onnx(args.checkpoint, args.onnx, data_dir=args.data_dir, tolerance=args.tolerance,
-                             check_images=args.check_images)
+                             check_images=args.check_images, overwrite=args.overwrite)
     except ExportError as exc:
         print(f"digitlab export: error: {exc}", file=sys.stderr)
         return 1
