@@ -155,7 +155,7 @@ def test_with_nondigits_appends_letters_labelled_ten():
 
 
 def test_training_with_not_a_digit_learns_to_refuse_letters(tmp_path):
-    from digitlab.training.nondigits import nondigits_in_mnist_form
+    from digitlab.training.nondigits import letters_in_mnist_form
     from digitlab.training.evaluate import infer
 
     cfg = small(model="digitnet", model_kwargs={"classes": 11}, not_a_digit=0.25, limit=4000, epochs=2,
@@ -163,7 +163,7 @@ def test_training_with_not_a_digit_learns_to_refuse_letters(tmp_path):
     result = train(cfg, tmp_path, quiet=True)
     _, meta = checkpoint.load(tmp_path / "model.safetensors")
     assert meta["classes"][-1] == "not a digit" and len(meta["classes"]) == 11
-    letters = torch.from_numpy(nondigits_in_mnist_form(200, seed=99))  # other draws than the ones trained on
+    letters = torch.from_numpy(letters_in_mnist_form(200, seed=99))  # other letters than the ones trained on
     refused = (infer(result.model, letters).argmax(1) == 10).double().mean().item()
     assert refused > 0.8
 

@@ -131,9 +131,9 @@ def load_data(cfg: TrainConfig, device: torch.device, dry_run: bool = False) -> 
     train_split = Split(train_split.images.to(device), train_split.labels.to(device))
     nondigits = None
     if cfg.not_a_digit:
-        from digitlab.training.nondigits import nondigits_in_mnist_form
+        from digitlab.training.nondigits import letters_in_mnist_form
 
-        nondigits = torch.from_numpy(nondigits_in_mnist_form(NONDIGIT_POOL, seed=cfg.seed)).to(device)
+        nondigits = torch.from_numpy(letters_in_mnist_form(NONDIGIT_POOL, seed=cfg.seed)).to(device)
     return train_split, val_split, nondigits
 
 

@@ -240,16 +240,14 @@ def pen_letter(letter: str, rng: np.random.Generator, height: int = 200) -> np.n
     return canvas.astype(np.float32) / 255.0
 
 
-def typed_letter(letter: str, height: int, font_path: str | None = None, stroke: int = 0) -> np.ndarray:
-    """``letter`` typed in a font, by default the one Pillow ships with (no system fonts needed), its strokes grown
-    by ``stroke`` pixels: ink coverage (h, w) in [0, 1]."""
+def typed_letter(letter: str, height: int) -> np.ndarray:
+    """``letter`` typed in the font Pillow ships with (no system fonts needed): ink coverage (h, w) in [0, 1]."""
     from PIL import ImageDraw, ImageFont
 
-    size = max(8, height)
-    font = ImageFont.truetype(font_path, size) if font_path else ImageFont.load_default(size=size)
-    left, top, right, bottom = font.getbbox(letter, stroke_width=stroke)
+    font = ImageFont.load_default(size=max(8, height))
+    left, top, right, bottom = font.getbbox(letter)
     sheet = Image.new("L", (right - left + 4, bottom - top + 4), 0)
-    ImageDraw.Draw(sheet).text((2 - left, 2 - top), letter, font=font, fill=255, stroke_width=stroke, stroke_fill=255)
+    ImageDraw.Draw(sheet).text((2 - left, 2 - top), letter, font=font, fill=255)
     return np.asarray(sheet, np.float32) / 255.0
 
 
