@@ -84,6 +84,49 @@ def test_health_model_docs_and_page(client, served_checkpoint):
         assert client.get(f"/static/{name}").status_code == 200
 
 
+def test_every_answer_is_described_by_the_published_schema(client, digits):
+    """Real answers of every kind, refusals included, checked against /openapi.json as a client generated from it
+    would read them (schemathesis's response check: status documented, body valid against its schema)."""
+    import schemathesis
+
+    published = client.get("/openapi.json").json()
+    assert published["openapi"] == "3.0.3" and '"type": "null"' not in str(published).replace("'", '"')
+    for path, method in (("/api/predict", "post"), ("/api/predict/batch", "post"), ("/api/health", "get"),
+                         ("/api/model", "get")):
+        ok = published["paths"][path][method]["responses"]["200"]["content"]["application/json"]["schema"]
+        assert ok not in ({}, {"title": ok.get("title")}), f"{path}: the 200 answer has no schema"
+    for status in ("413", "415", "422"):
+        error = published["paths"]["/api/predict"]["post"]["responses"][status]["content"]["application/json"]
+        assert error["schema"] == {"$ref": "#/components/schemas/ErrorAnswer"}
+    schema = schemathesis.openapi.from_dict(published)
+    data = digits[0][0]
+    blank = png_bytes(np.full((280, 280), 255, np.uint8))
+    row = png_bytes(np.hstack([np.asarray(Image.open(io.BytesIO(d))) for d, _ in digits[:3]]))
+    answers = [
+        ("/api/predict", "POST", client.post("/api/predict", content=data)),
+        ("/api/predict", "POST", client.post("/api/predict?threshold=1", content=data)),
+        ("/api/predict", "POST", client.post("/api/predict", content=blank)),
+        ("/api/predict", "POST", client.post("/api/predict?multi=true", content=row)),
+        ("/api/predict", "POST", client.post("/api/predict?multi=true", content=blank)),
+        ("/api/predict", "POST", client.post("/api/predict", content=b"words, not a picture")),
+        ("/api/predict", "POST", client.post("/api/predict", content=data[:60])),
+        ("/api/predict", "POST", client.post("/api/predict", content=b"x" * 300_000)),
+        ("/api/predict/batch", "POST", client.post("/api/predict/batch", files=[
+            ("files", ("a.png", data)), ("files", ("b.txt", b"no")), ("files", ("row.png", row))])),
+        ("/api/predict/batch", "POST", client.post("/api/predict/batch?multi=1", files=[("files", ("r.png", row))])),
+        ("/api/health", "GET", client.get("/api/health")),
+        ("/api/model", "GET", client.get("/api/model")),
+    ]
+    assert sorted({response.status_code for *_, response in answers}) == [200, 413, 415, 422]
+    for path, method, response in answers:
+        schema[path][method].validate_response(response)  # raises, saying what does not fit
+    # and the check can fail: an answer with a field of the wrong type is caught
+    wrong = client.post("/api/predict", content=data)
+    wrong._content = wrong.content.replace(b'"multi":false', b'"multi":"no"')
+    with pytest.raises(Exception, match="multi|valid"):
+        schema["/api/predict"]["POST"].validate_response(wrong)
+
+
 def test_predict_raw_body_matches_the_recognizer_and_reads_mnist(client, oracle, digits):
     correct = 0
     for data, label in digits:

@@ -47,7 +47,7 @@ from starlette.datastructures import UploadFile
 
 from digitlab.recognition.predict import default_threshold
 from digitlab.recognition.preprocess import POLARITIES
-from digitlab.serve import runner
+from digitlab.serve import runner, schemas
 from digitlab.serve.settings import Limits, ServeSettings
 from digitlab.serve.workers import Busy, WorkerPool
 
@@ -252,11 +252,15 @@ IMAGE_BODY = {"parameters": QUERY, "requestBody": {"required": True, "content": 
 BATCH_BODY = {"parameters": QUERY, "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
     "type": "object", "required": ["files"],
     "properties": {"files": {"type": "array", "minItems": 1, "items": {"type": "string", "format": "binary"}}}}}}}}
-ERRORS = {400: {"description": "a malformed request: invalid multipart data, too many files, a bad Content-Length"},
-          403: {"description": "a cross-origin request from a browser"},
-          413: {"description": "body or image too large"}, 415: {"description": "not an image"},
-          503: {"description": "busy: too many requests waiting, or the images took too long; see Retry-After"},
-          422: {"description": "empty, truncated or corrupt image, a missing form field, or a bad query parameter"}}
+ERRORS = {status: {"description": description, "model": schemas.ErrorAnswer} for status, description in {
+    400: "a malformed request: invalid multipart data, too many files, a bad Content-Length",
+    401: "an API key is needed (a server started with --api-key)",
+    403: "a cross-origin request from a browser",
+    408: "the request body stopped arriving",
+    413: "body or image too large", 415: "not an image",
+    422: "empty, truncated or corrupt image, a missing form field, or a bad query parameter",
+    429: "too many requests from one address (a server started with --rate-limit); see Retry-After",
+    503: "busy: too many requests waiting, or the images took too long; see Retry-After"}.items()}
 TRUE, FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
 
 
@@ -347,9 +351,16 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     app = FastAPI(title="digitlab", version=_version(), docs_url=None, redoc_url=None,  # ReDoc would load a CDN
                   lifespan=_process_lifespan if settings.processes else _thread_lifespan,
                   description="Recognise handwritten digits in images: one digit, or a number with ?multi=true.")
-    # The schema uses nothing of OpenAPI 3.1 beyond 3.0, and the packaged Swagger UI reads 3.0 only: said as 3.0.3,
-    # /docs renders it offline (tests/serve/test_browser.py opens it).
+    # The packaged Swagger UI reads OpenAPI 3.0 only: the schema is written as 3.0.3 (schemas.openapi_3_0 rewrites
+    # pydantic's 3.1 forms), so /docs renders it offline (tests/serve/test_browser.py opens it).
     app.openapi_version = "3.0.3"
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = schemas.openapi_3_0(FastAPI.openapi(app))
+        return app.openapi_schema
+
+    app.openapi = openapi
     app.state.settings = settings
     app.add_middleware(BodyLimit, limits=limits)
     if settings.cors_origins:  # the named sites' pages may call the API (preflight answered here)
@@ -379,7 +390,9 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     async def favicon():
         return FileResponse(STATIC / "favicon.ico", media_type="image/x-icon")
 
-    @app.post("/api/predict", openapi_extra=IMAGE_BODY, responses=ERRORS)
+    # The answers are sent as the dicts serve.runner made (a JSONResponse is not validated again); response_model
+    # only publishes their schema.
+    @app.post("/api/predict", openapi_extra=IMAGE_BODY, responses=ERRORS, response_model=schemas.PredictAnswer)
     async def predict(request: Request) -> JSONResponse:
         """Recognise one image: ``digit``, ``confidence``, ``probabilities``, ``box`` and ``image`` (the 28x28
         input the model saw); with ``multi=true`` the ``number`` and per-digit ``digits`` with boxes. ``digit`` is
@@ -395,7 +408,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
             raise ApiError(result["status"], result["error"])
         return JSONResponse(result)  # already plain JSON types: no second pass through pydantic
 
-    @app.post("/api/predict/batch", openapi_extra=BATCH_BODY, responses=ERRORS)
+    @app.post("/api/predict/batch", openapi_extra=BATCH_BODY, responses=ERRORS, response_model=schemas.BatchAnswer)
     async def predict_batch(request: Request) -> JSONResponse:
         """Recognise several images in one model call: ``results`` in the order sent, an unreadable file answering
         ``error`` and ``status`` in its place while the others are read."""
@@ -414,13 +427,13 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
                 results[i] = answer
         return JSONResponse({"results": results})
 
-    @app.get("/api/health")
+    @app.get("/api/health", response_model=schemas.HealthAnswer)
     async def health(request: Request) -> dict[str, Any]:
         metadata = getattr(request.app.state, "metadata", None)
         return {"status": "ok" if metadata is not None else "loading", "backend": backend,
                 "model": metadata.get("arch") if metadata is not None else None}
 
-    @app.get("/api/model")
+    @app.get("/api/model", response_model=schemas.ModelAnswer, responses={401: ERRORS[401], 429: ERRORS[429]})
     async def model(request: Request) -> dict[str, Any]:
         """The model's public metadata (network, classes, normalisation, training settings, scores, calibration)
         and how it is served."""
