@@ -6,6 +6,7 @@ nothing), plus the MNIST labels for a plain accuracy floor.
 
 import base64
 import io
+import json
 import struct
 import threading
 import zlib
@@ -616,3 +617,54 @@ def test_the_default_app_serves_the_bundled_model_in_threads():
         model = test_client.get("/api/model").json()
         assert model["backend"] == "torch" and model["limits"]["max_pixels"] == MAX_PIXELS
         assert not hasattr(test_client.app.state, "pool")
+
+
+def test_samples_are_saved_only_when_collecting_and_under_the_same_limits(served_onnx, digits, tmp_path, client):
+    import schemathesis
+
+    data, label = digits[0]
+    off = client.post(f"/api/samples?label={label}", content=data)
+    assert off.status_code == 404 and "--collect" in off.json()["detail"]
+    assert client.get("/api/model").json()["collecting"] is False
+
+    folder = tmp_path / "mine"
+    limits = Limits(max_upload_bytes=200_000, max_pixels=4_000_000)
+    with TestClient(create_app(ServeSettings(served_onnx, limits=limits, collect=folder))) as collecting:
+        assert collecting.get("/api/model").json()["collecting"] is True
+        saved = collecting.post(f"/api/samples?label={label}&answer=8", content=data)
+        assert saved.status_code == 200, saved.text
+        path = folder / saved.json()["path"]
+        assert path.parent == folder / str(label) and path.is_file()
+        np.testing.assert_array_equal(np.asarray(Image.open(path)), np.asarray(Image.open(io.BytesIO(data))))
+        sidecar = json.loads(path.with_suffix(".json").read_text())
+        assert sidecar["answer"] == "8" and sidecar["model"]["arch"] and sidecar["model"]["backend"] == "onnx"
+        form = collecting.post("/api/samples?label=not_a_digit", files={"file": ("e.png", data, "image/png")})
+        assert form.status_code == 200 and form.json()["path"].startswith("not_a_digit/")
+        schema = schemathesis.openapi.from_dict(collecting.get("/openapi.json").json())
+        refusals = {
+            422: collecting.post("/api/samples?label=12", content=data),
+            415: collecting.post("/api/samples?label=1", content=b"a shopping list"),
+            413: collecting.post("/api/samples?label=1", content=b"x" * 300_000),
+            403: collecting.post("/api/samples?label=1", content=data, headers={"Origin": "https://evil.example"}),
+        }
+        for status, response in refusals.items():
+            assert response.status_code == status, (status, response.text)
+        for response in [saved, form, *refusals.values()]:
+            schema["/api/samples"]["POST"].validate_response(response)
+        assert collecting.post("/api/samples?label=1", content=png_bytes(np.zeros((2100, 2100), np.uint8))
+                               ).status_code == 413  # over the pixel limit, refused before decoding
+    assert sorted(p.relative_to(folder).parent.as_posix() for p in folder.rglob("*.png")) == sorted([
+        "not_a_digit", str(label)])
+    assert len(list(folder.rglob("*.json"))) == 2
+
+
+def test_collect_must_be_a_folder(tmp_path):
+    from digitlab.cli import build_parser
+    from digitlab.cli.serve import serve_settings
+
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="--collect .* is not a folder"):
+        serve_settings(build_parser().parse_args(["serve", "--collect", str(tmp_path / "file")]))
+    assert serve_settings(build_parser().parse_args(["serve", "--collect", str(tmp_path / "new")])).collect == \
+        str(tmp_path / "new")
+    assert serve_settings(build_parser().parse_args(["serve"])).collect is None

@@ -6,6 +6,7 @@
     POST /api/predict/batch   several images in the multipart field ``files``: one result (or error) per file
     GET  /api/health          is the model loaded
     GET  /api/model           the checkpoint's metadata
+    POST /api/samples         ?label=3: save an image the model read wrong, for fine-tuning (only with --collect DIR)
     GET  /docs                OpenAPI documentation
 
 Every image goes through ``predict.Recognizer`` and so through ``preprocess`` - the one preprocessing path, which
@@ -47,7 +48,8 @@ from starlette.datastructures import UploadFile
 
 from digitlab.recognition.predict import default_threshold
 from digitlab.recognition.preprocess import POLARITIES
-from digitlab.serve import runner, schemas
+from digitlab.recognition.decode import ImageError
+from digitlab.serve import runner, samples, schemas
 from digitlab.serve.settings import Limits, ServeSettings
 from digitlab.serve.workers import Busy, WorkerPool
 
@@ -217,6 +219,14 @@ class BodyLimit:
         await self.app(scope, counted_receive, send)
 
 
+async def one_image(request: Request, limits: Limits) -> tuple[str, bytes]:
+    """The image of a request: its body, or the multipart field ``file``; and its name."""
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        upload = (await form_files(request, "file", limits))[0]
+        return upload.filename or "upload", await upload.read()
+    return "body", await request.body()
+
+
 async def form_files(request: Request, field: str, limits: Limits) -> list[UploadFile]:
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise ApiError(415, f"send the images as multipart/form-data in the field '{field}'")
@@ -261,6 +271,12 @@ ERRORS = {status: {"description": description, "model": schemas.ErrorAnswer} for
     422: "empty, truncated or corrupt image, a missing form field, or a bad query parameter",
     429: "too many requests from one address (a server started with --rate-limit); see Retry-After",
     503: "busy: too many requests waiting, or the images took too long; see Retry-After"}.items()}
+SAMPLE_BODY = {"parameters": [
+    {"name": "label", "in": "query", "required": True,
+     "schema": {"type": "string", "enum": list(samples.LABELS)}, "description": "the right answer"},
+    {"name": "answer", "in": "query", "required": False, "schema": {"type": "string", "maxLength": 40},
+     "description": "what the model answered, kept in the sidecar"},
+], "requestBody": IMAGE_BODY["requestBody"]}
 TRUE, FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
 
 
@@ -398,11 +414,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         input the model saw); with ``multi=true`` the ``number`` and per-digit ``digits`` with boxes. ``digit`` is
         null and ``reason`` says why when the model is unsure or the image is blank."""
         polarity, threshold, multi = options(request)
-        if request.headers.get("content-type", "").startswith("multipart/form-data"):
-            upload = (await form_files(request, "file", limits))[0]
-            name, data = upload.filename or "upload", await upload.read()
-        else:
-            name, data = "body", await request.body()
+        name, data = await one_image(request, limits)
         result = (await request.app.state.recognise(polarity, threshold, [(name, data)], multi))[0]
         if "error" in result and "status" in result:
             raise ApiError(result["status"], result["error"])
@@ -439,7 +451,35 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         and how it is served."""
         served = default_threshold(request.app.state.metadata) if threshold is None else threshold
         return {"backend": backend, "threshold": served, "metadata": public_metadata(request.app.state.metadata),
-                "limits": asdict(limits)}
+                "limits": asdict(limits), "collecting": settings.collect is not None}
+
+    @app.post("/api/samples", openapi_extra=SAMPLE_BODY, response_model=schemas.SampleAnswer,
+              responses={404: {"description": "collecting is off (the server was not started with --collect DIR)",
+                               "model": schemas.ErrorAnswer}, **ERRORS})
+    async def add_sample(request: Request) -> dict[str, str]:
+        """Teach the model: save an image it read wrong with the right ``label``, as ``DIR/<label>/NAME.png`` and
+        its sidecar ``NAME.json`` (time, model, the answer it gave), for fine-tuning. Only on a server started with
+        ``--collect DIR``."""
+        if settings.collect is None:
+            raise ApiError(404, "collecting is off: start the server with --collect DIR to save corrected drawings")
+        label, answer = request.query_params.get("label", ""), request.query_params.get("answer")
+        try:
+            samples.check_label(label)
+        except ValueError as exc:
+            raise ApiError(422, str(exc)) from None
+        if answer is not None and (len(answer) > 40 or not answer.isprintable()):
+            raise ApiError(422, "answer must be at most 40 printable characters")
+        name, data = await one_image(request, limits)
+        if not data:
+            raise ApiError(422, runner.EMPTY)
+        model = {"arch": request.app.state.metadata.get("arch"), "backend": backend,
+                 "file": Path(settings.model).name if settings.model else "bundled"}
+        try:
+            path = await to_thread.run_sync(lambda: samples.save_sample(
+                Path(settings.collect), label, data, answer, model, limits.max_pixels, name))
+        except ImageError as exc:
+            raise ApiError(runner.STATUS.get(exc.kind, 422), str(exc)) from None
+        return {"label": label, "path": path.relative_to(settings.collect).as_posix()}
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

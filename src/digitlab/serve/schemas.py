@@ -6,6 +6,7 @@ for generated clients, and for the tests that check real answers against that sc
 
     PredictAnswer     POST /api/predict: one digit, or (``multi``) a number with a box per digit
     BatchAnswer       POST /api/predict/batch: one PredictAnswer or ImageFailure per file, in order
+    SampleAnswer      POST /api/samples: where a corrected drawing was saved
     HealthAnswer, ModelAnswer, ErrorAnswer
 """
 
@@ -158,6 +159,12 @@ class ModelAnswer(BaseModel):
     threshold: Probability = Field(description="the confidence below which an answer is 'unsure'")
     metadata: ModelMetadata
     limits: Limits
+    collecting: bool = Field(description="whether POST /api/samples saves corrected drawings (serve --collect)")
+
+
+class SampleAnswer(BaseModel):
+    label: str = Field(description="the class folder the drawing was saved in: a digit, or not_a_digit")
+    path: str = Field(description="the PNG's path inside the collection folder; its sidecar has the same name, .json")
 
 
 def openapi_3_0(node: Any) -> Any:
