@@ -149,6 +149,12 @@ def test_draw_a_seven_undo_clear_and_a_one(server, browser, page_errors):
         const fill = document.querySelector('#bars li.top .fill'), track = fill.parentElement;
         return fill.getBoundingClientRect().width > 0.5 * track.getBoundingClientRect().width; }""", timeout=5_000)
     assert page.locator("#seen").get_attribute("src").startswith("data:image/png;base64,")
+    # how it was read: the server's own images between the preprocessing's steps, the last one what the model saw
+    steps = page.locator("#steps li img")
+    expect(steps).to_have_count(5)
+    assert all(steps.nth(i).get_attribute("src").startswith("data:image/png") for i in range(5))
+    assert steps.nth(4).get_attribute("src") == page.locator("#seen").get_attribute("src")
+    expect(page.locator("#steps li").first).to_contain_text("dark ink on light")
     page.screenshot(path=SHOTS / "desktop-seven.png", full_page=True)
 
     before = page.evaluate("document.getElementById('canvas').toDataURL()")

@@ -108,6 +108,8 @@ def test_every_answer_is_described_by_the_published_schema(client, digits):
         ("/api/predict", "POST", client.post("/api/predict?threshold=1", content=data)),
         ("/api/predict", "POST", client.post("/api/predict", content=blank)),
         ("/api/predict", "POST", client.post("/api/predict?multi=true", content=row)),
+        ("/api/predict", "POST", client.post("/api/predict?steps=true", content=data)),
+        ("/api/predict", "POST", client.post("/api/predict?steps=true&multi=true", content=blank)),
         ("/api/predict", "POST", client.post("/api/predict?multi=true", content=blank)),
         ("/api/predict", "POST", client.post("/api/predict", content=b"words, not a picture")),
         ("/api/predict", "POST", client.post("/api/predict", content=data[:60])),
@@ -126,6 +128,28 @@ def test_every_answer_is_described_by_the_published_schema(client, digits):
     wrong._content = wrong.content.replace(b'"multi":false', b'"multi":"no"')
     with pytest.raises(Exception, match="multi|valid"):
         schema["/api/predict"]["POST"].validate_response(wrong)
+
+
+def test_steps_show_how_the_image_was_read(client, oracle, digits):
+    """?steps=true adds preprocess's own images between its steps (nothing is computed twice or elsewhere): the
+    fitted 20x20 digit put at its corner is the 28x28 image the model saw."""
+    data, _ = digits[0]
+    plain = client.post("/api/predict", content=data).json()
+    assert "steps" not in plain
+    body = client.post("/api/predict?steps=true", content=data).json()
+    expected = oracle.predict_one(data, steps=True).steps
+    steps = body["steps"]
+    assert set(steps) == {"gray", "ink", "crop", "fit", "centre"}
+    for name in ("gray", "ink", "crop", "fit"):
+        np.testing.assert_allclose(decode_data_url(steps[name]) / 255, expected[name], atol=1 / 255 + 1e-6)
+    fit, (left, top) = decode_data_url(steps["fit"]), steps["centre"]["corner"]
+    placed = np.zeros((28, 28), np.uint8)
+    placed[top:top + fit.shape[0], left:left + fit.shape[1]] = fit
+    np.testing.assert_array_equal(placed, decode_data_url(body["image"]))
+    assert {k: v for k, v in body.items() if k != "steps"} == plain
+    number = client.post("/api/predict?steps=1&multi=1", content=data).json()
+    assert set(number["steps"]) == set(steps)
+    assert client.post("/api/predict?steps=perhaps", content=data).status_code == 422
 
 
 def test_predict_raw_body_matches_the_recognizer_and_reads_mnist(client, oracle, digits):
@@ -191,7 +215,7 @@ def test_query_parameters(client, digits):
     assert client.post("/api/predict?multi=TRUE", content=data).json()["multi"] is True
     assert client.post("/api/predict?multi=0&threshold=0.5", content=data).json()["multi"] is False
     documented = {p["name"] for p in client.get("/openapi.json").json()["paths"]["/api/predict"]["post"]["parameters"]}
-    assert documented == {"multi", "polarity", "threshold"}
+    assert documented == {"multi", "polarity", "threshold", "steps"}
 
 
 def test_batch_answers_each_file_and_isolates_a_bad_one(client, digits, oracle):

@@ -253,7 +253,9 @@ QUERY = [
      "schema": {"type": "number", "minimum": 0.0, "maximum": 1.0},
      "description": "below this confidence the answer is 'unsure' (digit null); default: the server's"},
 ]
-IMAGE_BODY = {"parameters": QUERY, "requestBody": {"required": True, "content": {
+STEPS = {"name": "steps", "in": "query", "required": False, "schema": {"type": "boolean", "default": False},
+         "description": "also answer how the image was read: the preprocessing's images between its steps"}
+IMAGE_BODY = {"parameters": [*QUERY, STEPS], "requestBody": {"required": True, "content": {
     "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
                                        "properties": {"file": {"type": "string", "format": "binary"}}}},
     **{kind: {"schema": {"type": "string", "format": "binary"}}
@@ -280,13 +282,19 @@ SAMPLE_BODY = {"parameters": [
 TRUE, FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
 
 
+def flag(request: Request, name: str) -> bool:
+    """A true-or-false query parameter (false when absent), or a 422."""
+    value = request.query_params.get(name, "false").lower()
+    if value not in TRUE | FALSE:
+        raise ApiError(422, f"{name} must be true or false, not {value!r}")
+    return value in TRUE
+
+
 def options(request: Request) -> tuple[str, float | None, bool]:
     """The request's ``polarity``, ``threshold`` (None: the server's) and ``multi``, or a 422 that says what is
     wrong with them."""
     query = request.query_params
-    multi = query.get("multi", "false").lower()
-    if multi not in TRUE | FALSE:
-        raise ApiError(422, f"multi must be true or false, not {multi!r}")
+    multi = flag(request, "multi")
     polarity = query.get("polarity", "auto")
     if polarity not in POLARITIES:
         raise ApiError(422, f"polarity must be one of {', '.join(POLARITIES)}, not {polarity!r}")
@@ -298,7 +306,7 @@ def options(request: Request) -> tuple[str, float | None, bool]:
             raise ApiError(422, f"threshold must be a number from 0 to 1, not {threshold!r}") from None
         if not 0.0 <= threshold <= 1.0:  # NaN fails this too
             raise ApiError(422, f"threshold must be from 0 to 1, not {threshold}")
-    return polarity, threshold, multi in TRUE
+    return polarity, threshold, multi
 
 
 def add_offline_docs(app: FastAPI) -> None:
@@ -343,8 +351,8 @@ async def _thread_lifespan(app: FastAPI):
     limiter = CapacityLimiter(os.cpu_count() or 1)
 
     async def recognise(polarity: str, threshold: float | None, items: list[tuple[str, bytes]],
-                        multi: bool) -> list[dict[str, Any]]:
-        return await to_thread.run_sync(runner.recognise, recognizer, items, multi, polarity, threshold,
+                        multi: bool, steps: bool = False) -> list[dict[str, Any]]:
+        return await to_thread.run_sync(runner.recognise, recognizer, items, multi, polarity, threshold, steps,
                                         limiter=limiter)
 
     app.state.engine, app.state.metadata, app.state.recognise = engine, engine.metadata, recognise
@@ -412,10 +420,12 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     async def predict(request: Request) -> JSONResponse:
         """Recognise one image: ``digit``, ``confidence``, ``probabilities``, ``box`` and ``image`` (the 28x28
         input the model saw); with ``multi=true`` the ``number`` and per-digit ``digits`` with boxes. ``digit`` is
-        null and ``reason`` says why when the model is unsure or the image is blank."""
+        null and ``reason`` says why when the model is unsure or the image is blank. With ``steps=true``, ``steps``
+        shows how the image was read (the first digit's way through the preprocessing)."""
         polarity, threshold, multi = options(request)
+        steps = flag(request, "steps")
         name, data = await one_image(request, limits)
-        result = (await request.app.state.recognise(polarity, threshold, [(name, data)], multi))[0]
+        result = (await request.app.state.recognise(polarity, threshold, [(name, data)], multi, steps))[0]
         if "error" in result and "status" in result:
             raise ApiError(result["status"], result["error"])
         return JSONResponse(result)  # already plain JSON types: no second pass through pydantic

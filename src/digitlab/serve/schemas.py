@@ -48,11 +48,24 @@ class DigitAnswer(BaseModel):
     image: DataUrl
 
 
+class Steps(BaseModel):
+    """How the image was read (``steps=true``): preprocess's images between its steps, for the first digit."""
+
+    gray: str | None = Field(None, description="the image in gray at the working size, as its polarity was judged")
+    ink: str | None = Field(None, description="the ink found: bright strokes on dark, background removed")
+    crop: str | None = Field(None, description="the first digit's ink, cropped (strokes evened to MNIST's width)")
+    fit: str | None = Field(None, description="the crop fitted into the 20x20 box, keeping its aspect")
+    centre: dict[str, list[float]] | None = Field(
+        None, description="mass: the fitted digit's centre of mass (x, y); corner: where its top-left corner was put "
+                          "in 28x28 (left, top), so the centre of mass lies at the centre")
+
+
 class Common(BaseModel):
     name: str = Field(description="the uploaded file's name ('body' for a raw request body)")
     reason: str | None = Field(description="why there is no answer: a blank page, noise, the model unsure...")
     polarity: str | None = Field(description="the polarity the image was read with (detected or asked for)")
     size: Size | None
+    steps: Steps | None = Field(None, description="only with steps=true")
 
 
 class DigitPrediction(Common):

@@ -240,7 +240,8 @@ async function predictNow() {
   $("result").dataset.status = "busy";
   try {
     const body = await currentImage();
-    const response = await fetch(`/api/predict?multi=${mode === "multi"}`, {
+    const steps = $("how").open;  // the preprocessing's images only while they are shown
+    const response = await fetch(`/api/predict?multi=${mode === "multi"}&steps=${steps}`, {
       method: "POST", body, headers: { "Content-Type": body.type || "application/octet-stream", ...KEY_HEADER },
     });
     const answer = await response.json().catch(() => null);
@@ -345,6 +346,7 @@ function showResult(answer) {
       $("glyphs").append(item);
     });
   }
+  showSteps(answer);
   showTeach(answer);
   clearTimeout(announcing);
   if (!current && !queued) announcing = setTimeout(() => announce(answer), ANNOUNCE_AFTER_MS);
@@ -378,6 +380,36 @@ function showDigit(digit, which) {
     row.classList.toggle("top", Boolean(digit?.probabilities) && d === best);
   });
 }
+
+// "How digitlab saw it": the images the server's preprocessing made on the way (asked for with steps=true), never
+// computed here. In number mode they show the first digit's way.
+function showSteps(answer) {
+  const steps = answer?.steps;
+  const items = !steps ? [] : [
+    [steps.gray, t("step-gray", { polarity: t(answer.polarity ?? "dark-on-light") })],
+    [steps.ink, t("step-ink")], [steps.crop, t("step-crop")], [steps.fit, t("step-fit")],
+    [answer.multi ? answer.digits[0]?.image : answer.image, t("step-centre"), "centre"],
+  ].filter(([image]) => image);
+  if (!items.length) {
+    const empty = document.createElement("li");
+    empty.className = "steps-empty";
+    empty.textContent = answer?.reason ? translateReason(answer.reason) : t("steps-none");
+    $("steps").replaceChildren(empty);
+    return;
+  }
+  $("steps").replaceChildren(...items.map(([image, caption, kind]) => {
+    const item = document.createElement("li");
+    item.innerHTML = '<figure><span class="frame"><img alt=""></span><figcaption></figcaption></figure>';
+    item.querySelector("img").src = image;
+    item.querySelector("img").alt = caption;
+    item.querySelector("figcaption").textContent = caption;
+    if (kind === "centre") item.querySelector(".frame").classList.add("centre");  // a mark at (14, 14)
+    return item;
+  }));
+}
+
+$("how").addEventListener("toggle", () => { if ($("how").open && (photo || strokes.length)) predictNow(); });
+if (matchMedia("(max-width: 760px)").matches) $("how").open = false;  // on a phone the answer comes first
 
 // --- teaching the model (a server started with --collect DIR) ------------------------------------------------
 
