@@ -14,8 +14,10 @@ Each decoder reads every PNG to a uint8 array, and the pixels are checked equal 
     ..., no chunk walker    the same with decode._stored_png switched off: libspng inflates the PNG itself
     Pillow              Image.open + numpy.asarray
     cv2.imdecode        OpenCV, IMREAD_UNCHANGED
-The time per image is the best of ``--repeat`` passes over all of them (the least disturbed by other work on the
-machine), with the median pass beside it; the decoders take turns pass by pass. ``load.py`` posts the same browser PNGs (``browser_canvas_pngs``).
+The time per image is this process's CPU time (not the wall clock, which on a busy machine counts other programs'
+turns too), the best of ``--repeat`` passes over all of them, with the median pass beside it; the decoders take
+turns pass by pass, so a busy moment falls on all of them. ``load.py`` posts the same browser PNGs
+(``browser_canvas_pngs``).
 """
 
 from __future__ import annotations
@@ -136,7 +138,7 @@ def decoders():
 
 
 def measure(pngs: list[bytes], repeat: int) -> dict[str, tuple[float, float]]:
-    """Decoder name -> (best, median) milliseconds per image; every decoder's pixels checked against Pillow's."""
+    """Decoder name -> (best, median) CPU milliseconds per image; every decoder's pixels checked against Pillow's."""
     found = decoders()
     reference = [found["Pillow"](data) for data in pngs]
     for name, decoder in found.items():
@@ -145,10 +147,10 @@ def measure(pngs: list[bytes], repeat: int) -> dict[str, tuple[float, float]]:
     passes = {name: [] for name in found}
     for _ in range(repeat):  # the decoders take turns, so a busy moment on the machine falls on all of them
         for name, decoder in found.items():
-            start = time.perf_counter()
+            start = time.process_time()
             for data in pngs:
                 decoder(data)
-            passes[name].append((time.perf_counter() - start) / len(pngs) * 1000)
+            passes[name].append((time.process_time() - start) / len(pngs) * 1000)
     return {name: (min(times), statistics.median(times)) for name, times in passes.items()}
 
 
@@ -172,7 +174,7 @@ def main() -> int:
     for decoder in results[next(iter(sets))]:
         cells = [f"{results[name][decoder][0]:.3f} ms ({results[name][decoder][1]:.3f})" for name in sets]
         print(f"| {decoder} | {' | '.join(cells)} |")
-    print(f"\nbest of {args.repeat} passes per image (median pass in brackets); {stolen}")
+    print(f"\nCPU time per image, best of {args.repeat} passes (median pass in brackets); {stolen}")
     return 0
 
 
