@@ -237,8 +237,9 @@ def test_phone_sized_screen_with_touch(server, browser, page_errors):
     assert page_errors == []
 
 
-def test_the_api_docs_render_offline(server, browser, page_errors):
-    """Swagger UI, from the package's own files, draws every operation of the schema (and no CDN is asked)."""
+def test_the_api_docs_render_offline(server, browser, page_errors, test_split, tmp_path):
+    """Swagger UI, from the package's own files, draws every operation of the schema (and no CDN is asked), and its
+    "Try it out" sends a file to /api/predict and shows the digit."""
     context = browser.new_context(viewport={"width": 1200, "height": 800})
     page = context.new_page()
     asked = []
@@ -248,6 +249,20 @@ def test_the_api_docs_render_offline(server, browser, page_errors):
     expect(page.locator(".opblock").first).to_be_visible(timeout=20_000)
     assert page.locator(".opblock").count() == 5  # predict, batch, health, model, samples
     assert "Unable to render" not in page.content()
+    from PIL import Image
+
+    images, labels = test_split
+    path = tmp_path / "digit.png"
+    Image.fromarray(images[0].numpy()).save(path)
+    predict = page.locator("#operations-default-predict_api_predict_post")
+    predict.locator(".opblock-summary").click()
+    predict.locator(".try-out__btn").click()
+    predict.locator("input[type=file]").set_input_files(str(path))
+    predict.locator(".execute").click()
+    answer = predict.locator(".live-responses-table .microlight").first
+    expect(answer).to_contain_text(f'"digit": {int(labels[0])}', timeout=20_000)
+    # the documented 200 answer shows an example built from its schema, not an empty object
+    expect(predict.locator('tr.response[data-code="200"] .microlight').first).to_contain_text('"probabilities"')
     assert all(url.startswith(server.rstrip("/")) for url in asked), [u for u in asked if not u.startswith(server)]
     assert page_errors == []
 
