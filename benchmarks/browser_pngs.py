@@ -1,7 +1,8 @@
-"""What browsers really send, and how fast each decoder reads it: PNGs made by Chromium's own canvas.toBlob().
+"""What browsers really send, and how fast each decoder reads it: PNGs made by Chromium's own canvas.toBlob(), and
+photos as a phone's camera takes them.
 
     python benchmarks/browser_pngs.py                       # 200 digits, best of 5 passes per decoder
-    python benchmarks/browser_pngs.py --count 500 --repeat 7
+    python benchmarks/browser_pngs.py --count 500 --repeat 7 --photos 20
 
 MNIST test digits are drawn as dark ink on the page's white 280x280 canvas, in Debian's Chromium (/usr/bin/chromium,
 headless, through Playwright, no network), and taken from it as the page takes them: ``canvas.toBlob(...,
@@ -14,6 +15,11 @@ Each decoder reads every PNG to a uint8 array, and the pixels are checked equal 
     ..., no chunk walker    the same with decode._stored_png switched off: libspng inflates the PNG itself
     Pillow              Image.open + numpy.asarray
     cv2.imdecode        OpenCV, IMREAD_UNCHANGED
+Phone photos (``--photos``, 0 to skip): 4032x3024 JPEGs at quality 90, a digit written on uneven, grainy paper, stored
+sideways with EXIF orientation 6 as phone cameras store a portrait shot. Each decoder gives upright pixels: digitlab's
+path (Pillow's draft mode decodes at the working size, then EXIF), Pillow decoding whole, OpenCV decoding whole and at
+1/8 (``IMREAD_REDUCED_COLOR_8``; both apply EXIF orientation themselves).
+
 The time per image is this process's CPU time (not the wall clock, which on a busy machine counts other programs'
 turns too), the best of ``--repeat`` passes over all of them, with the median pass beside it; the decoders take
 turns pass by pass, so a busy moment falls on all of them. ``load.py`` posts the same browser PNGs
@@ -100,6 +106,67 @@ def pillow_canvas_pngs(count: int) -> list[bytes]:
     return pngs
 
 
+def phone_photos(count: int) -> list[bytes]:
+    """``count`` 12-megapixel camera JPEGs of MNIST digits on paper, stored sideways with EXIF orientation 6."""
+    import cv2
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    photos = []
+    for digit in mnist_digits(count):
+        height, width = 4032, 3024  # upright portrait
+        light = np.linspace(150, 215, width, dtype=np.float32)[None, :] + np.linspace(0, 25, height)[:, None]
+        ink = cv2.resize(digit, (1800, 1800), interpolation=cv2.INTER_CUBIC).astype(np.float32) / 255
+        page = np.repeat(light[..., None], 3, axis=2)
+        y, x = 1100, 600
+        page[y:y + 1800, x:x + 1800] *= 1 - 0.8 * ink[..., None]
+        page += rng.normal(0, 6, page.shape).astype(np.float32)  # sensor grain
+        upright = np.clip(page * [1.0, 0.97, 0.9], 0, 255).astype(np.uint8)
+        stored = np.rot90(upright, 1)  # what orientation 6 (turn 90 degrees clockwise to view) stores
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        buffer = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(stored)).save(buffer, "JPEG", quality=90, exif=exif)
+        photos.append(buffer.getvalue())
+    return photos
+
+
+def measure_photos(photos: list[bytes], repeat: int) -> dict[str, tuple[float, float, str]]:
+    """Decoder name -> (best, median) CPU milliseconds per photo, and the size of the upright pixels it gives."""
+    import cv2
+    from PIL import Image, ImageOps
+
+    from digitlab.recognition.decode import decode
+
+    def with_digitlab(data):
+        pixels, _ = decode(data)
+        return np.asarray(pixels)
+
+    def with_pillow(data):
+        with Image.open(io.BytesIO(data)) as image:
+            return np.asarray(ImageOps.exif_transpose(image))
+
+    def with_cv2(flag):
+        return lambda data: cv2.imdecode(np.frombuffer(data, np.uint8), flag)
+
+    found = {"digitlab decode (draft)": with_digitlab, "Pillow, whole": with_pillow,
+             "cv2.imdecode, whole": with_cv2(cv2.IMREAD_COLOR),
+             "cv2.imdecode, 1/8": with_cv2(cv2.IMREAD_REDUCED_COLOR_8)}
+    sizes = {}
+    for name, decoder in found.items():
+        pixels = decoder(photos[0])
+        assert pixels.shape[0] > pixels.shape[1], f"{name} does not turn the photo upright"
+        sizes[name] = f"{pixels.shape[1]}x{pixels.shape[0]}"
+    passes = {name: [] for name in found}
+    for _ in range(repeat):
+        for name, decoder in found.items():
+            start = time.process_time()
+            for data in photos:
+                decoder(data)
+            passes[name].append((time.process_time() - start) / len(photos) * 1000)
+    return {name: (min(times), statistics.median(times), sizes[name]) for name, times in passes.items()}
+
+
 def zlib_header(png: bytes) -> str:
     at = png.index(b"IDAT") + 4
     return png[at:at + 2].hex(" ")
@@ -158,6 +225,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=200, help="digits (default: 200)")
     parser.add_argument("--repeat", type=int, default=5, help="passes per decoder; the best is reported (default: 5)")
+    parser.add_argument("--photos", type=int, default=10, help="phone photos, 0 to skip (default: 10)")
     args = parser.parse_args()
     import cv2
 
@@ -175,6 +243,16 @@ def main() -> int:
         cells = [f"{results[name][decoder][0]:.3f} ms ({results[name][decoder][1]:.3f})" for name in sets]
         print(f"| {decoder} | {' | '.join(cells)} |")
     print(f"\nCPU time per image, best of {args.repeat} passes (median pass in brackets); {stolen}")
+    if args.photos:
+        photos = phone_photos(args.photos)
+        with StolenTime() as stolen:
+            timed = measure_photos(photos, args.repeat)
+        print(f"\n{len(photos)} phone photos, 4032x3024 stored sideways (EXIF orientation 6), "
+              f"{np.mean([len(p) for p in photos]) / 1e6:.2f} MB on average\n\n"
+              f"| decoder | upright pixels | CPU per photo |\n|---|---|---|")
+        for name, (best, median, size) in timed.items():
+            print(f"| {name} | {size} | {best:.1f} ms ({median:.1f}) |")
+        print(f"\nbest of {args.repeat} passes (median pass in brackets); {stolen}")
     return 0
 
 
