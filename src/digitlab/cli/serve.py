@@ -49,6 +49,8 @@ def add_serve_parsers(subparsers) -> None:
     p.add_argument("--cors-origin", action="append", default=[], metavar="URL",
                    help="a site (e.g. https://example.org) whose pages may call the API from a browser; repeat for "
                         "more (default: none, only this server's own page)")
+    p.add_argument("--collect", metavar="DIR", help="let people teach the page: a drawing it read wrong is saved, "
+                   "with the digit they pick, as DIR/<digit>/NAME.png and NAME.json (POST /api/samples; default: off)")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"),
                    help="how much uvicorn logs (default: info)")
     p.set_defaults(handler=cmd_serve)
@@ -94,7 +96,8 @@ def serve_settings(args) -> ServeSettings:
                              processes=True, workers=args.workers, threads=args.threads, worker_nice=args.worker_nice,
                              allowed_hosts=LOOPBACK_HOSTS if args.host in LOOPBACK_HOSTS else None,
                              api_key=args.api_key or None, rate_per_minute=args.rate_limit,
-                             cors_origins=tuple(origin.rstrip("/") for origin in args.cors_origin))
+                             cors_origins=tuple(origin.rstrip("/") for origin in args.cors_origin),
+                             collect=args.collect)
     except SettingError as exc:  # every other option is named after its field
         raise ValueError(f"--{exc.name.replace('_', '-')} {exc.problem}") from None
 
@@ -115,5 +118,7 @@ def cmd_serve(args) -> int:
     app = create_app(settings)
     print(f"serving {settings.model or 'the bundled model'} ({settings.backend}) on http://{args.host}:{args.port} "
           f"- API docs at /docs", file=sys.stderr)
+    if settings.collect is not None:
+        print(f"corrected drawings are saved in {os.path.abspath(settings.collect)}", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0

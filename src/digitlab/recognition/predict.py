@@ -85,6 +85,7 @@ class Prediction:
     error_kind: str | None = None           # and why: preprocess.ImageError's kind
     polarity: str | None = None
     size: tuple[int, int] | None = None     # width, height of the upright original image
+    steps: dict | None = field(default=None, repr=False)  # preprocess's images between its steps, when asked for
 
     @property
     def digit(self) -> int | None:
@@ -152,23 +153,23 @@ class Recognizer:
             raise ValueError(f"the model's calibration temperature must be positive, not {self.temperature}")
 
     def predict_one(self, source, multi: bool = False, polarity: str | None = None,
-                    threshold: float | None = None) -> Prediction:
-        return self.predict([source], multi, polarity, threshold)[0]
+                    threshold: float | None = None, steps: bool = False) -> Prediction:
+        return self.predict([source], multi, polarity, threshold, steps)[0]
 
     def predict(self, inputs: Iterable, multi: bool = False, polarity: str | None = None,
-                threshold: float | None = None) -> list[Prediction]:
+                threshold: float | None = None, steps: bool = False) -> list[Prediction]:
         """Predictions for every input, in order. An item is a path, bytes, a numpy array or a PIL image, or a
         (name, item) pair that names it in the results. ``polarity`` and ``threshold`` (None: the Recognizer's)
-        apply to this call only."""
-        return list(self.iter_predict(inputs, multi, polarity, threshold))
+        apply to this call only; with ``steps`` each result keeps the preprocessing's images (``steps``)."""
+        return list(self.iter_predict(inputs, multi, polarity, threshold, steps))
 
     def iter_predict(self, inputs: Iterable, multi: bool = False, polarity: str | None = None,
-                     threshold: float | None = None) -> Iterator[Prediction]:
+                     threshold: float | None = None, steps: bool = False) -> Iterator[Prediction]:
         """Like ``predict``, but yields results batch by batch: a long folder shows progress, memory stays flat.
         Bad options are refused here, before the first input is read."""
         polarity, threshold = _checked(self.polarity if polarity is None else polarity,
                                        self.threshold if threshold is None else threshold)
-        return self._iter_predict(inputs, _Options(multi, polarity, threshold))
+        return self._iter_predict(inputs, _Options(multi, polarity, threshold, steps))
 
     def _iter_predict(self, inputs: Iterable, options: _Options) -> Iterator[Prediction]:
         chunk = []
@@ -200,7 +201,8 @@ class Recognizer:
 
     def _prepare(self, name: str, source, options: _Options) -> Prepared | Prediction:
         try:
-            return prepare(source, polarity=options.polarity, multi=options.multi, max_pixels=self.max_pixels)
+            return prepare(source, polarity=options.polarity, multi=options.multi, max_pixels=self.max_pixels,
+                           steps=options.steps)
         except ImageError as exc:
             return Prediction(name, options.multi, error=str(exc), error_kind=exc.kind)
         except MemoryError:
@@ -230,7 +232,8 @@ class Recognizer:
                 reason = unsure[0].reason
             elif unsure:
                 reason = f"{len(unsure)} of {len(digits)} digits unsure ({unsure[0].reason})"
-        return Prediction(name, multi, digits, reason, polarity=prepared.polarity, size=prepared.size)
+        return Prediction(name, multi, digits, reason, polarity=prepared.polarity, size=prepared.size,
+                          steps=prepared.steps)
 
     def _digit(self, image: np.ndarray, box, probabilities: np.ndarray, threshold: float) -> DigitResult:
         digits = probabilities[self.digit_outputs]  # (10,), index = digit
@@ -256,6 +259,7 @@ class _Options:
     multi: bool
     polarity: str
     threshold: float
+    steps: bool = False
 
 
 def _checked(polarity: str, threshold: float) -> tuple[str, float]:
