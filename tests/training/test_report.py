@@ -141,3 +141,43 @@ def test_bad_options_are_one_line_errors(tmp_path, mnist_dir, kwargs, needle):
 def test_a_folder_without_a_model_is_refused(tmp_path):
     with pytest.raises(ValueError, match="without model.safetensors"):
         write_report(tmp_path, tmp_path / "out")
+
+
+def test_the_page_opens_offline_in_a_browser(bundled_report):
+    """Chromium opens report.html from disk with every request beyond the file refused: each picture decodes and
+    shows, and the page's own words are there. Skipped without Debian's chromium, except under CI."""
+    import os
+    from pathlib import Path
+
+    chromium = Path("/usr/bin/chromium")
+    if not chromium.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{chromium} is missing under CI: .ci/run must install Debian's chromium", pytrace=False)
+        pytest.skip(f"{chromium} not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    out, _ = bundled_report
+    requested: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(chromium), headless=True,
+                                             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                                                   "--disable-component-update", "--no-first-run"])
+        try:
+            context = browser.new_context(offline=True)
+            page = context.new_page()
+
+            def refuse(route):
+                requested.append(route.request.url)
+                route.abort()
+
+            page.route("http*://**/*", refuse)
+            page.goto((out / "report.html").as_uri())
+            shown = page.eval_on_selector_all("img", "images => images.map(i => i.complete && i.naturalWidth > 0)")
+            heading = page.inner_text("h1")
+            shots = Path(__file__).resolve().parents[2] / "test-output" / "report"
+            shots.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(shots / "report.png"), full_page=True)
+        finally:
+            browser.close()
+    assert shown == [True] * len(PICTURES)
+    assert TEXT["en"]["title"] in heading and requested == []
