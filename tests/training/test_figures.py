@@ -141,3 +141,14 @@ def test_montage_places_cells_in_rows():
     sheet = montage(cells, columns=3, gap=1, head=1)
     assert sheet.shape == (2 * (2 + 1 + 1), 3 * 3 - 1, 3)
     assert sheet[1, 0, 0] == 0.0 and sheet[1, 3, 0] == 0.1 and sheet[5, 3, 0] == 0.4
+
+
+def test_resuming_a_finished_run_without_curves_draws_them(tmp_path, mnist_dir, check_picture):
+    cfg = TrainConfig(model="mlp_3x256", epochs=1, batch_size=128, limit=400, validation_split=0.25, seed=0,
+                      augment=False, ema_decay=0.0)
+    train(cfg, tmp_path, quiet=True)
+    (tmp_path / "curves.png").unlink()  # as a run from before the curves were drawn
+    (tmp_path / "history.csv").unlink()
+    train(cfg, tmp_path, resume=True, quiet=True)
+    check_picture(tmp_path / "curves.png", 1000, 300)
+    assert (tmp_path / "history.csv").is_file()

@@ -1,7 +1,7 @@
 """``digitlab report``: every picture opened and checked, report.html parsed (its images counted, nothing fetched from
 a network), both languages complete, and nothing a user has is overwritten unasked.
 
-Scored on the first 1,000 MNIST test images (``limit``) to keep the tests to seconds; the whole test set is the
+Scored on the first LIMIT MNIST test images (``limit``) to keep the tests to seconds; the whole test set is the
 benchmark's (benchmarks/report_speed.py).
 """
 

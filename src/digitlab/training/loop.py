@@ -526,6 +526,8 @@ def _run(cfg: TrainConfig, out_dir: Path, resume: bool, dry_run: bool, command: 
             if not history_path.is_file() or history_path.read_text() != record:
                 atomic_write_text(history_path, record)
                 write_curves(history, out_dir)
+            elif not (out_dir / "curves.png").is_file() or not (out_dir / "history.csv").is_file():
+                write_curves(history, out_dir)  # a run begun before the curves were drawn gets them
         if not quiet:
             print(f"resuming after epoch {len(history)} from {out_dir / 'resume.safetensors'}")
 
