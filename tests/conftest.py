@@ -96,3 +96,22 @@ def served_onnx(served_checkpoint, mnist_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("onnx") / "model.onnx"
     export_onnx(served_checkpoint, out, check_images=500, data_dir=mnist_dir)
     return out
+
+
+@pytest.fixture
+def check_picture():
+    """A check that a PNG the project drew is a real picture: it opens, it is at least this big, and it is not one
+    flat colour (the variance of its gray pixels), so an empty or broken figure fails."""
+    import numpy as np
+    from PIL import Image
+
+    def check(path, min_width: int = 200, min_height: int = 150) -> tuple[int, int]:
+        with Image.open(path) as picture:
+            assert picture.format == "PNG", path
+            width, height = picture.size
+            gray = np.asarray(picture.convert("L"), dtype=np.float64)
+        assert width >= min_width and height >= min_height, (path, picture.size)
+        assert gray.std() > 10, f"{path}: nearly blank (pixel standard deviation {gray.std():.1f})"
+        return width, height
+
+    return check

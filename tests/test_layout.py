@@ -273,6 +273,7 @@ def test_python_api_without_torch(without, seven):
     (["models"], "listing the networks", "train"),
     (["export", "--onnx", "x.onnx"], "exporting to ONNX", "train"),
     (["predict", "--model", "x.safetensors", "x.png"], "running a .safetensors checkpoint", "train"),
+    (["report"], "drawing the report", "train"),
 ])
 def test_a_missing_extra_is_one_line_naming_it(without, argv, job, extra):
     result = without("torch")("-m", "digitlab", *argv)

@@ -45,4 +45,5 @@ def test_torchrun_two_processes_on_gloo(tmp_path, mnist_dir):
     model, meta = checkpoint.load(out / "model.safetensors")
     assert meta["command"].startswith("digitlab train --recipe conv3_dense64")
     assert meta["metrics"]["val_accuracy"] == history[-1]["val_accuracy"]
-    assert {p.name for p in out.iterdir()} == {"model.safetensors", "resume.safetensors", "history.json"}
+    assert {p.name for p in out.iterdir()} == {"model.safetensors", "resume.safetensors", "history.json",
+                                               "history.csv", "curves.png"}

@@ -4,6 +4,7 @@
     cli/predict.py   predict                                         (torch-free: ONNX, or PyTorch when installed)
     cli/serve.py     serve                                           (``digitlab[serve]``)
     cli/data.py      export-samples
+    cli/report.py    report                                          (needs PyTorch: ``digitlab[train]``)
 
 Bad arguments or input end in a one-line message and exit code 2, never a traceback; so does a job whose optional
 dependencies are not installed, naming the extra that brings them.
@@ -32,7 +33,8 @@ EXTRAS = {
 # How the message names the job that needed it.
 JOBS = {"train": "training", "eval": "evaluating a checkpoint", "export": "exporting to ONNX",
         "models": "listing the networks", "summary": "building a network", "recipes": "listing the recipes",
-        "predict": "running a .safetensors checkpoint", "serve": "serving", "export-samples": "reading MNIST"}
+        "predict": "running a .safetensors checkpoint", "serve": "serving", "export-samples": "reading MNIST",
+        "report": "drawing the report"}
 
 
 class Parser(argparse.ArgumentParser):
@@ -78,6 +80,7 @@ def missing_extra(command: str, exc: ModuleNotFoundError) -> str | None:
 def build_parser() -> Parser:
     from digitlab.cli.data import add_data_parsers
     from digitlab.cli.predict import add_predict_parsers
+    from digitlab.cli.report import add_report_parsers
     from digitlab.cli.serve import add_serve_parsers
     from digitlab.cli.train import add_train_parsers
 
@@ -88,6 +91,7 @@ def build_parser() -> Parser:
     add_predict_parsers(sub)
     add_serve_parsers(sub)
     add_data_parsers(sub)
+    add_report_parsers(sub)
     return parser
 
 
