@@ -61,8 +61,7 @@ def recognise_files(paths: Sequence[str], jobs: int, settings: WorkerSettings = 
     chunks = [list(paths[i:i + CHUNK]) for i in range(0, len(paths), CHUNK)]
     if not chunks:
         return
-    # spawn: each worker starts clean, with no copy of the parent's threads or locks, on every platform
-    pool = multiprocessing.get_context("spawn").Pool(min(jobs, len(chunks)), initializer=_start_worker,
+    pool = _context().Pool(min(jobs, len(chunks)), initializer=_start_worker,
                                                      initargs=(settings,))
     finished = False
     try:
@@ -76,6 +75,21 @@ def recognise_files(paths: Sequence[str], jobs: int, settings: WorkerSettings = 
         else:
             pool.terminate()  # Ctrl-C, an error, or the caller stopped reading: nothing more is wanted
         pool.join()
+
+
+def _context():
+    """Worker processes forked from a server process that has imported what reading needs (numpy, OpenCV,
+    onnxruntime) once, so each worker starts without importing it again; none is a copy of this process, with its
+    threads and locks. Where there is no fork (Windows, macOS's default), each worker starts afresh."""
+    import os
+
+    method = os.environ.get("DIGITLAB_START_METHOD")  # for measuring one against the other (docs/scale.md)
+    if method is None:
+        method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    context = multiprocessing.get_context(method)
+    if method == "forkserver":
+        context.set_forkserver_preload(["digitlab.recognition.predict", "onnxruntime", "cv2"])
+    return context
 
 
 # --- in each worker process ---------------------------------------------------------------------------------------
