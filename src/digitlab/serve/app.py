@@ -6,6 +6,7 @@
     POST /api/predict/batch   several images in the multipart field ``files``: one result (or error) per file
     GET  /api/health          is the model loaded
     GET  /api/model           the checkpoint's metadata
+    GET  /metrics             Prometheus metrics (serve.observe): requests, latency, images, refusals, workers
     GET  /docs                OpenAPI documentation
 
 Every image goes through ``predict.Recognizer`` and so through ``preprocess`` - the one preprocessing path, which
@@ -41,13 +42,15 @@ import cv2
 from anyio import CapacityLimiter, to_thread
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import UploadFile
 
 from digitlab.recognition.predict import default_threshold
 from digitlab.recognition.preprocess import POLARITIES
 from digitlab.serve import runner
+from digitlab.serve.observe import Metrics, Observe
 from digitlab.serve.settings import Limits, ServeSettings
 from digitlab.serve.workers import Busy, WorkerPool
 
@@ -113,8 +116,9 @@ class Guard:
             return JSONResponse({"detail": f"this server answers requests to {', '.join(allowed_hosts)} only (Host "
                                            f"header)"}, status_code=400)
         path = scope["path"]
-        if path.startswith("/api/") and path != "/api/health" and scope["method"] != "OPTIONS":
-            refusal = self._key_or_rate_refusal(scope, headers)
+        api = path.startswith("/api/") and path != "/api/health"
+        if (api or path == "/metrics") and scope["method"] != "OPTIONS":  # Prometheus's scrapes count on no rate
+            refusal = self._key_or_rate_refusal(scope, headers, rate=api)
             if refusal is not None:
                 return refusal
         origin = headers.get(b"origin")
@@ -125,8 +129,8 @@ class Guard:
                                            "and clients that are not browsers"}, status_code=403)
         return None
 
-    def _key_or_rate_refusal(self, scope, headers) -> JSONResponse | None:
-        """The API key and the per-client rate, where the settings ask for them."""
+    def _key_or_rate_refusal(self, scope, headers, rate: bool = True) -> JSONResponse | None:
+        """The API key and (``rate``) the per-client rate, where the settings ask for them."""
         key = self.settings.api_key
         if key is not None:
             given = headers.get(b"x-api-key") or headers.get(b"authorization", b"").removeprefix(b"Bearer ")
@@ -134,7 +138,7 @@ class Guard:
                 return JSONResponse({"detail": "an API key is needed: send it as X-API-Key or Authorization: Bearer "
                                                "(the page takes it after # in its address: /#key=...)"},
                                     status_code=401, headers={"WWW-Authenticate": "Bearer"})
-        if self.settings.rate_per_minute is not None:
+        if rate and self.settings.rate_per_minute is not None:
             client = (scope.get("client") or ("?", 0))[0]
             now, times = time.monotonic(), self.requests.setdefault(client, collections.deque())
             while times and now - times[0] >= 60:
@@ -332,6 +336,16 @@ async def _thread_lifespan(app: FastAPI):
     yield
 
 
+def _observed(lifespan):
+    """``lifespan``, then the metrics watch what it set up: the images each request reads, the worker pool."""
+    @asynccontextmanager
+    async def observed(app: FastAPI):
+        async with lifespan(app):
+            app.state.metrics.watch(app.state)
+            yield
+    return observed
+
+
 def create_app(settings: ServeSettings | None = None) -> FastAPI:
     """The app serving ``settings`` (None: the bundled model, recognised in threads of this process).
 
@@ -345,7 +359,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     limits, backend, threshold = settings.limits, settings.backend, settings.threshold
 
     app = FastAPI(title="digitlab", version=_version(), docs_url=None, redoc_url=None,  # ReDoc would load a CDN
-                  lifespan=_process_lifespan if settings.processes else _thread_lifespan,
+                  lifespan=_observed(_process_lifespan if settings.processes else _thread_lifespan),
                   description="Recognise handwritten digits in images: one digit, or a number with ?multi=true.")
     # The schema uses nothing of OpenAPI 3.1 beyond 3.0, and the packaged Swagger UI reads 3.0 only: said as 3.0.3,
     # /docs renders it offline (tests/serve/test_browser.py opens it).
@@ -355,7 +369,9 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     if settings.cors_origins:  # the named sites' pages may call the API (preflight answered here)
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["Content-Type", "X-API-Key", "Authorization"])
-    app.add_middleware(Guard, settings=settings)  # added last, so it runs first
+    app.add_middleware(Guard, settings=settings)
+    app.state.metrics = Metrics()
+    app.add_middleware(Observe, metrics=app.state.metrics)  # added last, so it runs first: it sees every refusal
     add_offline_docs(app)
 
     @app.exception_handler(ApiError)
@@ -427,6 +443,11 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         served = default_threshold(request.app.state.metadata) if threshold is None else threshold
         return {"backend": backend, "threshold": served, "metadata": public_metadata(request.app.state.metadata),
                 "limits": asdict(limits)}
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics(request: Request) -> Response:
+        """Prometheus text format (serve.observe); under the API key when the server has one."""
+        return Response(request.app.state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
