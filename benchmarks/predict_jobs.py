@@ -10,6 +10,11 @@ children of multiprocessing's fork server, whose CPU time this process cannot co
 
     python benchmarks/predict_jobs.py                       # --jobs 1 and 2, 3 runs each, ONNX
     python benchmarks/predict_jobs.py --jobs 1 2 4 --runs 5 --backend torch
+    python benchmarks/predict_jobs.py --ray                 # and Ray Data on a local Ray with one CPU per job
+
+With ``--ray`` the same files also go through ``digitlab.recognition.cluster`` on a local Ray started once
+(``ray.init(num_cpus=max(jobs))``): the start-up is printed apart, and each run is timed from reading the folder to
+the last row, as ``--jobs`` runs are from the command to its exit.
 """
 
 from __future__ import annotations
@@ -22,6 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent))
+from machine import StolenTime, cpu_times, hardware, versions  # noqa: E402
+
 
 def busy_share(before: list[int] | None, after: list[int] | None) -> str:
     """How much of all the machine's CPUs was in use between two ``cpu_times()``, by anything."""
@@ -32,9 +40,30 @@ def busy_share(before: list[int] | None, after: list[int] | None) -> str:
     return f"machine busy {100 * (1 - idle / max(1, sum(spent))):.0f}%"
 
 
+def time_ray(folder: Path, count: int, cpus: int, runs: int) -> None:
+    import logging
+
+    import ray
+
+    from digitlab.recognition.cluster import read_images, recognise_dataset
+
+    start = time.perf_counter()
+    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    print(f"Ray Data, local Ray with {cpus} CPUs: ray.init {time.perf_counter() - start:.1f} s", flush=True)
+    for run in range(runs):
+        load, before = os.getloadavg()[0], cpu_times()
+        start = time.perf_counter()
+        with StolenTime() as stolen:
+            rows = recognise_dataset(read_images(str(folder)), actors=cpus).materialize().count()
+        wall = time.perf_counter() - start
+        print(f"  run {run + 1} Ray, {cpus} actors: {wall:5.1f} s, {rows / wall:4.0f} images/s "
+              f"({rows / wall / cpus:.0f} per actor); load average before {load:.1f}, "
+              f"{busy_share(before, cpu_times())}; {stolen}", flush=True)
+    ray.shutdown()
+
+
 def main() -> None:
-    sys.path.insert(0, str(Path(__file__).parent))
-    from machine import StolenTime, cpu_times, hardware, versions
     from predict_throughput import write_folder
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -44,6 +73,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--backend", default="onnx", choices=("onnx", "torch"))
     parser.add_argument("--folder", help="use (and keep) the files in this folder, rendering them if it is empty")
+    parser.add_argument("--ray", action="store_true", help="also time Ray Data on a local Ray (digitlab[cluster])")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -73,6 +103,8 @@ def main() -> None:
                 rates[jobs].append(count / wall)
                 print(f"  run {run + 1} --jobs {jobs}: {wall:5.1f} s, {count / wall:4.0f} images/s; load average "
                       f"before {load:.1f}, {busy}; {stolen}", flush=True)
+        if args.ray:
+            time_ray(folder, count, max(args.jobs), args.runs)
     same = len(set(answers.values())) == 1
     print(f"answers identical across job counts: {same}")
     base = max(rates[args.jobs[0]])

@@ -62,11 +62,19 @@ def add_predict_parsers(subparsers) -> None:
     p.add_argument("--resume", action="store_true", help="with --out: skip the inputs the file already holds and "
                    "add the rest (default: refuse to touch an existing file)")
     p.add_argument("--overwrite", action="store_true", help="with --out: replace an existing file")
+    p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                   help="recognise on a Ray cluster with Ray Data (pip install 'digitlab[cluster]'), writing Parquet "
+                        "(or, with --json/--csv, JSON Lines/CSV) files into the folder --out DIR; ADDRESS as "
+                        "ray.init takes it (default: $RAY_ADDRESS, else a Ray on this machine). Put the paths "
+                        "before --ray, or write --ray=ADDRESS")
     p.set_defaults(handler=cmd_predict)
 
 
 def cmd_predict(args) -> int:
     from digitlab.recognition.parallel import CHUNK, WorkerSettings, load_single_threaded, recognise_files
+
+    if args.ray is not None:
+        return predict_on_ray(args)
 
     inputs, unread = collect_inputs(args.paths, args.recursive)  # unread: (name, why it is not read)
     if args.explain and len(inputs) != 1:
@@ -117,6 +125,46 @@ def cmd_predict(args) -> int:
     if failed:
         print(f"{failed} of {len(todo) + len(unread)} inputs could not be read", file=sys.stderr)
     return 1 if failed else 0
+
+
+def predict_on_ray(args) -> int:
+    """``--ray``: the paths read by Ray Data, recognised by actors with the ONNX model, written as files into the
+    folder ``--out``. Per-image errors are rows with ``error`` set; the job itself goes on."""
+    if args.ray and "://" not in args.ray and Path(args.ray).exists():
+        raise ValueError(f"--ray took {args.ray!r} as the cluster's address; put the paths before --ray, or write "
+                         f"--ray=ADDRESS")
+    for option in ("explain", "resume", "unordered"):
+        if getattr(args, option):
+            raise ValueError(f"--{option} is not for --ray")
+    if args.backend == "torch":
+        raise ValueError("--ray runs the ONNX model (no PyTorch on the cluster); export a checkpoint with "
+                         "`digitlab export CKPT --onnx model.onnx`")
+    if not args.out:
+        raise ValueError("--ray writes its answers as files into a folder: name it with --out DIR")
+    out = args.out if "://" in args.out else str(Path(args.out).resolve())
+    if "://" not in out and Path(out).exists() and (not Path(out).is_dir() or any(Path(out).iterdir())) \
+            and not args.overwrite:
+        raise ValueError(f"{args.out} exists and is not an empty folder: --overwrite to replace what it holds")
+    try:
+        import ray
+    except ModuleNotFoundError:
+        from digitlab.errors import UsageError
+
+        raise UsageError("digitlab: error: --ray needs Ray: pip install 'digitlab[cluster]'") from None
+    from digitlab.recognition.cluster import read_images, recognise_dataset
+
+    if not ray.is_initialized():
+        import logging
+
+        ray.init(address=args.ray or None, logging_level=logging.WARNING, log_to_driver=False)
+    paths = [p if "://" in p else str(Path(p).resolve()) for p in args.paths]
+    answers = recognise_dataset(read_images(paths), model=args.model, threshold=args.threshold,
+                                polarity=args.polarity, multi=args.multi)
+    mode = {"mode": ray.data.SaveMode.OVERWRITE} if args.overwrite else {}
+    write = answers.write_json if args.json else answers.write_csv if args.csv else answers.write_parquet
+    write(out, **mode)
+    print(f"wrote the answers into {args.out}", file=sys.stderr)
+    return 0
 
 
 def _check_extra(settings) -> None:

@@ -37,6 +37,14 @@ def record(result: Prediction) -> dict[str, Any]:
     }
 
 
+def arrow_schema():
+    """``record``'s columns as an Arrow schema (pyarrow is imported here, only by those who write Parquet)."""
+    import pyarrow as pa
+
+    types = {"digit": pa.int64(), "confidence": pa.float64()}
+    return pa.schema([(name, types.get(name, pa.string())) for name in COLUMNS])
+
+
 def json_line(result: Prediction) -> str:
     return json.dumps(result.to_dict())
 

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from digitlab.files import atomic_write
-from digitlab.recognition.formats import COLUMNS, STYLES, record
+from digitlab.recognition.formats import COLUMNS, STYLES, arrow_schema, record
 from digitlab.recognition.predict import Prediction
 
 SUFFIXES = {".jsonl": "json", ".ndjson": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet",
@@ -168,9 +168,7 @@ class ResultsFile:
             raise ValueError("a .parquet output needs pyarrow: pip install pyarrow (or write .jsonl or .csv)") \
                 from None
         self._pa, self._pq = pa, pq
-        self._schema = pa.schema([("path", pa.string()), ("digit", pa.int64()), ("number", pa.string()),
-                                  ("confidence", pa.float64())] +
-                                 [(name, pa.string()) for name in COLUMNS[4:]])
+        self._schema = arrow_schema()
         if self._continuing:
             try:
                 self._before = pq.read_table(self.path).select(list(COLUMNS)).cast(self._schema)
