@@ -112,8 +112,18 @@ def main() -> None:
         best, mean = max(rates[jobs]), sum(rates[jobs]) / len(rates[jobs])
         print(f"--jobs {jobs}: best {best:.0f} images/s, mean {mean:.0f} (min {min(rates[jobs]):.0f}); "
               f"best against --jobs {args.jobs[0]}: {best / base:.2f}x")
-    print(f"hardware: {hardware()}; CPUs this process may use: {len(os.sched_getaffinity(0))}\n"
+    print(f"hardware: {hardware()}; CPUs this process may use: {len(os.sched_getaffinity(0))}; {autogroup()}\n"
           f"versions: {versions()}")
+
+
+def autogroup() -> str:
+    """Linux's autogroup gives each session, not each process, a fair share of busy CPUs: with other sessions
+    running, more processes in this one get no more CPU (docs/scale.md)."""
+    try:
+        enabled = Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1"
+    except OSError:
+        return "scheduler autogroup: unknown"
+    return "scheduler autogroup: on (CPU shared per session)" if enabled else "scheduler autogroup: off"
 
 
 if __name__ == "__main__":
