@@ -62,6 +62,8 @@ def test_predict_ray_writes_a_folder_of_parquet(local_ray, folder, expected, tmp
     assert "--overwrite" in capsys.readouterr().err
     assert main(["predict", "a.png", "--ray", str(folder), "--out", str(out)]) == 2  # a folder taken for an address
     assert "put the paths before --ray" in capsys.readouterr().err
+    assert main(["predict", str(folder), "--ray", "--json", "--out", str(tmp_path / "other")]) == 2
+    assert "--json is not for --ray" in capsys.readouterr().err
 
 
 def test_the_batch_class_loads_onnx_only(tmp_path):

@@ -64,9 +64,9 @@ def add_predict_parsers(subparsers) -> None:
     p.add_argument("--overwrite", action="store_true", help="with --out: replace an existing file")
     p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
                    help="recognise on a Ray cluster with Ray Data (pip install 'digitlab[cluster]'), writing Parquet "
-                        "(or, with --json/--csv, JSON Lines/CSV) files into the folder --out DIR; ADDRESS as "
-                        "ray.init takes it (default: $RAY_ADDRESS, else a Ray on this machine). Put the paths "
-                        "before --ray, or write --ray=ADDRESS")
+                        "files, with the columns of --out x.parquet, into the folder --out DIR; ADDRESS as ray.init "
+                        "takes it (default: $RAY_ADDRESS, else a Ray on this machine). Put the paths before --ray, "
+                        "or write --ray=ADDRESS")
     p.set_defaults(handler=cmd_predict)
 
 
@@ -128,12 +128,12 @@ def cmd_predict(args) -> int:
 
 
 def predict_on_ray(args) -> int:
-    """``--ray``: the paths read by Ray Data, recognised by actors with the ONNX model, written as files into the
-    folder ``--out``. Per-image errors are rows with ``error`` set; the job itself goes on."""
+    """``--ray``: the paths read by Ray Data, recognised by actors with the ONNX model, written as Parquet files into
+    the folder ``--out``. Per-image errors are rows with ``error`` set; the job itself goes on."""
     if args.ray and "://" not in args.ray and Path(args.ray).exists():
         raise ValueError(f"--ray took {args.ray!r} as the cluster's address; put the paths before --ray, or write "
                          f"--ray=ADDRESS")
-    for option in ("explain", "resume", "unordered"):
+    for option in ("explain", "resume", "unordered", "json", "csv"):  # Parquet: typed, and the same as --out's
         if getattr(args, option):
             raise ValueError(f"--{option} is not for --ray")
     if args.backend == "torch":
@@ -160,9 +160,7 @@ def predict_on_ray(args) -> int:
     paths = [p if "://" in p else str(Path(p).resolve()) for p in args.paths]
     answers = recognise_dataset(read_images(paths), model=args.model, threshold=args.threshold,
                                 polarity=args.polarity, multi=args.multi)
-    mode = {"mode": ray.data.SaveMode.OVERWRITE} if args.overwrite else {}
-    write = answers.write_json if args.json else answers.write_csv if args.csv else answers.write_parquet
-    write(out, **mode)
+    answers.write_parquet(out, **({"mode": ray.data.SaveMode.OVERWRITE} if args.overwrite else {}))
     print(f"wrote the answers into {args.out}", file=sys.stderr)
     return 0
 
