@@ -61,7 +61,7 @@ def add_predict_parsers(subparsers) -> None:
                    "that are on disk as they are written (default: print them)")
     p.add_argument("--resume", action="store_true", help="with --out: skip the inputs the file already holds and "
                    "add the rest (default: refuse to touch an existing file)")
-    p.add_argument("--overwrite", action="store_true", help="with --out: replace an existing file")
+    p.add_argument("--overwrite", action="store_true", help="with --out: replace an existing file (default: never)")
     p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
                    help="recognise on a Ray cluster with Ray Data (pip install 'digitlab[cluster]'), writing Parquet "
                         "files, with the columns of --out x.parquet, into the folder --out DIR; ADDRESS as ray.init "
