@@ -257,6 +257,14 @@ def test_predict_and_explain_without_torch(without, seven, tmp_path):
     assert result.returncode == 0 and json.loads(result.stdout)["digit"] == 7, result.stderr
 
 
+def test_predict_jobs_without_torch(without, seven, tmp_path):
+    """Worker processes load the bundled model on onnxruntime too, when PyTorch is missing."""
+    out = tmp_path / "answers.jsonl"
+    result = without("torch")("-m", "digitlab", "predict", "--jobs", "2", "--out", str(out), *[str(seven)] * 40)
+    assert result.returncode == 0, result.stderr
+    assert [json.loads(line)["digit"] for line in out.read_text().splitlines()] == [7] * 40
+
+
 def test_python_api_without_torch(without, seven):
     code = ("import sys\nfrom digitlab.recognition.engine import load_engine\n"
             "from digitlab.recognition.predict import Recognizer\n"

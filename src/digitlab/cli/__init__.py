@@ -29,6 +29,7 @@ EXTRAS = {
     "multipart": ("python-multipart", "serve"),
     "python_multipart": ("python-multipart", "serve"),
     "swagger_ui_bundle": ("swagger-ui-bundle", "serve"),
+    "prometheus_client": ("prometheus-client", "serve"),
 }
 # How the message names the job that needed it.
 JOBS = {"train": "training", "eval": "evaluating a checkpoint", "export": "exporting to ONNX",

@@ -7,6 +7,7 @@
     GET  /api/health          is the model loaded
     GET  /api/model           the checkpoint's metadata
     POST /api/samples         ?label=3: save an image the model read wrong, for fine-tuning (only with --collect DIR)
+    GET  /metrics             Prometheus metrics (serve.observe): requests, latency, images, refusals, workers
     GET  /docs                OpenAPI documentation
 
 Every image goes through ``predict.Recognizer`` and so through ``preprocess`` - the one preprocessing path, which
@@ -42,7 +43,8 @@ import cv2
 from anyio import CapacityLimiter, to_thread
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import UploadFile
 
@@ -50,6 +52,7 @@ from digitlab.recognition.predict import default_threshold
 from digitlab.recognition.preprocess import POLARITIES
 from digitlab.recognition.decode import ImageError
 from digitlab.serve import runner, samples, schemas
+from digitlab.serve.observe import Metrics, Observe
 from digitlab.serve.settings import Limits, ServeSettings
 from digitlab.serve.workers import Busy, WorkerPool
 
@@ -115,8 +118,9 @@ class Guard:
             return JSONResponse({"detail": f"this server answers requests to {', '.join(allowed_hosts)} only (Host "
                                            f"header)"}, status_code=400)
         path = scope["path"]
-        if path.startswith("/api/") and path != "/api/health" and scope["method"] != "OPTIONS":
-            refusal = self._key_or_rate_refusal(scope, headers)
+        api = path.startswith("/api/") and path != "/api/health"
+        if (api or path == "/metrics") and scope["method"] != "OPTIONS":  # Prometheus's scrapes count on no rate
+            refusal = self._key_or_rate_refusal(scope, headers, rate=api)
             if refusal is not None:
                 return refusal
         origin = headers.get(b"origin")
@@ -127,8 +131,8 @@ class Guard:
                                            "and clients that are not browsers"}, status_code=403)
         return None
 
-    def _key_or_rate_refusal(self, scope, headers) -> JSONResponse | None:
-        """The API key and the per-client rate, where the settings ask for them."""
+    def _key_or_rate_refusal(self, scope, headers, rate: bool = True) -> JSONResponse | None:
+        """The API key and (``rate``) the per-client rate, where the settings ask for them."""
         key = self.settings.api_key
         if key is not None:
             given = headers.get(b"x-api-key") or headers.get(b"authorization", b"").removeprefix(b"Bearer ")
@@ -136,7 +140,7 @@ class Guard:
                 return JSONResponse({"detail": "an API key is needed: send it as X-API-Key or Authorization: Bearer "
                                                "(the page takes it after # in its address: /#key=...)"},
                                     status_code=401, headers={"WWW-Authenticate": "Bearer"})
-        if self.settings.rate_per_minute is not None:
+        if rate and self.settings.rate_per_minute is not None:
             client = (scope.get("client") or ("?", 0))[0]
             now, times = time.monotonic(), self.requests.setdefault(client, collections.deque())
             while times and now - times[0] >= 60:
@@ -360,6 +364,16 @@ async def _thread_lifespan(app: FastAPI):
     yield
 
 
+def _observed(lifespan):
+    """``lifespan``, then the metrics watch what it set up: the images each request reads, the worker pool."""
+    @asynccontextmanager
+    async def observed(app: FastAPI):
+        async with lifespan(app):
+            app.state.metrics.watch(app.state)
+            yield
+    return observed
+
+
 def create_app(settings: ServeSettings | None = None) -> FastAPI:
     """The app serving ``settings`` (None: the bundled model, recognised in threads of this process).
 
@@ -373,7 +387,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     limits, backend, threshold = settings.limits, settings.backend, settings.threshold
 
     app = FastAPI(title="digitlab", version=_version(), docs_url=None, redoc_url=None,  # ReDoc would load a CDN
-                  lifespan=_process_lifespan if settings.processes else _thread_lifespan,
+                  lifespan=_observed(_process_lifespan if settings.processes else _thread_lifespan),
                   description="Recognise handwritten digits in images: one digit, or a number with ?multi=true.")
     # The packaged Swagger UI reads OpenAPI 3.0 only: the schema is written as 3.0.3 (schemas.openapi_3_0 rewrites
     # pydantic's 3.1 forms), so /docs renders it offline (tests/serve/test_browser.py opens it).
@@ -390,7 +404,9 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     if settings.cors_origins:  # the named sites' pages may call the API (preflight answered here)
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["Content-Type", "X-API-Key", "Authorization"])
-    app.add_middleware(Guard, settings=settings)  # added last, so it runs first
+    app.add_middleware(Guard, settings=settings)
+    app.state.metrics = Metrics()
+    app.add_middleware(Observe, metrics=app.state.metrics)  # added last, so it runs first: it sees every refusal
     add_offline_docs(app)
 
     @app.exception_handler(ApiError)
@@ -490,6 +506,11 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         except ImageError as exc:
             raise ApiError(runner.STATUS.get(exc.kind, 422), str(exc)) from None
         return {"label": label, "path": path.relative_to(settings.collect).as_posix()}
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics(request: Request) -> Response:
+        """Prometheus text format (serve.observe); under the API key when the server has one."""
+        return Response(request.app.state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

@@ -93,6 +93,7 @@ class WorkerPool:
         self.metadata: dict[str, Any] = {}
         self.replacing: set[asyncio.Task] = set()  # held here: the loop keeps only weak references to tasks
         self.waiting = 0  # requests waiting for an idle worker
+        self.restarts = 0  # workers replaced after dying or overrunning (served at /metrics)
 
     async def start(self) -> None:
         """Start every worker and wait until each has its model loaded (a model that fails to load fails here)."""
@@ -160,6 +161,7 @@ class WorkerPool:
         return reply["answers"]
 
     async def _replace(self, worker: Worker) -> None:
+        self.restarts += 1
         await _stop(worker)
         if worker not in self.workers:  # the pool was closed meanwhile
             return
