@@ -121,11 +121,11 @@ def cmd_serve(args) -> int:
         return 2
     app = create_app(settings)
     logging.config.dictConfig(log_config(args.log_format, args.log_level))
-    logging.getLogger("digitlab.serve").info(
-        "serving %s (%s) on http://%s:%s - API docs at /docs", settings.model or "the bundled model",
-        settings.backend, args.host, args.port)
+    log = logging.getLogger("digitlab.serve")
+    log.info("serving %s (%s) on http://%s:%s - API docs at /docs", settings.model or "the bundled model",
+             settings.backend, args.host, args.port)
     if settings.collect is not None:
-        logging.getLogger("digitlab.serve").info("corrected drawings are saved in %s", os.path.abspath(settings.collect))
+        log.info("corrected drawings are saved in %s", os.path.abspath(settings.collect))
     # the access log is digitlab's (serve.observe), with each request's id; uvicorn's own would lack it
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
                 log_config=log_config(args.log_format, args.log_level))
