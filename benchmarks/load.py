@@ -4,8 +4,10 @@
     python benchmarks/load.py --model runs/x/model.safetensors --clients 16 --seconds 30 --rates max,250,300
 
 For each backend a server is started in its own process (`python -m digitlab.cli serve`), and ``--clients``
-keep-alive connections post, one request at a time each, PNGs like the page sends: MNIST test digits drawn as
-dark strokes on a white 280x280 canvas. A request counts as an error unless it answers 200 with a digit.
+keep-alive connections post, one request at a time each, PNGs as the page sends them: MNIST test digits drawn as
+dark strokes on a white 280x280 canvas and encoded by Chromium's canvas.toBlob() (``--pngs pillow``: by Pillow,
+as before; benchmarks/browser_pngs.py says how the two differ). A request counts as an error unless it answers 200
+with a digit.
 
 Each server is measured twice by default (``--rates max,300``), since one run cannot tell both things apart:
 - closed loop ("max"): every client sends again as soon as it has its answer. This finds the most requests/s the
@@ -21,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import json
 import os
 import re
@@ -38,24 +39,12 @@ import numpy as np
 from machine import StolenTime, cpu_times, hardware, stolen_share, versions
 
 
-def canvas_pngs(count: int) -> list[bytes]:
-    """MNIST test digits as the page's canvas would send them: dark ink on white, 280x280, RGBA PNG."""
-    from PIL import Image
+def canvas_pngs(count: int, encoder: str = "browser") -> list[bytes]:
+    """MNIST test digits as the page's canvas sends them: dark ink on white, 280x280, RGBA PNG, encoded by
+    Chromium's canvas.toBlob() ("browser", as the page really sends them) or by Pillow at its default level."""
+    from browser_pngs import browser_canvas_pngs, pillow_canvas_pngs
 
-    from digitlab.training.data import load_mnist
-
-    images, _ = load_mnist("test")
-    pngs = []
-    for digit in images[:count].numpy():
-        ink = Image.fromarray(digit).resize((200, 200), Image.BILINEAR)
-        canvas = Image.new("L", (280, 280), 0)
-        canvas.paste(ink, (40, 40))
-        gray = 255 - np.asarray(canvas)
-        rgba = np.dstack([gray, gray, gray, np.full_like(gray, 255)])
-        buffer = io.BytesIO()
-        Image.fromarray(rgba, "RGBA").save(buffer, "PNG")
-        pngs.append(buffer.getvalue())
-    return pngs
+    return browser_canvas_pngs(count) if encoder == "browser" else pillow_canvas_pngs(count)
 
 
 def free_port() -> int:
@@ -192,18 +181,22 @@ def main() -> None:
     parser.add_argument("--server-workers", type=int, help="the server's --workers (default: its own default)")
     parser.add_argument("--worker-nice", type=int, help="the server's --worker-nice (default: its own default)")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of load before measuring")
+    parser.add_argument("--pngs", choices=("browser", "pillow"), default="browser",
+                        help="who encodes the canvas PNGs: Chromium's canvas.toBlob(), as the page sends them (needs "
+                             "/usr/bin/chromium), or Pillow at its default level (default: browser)")
     parser.add_argument("--timeline", action="store_true",
                         help="also print each second's latency and the CPU time the host stole in it")
     args = parser.parse_args()
     rates = [None if rate == "max" else float(rate) for rate in args.rates.split(",")]
 
-    bodies = canvas_pngs(64)
+    bodies = canvas_pngs(64, args.pngs)
     print(f"command: {' '.join([Path(sys.executable).name] + sys.argv)}")
     print(f"hardware: {hardware()}")
     print(f"versions: {versions()}")
     print(f"load: {args.clients} clients, one request in flight each, {args.seconds:g} s per run "
           f"(after {args.warmup:g} s warm-up), at most {args.max_requests} requests; "
-          f"{len(bodies)} different 280x280 RGBA canvas PNGs of {np.mean([len(b) for b in bodies]) / 1000:.1f} kB "
+          f"{len(bodies)} different 280x280 RGBA canvas PNGs ({args.pngs}-encoded) of "
+          f"{np.mean([len(b) for b in bodies]) / 1000:.1f} kB "
           f"on average, raw body")
     with tempfile.TemporaryDirectory() as scratch:
         for backend in args.backends.split(","):

@@ -153,3 +153,22 @@ def labelled_folders(tmp_path_factory, test_split):
     rows += ["img/missing.png,3", "img/other.png,seven", "img/001.png,4,extra", "img/002.png,2"]
     (table / "labels.csv").write_text("\n".join(rows) + "\n")
     return {"class folders": classes, "file names": names, "csv": table}, labels[chosen].numpy()
+
+
+@pytest.fixture
+def check_picture():
+    """A check that a PNG the project drew is a real picture: it opens, it is at least this big, and it is not one
+    flat colour (the variance of its gray pixels), so an empty or broken figure fails."""
+    import numpy as np
+    from PIL import Image
+
+    def check(path, min_width: int = 200, min_height: int = 150) -> tuple[int, int]:
+        with Image.open(path) as picture:
+            assert picture.format == "PNG", path
+            width, height = picture.size
+            gray = np.asarray(picture.convert("L"), dtype=np.float64)
+        assert width >= min_width and height >= min_height, (path, picture.size)
+        assert gray.std() > 10, f"{path}: nearly blank (pixel standard deviation {gray.std():.1f})"
+        return width, height
+
+    return check

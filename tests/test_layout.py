@@ -257,6 +257,14 @@ def test_predict_and_explain_without_torch(without, seven, tmp_path):
     assert result.returncode == 0 and json.loads(result.stdout)["digit"] == 7, result.stderr
 
 
+def test_predict_jobs_without_torch(without, seven, tmp_path):
+    """Worker processes load the bundled model on onnxruntime too, when PyTorch is missing."""
+    out = tmp_path / "answers.jsonl"
+    result = without("torch")("-m", "digitlab", "predict", "--jobs", "2", "--out", str(out), *[str(seven)] * 40)
+    assert result.returncode == 0, result.stderr
+    assert [json.loads(line)["digit"] for line in out.read_text().splitlines()] == [7] * 40
+
+
 def test_python_api_without_torch(without, seven):
     code = ("import sys\nfrom digitlab.recognition.engine import load_engine\n"
             "from digitlab.recognition.predict import Recognizer\n"
@@ -273,6 +281,7 @@ def test_python_api_without_torch(without, seven):
     (["models"], "listing the networks", "train"),
     (["export", "--onnx", "x.onnx"], "exporting to ONNX", "train"),
     (["predict", "--model", "x.safetensors", "x.png"], "running a .safetensors checkpoint", "train"),
+    (["report"], "drawing the report", "train"),
 ])
 def test_a_missing_extra_is_one_line_naming_it(without, argv, job, extra):
     result = without("torch")("-m", "digitlab", *argv)

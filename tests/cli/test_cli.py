@@ -67,3 +67,13 @@ def test_model_alone_takes_its_tutorial_recipe(tmp_path, mnist_dir):
 
     _, meta = checkpoint.load(out / "model.safetensors")
     assert meta["config"]["optimizer"] == "sgd" and meta["config"]["batch_size"] == 1024
+
+
+def test_summary_of_a_checkpoint_names_layers_as_keras_does(capsys):
+    from digitlab.training.checkpoint import BUNDLED
+
+    assert main(["summary", str(BUNDLED)]) == 0
+    out = capsys.readouterr().out
+    assert "classes=11" in out and "(None, 11)" in out  # the network as the file built it, 11th output and all
+    assert "conv2d_1 (Conv2d)" in out and "conv2d_4 (Conv2d)" in out and "re_lu_4 (ReLU)" in out
+    assert "0 (Conv2d)" not in out

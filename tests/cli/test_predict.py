@@ -134,3 +134,64 @@ def test_truncated_file_is_one_line_not_a_traceback(samples, small_model_path, t
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and "Traceback" not in result.stderr + result.stdout
     assert "truncated" in result.stdout and len(result.stdout.splitlines()) == 3
+
+
+@pytest.fixture(scope="module")
+def many(test_split, tmp_path_factory):
+    """Enough files for two workers: MNIST test digits as dark ink on 84 px white paper."""
+    folder = tmp_path_factory.mktemp("many")
+    for index, image in enumerate(test_split[0][:40].numpy()):
+        Image.fromarray(255 - image).resize((84, 84)).save(folder / f"{index:03d}.png")
+    return folder
+
+
+def test_jobs_out_and_resume(many, tmp_path, capsys):
+    onnx = ["--backend", "onnx"]
+    assert main(["predict", str(many), "--json", "--jobs", "1", *onnx]) == 0
+    one = capsys.readouterr().out.splitlines()
+    out = tmp_path / "answers.jsonl"
+    assert main(["predict", str(many), "--jobs", "2", "--out", str(out), *onnx]) == 0
+    assert out.read_text().splitlines() == one  # the same answers, in input order
+    assert "wrote 40 answers" in capsys.readouterr().err
+
+    assert main(["predict", str(many), "--jobs", "2", "--out", str(out), *onnx]) == 2  # never replaced unasked
+    assert "--resume" in capsys.readouterr().err and out.read_text().splitlines() == one
+    out.write_text("\n".join(one[:25]) + "\n")
+    assert main(["predict", str(many), "--jobs", "2", "--out", str(out), "--resume", *onnx]) == 0
+    assert out.read_text().splitlines() == one and "25 inputs it held already" in capsys.readouterr().err
+
+    table = tmp_path / "answers.csv"
+    assert main(["predict", str(many), "--jobs", "2", "--unordered", "--out", str(table), *onnx]) == 0
+    rows = list(csv.DictReader(open(table)))
+    assert sorted(r["path"] for r in rows) == [json.loads(line)["path"] for line in one]
+    assert main(["predict", str(many), "--resume", *onnx]) == 2
+    assert "--out FILE" in capsys.readouterr().err
+
+
+def test_ctrl_c_leaves_a_valid_file_that_resume_finishes(many, tmp_path):
+    import os
+    import signal
+    import time
+
+    folder = tmp_path / "big"
+    folder.mkdir()
+    for copy in range(8):  # 320 files: long enough to be interrupted
+        for source in many.iterdir():
+            (folder / f"{copy}-{source.name}").write_bytes(source.read_bytes())
+    out = tmp_path / "answers.csv"
+    command = [sys.executable, "-m", "digitlab", "predict", str(folder), "--jobs", "2", "--backend", "onnx",
+               "--out", str(out)]
+    job = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (out.exists() and out.stat().st_size > 100):
+        time.sleep(0.05)
+    running = job.poll() is None
+    os.killpg(job.pid, signal.SIGINT)  # as Ctrl-C in a terminal: the whole group
+    err = job.communicate(timeout=60)[1]
+    if running:
+        assert job.returncode == 130 and "--resume" in err and "Traceback" not in err
+    finished = list(csv.DictReader(open(out)))
+    assert all(row["digit"] or row["reason"] for row in finished)  # every row whole
+    assert subprocess.run(command + ["--resume"], capture_output=True, timeout=120).returncode == 0
+    rows = [row["path"] for row in csv.DictReader(open(out))]
+    assert sorted(rows) == sorted(str(f) for f in folder.iterdir()) and len(set(rows)) == len(rows)

@@ -536,3 +536,29 @@ def test_odd_reflection_is_numpys(shape):
 
     image = (np.random.default_rng(0).random(shape) ** 3).astype(np.float32)
     assert np.array_equal(_reflect_odd(image, 33), np.pad(image, 33, mode="reflect", reflect_type="odd"))
+
+
+def test_the_steps_shown_are_the_ones_taken(seven):
+    """prepare(steps=True) keeps the images between the steps, and they add up to the glyph the model reads: the
+    fitted digit, put at the recorded corner of 28x28, is the glyph; its longer side is 20; its centre of mass lands
+    within half a pixel of the centre. Without steps nothing is kept."""
+    from digitlab.recognition.preprocess import BOX, FIELD, STEPS
+
+    image = np.full((280, 280), 255, np.uint8)  # drawn as on the page: dark ink on a white canvas
+    image[40:240, 40:240] = 255 - cv2.resize(np.asarray(seven, np.uint8), (200, 200))
+    prepared = prepare(image, steps=True)
+    assert prepared.glyphs and set(prepared.steps) == set(STEPS)
+    steps = prepared.steps
+    assert steps["gray"].ndim == 2 and steps["ink"].shape == steps["gray"].shape
+    assert steps["ink"].max() > 0.9 and np.median(steps["ink"]) < 0.05  # bright ink on dark
+    assert 0 <= steps["gray"].min() and steps["gray"].max() <= 1
+    fit, (left, top) = steps["fit"], steps["centre"]["corner"]
+    assert max(fit.shape) == BOX
+    placed = np.zeros((FIELD, FIELD), np.float32)
+    placed[top:top + fit.shape[0], left:left + fit.shape[1]] = fit
+    np.testing.assert_array_equal(placed, prepared.glyphs[0].image)
+    cx, cy = steps["centre"]["mass"]
+    assert abs(left + cx - FIELD / 2) <= 0.5 and abs(top + cy - FIELD / 2) <= 0.5
+    assert prepare(image).steps is None
+    blank = prepare(np.full((100, 100), 255, np.uint8), steps=True)
+    assert blank.reason and set(blank.steps) == {"gray", "ink"}

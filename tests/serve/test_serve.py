@@ -6,6 +6,7 @@ nothing), plus the MNIST labels for a plain accuracy floor.
 
 import base64
 import io
+import json
 import struct
 import threading
 import zlib
@@ -84,6 +85,73 @@ def test_health_model_docs_and_page(client, served_checkpoint):
         assert client.get(f"/static/{name}").status_code == 200
 
 
+def test_every_answer_is_described_by_the_published_schema(client, digits):
+    """Real answers of every kind, refusals included, checked against /openapi.json as a client generated from it
+    would read them (schemathesis's response check: status documented, body valid against its schema)."""
+    import schemathesis
+
+    published = client.get("/openapi.json").json()
+    assert published["openapi"] == "3.0.3" and '"type": "null"' not in str(published).replace("'", '"')
+    for path, method in (("/api/predict", "post"), ("/api/predict/batch", "post"), ("/api/health", "get"),
+                         ("/api/model", "get")):
+        ok = published["paths"][path][method]["responses"]["200"]["content"]["application/json"]["schema"]
+        assert ok not in ({}, {"title": ok.get("title")}), f"{path}: the 200 answer has no schema"
+    for status in ("413", "415", "422"):
+        error = published["paths"]["/api/predict"]["post"]["responses"][status]["content"]["application/json"]
+        assert error["schema"] == {"$ref": "#/components/schemas/ErrorAnswer"}
+    schema = schemathesis.openapi.from_dict(published)
+    data = digits[0][0]
+    blank = png_bytes(np.full((280, 280), 255, np.uint8))
+    row = png_bytes(np.hstack([np.asarray(Image.open(io.BytesIO(d))) for d, _ in digits[:3]]))
+    answers = [
+        ("/api/predict", "POST", client.post("/api/predict", content=data)),
+        ("/api/predict", "POST", client.post("/api/predict?threshold=1", content=data)),
+        ("/api/predict", "POST", client.post("/api/predict", content=blank)),
+        ("/api/predict", "POST", client.post("/api/predict?multi=true", content=row)),
+        ("/api/predict", "POST", client.post("/api/predict?steps=true", content=data)),
+        ("/api/predict", "POST", client.post("/api/predict?steps=true&multi=true", content=blank)),
+        ("/api/predict", "POST", client.post("/api/predict?multi=true", content=blank)),
+        ("/api/predict", "POST", client.post("/api/predict", content=b"words, not a picture")),
+        ("/api/predict", "POST", client.post("/api/predict", content=data[:60])),
+        ("/api/predict", "POST", client.post("/api/predict", content=b"x" * 300_000)),
+        ("/api/predict/batch", "POST", client.post("/api/predict/batch", files=[
+            ("files", ("a.png", data)), ("files", ("b.txt", b"no")), ("files", ("row.png", row))])),
+        ("/api/predict/batch", "POST", client.post("/api/predict/batch?multi=1", files=[("files", ("r.png", row))])),
+        ("/api/health", "GET", client.get("/api/health")),
+        ("/api/model", "GET", client.get("/api/model")),
+    ]
+    assert sorted({response.status_code for *_, response in answers}) == [200, 413, 415, 422]
+    for path, method, response in answers:
+        schema[path][method].validate_response(response)  # raises, saying what does not fit
+    # and the check can fail: an answer with a field of the wrong type is caught
+    wrong = client.post("/api/predict", content=data)
+    wrong._content = wrong.content.replace(b'"multi":false', b'"multi":"no"')
+    with pytest.raises(Exception, match="multi|valid"):
+        schema["/api/predict"]["POST"].validate_response(wrong)
+
+
+def test_steps_show_how_the_image_was_read(client, oracle, digits):
+    """?steps=true adds preprocess's own images between its steps (nothing is computed twice or elsewhere): the
+    fitted 20x20 digit put at its corner is the 28x28 image the model saw."""
+    data, _ = digits[0]
+    plain = client.post("/api/predict", content=data).json()
+    assert "steps" not in plain
+    body = client.post("/api/predict?steps=true", content=data).json()
+    expected = oracle.predict_one(data, steps=True).steps
+    steps = body["steps"]
+    assert set(steps) == {"gray", "ink", "crop", "fit", "centre"}
+    for name in ("gray", "ink", "crop", "fit"):
+        np.testing.assert_allclose(decode_data_url(steps[name]) / 255, expected[name], atol=1 / 255 + 1e-6)
+    fit, (left, top) = decode_data_url(steps["fit"]), steps["centre"]["corner"]
+    placed = np.zeros((28, 28), np.uint8)
+    placed[top:top + fit.shape[0], left:left + fit.shape[1]] = fit
+    np.testing.assert_array_equal(placed, decode_data_url(body["image"]))
+    assert {k: v for k, v in body.items() if k != "steps"} == plain
+    number = client.post("/api/predict?steps=1&multi=1", content=data).json()
+    assert set(number["steps"]) == set(steps)
+    assert client.post("/api/predict?steps=perhaps", content=data).status_code == 422
+
+
 def test_predict_raw_body_matches_the_recognizer_and_reads_mnist(client, oracle, digits):
     correct = 0
     for data, label in digits:
@@ -147,7 +215,7 @@ def test_query_parameters(client, digits):
     assert client.post("/api/predict?multi=TRUE", content=data).json()["multi"] is True
     assert client.post("/api/predict?multi=0&threshold=0.5", content=data).json()["multi"] is False
     documented = {p["name"] for p in client.get("/openapi.json").json()["paths"]["/api/predict"]["post"]["parameters"]}
-    assert documented == {"multi", "polarity", "threshold"}
+    assert documented == {"multi", "polarity", "threshold", "steps"}
 
 
 def test_batch_answers_each_file_and_isolates_a_bad_one(client, digits, oracle):
@@ -573,3 +641,54 @@ def test_the_default_app_serves_the_bundled_model_in_threads():
         model = test_client.get("/api/model").json()
         assert model["backend"] == "torch" and model["limits"]["max_pixels"] == MAX_PIXELS
         assert not hasattr(test_client.app.state, "pool")
+
+
+def test_samples_are_saved_only_when_collecting_and_under_the_same_limits(served_onnx, digits, tmp_path, client):
+    import schemathesis
+
+    data, label = digits[0]
+    off = client.post(f"/api/samples?label={label}", content=data)
+    assert off.status_code == 404 and "--collect" in off.json()["detail"]
+    assert client.get("/api/model").json()["collecting"] is False
+
+    folder = tmp_path / "mine"
+    limits = Limits(max_upload_bytes=200_000, max_pixels=4_000_000)
+    with TestClient(create_app(ServeSettings(served_onnx, limits=limits, collect=folder))) as collecting:
+        assert collecting.get("/api/model").json()["collecting"] is True
+        saved = collecting.post(f"/api/samples?label={label}&answer=8", content=data)
+        assert saved.status_code == 200, saved.text
+        path = folder / saved.json()["path"]
+        assert path.parent == folder / str(label) and path.is_file()
+        np.testing.assert_array_equal(np.asarray(Image.open(path)), np.asarray(Image.open(io.BytesIO(data))))
+        sidecar = json.loads(path.with_suffix(".json").read_text())
+        assert sidecar["answer"] == "8" and sidecar["model"]["arch"] and sidecar["model"]["backend"] == "onnx"
+        form = collecting.post("/api/samples?label=not_a_digit", files={"file": ("e.png", data, "image/png")})
+        assert form.status_code == 200 and form.json()["path"].startswith("not_a_digit/")
+        schema = schemathesis.openapi.from_dict(collecting.get("/openapi.json").json())
+        refusals = {
+            422: collecting.post("/api/samples?label=12", content=data),
+            415: collecting.post("/api/samples?label=1", content=b"a shopping list"),
+            413: collecting.post("/api/samples?label=1", content=b"x" * 300_000),
+            403: collecting.post("/api/samples?label=1", content=data, headers={"Origin": "https://evil.example"}),
+        }
+        for status, response in refusals.items():
+            assert response.status_code == status, (status, response.text)
+        for response in [saved, form, *refusals.values()]:
+            schema["/api/samples"]["POST"].validate_response(response)
+        assert collecting.post("/api/samples?label=1", content=png_bytes(np.zeros((2100, 2100), np.uint8))
+                               ).status_code == 413  # over the pixel limit, refused before decoding
+    assert sorted(p.relative_to(folder).parent.as_posix() for p in folder.rglob("*.png")) == sorted([
+        "not_a_digit", str(label)])
+    assert len(list(folder.rglob("*.json"))) == 2
+
+
+def test_collect_must_be_a_folder(tmp_path):
+    from digitlab.cli import build_parser
+    from digitlab.cli.serve import serve_settings
+
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="--collect .* is not a folder"):
+        serve_settings(build_parser().parse_args(["serve", "--collect", str(tmp_path / "file")]))
+    assert serve_settings(build_parser().parse_args(["serve", "--collect", str(tmp_path / "new")])).collect == \
+        str(tmp_path / "new")
+    assert serve_settings(build_parser().parse_args(["serve"])).collect is None

@@ -45,4 +45,39 @@ def test_torchrun_two_processes_on_gloo(tmp_path, mnist_dir):
     model, meta = checkpoint.load(out / "model.safetensors")
     assert meta["command"].startswith("digitlab train --recipe conv3_dense64")
     assert meta["metrics"]["val_accuracy"] == history[-1]["val_accuracy"]
-    assert {p.name for p in out.iterdir()} == {"model.safetensors", "resume.safetensors", "history.json"}
+    assert {p.name for p in out.iterdir()} == {"model.safetensors", "resume.safetensors", "history.json",
+                                               "history.csv", "curves.png"}
+
+
+def test_two_nodes_on_one_machine_with_c10d_rendezvous_and_resume(tmp_path, mnist_dir):
+    """Two torchrun launchers, as on two machines (here both on localhost): one process each, found by c10d
+    rendezvous; rank 0 alone writes, and --resume continues the group's run where it stopped."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    out = tmp_path / "run"
+
+    def launch(epochs: int, *extra: str) -> list[subprocess.Popen]:
+        train = ["-m", "digitlab.cli", "train", "--recipe", "conv3_dense64", "--epochs", str(epochs),
+                 "--batch-size", "32", "--limit", "1000", "--validation-split", "0.2", "--learning-rate", "3e-3",
+                 "--device", "cpu", "--quiet", "--data-dir", str(mnist_dir), "--out", str(out), *extra]
+        return [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2",
+                                  "--nproc_per_node", "1", "--rdzv-backend", "c10d",
+                                  "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", f"test-{epochs}", *train],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+
+    def finish(launchers) -> str:
+        results = [launcher.communicate(timeout=120) for launcher in launchers]
+        for launcher, (_, err) in zip(launchers, results):
+            assert launcher.returncode == 0, err[-3000:]
+        return "".join(stdout for stdout, _ in results)
+
+    assert finish(launch(1)).count("wrote ") == 1  # only rank 0 writes, whichever launcher holds it
+    assert [row["epoch"] for row in json.loads((out / "history.json").read_text())] == [1]
+    finish(launch(2, "--resume"))
+    history = json.loads((out / "history.json").read_text())
+    assert [row["epoch"] for row in history] == [1, 2] and history[-1]["val_accuracy"] > 0.3
+    assert {p.name for p in out.iterdir()} == {"model.safetensors", "resume.safetensors", "history.json",
+                                               "history.csv", "curves.png"}

@@ -69,7 +69,7 @@ def test_export_command(served_checkpoint, tmp_path, capsys):
     assert main(["export", str(served_checkpoint), "--onnx", str(out), "--check-images", "100"]) == 0
     assert "max |logit difference|" in capsys.readouterr().out and out.is_file()
     assert main(["export", str(served_checkpoint), "--onnx", str(tmp_path / "x.txt")]) == 2
-    assert main(["export", str(tmp_path / "missing.safetensors"), "--onnx", str(out)]) == 2
+    assert main(["export", str(tmp_path / "missing.safetensors"), "--onnx", str(tmp_path / "new.onnx")]) == 2
     assert "no such checkpoint" in capsys.readouterr().err
 
 
@@ -161,3 +161,14 @@ def test_bundled_onnx_is_the_bundled_checkpoint(test_split):
     with torch.inference_mode():
         expected = checkpoint.load()[0](torch.from_numpy(images)).numpy()
     assert np.abs(engine.logits(images) - expected).max() <= 1e-4
+
+
+def test_export_never_replaces_an_existing_file_unless_asked(served_checkpoint, tmp_path, capsys):
+    out = tmp_path / "mine.onnx"
+    out.write_bytes(b"someone's model")
+    assert main(["export", str(served_checkpoint), "--onnx", str(out), "--check-images", "100"]) == 2
+    message = capsys.readouterr().err.strip()
+    assert "already exists" in message and "--overwrite" in message and "\n" not in message
+    assert out.read_bytes() == b"someone's model"
+    assert main(["export", str(served_checkpoint), "--onnx", str(out), "--check-images", "100", "--overwrite"]) == 0
+    assert out.read_bytes()[:2] != b"so" and out.stat().st_size > 1000

@@ -24,7 +24,8 @@ def test_short_run_loss_falls_and_writes_everything(tmp_path):
     first, last = result.history[0], result.history[-1]
     assert last["train_loss"] < first["train_loss"]
     assert last["val_accuracy"] > 0.8
-    assert {p.name for p in tmp_path.iterdir()} == {"model.safetensors", "resume.safetensors", "history.json"}
+    assert {p.name for p in tmp_path.iterdir()} == {"model.safetensors", "resume.safetensors", "history.json",
+                                                    "history.csv", "curves.png"}
     assert json.loads((tmp_path / "history.json").read_text()) == result.history
     model, meta = checkpoint.load(tmp_path / "model.safetensors")
     assert meta["config"]["model"] == "conv3_dense64" and meta["epoch"] == 2

@@ -5,6 +5,7 @@
     cli/predict.py   predict                                         (torch-free: ONNX, or PyTorch when installed)
     cli/serve.py     serve                                           (``digitlab[serve]``)
     cli/data.py      export-samples
+    cli/report.py    report                                          (needs PyTorch: ``digitlab[train]``)
 
 Bad arguments or input end in a one-line message and exit code 2, never a traceback; so does a job whose optional
 dependencies are not installed, naming the extra that brings them.
@@ -29,12 +30,13 @@ EXTRAS = {
     "multipart": ("python-multipart", "serve"),
     "python_multipart": ("python-multipart", "serve"),
     "swagger_ui_bundle": ("swagger-ui-bundle", "serve"),
+    "prometheus_client": ("prometheus-client", "serve"),
 }
 # How the message names the job that needed it.
 JOBS = {"train": "training", "eval": "evaluating a checkpoint", "finetune": "fine-tuning",
         "export": "exporting to ONNX", "models": "listing the networks", "summary": "building a network",
-        "recipes": "listing the recipes",
-        "predict": "running a .safetensors checkpoint", "serve": "serving", "export-samples": "reading MNIST"}
+        "recipes": "listing the recipes", "predict": "running a .safetensors checkpoint", "serve": "serving",
+        "export-samples": "reading MNIST", "report": "drawing the report"}
 
 
 class Parser(argparse.ArgumentParser):
@@ -80,6 +82,7 @@ def missing_extra(command: str, exc: ModuleNotFoundError) -> str | None:
 def build_parser() -> Parser:
     from digitlab.cli.data import add_data_parsers
     from digitlab.cli.predict import add_predict_parsers
+    from digitlab.cli.report import add_report_parsers
     from digitlab.cli.serve import add_serve_parsers
     from digitlab.cli.train import add_train_parsers
 
@@ -90,6 +93,7 @@ def build_parser() -> Parser:
     add_predict_parsers(sub)
     add_serve_parsers(sub)
     add_data_parsers(sub)
+    add_report_parsers(sub)
     return parser
 
 

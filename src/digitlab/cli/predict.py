@@ -4,7 +4,10 @@
     digitlab predict --multi --json house-number.jpg
     digitlab predict --explain explain.png my-seven.png
     digitlab predict --model model.onnx photo.jpg        # onnxruntime, PyTorch never imported
+    digitlab predict --jobs 8 --out answers.jsonl scans/ # 8 worker processes; Ctrl-C, then --resume goes on
 
+A job of more than one chunk of files runs in ``--jobs`` worker processes (``recognition.parallel``), one per CPU
+by default; ``--out`` writes the answers to a file in chunks that survive Ctrl-C (``recognition.outfile``).
 Torch-free: a .onnx model runs on onnxruntime, and so does the bundled model when PyTorch is not installed. A file
 that cannot be read is reported on its own line with the reason; the others still run, and the exit code is 1 when
 any failed (2 for bad arguments, from ``cli.main``).
@@ -12,8 +15,7 @@ any failed (2 for bad arguments, from ``cli.main``).
 
 from __future__ import annotations
 
-import csv
-import json
+import itertools
 import sys
 from pathlib import Path
 
@@ -26,6 +28,7 @@ def add_predict_parsers(subparsers) -> None:
     from digitlab.recognition.engine import BACKENDS  # light: neither torch nor onnxruntime is imported here
     from digitlab.recognition.predict import DEFAULT_THRESHOLD, UNCALIBRATED_THRESHOLD, Recognizer
     from digitlab.recognition.preprocess import POLARITIES
+    from digitlab.threads import available_cpus
 
     p = subparsers.add_parser("predict", help="recognise the digit (or, with --multi, the number) in images")
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files and folders")
@@ -48,32 +51,125 @@ def add_predict_parsers(subparsers) -> None:
                    "torch for a checkpoint; for the bundled model torch when installed, else onnx)")
     p.add_argument("--batch-size", type=int, default=inspect.signature(Recognizer).parameters["batch_size"].default,
                    help="images per model call (default: %(default)s)")
+    p.add_argument("--jobs", "-j", type=int, default=available_cpus(),
+                   help="worker processes, each with its own model and one CPU (default: %(default)s, the CPUs "
+                        "this process may use)")
+    p.add_argument("--unordered", action="store_true",
+                   help="give each answer as soon as it is ready, not in input order (default: input order)")
+    p.add_argument("--out", metavar="FILE", help="write the answers to FILE instead of printing them: JSON Lines "
+                   "(.jsonl, or --json), CSV (.csv, or --csv) or Parquet (.parquet, needs pyarrow), in chunks "
+                   "that are on disk as they are written (default: print them)")
+    p.add_argument("--resume", action="store_true", help="with --out: skip the inputs the file already holds and "
+                   "add the rest (default: refuse to touch an existing file)")
+    p.add_argument("--overwrite", action="store_true", help="with --out: replace an existing file (default: never)")
+    p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                   help="recognise on a Ray cluster with Ray Data (pip install 'digitlab[cluster]'), writing Parquet "
+                        "files, with the columns of --out x.parquet, into the folder --out DIR; ADDRESS as ray.init "
+                        "takes it (default: $RAY_ADDRESS, else a Ray on this machine). Put the paths before --ray, "
+                        "or write --ray=ADDRESS")
     p.set_defaults(handler=cmd_predict)
 
 
 def cmd_predict(args) -> int:
-    import cv2
+    from digitlab.recognition.parallel import CHUNK, WorkerSettings, load_single_threaded, recognise_files
 
-    from digitlab.recognition.engine import load_engine
-    from digitlab.recognition.predict import Recognizer
-
-    cv2.setNumThreads(1)  # process-wide: the Recognizer's threads already work on several images side by side
+    if args.ray is not None:
+        return predict_on_ray(args)
 
     inputs, unread = collect_inputs(args.paths, args.recursive)  # unread: (name, why it is not read)
     if args.explain and len(inputs) != 1:
         raise ValueError(f"--explain draws one image, but the paths name {len(inputs)}")
-    recognizer = Recognizer(load_engine(args.model, args.backend), threshold=args.threshold, polarity=args.polarity,
-                            batch_size=args.batch_size)
-    results = recognizer.iter_predict(inputs, multi=args.multi)
+    if (args.resume or args.overwrite) and not args.out:
+        raise ValueError("--resume and --overwrite are about an output file: name it with --out FILE")
+    if args.jobs < 1:
+        raise ValueError(f"--jobs must be at least 1, not {args.jobs}")
+    style = "json" if args.json else "csv" if args.csv else None
+    out = None
+    if args.out:
+        from digitlab.recognition.outfile import ResultsFile
+
+        out = ResultsFile(args.out, style, resume=args.resume, overwrite=args.overwrite)
+    done = out.done if out else set()
+    todo = [path for path in inputs if path not in done]
+    settings = WorkerSettings(args.model, args.backend, args.threshold, args.polarity, args.batch_size, args.multi)
+    workers = min(args.jobs, -(-len(todo) // CHUNK))  # no more processes than chunks of files
+    if workers > 1 and not args.explain:
+        _check_extra(settings)  # the parent never loads the model; say now what the workers would fail on
+        predictions = recognise_files(todo, workers, settings, ordered=not args.unordered)
+    else:  # one process is enough: no worker to start
+        predictions = load_single_threaded(settings).iter_predict(todo, multi=args.multi)
     if args.explain:
-        results = list(results)  # one image, kept for the figure
-    failed = write_results(results, unread, "json" if args.json else "csv" if args.csv else "table",
-                           width=max((len(str(p)) for p in [*inputs, *(name for name, _ in unread)]), default=4))
+        predictions = list(predictions)  # one image, kept for the figure
+    results = itertools.chain((r for r in not_read(unread) if r.source not in done), predictions)
+
+    failed = 0
+    try:
+        if out is None:
+            failed = write_results(results, style or "table",
+                                   width=max((len(str(p)) for p in [*inputs, *(n for n, _ in unread)]), default=4))
+        else:
+            with out:
+                for result in results:
+                    failed += result.error is not None
+                    out.write(result)
+    except KeyboardInterrupt:
+        kept = f": {out.path} holds the {len(done) + out.written} answers finished so far; run the same command " \
+               f"with --resume to go on" if out else ""
+        print(f"digitlab predict: interrupted{kept}", file=sys.stderr)
+        return 130
+    if out is not None:
+        skipped = f" ({len(inputs) - len(todo)} inputs it held already were skipped)" if done else ""
+        print(f"wrote {out.written} answers to {out.path}{skipped}", file=sys.stderr)
     if args.explain and failed == 0:
-        explain(results[0], args.explain)
+        explain(predictions[0], args.explain)
     if failed:
-        print(f"{failed} of {len(inputs) + len(unread)} inputs could not be read", file=sys.stderr)
+        print(f"{failed} of {len(todo) + len(unread)} inputs could not be read", file=sys.stderr)
     return 1 if failed else 0
+
+
+def predict_on_ray(args) -> int:
+    """``--ray``: the paths read by Ray Data, recognised by actors with the ONNX model, written as Parquet files into
+    the folder ``--out``. Per-image errors are rows with ``error`` set; the job itself goes on."""
+    if args.ray and "://" not in args.ray and Path(args.ray).exists():
+        raise ValueError(f"--ray took {args.ray!r} as the cluster's address; put the paths before --ray, or write "
+                         f"--ray=ADDRESS")
+    for option in ("explain", "resume", "unordered", "json", "csv"):  # Parquet: typed, and the same as --out's
+        if getattr(args, option):
+            raise ValueError(f"--{option} is not for --ray")
+    if args.backend == "torch":
+        raise ValueError("--ray runs the ONNX model (no PyTorch on the cluster); export a checkpoint with "
+                         "`digitlab export CKPT --onnx model.onnx`")
+    if not args.out:
+        raise ValueError("--ray writes its answers as files into a folder: name it with --out DIR")
+    out = args.out if "://" in args.out else str(Path(args.out).resolve())
+    if "://" not in out and Path(out).exists() and (not Path(out).is_dir() or any(Path(out).iterdir())) \
+            and not args.overwrite:
+        raise ValueError(f"{args.out} exists and is not an empty folder: --overwrite to replace what it holds")
+    try:
+        import ray
+    except ModuleNotFoundError:
+        from digitlab.errors import UsageError
+
+        raise UsageError("digitlab: error: --ray needs Ray: pip install 'digitlab[cluster]'") from None
+    from digitlab.recognition.cluster import read_images, recognise_dataset
+
+    if not ray.is_initialized():
+        import logging
+
+        ray.init(address=args.ray or None, logging_level=logging.WARNING, log_to_driver=False)
+    paths = [p if "://" in p else str(Path(p).resolve()) for p in args.paths]
+    answers = recognise_dataset(read_images(paths), model=args.model, threshold=args.threshold,
+                                polarity=args.polarity, multi=args.multi)
+    answers.write_parquet(out, **({"mode": ray.data.SaveMode.OVERWRITE} if args.overwrite else {}))
+    print(f"wrote the answers into {args.out}", file=sys.stderr)
+    return 0
+
+
+def _check_extra(settings) -> None:
+    from digitlab.recognition.engine import backend_for, torch_installed
+
+    if backend_for(settings.model, settings.backend) == "torch" and not torch_installed():
+        raise ModuleNotFoundError("No module named 'torch'", name="torch")
 
 
 # --- helpers ------------------------------------------------------------------------------------------------------
@@ -108,63 +204,24 @@ def _not_a_file(path: Path) -> str:
     return "not a regular file (a FIFO, socket or device): not read"
 
 
-def write_results(results, unread: list[tuple[str, str]], style: str, width: int) -> int:
+def write_results(results, style: str, width: int) -> int:
     """Print each result as it comes in ``style`` ("table", "json", "csv"); return how many inputs failed."""
-    from digitlab.recognition.predict import Prediction
+    from digitlab.recognition.formats import STYLES
 
     failed = 0
-    writer = _STYLES[style](sys.stdout, width)
-    not_read = (Prediction(name, error=why) for name, why in unread)
-    for result in [*not_read, *results] if unread else results:
+    writer = STYLES[style](sys.stdout, width)
+    for result in results:
         failed += result.error is not None
         writer(result)
         sys.stdout.flush()
     return failed
 
 
-def _json_writer(out, width):
-    return lambda result: print(json.dumps(result.to_dict()), file=out)
+def not_read(unread: list[tuple[str, str]]):
+    """The inputs found unreadable while collecting them, as results with their reason."""
+    from digitlab.recognition.predict import Prediction
 
-
-def _csv_writer(out, width):
-    rows = csv.writer(out, lineterminator="\n")
-    rows.writerow(["path", "digit", "number", "confidence", "top3", "digits", "boxes", "reason", "error"])
-
-    def write(result):
-        digits = " ".join("?" if d.digit is None else str(d.digit) for d in result.digits)
-        top3 = " ".join(f"{d}:{p:.4f}" for d, p in result.digits[0].top3) if len(result.digits) == 1 else ""
-        boxes = " ".join("x".join(str(v) for v in d.box) for d in result.digits)
-        number = _blank(result.number) if result.multi else ""
-        confidence = "" if result.confidence is None else f"{result.confidence:.6f}"
-        rows.writerow([result.source, _blank(result.digit), number, confidence, top3, digits, boxes,
-                       result.reason or "", result.error or ""])
-    return write
-
-
-def _table_writer(out, width):
-    width = min(max(width, 4), 60)
-    print(f"{'path':<{width}}  {'answer':>6}  {'conf':>5}  top-3 / note", file=out)
-
-    def write(result):
-        if result.error:
-            answer, confidence, note = "-", "", f"error: {result.error}"
-        else:
-            answer = (result.number if result.multi else _blank(result.digit)) or "?"
-            confidence = "" if result.confidence is None else f"{result.confidence:.0%}"
-            top = "  ".join(f"{d} {p:.0%}" for d, p in result.digits[0].top3) if len(result.digits) == 1 else \
-                " ".join("?" if d.digit is None else str(d.digit) for d in result.digits)
-            note = top + (f"  ({result.reason})" if result.reason else "")
-        path = result.source if result.source.isprintable() else repr(result.source)[1:-1]  # one line per file
-        path = path if len(path) <= width else "..." + path[-(width - 3):]
-        print(f"{path:<{width}}  {answer:>6}  {confidence:>5}  {note}", file=out)
-    return write
-
-
-_STYLES = {"table": _table_writer, "json": _json_writer, "csv": _csv_writer}
-
-
-def _blank(value) -> str:
-    return "" if value is None else str(value)
+    return [Prediction(name, error=why) for name, why in unread]
 
 
 def explain(prediction, out_path: str) -> None:

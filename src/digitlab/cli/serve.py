@@ -8,9 +8,9 @@ Heavy imports (FastAPI, uvicorn, onnxruntime) happen inside the handlers.
 
 from __future__ import annotations
 
+import logging.config
 import math
 import os
-import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -49,8 +49,13 @@ def add_serve_parsers(subparsers) -> None:
     p.add_argument("--cors-origin", action="append", default=[], metavar="URL",
                    help="a site (e.g. https://example.org) whose pages may call the API from a browser; repeat for "
                         "more (default: none, only this server's own page)")
+    p.add_argument("--collect", metavar="DIR", help="let people teach the page: a drawing it read wrong is saved, "
+                   "with the digit they pick, as DIR/<digit>/NAME.png and NAME.json (POST /api/samples; default: off)")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"),
-                   help="how much uvicorn logs (default: info)")
+                   help="how much uvicorn and digitlab log (default: info)")
+    p.add_argument("--log-format", default="text", choices=("text", "json"),
+                   help="log lines as text or as one JSON object each, for a log collector; every line made while a "
+                        "request runs carries its request id (default: text)")
     p.set_defaults(handler=cmd_serve)
 
 
@@ -94,7 +99,8 @@ def serve_settings(args) -> ServeSettings:
                              processes=True, workers=args.workers, threads=args.threads, worker_nice=args.worker_nice,
                              allowed_hosts=LOOPBACK_HOSTS if args.host in LOOPBACK_HOSTS else None,
                              api_key=args.api_key or None, rate_per_minute=args.rate_limit,
-                             cors_origins=tuple(origin.rstrip("/") for origin in args.cors_origin))
+                             cors_origins=tuple(origin.rstrip("/") for origin in args.cors_origin),
+                             collect=args.collect)
     except SettingError as exc:  # every other option is named after its field
         raise ValueError(f"--{exc.name.replace('_', '-')} {exc.problem}") from None
 
@@ -103,6 +109,7 @@ def cmd_serve(args) -> int:
     import uvicorn
 
     from digitlab.serve.app import create_app
+    from digitlab.serve.observe import log_config
 
     from digitlab.serve.workers import WorkerError, check_model_loads
 
@@ -113,7 +120,13 @@ def cmd_serve(args) -> int:
     except WorkerError:  # the worker has said why, in one line
         return 2
     app = create_app(settings)
-    print(f"serving {settings.model or 'the bundled model'} ({settings.backend}) on http://{args.host}:{args.port} "
-          f"- API docs at /docs", file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    logging.config.dictConfig(log_config(args.log_format, args.log_level))
+    log = logging.getLogger("digitlab.serve")
+    log.info("serving %s (%s) on http://%s:%s - API docs at /docs", settings.model or "the bundled model",
+             settings.backend, args.host, args.port)
+    if settings.collect is not None:
+        log.info("corrected drawings are saved in %s", os.path.abspath(settings.collect))
+    # the access log is digitlab's (serve.observe), with each request's id; uvicorn's own would lack it
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
+                log_config=log_config(args.log_format, args.log_level))
     return 0

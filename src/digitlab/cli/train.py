@@ -6,6 +6,7 @@
     digitlab export runs/cnn5x5_dense1000/model.safetensors --onnx model.onnx
     digitlab models
     digitlab summary digitnet
+    digitlab summary runs/default/model.safetensors
 
 The options of `train` are the fields of ``TrainConfig``, read from the dataclass when `train` is the command (the
 training floor imports PyTorch; nothing here does at import time). Each overrides one setting of the recipe.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 import tempfile
@@ -113,8 +115,9 @@ def add_train_parsers(subparsers) -> None:
     p = subparsers.add_parser("models", help="list the registered networks with their parameter counts")
     p.set_defaults(handler=cmd_models)
 
-    p = subparsers.add_parser("summary", help="print a Keras-style layer table of a network")
-    p.add_argument("name", help="a network name from `digitlab models`")
+    p = subparsers.add_parser("summary", help="print a Keras-style layer table of a network or a checkpoint")
+    p.add_argument("name", metavar="NAME|CKPT", help="a network name from `digitlab models`, or a .safetensors "
+                   "checkpoint (its network as built, e.g. with the 11th output)")
     p.set_defaults(handler=cmd_summary)
 
     p = subparsers.add_parser("recipes", help="list the named recipes: network, epochs, expected accuracy and time")
@@ -157,6 +160,8 @@ def _train_options(p) -> None:
     p.add_argument("--dry-run", action="store_true", help="run a few batches end to end and stop; without --out it "
                    "writes into a temporary folder that it removes, so no run is touched")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--tensorboard", action="store_true", help="also write each epoch's loss, accuracy and learning "
+                   "rate as TensorBoard event files in OUT/tensorboard (needs: pip install 'digitlab[tensorboard]')")
 
 
 def field_help(field) -> str | None:
@@ -220,6 +225,7 @@ def _export_options(p) -> None:
 
     p.add_argument("checkpoint", nargs="?", help="a .safetensors checkpoint (default: the bundled model)")
     p.add_argument("--onnx", required=True, metavar="OUT.onnx", help="the file to write")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT.onnx if it exists")
     p.add_argument("--tolerance", type=float, default=TOLERANCE,
                    help="largest |logit difference| from PyTorch accepted (default: %(default)g)")
     p.add_argument("--check-images", type=int, default=CHECK_IMAGES,
@@ -234,7 +240,7 @@ def cmd_train(args) -> int:
 
     from digitlab.training.config import DEFAULT_RECIPE, MNIST, RECIPES, TrainConfig, recipe_config
     from digitlab.errors import UsageError
-    from digitlab.training.loop import check_out_dir, is_main_process, train
+    from digitlab.training.loop import check_out_dir, check_tensorboard, is_main_process, train
 
     # `--model cnn5x5_dense1000` alone means that tutorial's settings, not our network's
     recipe = args.recipe or (args.model if args.model in RECIPES else DEFAULT_RECIPE)
@@ -251,6 +257,8 @@ def cmd_train(args) -> int:
     with (tempfile.TemporaryDirectory(prefix="digitlab-dry-run-") if scratch else nullcontext()) as temporary:
         out_dir = temporary or args.out or f"runs/{recipe if args.model is None else cfg.model}"
         check_out_dir(Path(out_dir), args.resume, args.overwrite)  # before anything is printed: one line
+        if args.tensorboard:
+            check_tensorboard()
         speak = is_main_process()  # under torchrun only rank 0 talks
         if speak:
             report_folders(cfg)
@@ -259,14 +267,15 @@ def cmd_train(args) -> int:
                   file=sys.stderr)
         try:
             result = train(cfg, out_dir, resume=args.resume, dry_run=args.dry_run, command=_command_line(),
-                           quiet=args.quiet, overwrite=args.overwrite)
+                           quiet=args.quiet, overwrite=args.overwrite, tensorboard=args.tensorboard)
         except KeyboardInterrupt:
             print("\ninterrupted" + ("" if scratch else f": finished epochs are saved in {out_dir}; continue with "
                                      "--resume"), file=sys.stderr)
             return 130
     if speak:
         print("dry run: nothing kept (--out DIR keeps its files)" if scratch
-              else f"wrote {result.out_dir / 'model.safetensors'} and {result.out_dir / 'history.json'}")
+              else f"wrote {result.out_dir / 'model.safetensors'}, {result.out_dir / 'history.json'} and "
+                   f"{result.out_dir / 'curves.png'}")
         print(accuracy_line(result.metrics))
     return 0
 
@@ -362,7 +371,7 @@ def cmd_export(args) -> int:
         raise ValueError("--check-images must be at least 1")
     try:
         report = export_onnx(args.checkpoint, args.onnx, data_dir=args.data_dir, tolerance=args.tolerance,
-                             check_images=args.check_images)
+                             check_images=args.check_images, overwrite=args.overwrite)
     except ExportError as exc:
         print(f"digitlab export: error: {exc}", file=sys.stderr)
         return 1
@@ -382,11 +391,22 @@ def cmd_models(args) -> int:
 
 
 def cmd_summary(args) -> int:
-    from digitlab.training.models import create_model
+    from digitlab.training import checkpoint
+    from digitlab.training.models import create_model, list_models
     from digitlab.training.summary import summary_table
 
-    print(summary_table(create_model(args.name), title=args.name))
+    if args.name in list_models() or not looks_like_a_file(args.name):
+        print(summary_table(create_model(args.name), title=args.name))
+    else:
+        model, meta = checkpoint.load(args.name)
+        kwargs = ", ".join(f"{k}={v}" for k, v in (meta.get("arch_kwargs") or {}).items())
+        print(summary_table(model, title=f"{meta['arch']}({kwargs}) from {args.name}"))
     return 0
+
+
+def looks_like_a_file(name: str) -> bool:
+    """A command-line word that names a file rather than a network: it exists, has a suffix, or has a folder."""
+    return Path(name).exists() or Path(name).suffix != "" or "/" in name or os.sep in name
 
 
 def cmd_recipes(args) -> int:

@@ -50,7 +50,9 @@ class TorchEngine:
     """A digitlab checkpoint run by PyTorch (imported here, not at module level: the one door from this floor to the
     training floor, opened only when a user asks for the torch backend; tests/test_layout.py names it)."""
 
-    def __init__(self, path: str | os.PathLike | None = None, device: str = "cpu"):
+    def __init__(self, path: str | os.PathLike | None = None, device: str = "cpu", threads: int | None = None):
+        """``threads``: PyTorch's thread count, which is process-wide: only for a process that runs this model
+        alone (a ``--jobs`` worker); None leaves it as it is."""
         try:
             from digitlab.training import checkpoint
         except ModuleNotFoundError as exc:  # the CLI turns this into one line naming the extra
@@ -58,6 +60,10 @@ class TorchEngine:
                                       "'digitlab[train]' (or export it to ONNX and use the onnx backend)",
                                       name=exc.name) from None
 
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
         self.model, self.metadata = checkpoint.load(path, device)
         self.device = device
 

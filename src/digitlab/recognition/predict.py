@@ -32,10 +32,12 @@ from digitlab.recognition.decode import MAX_PIXELS, UNREADABLE, ImageError
 from digitlab.recognition.engine import Engine
 from digitlab.recognition.preprocess import POLARITIES, Prepared, normalise, prepare
 
-# A calibrated model answers when it is at least this likely to be right; the lowest such bar that still turns away
-# letters as often as before calibration (docs/handwriting.md, "Confidence"). A model without a fitted temperature
+# A calibrated model answers when its best digit is at least this likely to be right: the highest bar at which real
+# digits by every writer the project can test are refused at most 1 % of the time, read on the choosing half of the
+# other-writer benchmark (docs/handwriting.md, "The default threshold"). Letters are turned away mostly by the
+# "not a digit" output; a caller who expects letters can ask for a higher bar. A model without a fitted temperature
 # keeps the older bar: label smoothing caps its top probability near 0.9, so it cannot be read as a chance.
-DEFAULT_THRESHOLD = 0.97
+DEFAULT_THRESHOLD = 0.5
 UNCALIBRATED_THRESHOLD = 0.7
 
 _log = logging.getLogger(__name__)
@@ -83,6 +85,7 @@ class Prediction:
     error_kind: str | None = None           # and why: preprocess.ImageError's kind
     polarity: str | None = None
     size: tuple[int, int] | None = None     # width, height of the upright original image
+    steps: dict | None = field(default=None, repr=False)  # preprocess's images between its steps, when asked for
 
     @property
     def digit(self) -> int | None:
@@ -150,23 +153,23 @@ class Recognizer:
             raise ValueError(f"the model's calibration temperature must be positive, not {self.temperature}")
 
     def predict_one(self, source, multi: bool = False, polarity: str | None = None,
-                    threshold: float | None = None) -> Prediction:
-        return self.predict([source], multi, polarity, threshold)[0]
+                    threshold: float | None = None, steps: bool = False) -> Prediction:
+        return self.predict([source], multi, polarity, threshold, steps)[0]
 
     def predict(self, inputs: Iterable, multi: bool = False, polarity: str | None = None,
-                threshold: float | None = None) -> list[Prediction]:
+                threshold: float | None = None, steps: bool = False) -> list[Prediction]:
         """Predictions for every input, in order. An item is a path, bytes, a numpy array or a PIL image, or a
         (name, item) pair that names it in the results. ``polarity`` and ``threshold`` (None: the Recognizer's)
-        apply to this call only."""
-        return list(self.iter_predict(inputs, multi, polarity, threshold))
+        apply to this call only; with ``steps`` each result keeps the preprocessing's images (``steps``)."""
+        return list(self.iter_predict(inputs, multi, polarity, threshold, steps))
 
     def iter_predict(self, inputs: Iterable, multi: bool = False, polarity: str | None = None,
-                     threshold: float | None = None) -> Iterator[Prediction]:
+                     threshold: float | None = None, steps: bool = False) -> Iterator[Prediction]:
         """Like ``predict``, but yields results batch by batch: a long folder shows progress, memory stays flat.
         Bad options are refused here, before the first input is read."""
         polarity, threshold = _checked(self.polarity if polarity is None else polarity,
                                        self.threshold if threshold is None else threshold)
-        return self._iter_predict(inputs, _Options(multi, polarity, threshold))
+        return self._iter_predict(inputs, _Options(multi, polarity, threshold, steps))
 
     def _iter_predict(self, inputs: Iterable, options: _Options) -> Iterator[Prediction]:
         chunk = []
@@ -198,7 +201,8 @@ class Recognizer:
 
     def _prepare(self, name: str, source, options: _Options) -> Prepared | Prediction:
         try:
-            return prepare(source, polarity=options.polarity, multi=options.multi, max_pixels=self.max_pixels)
+            return prepare(source, polarity=options.polarity, multi=options.multi, max_pixels=self.max_pixels,
+                           steps=options.steps)
         except ImageError as exc:
             return Prediction(name, options.multi, error=str(exc), error_kind=exc.kind)
         except MemoryError:
@@ -228,7 +232,8 @@ class Recognizer:
                 reason = unsure[0].reason
             elif unsure:
                 reason = f"{len(unsure)} of {len(digits)} digits unsure ({unsure[0].reason})"
-        return Prediction(name, multi, digits, reason, polarity=prepared.polarity, size=prepared.size)
+        return Prediction(name, multi, digits, reason, polarity=prepared.polarity, size=prepared.size,
+                          steps=prepared.steps)
 
     def _digit(self, image: np.ndarray, box, probabilities: np.ndarray, threshold: float) -> DigitResult:
         digits = probabilities[self.digit_outputs]  # (10,), index = digit
@@ -254,6 +259,7 @@ class _Options:
     multi: bool
     polarity: str
     threshold: float
+    steps: bool = False
 
 
 def _checked(polarity: str, threshold: float) -> tuple[str, float]:

@@ -71,6 +71,14 @@ class Prepared:
     size: tuple[int, int]             # width, height of the upright original image
     reason: str | None = None         # why there are no glyphs
     notes: dict = field(default_factory=dict)   # measurements behind the decisions, for --explain and tests
+    steps: dict | None = None         # the image between the steps, when asked for: see STEPS
+
+
+# What ``prepare(..., steps=True)`` keeps of the first digit's way through the steps, for a page or a lesson to show
+# (float images in [0, 1]): the working gray image whose polarity was judged, the ink found in it (bright on dark),
+# the digit's crop, and the crop fitted into the 20x20 box; the 28x28 image itself is the glyph's. ``centre`` is
+# the fitted digit's centre of mass (x, y) within it and where its top-left corner was put in 28x28 (left, top).
+STEPS = ("gray", "ink", "crop", "fit", "centre")
 
 
 # --- 3. working size ----------------------------------------------------------------------------------------------
@@ -478,10 +486,11 @@ def even_strokes(crop: np.ndarray) -> np.ndarray:
     return thinned if np.count_nonzero(thinned > INK_LEVEL) >= 0.2 * np.count_nonzero(crop > INK_LEVEL) else crop
 
 
-def to_mnist(crop: np.ndarray) -> np.ndarray:
+def to_mnist(crop: np.ndarray, steps: dict | None = None) -> np.ndarray:
     """A digit's ink (h, w) -> (28, 28) float32: fitted into 20x20 keeping its aspect, centre of mass at the centre.
 
-    MNIST shifted whole pixels, so its centres of mass sit within half a pixel of (14, 14); so do ours.
+    MNIST shifted whole pixels, so its centres of mass sit within half a pixel of (14, 14); so do ours. ``steps``,
+    when given, receives the crop, the fitted digit and where its centre of mass put it (see STEPS).
     """
     crop = even_strokes(crop.astype(np.float32))
     height, width = crop.shape
@@ -500,6 +509,8 @@ def to_mnist(crop: np.ndarray) -> np.ndarray:
     left = int(np.clip(round(FIELD / 2 - cx), 0, FIELD - w))
     field_ = np.zeros((FIELD, FIELD), np.float32)
     field_[top:top + h, left:left + w] = digit
+    if steps is not None:
+        steps |= {"crop": crop, "fit": digit, "centre": {"mass": [cx, cy], "corner": [left, top]}}
     return field_
 
 
@@ -513,19 +524,22 @@ def normalise(images: np.ndarray, mean: float, std: float) -> np.ndarray:
 
 # --- all steps ----------------------------------------------------------------------------------------------------
 
-def prepare(source, polarity: str = "auto", multi: bool = False, max_pixels: int = MAX_PIXELS) -> Prepared:
+def prepare(source, polarity: str = "auto", multi: bool = False, max_pixels: int = MAX_PIXELS,
+            steps: bool = False) -> Prepared:
     """Run every step on one image: the MNIST-form glyphs with their boxes, or a reason why there are none.
 
     A digit small on a large page is found at the working size, then read again from the full-size pixels around
     it, so a digit a few percent of a photo's height keeps its strokes. Raises ImageError only when the input
-    cannot be read as an image; a blank page or noise is a normal answer (``reason`` set, no glyphs).
+    cannot be read as an image; a blank page or noise is a normal answer (``reason`` set, no glyphs). With
+    ``steps`` the result keeps the images between the steps (``Prepared.steps``, see STEPS).
     """
     if polarity not in POLARITIES:
         raise ValueError(f"polarity must be one of {', '.join(POLARITIES)}, not {polarity!r}")
     pixels, decode_scale = decode(source, max_pixels)
     gray = to_gray(pixels)
     size = (round(gray.shape[1] * decode_scale), round(gray.shape[0] * decode_scale))
-    prepared, ink_box = read(gray, polarity, multi)
+    recorded = {} if steps else None
+    prepared, ink_box = read(gray, polarity, multi, recorded)
     zoom = _zoom_window(gray.shape, ink_box)
     if zoom is not None and prepared.glyphs:
         if decode_scale > 1:  # a JPEG decoded at reduced size: decoded again, whole
@@ -534,8 +548,10 @@ def prepare(source, polarity: str = "auto", multi: bool = False, max_pixels: int
             gray = to_gray(pixels)
             zoom = _zoom_window(gray.shape, tuple(round(v * reduced / decode_scale) for v in ink_box))
         x0, y0, x1, y1 = zoom
-        closer, _ = read(gray[y0:y1, x0:x1], prepared.polarity, multi)
+        closer_steps = {} if steps else None
+        closer, _ = read(gray[y0:y1, x0:x1], prepared.polarity, multi, closer_steps)
         if closer.glyphs:
+            recorded = closer_steps
             closer.glyphs = [Glyph(g.image, (g.box[0] + x0, g.box[1] + y0, g.box[2], g.box[3]))
                              for g in closer.glyphs]
             closer.notes = prepared.notes | {"zoomed": list(zoom)}
@@ -543,11 +559,14 @@ def prepare(source, polarity: str = "auto", multi: bool = False, max_pixels: int
     for glyph in prepared.glyphs:
         glyph.box = tuple(int(round(v * decode_scale)) for v in glyph.box)
     prepared.size = size
+    prepared.steps = recorded
     return prepared
 
 
-def read(gray: np.ndarray, polarity: str, multi: bool) -> tuple[Prepared, tuple[int, int, int, int] | None]:
-    """Steps 3-7 on gray pixels: the glyphs, with boxes in those pixels, and the box all the ink lies in (or None)."""
+def read(gray: np.ndarray, polarity: str, multi: bool,
+         steps: dict | None = None) -> tuple[Prepared, tuple[int, int, int, int] | None]:
+    """Steps 3-7 on gray pixels: the glyphs, with boxes in those pixels, and the box all the ink lies in (or None).
+    ``steps``, when given, receives the images between them (see STEPS)."""
     work, to_gray_pixels = shrink(gray)
     detected, one_sidedness = find_polarity(work)
     paper = edge_ink(work)
@@ -577,6 +596,8 @@ def read(gray: np.ndarray, polarity: str, multi: bool) -> tuple[Prepared, tuple[
             ink, ink_notes = ink_map(work, chosen)
     notes = {"one_sidedness": one_sidedness, "detected_polarity": detected, "paper_given_back": margin > 0}
     notes |= ink_notes
+    if steps is not None:
+        steps |= {"gray": work, "ink": ink}
     size = (gray.shape[1], gray.shape[0])
     if not ink.any():
         reason = ("blank image: no ink stands out from the background" if notes["noise"] < 0.04 else
@@ -604,8 +625,8 @@ def read(gray: np.ndarray, polarity: str, multi: bool) -> tuple[Prepared, tuple[
         doubt = single_digit_doubt(regions[0], areas, ink)
         if doubt:
             return Prepared([], chosen, size, doubt, notes), ink_box
-    glyphs = [Glyph(to_mnist(region_ink(ink, labels, region)),
-                    in_gray(region.x, region.y, region.width, region.height)) for region in regions]
+    glyphs = [Glyph(to_mnist(region_ink(ink, labels, region), steps if index == 0 else None),
+                    in_gray(region.x, region.y, region.width, region.height)) for index, region in enumerate(regions)]
     return Prepared(glyphs, chosen, size, None, notes), ink_box
 
 

@@ -6,6 +6,8 @@
     POST /api/predict/batch   several images in the multipart field ``files``: one result (or error) per file
     GET  /api/health          is the model loaded
     GET  /api/model           the checkpoint's metadata
+    POST /api/samples         ?label=3: save an image the model read wrong, for fine-tuning (only with --collect DIR)
+    GET  /metrics             Prometheus metrics (serve.observe): requests, latency, images, refusals, workers
     GET  /docs                OpenAPI documentation
 
 Every image goes through ``predict.Recognizer`` and so through ``preprocess`` - the one preprocessing path, which
@@ -41,13 +43,16 @@ import cv2
 from anyio import CapacityLimiter, to_thread
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import UploadFile
 
 from digitlab.recognition.predict import default_threshold
 from digitlab.recognition.preprocess import POLARITIES
-from digitlab.serve import runner
+from digitlab.recognition.decode import ImageError
+from digitlab.serve import runner, samples, schemas
+from digitlab.serve.observe import Metrics, Observe
 from digitlab.serve.settings import Limits, ServeSettings
 from digitlab.serve.workers import Busy, WorkerPool
 
@@ -113,8 +118,9 @@ class Guard:
             return JSONResponse({"detail": f"this server answers requests to {', '.join(allowed_hosts)} only (Host "
                                            f"header)"}, status_code=400)
         path = scope["path"]
-        if path.startswith("/api/") and path != "/api/health" and scope["method"] != "OPTIONS":
-            refusal = self._key_or_rate_refusal(scope, headers)
+        api = path.startswith("/api/") and path != "/api/health"
+        if (api or path == "/metrics") and scope["method"] != "OPTIONS":  # Prometheus's scrapes count on no rate
+            refusal = self._key_or_rate_refusal(scope, headers, rate=api)
             if refusal is not None:
                 return refusal
         origin = headers.get(b"origin")
@@ -125,8 +131,8 @@ class Guard:
                                            "and clients that are not browsers"}, status_code=403)
         return None
 
-    def _key_or_rate_refusal(self, scope, headers) -> JSONResponse | None:
-        """The API key and the per-client rate, where the settings ask for them."""
+    def _key_or_rate_refusal(self, scope, headers, rate: bool = True) -> JSONResponse | None:
+        """The API key and (``rate``) the per-client rate, where the settings ask for them."""
         key = self.settings.api_key
         if key is not None:
             given = headers.get(b"x-api-key") or headers.get(b"authorization", b"").removeprefix(b"Bearer ")
@@ -134,7 +140,7 @@ class Guard:
                 return JSONResponse({"detail": "an API key is needed: send it as X-API-Key or Authorization: Bearer "
                                                "(the page takes it after # in its address: /#key=...)"},
                                     status_code=401, headers={"WWW-Authenticate": "Bearer"})
-        if self.settings.rate_per_minute is not None:
+        if rate and self.settings.rate_per_minute is not None:
             client = (scope.get("client") or ("?", 0))[0]
             now, times = time.monotonic(), self.requests.setdefault(client, collections.deque())
             while times and now - times[0] >= 60:
@@ -217,6 +223,14 @@ class BodyLimit:
         await self.app(scope, counted_receive, send)
 
 
+async def one_image(request: Request, limits: Limits) -> tuple[str, bytes]:
+    """The image of a request: its body, or the multipart field ``file``; and its name."""
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        upload = (await form_files(request, "file", limits))[0]
+        return upload.filename or "upload", await upload.read()
+    return "body", await request.body()
+
+
 async def form_files(request: Request, field: str, limits: Limits) -> list[UploadFile]:
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise ApiError(415, f"send the images as multipart/form-data in the field '{field}'")
@@ -243,7 +257,9 @@ QUERY = [
      "schema": {"type": "number", "minimum": 0.0, "maximum": 1.0},
      "description": "below this confidence the answer is 'unsure' (digit null); default: the server's"},
 ]
-IMAGE_BODY = {"parameters": QUERY, "requestBody": {"required": True, "content": {
+STEPS = {"name": "steps", "in": "query", "required": False, "schema": {"type": "boolean", "default": False},
+         "description": "also answer how the image was read: the preprocessing's images between its steps"}
+IMAGE_BODY = {"parameters": [*QUERY, STEPS], "requestBody": {"required": True, "content": {
     "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
                                        "properties": {"file": {"type": "string", "format": "binary"}}}},
     **{kind: {"schema": {"type": "string", "format": "binary"}}
@@ -252,21 +268,37 @@ IMAGE_BODY = {"parameters": QUERY, "requestBody": {"required": True, "content": 
 BATCH_BODY = {"parameters": QUERY, "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
     "type": "object", "required": ["files"],
     "properties": {"files": {"type": "array", "minItems": 1, "items": {"type": "string", "format": "binary"}}}}}}}}
-ERRORS = {400: {"description": "a malformed request: invalid multipart data, too many files, a bad Content-Length"},
-          403: {"description": "a cross-origin request from a browser"},
-          413: {"description": "body or image too large"}, 415: {"description": "not an image"},
-          503: {"description": "busy: too many requests waiting, or the images took too long; see Retry-After"},
-          422: {"description": "empty, truncated or corrupt image, a missing form field, or a bad query parameter"}}
+ERRORS = {status: {"description": description, "model": schemas.ErrorAnswer} for status, description in {
+    400: "a malformed request: invalid multipart data, too many files, a bad Content-Length",
+    401: "an API key is needed (a server started with --api-key)",
+    403: "a cross-origin request from a browser",
+    408: "the request body stopped arriving",
+    413: "body or image too large", 415: "not an image",
+    422: "empty, truncated or corrupt image, a missing form field, or a bad query parameter",
+    429: "too many requests from one address (a server started with --rate-limit); see Retry-After",
+    503: "busy: too many requests waiting, or the images took too long; see Retry-After"}.items()}
+SAMPLE_BODY = {"parameters": [
+    {"name": "label", "in": "query", "required": True,
+     "schema": {"type": "string", "enum": list(samples.LABELS)}, "description": "the right answer"},
+    {"name": "answer", "in": "query", "required": False, "schema": {"type": "string", "maxLength": 40},
+     "description": "what the model answered, kept in the sidecar"},
+], "requestBody": IMAGE_BODY["requestBody"]}
 TRUE, FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
+
+
+def flag(request: Request, name: str) -> bool:
+    """A true-or-false query parameter (false when absent), or a 422."""
+    value = request.query_params.get(name, "false").lower()
+    if value not in TRUE | FALSE:
+        raise ApiError(422, f"{name} must be true or false, not {value!r}")
+    return value in TRUE
 
 
 def options(request: Request) -> tuple[str, float | None, bool]:
     """The request's ``polarity``, ``threshold`` (None: the server's) and ``multi``, or a 422 that says what is
     wrong with them."""
     query = request.query_params
-    multi = query.get("multi", "false").lower()
-    if multi not in TRUE | FALSE:
-        raise ApiError(422, f"multi must be true or false, not {multi!r}")
+    multi = flag(request, "multi")
     polarity = query.get("polarity", "auto")
     if polarity not in POLARITIES:
         raise ApiError(422, f"polarity must be one of {', '.join(POLARITIES)}, not {polarity!r}")
@@ -278,7 +310,7 @@ def options(request: Request) -> tuple[str, float | None, bool]:
             raise ApiError(422, f"threshold must be a number from 0 to 1, not {threshold!r}") from None
         if not 0.0 <= threshold <= 1.0:  # NaN fails this too
             raise ApiError(422, f"threshold must be from 0 to 1, not {threshold}")
-    return polarity, threshold, multi in TRUE
+    return polarity, threshold, multi
 
 
 def add_offline_docs(app: FastAPI) -> None:
@@ -323,13 +355,23 @@ async def _thread_lifespan(app: FastAPI):
     limiter = CapacityLimiter(os.cpu_count() or 1)
 
     async def recognise(polarity: str, threshold: float | None, items: list[tuple[str, bytes]],
-                        multi: bool) -> list[dict[str, Any]]:
-        return await to_thread.run_sync(runner.recognise, recognizer, items, multi, polarity, threshold,
+                        multi: bool, steps: bool = False) -> list[dict[str, Any]]:
+        return await to_thread.run_sync(runner.recognise, recognizer, items, multi, polarity, threshold, steps,
                                         limiter=limiter)
 
     app.state.engine, app.state.metadata, app.state.recognise = engine, engine.metadata, recognise
     log.info("model %s loaded (%s backend)", engine.metadata.get("arch"), settings.backend)
     yield
+
+
+def _observed(lifespan):
+    """``lifespan``, then the metrics watch what it set up: the images each request reads, the worker pool."""
+    @asynccontextmanager
+    async def observed(app: FastAPI):
+        async with lifespan(app):
+            app.state.metrics.watch(app.state)
+            yield
+    return observed
 
 
 def create_app(settings: ServeSettings | None = None) -> FastAPI:
@@ -345,17 +387,26 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     limits, backend, threshold = settings.limits, settings.backend, settings.threshold
 
     app = FastAPI(title="digitlab", version=_version(), docs_url=None, redoc_url=None,  # ReDoc would load a CDN
-                  lifespan=_process_lifespan if settings.processes else _thread_lifespan,
+                  lifespan=_observed(_process_lifespan if settings.processes else _thread_lifespan),
                   description="Recognise handwritten digits in images: one digit, or a number with ?multi=true.")
-    # The schema uses nothing of OpenAPI 3.1 beyond 3.0, and the packaged Swagger UI reads 3.0 only: said as 3.0.3,
-    # /docs renders it offline (tests/serve/test_browser.py opens it).
+    # The packaged Swagger UI reads OpenAPI 3.0 only: the schema is written as 3.0.3 (schemas.openapi_3_0 rewrites
+    # pydantic's 3.1 forms), so /docs renders it offline (tests/serve/test_browser.py opens it).
     app.openapi_version = "3.0.3"
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = schemas.openapi_3_0(FastAPI.openapi(app))
+        return app.openapi_schema
+
+    app.openapi = openapi
     app.state.settings = settings
     app.add_middleware(BodyLimit, limits=limits)
     if settings.cors_origins:  # the named sites' pages may call the API (preflight answered here)
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["Content-Type", "X-API-Key", "Authorization"])
-    app.add_middleware(Guard, settings=settings)  # added last, so it runs first
+    app.add_middleware(Guard, settings=settings)
+    app.state.metrics = Metrics()
+    app.add_middleware(Observe, metrics=app.state.metrics)  # added last, so it runs first: it sees every refusal
     add_offline_docs(app)
 
     @app.exception_handler(ApiError)
@@ -379,23 +430,23 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     async def favicon():
         return FileResponse(STATIC / "favicon.ico", media_type="image/x-icon")
 
-    @app.post("/api/predict", openapi_extra=IMAGE_BODY, responses=ERRORS)
+    # The answers are sent as the dicts serve.runner made (a JSONResponse is not validated again); response_model
+    # only publishes their schema.
+    @app.post("/api/predict", openapi_extra=IMAGE_BODY, responses=ERRORS, response_model=schemas.PredictAnswer)
     async def predict(request: Request) -> JSONResponse:
         """Recognise one image: ``digit``, ``confidence``, ``probabilities``, ``box`` and ``image`` (the 28x28
         input the model saw); with ``multi=true`` the ``number`` and per-digit ``digits`` with boxes. ``digit`` is
-        null and ``reason`` says why when the model is unsure or the image is blank."""
+        null and ``reason`` says why when the model is unsure or the image is blank. With ``steps=true``, ``steps``
+        shows how the image was read (the first digit's way through the preprocessing)."""
         polarity, threshold, multi = options(request)
-        if request.headers.get("content-type", "").startswith("multipart/form-data"):
-            upload = (await form_files(request, "file", limits))[0]
-            name, data = upload.filename or "upload", await upload.read()
-        else:
-            name, data = "body", await request.body()
-        result = (await request.app.state.recognise(polarity, threshold, [(name, data)], multi))[0]
+        steps = flag(request, "steps")
+        name, data = await one_image(request, limits)
+        result = (await request.app.state.recognise(polarity, threshold, [(name, data)], multi, steps))[0]
         if "error" in result and "status" in result:
             raise ApiError(result["status"], result["error"])
         return JSONResponse(result)  # already plain JSON types: no second pass through pydantic
 
-    @app.post("/api/predict/batch", openapi_extra=BATCH_BODY, responses=ERRORS)
+    @app.post("/api/predict/batch", openapi_extra=BATCH_BODY, responses=ERRORS, response_model=schemas.BatchAnswer)
     async def predict_batch(request: Request) -> JSONResponse:
         """Recognise several images in one model call: ``results`` in the order sent, an unreadable file answering
         ``error`` and ``status`` in its place while the others are read."""
@@ -414,19 +465,52 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
                 results[i] = answer
         return JSONResponse({"results": results})
 
-    @app.get("/api/health")
+    @app.get("/api/health", response_model=schemas.HealthAnswer)
     async def health(request: Request) -> dict[str, Any]:
         metadata = getattr(request.app.state, "metadata", None)
         return {"status": "ok" if metadata is not None else "loading", "backend": backend,
                 "model": metadata.get("arch") if metadata is not None else None}
 
-    @app.get("/api/model")
+    @app.get("/api/model", response_model=schemas.ModelAnswer, responses={401: ERRORS[401], 429: ERRORS[429]})
     async def model(request: Request) -> dict[str, Any]:
         """The model's public metadata (network, classes, normalisation, training settings, scores, calibration)
         and how it is served."""
         served = default_threshold(request.app.state.metadata) if threshold is None else threshold
         return {"backend": backend, "threshold": served, "metadata": public_metadata(request.app.state.metadata),
-                "limits": asdict(limits)}
+                "limits": asdict(limits), "collecting": settings.collect is not None}
+
+    @app.post("/api/samples", openapi_extra=SAMPLE_BODY, response_model=schemas.SampleAnswer,
+              responses={404: {"description": "collecting is off (the server was not started with --collect DIR)",
+                               "model": schemas.ErrorAnswer}, **ERRORS})
+    async def add_sample(request: Request) -> dict[str, str]:
+        """Teach the model: save an image it read wrong with the right ``label``, as ``DIR/<label>/NAME.png`` and
+        its sidecar ``NAME.json`` (time, model, the answer it gave), for fine-tuning. Only on a server started with
+        ``--collect DIR``."""
+        if settings.collect is None:
+            raise ApiError(404, "collecting is off: start the server with --collect DIR to save corrected drawings")
+        label, answer = request.query_params.get("label", ""), request.query_params.get("answer")
+        try:
+            samples.check_label(label)
+        except ValueError as exc:
+            raise ApiError(422, str(exc)) from None
+        if answer is not None and (len(answer) > 40 or not answer.isprintable()):
+            raise ApiError(422, "answer must be at most 40 printable characters")
+        name, data = await one_image(request, limits)
+        if not data:
+            raise ApiError(422, runner.EMPTY)
+        model = {"arch": request.app.state.metadata.get("arch"), "backend": backend,
+                 "file": Path(settings.model).name if settings.model else "bundled"}
+        try:
+            path = await to_thread.run_sync(lambda: samples.save_sample(
+                Path(settings.collect), label, data, answer, model, limits.max_pixels, name))
+        except ImageError as exc:
+            raise ApiError(runner.STATUS.get(exc.kind, 422), str(exc)) from None
+        return {"label": label, "path": path.relative_to(settings.collect).as_posix()}
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics(request: Request) -> Response:
+        """Prometheus text format (serve.observe); under the API key when the server has one."""
+        return Response(request.app.state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

@@ -39,10 +39,11 @@ def load_recognizer(settings: ServeSettings, engine: Engine | None = None) -> Re
 
 
 def recognise(recognizer: Recognizer, items: list[tuple[str, bytes]], multi: bool, polarity: str | None = None,
-              threshold: float | None = None) -> list[dict[str, Any]]:
+              threshold: float | None = None, steps: bool = False) -> list[dict[str, Any]]:
     """Run the items through the model in one call and answer each in order.
 
-    ``polarity`` and ``threshold`` are the request's (None: the server's). The images are opened once, by
+    ``polarity`` and ``threshold`` are the request's (None: the server's); with ``steps`` each answer also shows
+    the preprocessing's images between its steps (``steps``). The images are opened once, by
     ``preprocess``, which refuses one with too many pixels from its header before decoding it; an item that cannot
     be read answers ``{"name", "error", "status"}`` with the HTTP status its reason calls for.
     """
@@ -53,7 +54,7 @@ def recognise(recognizer: Recognizer, items: list[tuple[str, bytes]], multi: boo
             readable.append(index)
         else:
             answers[index] = {"name": name, "error": EMPTY, "status": 422}
-    predictions = recognizer.predict([items[i] for i in readable], multi, polarity, threshold)
+    predictions = recognizer.predict([items[i] for i in readable], multi, polarity, threshold, steps)
     for index, prediction in zip(readable, predictions):
         answers[index] = ({"name": prediction.source, "error": prediction.error,
                            "status": STATUS.get(prediction.error_kind, 422)}
@@ -74,11 +75,23 @@ def answer(prediction: Prediction) -> dict[str, Any]:
         body["image"] = png_data_url(prediction.digits[0].image) if prediction.digits else None
         body.setdefault("probabilities", None)
         body.setdefault("box", None)
+    if prediction.steps is not None:
+        body["steps"] = steps_answer(prediction.steps)
     return body
 
 
+def steps_answer(steps: dict[str, Any]) -> dict[str, Any]:
+    """preprocess's images between its steps as PNG data URLs; the centre of mass as numbers."""
+    answer: dict[str, Any] = {name: png_data_url(steps[name]) for name in ("gray", "ink", "crop", "fit")
+                              if name in steps}
+    if "centre" in steps:
+        answer["centre"] = {"mass": [round(float(v), 3) for v in steps["centre"]["mass"]],
+                            "corner": [int(v) for v in steps["centre"]["corner"]]}
+    return answer
+
+
 def png_data_url(image: np.ndarray) -> str:
-    """(28, 28) float image in [0, 1] -> a data: URL of its 8-bit PNG."""
+    """(H, W) float image in [0, 1] -> a data: URL of its 8-bit PNG."""
     pixels = (np.clip(image, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
     # OpenCV's encoder: the same lossless PNG as Pillow's, with less Python per answer
     ok, data = cv2.imencode(".png", pixels)

@@ -81,10 +81,12 @@ class ServeSettings:
     api_key: str | None = None            # when set, /api/* (but /api/health) needs it: X-API-Key or Bearer
     rate_per_minute: int | None = None    # requests per minute one client address may make to /api/*; None: no cap
     cors_origins: tuple[str, ...] = ()    # other sites whose pages may call the API from a browser
+    collect: str | None = None            # a folder: POST /api/samples saves corrected drawings there; None: off
 
     def __post_init__(self):
         model = None if self.model is None else os.fspath(self.model)
         object.__setattr__(self, "model", model)
+        object.__setattr__(self, "collect", None if self.collect is None else os.fspath(self.collect))
         if self.backend is None:
             object.__setattr__(self, "backend", backend_for(model))
         for name in ("allowed_hosts", "cors_origins"):  # as JSON carries them to a worker
@@ -128,6 +130,9 @@ class ServeSettings:
                 for o in self.cors_origins):
             raise SettingError("cors_origins", f"must be origins like https://example.org (scheme and host, no "
                                                f"path), not {self.cors_origins!r}")
+        if self.collect is not None and (not self.collect or Path(self.collect).exists()
+                                         and not Path(self.collect).is_dir()):
+            raise SettingError("collect", f"{self.collect!r} is not a folder")
         if not _is_int(self.worker_nice) or not 0 <= self.worker_nice <= 19:
             raise SettingError("worker_nice", f"must be between 0 and 19, not {self.worker_nice!r}")
 

@@ -13,7 +13,7 @@ trust each other no further than JSON lets them); lengths are 4-byte big-endian:
 
     settings   server -> worker   header length, total length, ``ServeSettings.to_json()``   once, first
     start-up   worker -> server   length, {"metadata": {...}}             once, when the model is loaded
-    request    server -> worker   header length, total length, {"polarity", "threshold", "multi", "names",
+    request    server -> worker   header length, total length, {"polarity", "threshold", "multi", "steps", "names",
                                   "sizes"}, then the images' bytes one after another
     answer     worker -> server   length, {"answers": [...]} as ``runner.recognise`` gives them, or {"error": "..."}
 
@@ -93,6 +93,7 @@ class WorkerPool:
         self.metadata: dict[str, Any] = {}
         self.replacing: set[asyncio.Task] = set()  # held here: the loop keeps only weak references to tasks
         self.waiting = 0  # requests waiting for an idle worker
+        self.restarts = 0  # workers replaced after dying or overrunning (served at /metrics)
 
     async def start(self) -> None:
         """Start every worker and wait until each has its model loaded (a model that fails to load fails here)."""
@@ -123,7 +124,7 @@ class WorkerPool:
         return worker
 
     async def recognise(self, polarity: str, threshold: float | None, items: list[tuple[str, bytes]],
-                        multi: bool) -> list[dict[str, Any]]:
+                        multi: bool, steps: bool = False) -> list[dict[str, Any]]:
         """``runner.recognise`` in a worker process: one answer per item, in order."""
         limits = self.settings.limits
         if self.waiting >= limits.max_waiting:
@@ -137,7 +138,7 @@ class WorkerPool:
             self.idle.put_nowait(None)  # for the next request too
             raise WorkerError("no worker process is left (see the log for why they could not be restarted)")
         try:
-            head = {"polarity": polarity, "threshold": threshold, "multi": multi,
+            head = {"polarity": polarity, "threshold": threshold, "multi": multi, "steps": steps,
                     "names": [name for name, _ in items], "sizes": [len(data) for _, data in items]}
             await worker.send(json.dumps(head).encode(), [data for _, data in items])
             reply = await asyncio.wait_for(worker.receive(), limits.max_seconds)
@@ -160,6 +161,7 @@ class WorkerPool:
         return reply["answers"]
 
     async def _replace(self, worker: Worker) -> None:
+        self.restarts += 1
         await _stop(worker)
         if worker not in self.workers:  # the pool was closed meanwhile
             return
@@ -255,7 +257,7 @@ def serve_requests(recognizer, source: BinaryIO, channel: BinaryIO) -> None:
         items = [(name, body[start:end]) for name, start, end in zip(request["names"], offsets, offsets[1:])]
         try:
             reply = {"answers": runner.recognise(recognizer, items, request["multi"], request["polarity"],
-                                                 request["threshold"])}
+                                                 request["threshold"], request.get("steps", False))}
         except Exception:  # the traceback stays in this process's log; the server answers 500
             log.exception("unhandled error in a worker process")
             reply = {"error": "internal error in a worker process"}

@@ -87,14 +87,18 @@ def mnist_test_inputs(meta: dict, count: int, data_dir: str | os.PathLike | None
 
 def export_onnx(checkpoint_path: str | os.PathLike | None, out_path: str | os.PathLike, *,
                 tolerance: float = TOLERANCE, check_images: int = CHECK_IMAGES, opset: int = OPSET,
-                data_dir: str | os.PathLike | None = None) -> ExportReport:
-    """Export a checkpoint (None: the bundled model) to ``out_path``, verified against PyTorch first."""
+                data_dir: str | os.PathLike | None = None, overwrite: bool = False) -> ExportReport:
+    """Export a checkpoint (None: the bundled model) to ``out_path``, verified against PyTorch first. A file
+    already at ``out_path`` is someone's model: it is replaced only when ``overwrite`` says so."""
     import onnx
 
-    # A mistyped folder should not quietly become a new tree of folders: refuse before any work.
+    # A mistyped folder should not quietly become a new tree of folders, nor an earlier export vanish: refuse before
+    # any work.
     folder = Path(out_path).parent
     if not folder.is_dir():
         raise ValueError(f"{out_path}: the folder {folder} does not exist (export creates no folders; make it first)")
+    if Path(out_path).exists() and not overwrite:
+        raise ValueError(f"{out_path} already exists: pass --overwrite to replace it, or choose another file")
     source = checkpoint.BUNDLED if checkpoint_path is None else Path(checkpoint_path)
     model, meta = checkpoint.load(source)
     try:

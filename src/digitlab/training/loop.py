@@ -6,8 +6,9 @@
 functions. The whole training set stays in memory as uint8 tensors (on the GPU when there is one); each step
 indexes a batch, augments it as one tensor and takes an optimiser step - no per-sample Python, no loader workers.
 After every epoch the run validates and writes, atomically, ``model.safetensors`` (the self-describing model),
-``resume.safetensors`` (optimiser, schedule and EMA state, and the best weights so far under early stopping) and
-``history.json``; so Ctrl-C or a kill loses at most the running epoch and ``resume=True`` carries on from the last.
+``resume.safetensors`` (optimiser, schedule and EMA state, and the best weights so far under early stopping),
+``history.json`` and, drawn from it, ``history.csv`` and ``curves.png``; so Ctrl-C or a kill loses at most the
+running epoch and ``resume=True`` carries on from the last.
 
 Under ``torchrun`` the same call trains with DistributedDataParallel, nothing to change: every process takes its
 share of each epoch's batches (so the effective batch is ``batch_size`` times the number of processes), gradients
@@ -46,11 +47,14 @@ from digitlab.training.config import MNIST, TrainConfig
 from digitlab.training.data import (DataConfig, Split, attach_data_config, data_config_of, load_mnist,
                                     split_validation)
 from digitlab.training.evaluate import infer
+from digitlab.training.figures import write_curves
 from digitlab.training.models import create_model
 from digitlab.training.progress import EpochBar
 
 NONDIGIT_POOL = 12_000           # letters drawn once per run; each batch samples its share from them
-RUN_FILES = ("model.safetensors", "resume.safetensors", "history.json")  # what a run writes into its folder
+# what a run writes into its folder (with --tensorboard, also a folder of event files: TENSORBOARD_DIR)
+RUN_FILES = ("model.safetensors", "resume.safetensors", "history.json", "history.csv", "curves.png")
+TENSORBOARD_DIR = "tensorboard"
 
 
 @dataclass
@@ -409,7 +413,8 @@ def _model_metadata(cfg: TrainConfig, row: dict[str, float], command: str | None
 def save_epoch(out_dir: Path, cfg: TrainConfig, state: TrainState, history: list, best: dict,
                best_weights: dict[str, torch.Tensor] | None, command: str | None,
                folders: list[dict] | None = None) -> None:
-    """Write the epoch's model, everything a resume needs (with the best weights so far) and the history."""
+    """Write the epoch's model, everything a resume needs (with the best weights so far) and the history, with its
+    table and curves."""
     meta = _model_metadata(cfg, history[-1], command, folders)
     checkpoint.save(out_dir / "model.safetensors", state.eval_model, meta)
     opt_tensors, opt_meta = _flatten_optimizer(state.optimizer.state_dict())
@@ -422,6 +427,7 @@ def save_epoch(out_dir: Path, cfg: TrainConfig, state: TrainState, history: list
     resume_meta = meta | {"optimizer": opt_meta, "schedule": schedule_state, "history": history, "best": best}
     checkpoint.save(out_dir / "resume.safetensors", state.model, resume_meta, extra)
     atomic_write_text(out_dir / "history.json", json.dumps(history, indent=1))
+    write_curves(history, out_dir)
 
 
 def load_resume(out_dir: Path, cfg: TrainConfig,
@@ -478,16 +484,21 @@ def remove_leftovers(out_dir: Path) -> None:
 
 
 def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, dry_run: bool = False,
-          command: str | None = None, quiet: bool = False, overwrite: bool = False) -> TrainResult:
+          command: str | None = None, quiet: bool = False, overwrite: bool = False,
+          tensorboard: bool = False) -> TrainResult:
     """Train ``cfg.model`` as configured; checkpoints and history go to ``out_dir``.
 
     ``dry_run`` runs the real path end to end on three batches of one epoch and a small validation set.
     A folder that already holds a model is refused unless ``resume`` (continue it) or ``overwrite`` (replace it).
+    ``tensorboard`` also writes each epoch's figures as TensorBoard event files (needs the ``tensorboard`` package).
     """
     check_out_dir(Path(out_dir), resume, overwrite)
+    if tensorboard:
+        check_tensorboard()
     world, joined = start_distributed(cfg.device)
     try:
-        result = _run(cfg, Path(out_dir), resume, dry_run, command, quiet or not world.is_main, world)
+        result = _run(cfg, Path(out_dir), resume, dry_run, command, quiet or not world.is_main, world,
+                      tensorboard and world.is_main)
         if joined:
             # Rank 0 still writes its checkpoint when the others finish; a process that tears down its gloo
             # connections while a peer still holds them can abort ("terminate called without an active
@@ -499,8 +510,40 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, dry_run: 
             dist.destroy_process_group()
 
 
+def check_tensorboard() -> None:
+    """A one-line error, before any training, when ``--tensorboard`` is asked for without its package."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is None:
+        raise ValueError("--tensorboard needs the tensorboard package: pip install 'digitlab[tensorboard]' "
+                         "(curves.png and history.csv are written without it)")
+
+
+class EventLog:
+    """Each epoch's figures as TensorBoard scalars under ``out_dir/tensorboard``; does nothing when not asked for."""
+
+    def __init__(self, out_dir: Path, enabled: bool):
+        self.writer = None
+        if enabled:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=str(out_dir / TENSORBOARD_DIR))
+
+    def add(self, row: dict[str, float]) -> None:
+        if self.writer is None:
+            return
+        for key, value in row.items():
+            if key != "epoch" and isinstance(value, (int, float)):
+                self.writer.add_scalar(key.replace("_", "/", 1), value, global_step=int(row["epoch"]))
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
 def _run(cfg: TrainConfig, out_dir: Path, resume: bool, dry_run: bool, command: str | None, quiet: bool,
-         world: Distributed) -> TrainResult:
+         world: Distributed, tensorboard: bool = False) -> TrainResult:
     device = resolve_device(cfg.device, world.local_rank)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -525,45 +568,53 @@ def _run(cfg: TrainConfig, out_dir: Path, resume: bool, dry_run: bool, command: 
             history_path = out_dir / "history.json"
             if not history_path.is_file() or history_path.read_text() != record:
                 atomic_write_text(history_path, record)
+                write_curves(history, out_dir)
+            elif not (out_dir / "curves.png").is_file() or not (out_dir / "history.csv").is_file():
+                write_curves(history, out_dir)  # a run begun before the curves were drawn gets them
         if not quiet:
             print(f"resuming after epoch {len(history)} from {out_dir / 'resume.safetensors'}")
 
-    while len(history) < cfg.epochs and not stop_early(cfg, history, best):
-        epoch = len(history) + 1
-        bar = EpochBar(f"epoch {epoch}/{cfg.epochs}", steps_run, enabled=not quiet)
-        row = {"epoch": epoch} | train_one_epoch(cfg, state, train_split, epoch, world, nondigits=nondigits,
-                                                 max_steps=steps_run, bar=bar)
-        row["lr"] = state.optimizer.param_groups[0]["lr"]
-        if val_split is not None:
-            row |= validate(state.eval_model, val_split)
-        if world.world_size > 1:
-            # Each process's batch-norm statistics saw its own batches; rank 0's verdict decides for all, so
-            # schedules and early stopping stay in step.
-            shared = [row]
-            dist.broadcast_object_list(shared, src=0)
-            row = shared[0]
-        if not math.isfinite(row["train_loss"]):
-            # Weights that are no longer numbers are never written: the last finished epoch stays as it was.
-            bar.close("the loss is not a number")
-            kept = (f"epoch {len(history)} is kept in {out_dir}" if history and not dry_run else "nothing was kept")
-            raise TrainingError(f"training diverged in epoch {epoch}: the loss is no longer a number (is the "
-                                f"learning rate, {cfg.learning_rate:g}, too high?); {kept}")
-        history.append(row)
-        step_schedule(cfg, state.schedule, row)
-        bar.close(f"loss {row['train_loss']:.4f}" + (
-            f" val_loss {row['val_loss']:.4f} val_acc {100 * row['val_accuracy']:.2f}%" if val_split else ""))
+    events = EventLog(out_dir, tensorboard)
+    try:
+        while len(history) < cfg.epochs and not stop_early(cfg, history, best):
+            epoch = len(history) + 1
+            bar = EpochBar(f"epoch {epoch}/{cfg.epochs}", steps_run, enabled=not quiet)
+            row = {"epoch": epoch} | train_one_epoch(cfg, state, train_split, epoch, world, nondigits=nondigits,
+                                                     max_steps=steps_run, bar=bar)
+            row["lr"] = state.optimizer.param_groups[0]["lr"]
+            if val_split is not None:
+                row |= validate(state.eval_model, val_split)
+            if world.world_size > 1:
+                # Each process's batch-norm statistics saw its own batches; rank 0's verdict decides for all, so
+                # schedules and early stopping stay in step.
+                shared = [row]
+                dist.broadcast_object_list(shared, src=0)
+                row = shared[0]
+            if not math.isfinite(row["train_loss"]):
+                # Weights that are no longer numbers are never written: the last finished epoch stays as it was.
+                bar.close("the loss is not a number")
+                kept = (f"epoch {len(history)} is kept in {out_dir}" if history and not dry_run else "nothing was kept")
+                raise TrainingError(f"training diverged in epoch {epoch}: the loss is no longer a number (is the "
+                                    f"learning rate, {cfg.learning_rate:g}, too high?); {kept}")
+            history.append(row)
+            step_schedule(cfg, state.schedule, row)
+            bar.close(f"loss {row['train_loss']:.4f}" + (
+                f" val_loss {row['val_loss']:.4f} val_acc {100 * row['val_accuracy']:.2f}%" if val_split else ""))
 
-        if cfg.early_stopping and row.get("val_accuracy", -1.0) > best["val_accuracy"]:
-            best = {"val_accuracy": row["val_accuracy"], "epoch": epoch}
-            best_weights = copy.deepcopy(state.eval_model.state_dict())
-        last = dry_run or len(history) == cfg.epochs or stop_early(cfg, history, best)
-        # Nothing held out: the MNIST test set says how good it is (when the run learnt MNIST's digits at all).
-        if last and val_split is None and world.is_main and MNIST in cfg.data:
-            row |= measure_test_accuracy(state.eval_model, cfg, dry_run)
-        if world.is_main:
-            save_epoch(out_dir, cfg, state, history, best, best_weights, command, folders)
-        if dry_run:
-            break
+            if cfg.early_stopping and row.get("val_accuracy", -1.0) > best["val_accuracy"]:
+                best = {"val_accuracy": row["val_accuracy"], "epoch": epoch}
+                best_weights = copy.deepcopy(state.eval_model.state_dict())
+            last = dry_run or len(history) == cfg.epochs or stop_early(cfg, history, best)
+            # Nothing held out: the MNIST test set says how good it is (when the run learnt MNIST's digits at all).
+            if last and val_split is None and world.is_main and MNIST in cfg.data:
+                row |= measure_test_accuracy(state.eval_model, cfg, dry_run)
+            if world.is_main:
+                save_epoch(out_dir, cfg, state, history, best, best_weights, command, folders)
+                events.add(row)
+            if dry_run:
+                break
+    finally:
+        events.close()
     if stop_early(cfg, history, best) and not quiet:
         print(f"early stop: no better validation accuracy since epoch {best['epoch']}")
 

@@ -1,25 +1,40 @@
-"""A Keras-style layer table for any registered network: layer, output shape, parameters, totals.
+"""A Keras-style layer table for any network: layer, output shape, parameters, totals.
+
+Layers are named as Keras names them, by type and a count of that type (``conv2d_1 (Conv2d)``, ``re_lu_2 (ReLU)``),
+so the table reads like the tutorials' ``model.summary()``.
 
     print(summary_table(create_model("cnn5x5_dense1000")))
 """
 
 from __future__ import annotations
 
+import re
+from collections import Counter
+
 import torch
 from torch import nn
+
+
+def keras_name(kind: str, counts: Counter) -> str:
+    """``Conv2d`` -> ``conv2d_1`` the first time, ``conv2d_2`` the next: a type in snake case and its count."""
+    snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", kind).lower()
+    counts[snake] += 1
+    return f"{snake}_{counts[snake]}"
 
 
 def layer_rows(model: nn.Module, input_shape=(1, 1, 28, 28)) -> list[tuple[str, tuple[int, ...], int]]:
     """(name, output shape without batch, parameter count) for each leaf layer, in the order they run."""
     rows: list[tuple[str, tuple[int, ...], int]] = []
+    counts: Counter = Counter()
     hooks = []
-    for name, module in model.named_modules():
+    for module in model.modules():
         if next(module.children(), None) is not None:
             continue
         own = sum(p.numel() for p in module.parameters(recurse=False))
 
-        def hook(mod, _inputs, output, name=name, own=own):
-            rows.append((f"{name} ({type(mod).__name__})", tuple(output.shape[1:]), own))
+        def hook(mod, _inputs, output, own=own):
+            kind = type(mod).__name__
+            rows.append((f"{keras_name(kind, counts)} ({kind})", tuple(output.shape[1:]), own))
 
         hooks.append(module.register_forward_hook(hook))
     was_training = model.training
