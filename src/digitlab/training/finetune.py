@@ -198,7 +198,8 @@ def finetune(data_path: str | os.PathLike, out_dir: str | os.PathLike, base: str
         from digitlab.training.export import export_onnx
 
         extra = {} if check_images is None else {"check_images": check_images}
-        export_onnx(out_dir / "model.safetensors", out_dir / "model.onnx", data_dir=data_dir, **extra)
+        # check_out_dir has already asked about replacing an earlier model.onnx here
+        export_onnx(out_dir / "model.safetensors", out_dir / "model.onnx", data_dir=data_dir, overwrite=True, **extra)
     return FinetuneResult(model, out_dir, metrics, history, calibration, data.skipped + dropped, data,
                           time.perf_counter() - started)
 
