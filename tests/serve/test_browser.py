@@ -33,7 +33,7 @@ if not CHROMIUM.exists():
                 allow_module_level=True)
 
 from axe_playwright_python.sync_playwright import Axe  # noqa: E402
-from playwright.sync_api import expect, sync_playwright  # noqa: E402
+from playwright.sync_api import TimeoutError as PlaywrightTimeout, expect, sync_playwright  # noqa: E402
 
 
 def free_port() -> int:
@@ -323,8 +323,17 @@ def test_the_keyboard_alone_opens_an_image(server, browser, page_errors, test_sp
             break
     else:
         pytest.fail("Tab never reached the Open image button")
-    with page.expect_file_chooser() as chooser:
-        page.keyboard.press("Enter")
+    # Headless Chromium now and then drops the picker of a key press (about 1 in 5 runs here, also with no other
+    # page open); a person would press again, and so does the test, up to three times, each from the same focus.
+    for attempt in range(3):
+        assert page.evaluate("document.activeElement.id") == "open"
+        try:
+            with page.expect_file_chooser(timeout=8_000) as chooser:
+                page.keyboard.press("Enter")
+            break
+        except PlaywrightTimeout:
+            if attempt == 2:
+                raise
     chooser.value.set_files(str(path))
     expect(shown_digit(page)).to_have_text(str(int(labels[2])), timeout=20_000)
     assert page_errors == []
