@@ -172,3 +172,39 @@ def check_picture():
         return width, height
 
     return check
+
+
+# --- a real server process --------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def start_server():
+    """A function: ``start_server(*args, env=None)`` runs ``digitlab serve ARGS`` on a free loopback port, waits until
+    ``/api/health`` answers and returns (process, url, health). Its stdout and stderr come together in
+    ``process.stdout`` (text). A server that exits, or gives no answer within a minute, fails the test with what it
+    printed. The caller stops it."""
+    import json
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    def start(*args: str, env: dict | None = None):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        process = subprocess.Popen([sys.executable, "-m", "digitlab", "serve", "--port", str(port), *args], env=env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/api/health", timeout=2) as response:
+                    return process, url, json.load(response)
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    process.kill()
+                    pytest.fail(f"digitlab serve {' '.join(args)} did not answer: {process.communicate()[0][-2000:]}")
+                time.sleep(0.2)
+
+    return start

@@ -12,10 +12,8 @@ from __future__ import annotations
 import ast
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -295,30 +293,10 @@ def test_serve_without_fastapi_is_one_line(without):
     assert len(result.stderr.strip().splitlines()) == 1 and "pip install 'digitlab[serve]'" in result.stderr
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def test_serve_onnx_without_torch(without, seven):
-    port = free_port()
+def test_serve_onnx_without_torch(without, seven, start_server):
     run = without("torch")
-    server = subprocess.Popen([sys.executable, "-m", "digitlab", "serve", "--backend", "onnx", "--port", str(port),
-                               "--workers", "1", "--log-level", "warning"], env=run.env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
-    base = f"http://127.0.0.1:{port}"
+    server, base, health = start_server("--backend", "onnx", "--workers", "1", "--log-level", "warning", env=run.env)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/api/health", timeout=5) as response:
-                    health = json.load(response)
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"the server did not answer: {server.communicate(timeout=10)[1]}")
-                time.sleep(0.3)
         assert health
         request = urllib.request.Request(f"{base}/api/predict", data=seven.read_bytes(), method="POST",
                                          headers={"Content-Type": "image/png"})
@@ -326,7 +304,7 @@ def test_serve_onnx_without_torch(without, seven):
             assert response.status == 200 and json.load(response)["digit"] == 7
     finally:
         server.terminate()
-        _, errors = server.communicate(timeout=30)
+        errors, _ = server.communicate(timeout=30)
     assert "Traceback" not in errors
 
 

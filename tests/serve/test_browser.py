@@ -11,10 +11,6 @@ Without /usr/bin/chromium the test is skipped, except under CI (CI=true), where 
 
 import os
 import re
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -36,12 +32,6 @@ from axe_playwright_python.sync_playwright import Axe  # noqa: E402
 from playwright.sync_api import TimeoutError as PlaywrightTimeout, expect, sync_playwright  # noqa: E402
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def collected(tmp_path_factory):
     """The folder the server saves corrected drawings in."""
@@ -49,22 +39,10 @@ def collected(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(served_checkpoint, collected):
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "digitlab.cli", "serve", "--model", str(served_checkpoint),
-                                "--port", str(port), "--log-level", "warning", "--collect", str(collected)],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+def server(served_checkpoint, collected, start_server):
+    process, url, _ = start_server("--model", str(served_checkpoint), "--log-level", "warning",
+                                   "--collect", str(collected))
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/api/health", timeout=2)
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the server did not start: {process.stdout.read().decode()[-2000:]}")
-                time.sleep(0.2)
         yield url
     finally:
         process.terminate()

@@ -5,10 +5,6 @@ import json
 import logging
 import os
 import signal
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
 
 import pytest
@@ -115,28 +111,16 @@ def test_worker_restarts_and_workers_are_read_from_the_pool(seven):
     assert metrics[("digitlab_requests_total", (("endpoint", "/api/predict"), ("status", "500")))] == 1
 
 
-def test_serve_log_format_json(seven):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "digitlab", "serve", "--backend", "onnx", "--workers", "1",
-                               "--port", str(port), "--log-format", "json"], stderr=subprocess.PIPE, text=True)
+def test_serve_log_format_json(seven, start_server):
+    server, url, _ = start_server("--backend", "onnx", "--workers", "1", "--log-format", "json")
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2)
-                break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline
-                time.sleep(0.2)
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/api/predict", data=seven, method="POST",
+        request = urllib.request.Request(f"{url}/api/predict", data=seven, method="POST",
                                          headers={"X-Request-ID": "from-the-balancer"})
         with urllib.request.urlopen(request, timeout=10) as response:
             assert json.load(response)["digit"] == 7
     finally:
         server.send_signal(signal.SIGINT)
-        err = server.communicate(timeout=20)[1]
+        err = server.communicate(timeout=20)[0]
     lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
     assert len(lines) == len([line for line in err.splitlines() if line.strip()])  # every log line is JSON
     access = [line for line in lines if line["logger"] == "digitlab.access" and line["path"] == "/api/predict"]

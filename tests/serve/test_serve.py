@@ -581,29 +581,12 @@ def test_serve_command_refuses_bad_options(capsys):
     assert "--worker-nice must be between 0 and 19" in capsys.readouterr().err
 
 
-def test_serve_command_runs_a_server_on_localhost(served_onnx, digits):
+def test_serve_command_runs_a_server_on_localhost(served_onnx, digits, start_server):
     import json
-    import socket
-    import subprocess
-    import sys
-    import time
     import urllib.request
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "digitlab.cli", "serve", "--model", str(served_onnx),
-                               "--port", str(port), "--log-level", "warning"], stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
+    server, url, health = start_server("--model", str(served_onnx), "--log-level", "warning")
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                health = json.load(urllib.request.urlopen(f"{url}/api/health", timeout=2))
-                break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline, server.stderr.read().decode()[-1000:]
-                time.sleep(0.2)
         assert health["backend"] == "onnx"  # chosen from the file's suffix
         request = urllib.request.Request(f"{url}/api/predict", data=digits[0][0], method="POST")
         assert json.load(urllib.request.urlopen(request, timeout=10))["digit"] == digits[0][1]
