@@ -31,6 +31,7 @@ def test_summary_prints_a_layer_table(capsys):
     (["eval", "missing.safetensors"], "no such checkpoint"),
     (["frobnicate"], "invalid choice"),
     (["train", "--optimizer", "rmsprop"], "invalid choice"),
+    (["train", "--sync-batchnorm", "--device", "cpu", "--dry-run"], "SyncBatchNorm runs on CUDA devices only"),
 ])
 def test_bad_arguments_exit_2_with_one_line(args, needle):
     result = run(*args)

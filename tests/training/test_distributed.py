@@ -8,7 +8,8 @@ import torch
 
 from digitlab.training import checkpoint
 from digitlab.training.data import Split
-from digitlab.training.loop import Distributed, batches, steps_per_epoch
+from digitlab.training.loop import Distributed, batches, share_batch_norm, steps_per_epoch
+from digitlab.training.models import create_model
 
 
 def test_processes_share_an_epoch_without_overlap():
@@ -81,3 +82,24 @@ def test_two_nodes_on_one_machine_with_c10d_rendezvous_and_resume(tmp_path, mnis
     assert [row["epoch"] for row in history] == [1, 2] and history[-1]["val_accuracy"] > 0.3
     assert {p.name for p in out.iterdir()} == {"model.safetensors", "resume.safetensors", "history.json",
                                                "history.csv", "curves.png"}
+
+
+def test_sync_batchnorm_keeps_the_checkpoint_names_and_the_answers():
+    plain = create_model("digitnet").eval()
+    shared = share_batch_norm(create_model("digitnet")).eval()
+    shared.load_state_dict(plain.state_dict())  # the same names and shapes: a checkpoint reads back either way
+    assert any(isinstance(m, torch.nn.SyncBatchNorm) for m in shared.modules())
+    assert not any(type(m) is torch.nn.BatchNorm2d for m in shared.modules())
+    images = torch.rand(4, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.allclose(shared(images), plain(images))
+
+
+def test_sync_batchnorm_is_refused_on_a_machine_without_a_gpu(tmp_path, mnist_dir):
+    if torch.cuda.is_available():
+        return
+    done = subprocess.run([sys.executable, "-m", "digitlab.cli", "train", "--sync-batchnorm", "--dry-run",
+                           "--data-dir", str(mnist_dir), "--out", str(tmp_path / "run")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "SyncBatchNorm runs on CUDA devices only" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "run").exists()

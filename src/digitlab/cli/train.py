@@ -52,6 +52,8 @@ FIELD_HELP = {
     "device": "auto, cpu, cuda, cuda:N (GPU N) or mps",
     "threads": "CPU threads; 0: PyTorch's choice",
     "channels_last": "run convolutions channels-last (faster on CPU)",
+    "sync_batchnorm": "under torchrun on GPUs: batch-norm statistics over every process's batches (SyncBatchNorm); "
+                      "on the CPU it is refused",
     "data_dir": "folder with the four MNIST files ($DIGITLAB_DATA, then ~/.cache/digitlab/mnist, when unset)",
     "data": "what to train on, repeatable: 'mnist' and/or folders of your own labelled images ({data_help}); "
             "--data DIR alone trains on DIR only",

@@ -24,6 +24,8 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "step", "onecycle", "plateau")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
+SYNC_BATCHNORM_ON_CPU = ("sync_batchnorm needs GPUs: PyTorch's SyncBatchNorm runs on CUDA devices only (on the CPU each "
+                         "process keeps its own batch-norm statistics, which is the default)")
 MNIST = "mnist"      # in TrainConfig.data: MNIST's training images; anything else names a labelled image folder
 
 
@@ -55,6 +57,7 @@ class TrainConfig:
     device: str = "auto"
     threads: int = 0               # CPU threads; 0 leaves PyTorch's choice
     channels_last: bool = True
+    sync_batchnorm: bool = False   # under torchrun on GPUs: batch norm over all processes' batches (SyncBatchNorm)
     data_dir: str | None = None
     data: list[str] = field(default_factory=lambda: [MNIST])  # what to train on: "mnist" and/or labelled folders
 
@@ -84,6 +87,8 @@ class TrainConfig:
             raise ValueError(f"validation_split must be in [0, 1), not {self.validation_split}")
         if not DEVICE.fullmatch(self.device):
             raise ValueError(f"device must be one of {', '.join(DEVICES)} (or cuda:N for GPU N), not {self.device!r}")
+        if self.sync_batchnorm and self.device == "cpu":
+            raise ValueError(SYNC_BATCHNORM_ON_CPU)
         if not 0 <= self.ema_decay < 1:
             raise ValueError("ema_decay must be in [0, 1)")
         if not 0 <= self.label_smoothing < 1:

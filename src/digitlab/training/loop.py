@@ -43,7 +43,7 @@ from digitlab.labels import NOT_A_DIGIT
 from digitlab.threads import available_cpus
 from digitlab.training import checkpoint
 from digitlab.training.augment import random_affine
-from digitlab.training.config import MNIST, TrainConfig
+from digitlab.training.config import MNIST, SYNC_BATCHNORM_ON_CPU, TrainConfig
 from digitlab.training.data import (DataConfig, Split, attach_data_config, data_config_of, load_mnist,
                                     split_validation)
 from digitlab.training.evaluate import infer
@@ -254,6 +254,8 @@ def build_state(cfg: TrainConfig, device: torch.device, steps: int, world: Distr
     if weights is not None:
         model.load_state_dict(weights)
     model = model.to(device)
+    if cfg.sync_batchnorm and world.world_size > 1:
+        model = share_batch_norm(model)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(cfg, model)
@@ -262,6 +264,16 @@ def build_state(cfg: TrainConfig, device: torch.device, steps: int, world: Distr
     ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
            if cfg.ema_decay else None)
     return TrainState(model, forward, optimizer, make_schedule(cfg, optimizer, steps), ema)
+
+
+def share_batch_norm(model: nn.Module) -> nn.Module:
+    """The network with every batch-norm layer computing its statistics over all processes' batches together
+    (SyncBatchNorm), so that small per-process batches normalise as one large batch would.
+
+    The layers keep their weights, buffers and names, so the checkpoint reads back as the plain network. PyTorch
+    synchronises them on GPUs only; ``_run`` refuses the setting on the CPU before any work.
+    """
+    return nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
 
 # --- one epoch, one validation ---------------------------------------------------------------------------------------
@@ -545,6 +557,8 @@ class EventLog:
 def _run(cfg: TrainConfig, out_dir: Path, resume: bool, dry_run: bool, command: str | None, quiet: bool,
          world: Distributed, tensorboard: bool = False) -> TrainResult:
     device = resolve_device(cfg.device, world.local_rank)
+    if cfg.sync_batchnorm and device.type == "cpu":  # --device auto on a machine without a GPU
+        raise ValueError(SYNC_BATCHNORM_ON_CPU)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     else:  # PyTorch counts the host's cores, not this process's share of them
