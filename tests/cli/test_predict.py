@@ -65,6 +65,24 @@ def test_bad_files_are_reported_and_the_rest_runs(samples, small_model_path, tmp
     assert "3 of 4 inputs could not be read" in captured.err
 
 
+def test_a_list_file_names_the_inputs(samples, small_model_path, tmp_path, capsys, monkeypatch):
+    import io as stdio
+    model = ["--model", str(small_model_path), "--json", "--threshold", "0"]
+    assert main(["predict", str(samples), *model]) == 0
+    expected = capsys.readouterr().out
+    names = sorted(str(f) for f in samples.glob("*.png"))
+    listing = tmp_path / "list.txt"
+    listing.write_text("\n".join(names[:2]) + "\n\n" + str(samples) + "\n")  # files, a blank line, a folder
+    assert main(["predict", "--files-from", str(listing), *model]) == 0
+    assert capsys.readouterr().out.splitlines() == [*expected.splitlines()[:2], *expected.splitlines()]
+    monkeypatch.setattr("sys.stdin", stdio.StringIO("\n".join(names) + "\n"))
+    assert main(["predict", "--files-from", "-", *model]) == 0
+    assert capsys.readouterr().out == expected
+    (tmp_path / "empty.txt").write_text("\n\n")
+    assert main(["predict", "--files-from", str(tmp_path / "empty.txt"), *model]) == 2
+    assert "names no paths" in capsys.readouterr().err
+
+
 def test_folders_recursive_and_empty(samples, small_model_path, tmp_path, capsys):
     nested = tmp_path / "a" / "b"
     nested.mkdir(parents=True)
@@ -112,7 +130,8 @@ def test_explain_writes_a_figure(samples, small_model_path, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["predict"], "required"),
+    (["predict"], "name the images"),
+    (["predict", "--files-from", "missing.txt"], "cannot read the list missing.txt"),
     (["predict", "x.png", "--threshold", "2"], "threshold"),
     (["predict", "x.png", "--polarity", "sideways"], "invalid choice"),
     (["predict", "x.png", "--json", "--csv"], "not allowed"),

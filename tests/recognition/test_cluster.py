@@ -56,7 +56,9 @@ def test_ray_data_answers_as_digitlab_predict_does(local_ray, folder, expected):
 
 def test_predict_ray_writes_a_folder_of_parquet(local_ray, folder, expected, tmp_path, capsys):
     out = tmp_path / "answers"
-    assert main(["predict", str(folder), "--ray", "--out", str(out)]) == 0
+    listing = tmp_path / "list.txt"  # the same files named in a list, as an archive's index would
+    listing.write_text("".join(f"{row['path']}\n" for row in expected))
+    assert main(["predict", "--files-from", str(listing), "--ray", "--out", str(out)]) == 0
     assert by_path(pq.read_table(out).to_pylist()) == expected
     assert main(["predict", str(folder), "--ray", "--out", str(out)]) == 2  # never replaced unasked
     assert "--overwrite" in capsys.readouterr().err

@@ -5,6 +5,7 @@
     digitlab predict --explain explain.png my-seven.png
     digitlab predict --model model.onnx photo.jpg        # onnxruntime, PyTorch never imported
     digitlab predict --jobs 8 --out answers.jsonl scans/ # 8 worker processes; Ctrl-C, then --resume goes on
+    digitlab predict --files-from list.txt --out a.jsonl # the paths listed in a file, one per line
 
 A job of more than one chunk of files runs in ``--jobs`` worker processes (``recognition.parallel``), one per CPU
 by default; ``--out`` writes the answers to a file in chunks that survive Ctrl-C (``recognition.outfile``).
@@ -31,7 +32,9 @@ def add_predict_parsers(subparsers) -> None:
     from digitlab.threads import available_cpus
 
     p = subparsers.add_parser("predict", help="recognise the digit (or, with --multi, the number) in images")
-    p.add_argument("paths", nargs="+", metavar="PATH", help="image files and folders")
+    p.add_argument("paths", nargs="*", metavar="PATH", help="image files and folders")
+    p.add_argument("--files-from", metavar="LIST", help="also read the paths in LIST, a text file with one path (or, "
+                   "with --ray, a URI) per line; '-' reads them from standard input (default: none)")
     p.add_argument("--recursive", "-r", action="store_true", help="also look in sub-folders")
     output = p.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="one JSON object per line (default: a table)")
@@ -73,6 +76,10 @@ def add_predict_parsers(subparsers) -> None:
 def cmd_predict(args) -> int:
     from digitlab.recognition.parallel import CHUNK, WorkerSettings, load_single_threaded, recognise_files
 
+    if args.files_from:
+        args.paths = [*args.paths, *read_list(args.files_from)]
+    if not args.paths:
+        raise ValueError("name the images: PATH ... and/or --files-from LIST")
     if args.ray is not None:
         return predict_on_ray(args)
 
@@ -194,6 +201,26 @@ def collect_inputs(paths: list[str], recursive: bool) -> tuple[list[str], list[t
         elif not named:
             unread.append((name, "folder holds no image files (try --recursive)"))
     return files, unread
+
+
+def read_list(name: str) -> list[str]:
+    """The paths in a list file, one per line as written (no globbing or quoting; blank lines skipped), so that an
+    archive's index or a `find` output can be handed over without the shell's limit on arguments. ``-`` is
+    standard input. A list that cannot be read is a usage error (exit 2); a listed path that cannot be read is a
+    per-file error, as on the command line."""
+    try:
+        if name == "-":
+            text = sys.stdin.read()
+        else:
+            text = Path(name).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        from digitlab.errors import one_line
+
+        raise ValueError(f"cannot read the list {name}: {one_line(exc)}") from None
+    paths = [line.rstrip("\r") for line in text.split("\n") if line.strip()]
+    if not paths:
+        raise ValueError(f"the list {name} names no paths")
+    return paths
 
 
 def _not_a_file(path: Path) -> str:

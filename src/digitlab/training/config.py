@@ -24,8 +24,8 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "step", "onecycle", "plateau")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
-SYNC_BATCHNORM_ON_CPU = ("sync_batchnorm needs GPUs: PyTorch's SyncBatchNorm runs on CUDA devices only (on the CPU each "
-                         "process keeps its own batch-norm statistics, which is the default)")
+SYNC_BATCHNORM_ON_CPU = ("sync_batchnorm needs GPUs: PyTorch's SyncBatchNorm runs on CUDA devices only (on the CPU "
+                         "each process keeps its own batch-norm statistics, which is the default)")
 MNIST = "mnist"      # in TrainConfig.data: MNIST's training images; anything else names a labelled image folder
 
 
