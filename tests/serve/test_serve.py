@@ -269,8 +269,33 @@ def test_a_server_on_this_machine_answers_only_requests_that_name_it(served_chec
     with TestClient(create_app(settings), base_url="http://127.0.0.1:8000") as local:
         assert local.post("/api/predict", content=digits[0][0]).json()["digit"] == digits[0][1]
         assert local.get("/", headers={"Host": "localhost:8000"}).status_code == 200
+        assert local.get("/", headers={"Host": "[::1]:8000"}).status_code == 200  # IPv6, its port after the brackets
         rebound = local.get("/api/model", headers={"Host": "attacker.example:8000"})  # DNS rebinding
         assert rebound.status_code == 400 and "Host" in rebound.json()["detail"]
+
+
+def test_a_server_on_every_address_answers_the_names_it_is_given(served_checkpoint, digits, capsys):
+    from digitlab.cli import build_parser, main
+    from digitlab.cli.serve import serve_settings
+    from digitlab.serve.settings import LOOPBACK_HOSTS
+
+    parser = build_parser()
+    settings = serve_settings(parser.parse_args(["serve", "--host", "0.0.0.0", "--allowed-host", "Digits.Example.org",
+                                                 "--allowed-host", "10.0.0.7", "--allowed-host", "fd00::7"]))
+    assert settings.allowed_hosts == ("digits.example.org", "10.0.0.7", "[fd00::7]")
+    assert serve_settings(parser.parse_args(["serve", "--allowed-host", "digits.example.org"])).allowed_hosts == \
+        (*LOOPBACK_HOSTS, "digits.example.org")  # on 127.0.0.1, e.g. behind a proxy that keeps the Host header
+    with TestClient(create_app(ServeSettings(served_checkpoint, allowed_hosts=settings.allowed_hosts)),
+                    base_url="http://digits.example.org") as named:
+        assert named.post("/api/predict", content=digits[0][0]).json()["digit"] == digits[0][1]
+        assert named.get("/api/health", headers={"Host": "10.0.0.7:8000"}).status_code == 200
+        assert named.get("/api/health", headers={"Host": "[fd00::7]:8000"}).status_code == 200
+        for other in ("evil.example", "127.0.0.1:8000", "digits.example.org.evil.example", ""):
+            refused = named.get("/", headers={"Host": other})
+            assert refused.status_code == 400 and "digits.example.org" in refused.json()["detail"], other
+    for bad in ("http://digits.example.org", "digits.example.org:8000", "a b", ""):
+        assert main(["serve", "--host", "0.0.0.0", "--allowed-host", bad]) == 2
+        assert "--allowed-host takes a host name" in capsys.readouterr().err
 
 
 def test_an_api_key_a_rate_limit_and_named_cors_origins_when_asked_for(served_onnx, digits):

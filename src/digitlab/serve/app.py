@@ -159,7 +159,9 @@ class Guard:
 def _host_name(host: bytes | None) -> str:
     """The name in a Host header, without its port: "127.0.0.1:8000" -> "127.0.0.1", "[::1]:8000" -> "[::1]"."""
     name = (host or b"").decode("latin-1").strip().lower()
-    return name if name.endswith("]") else name.rsplit(":", 1)[0] if name.count(":") == 1 else name
+    if name.startswith("["):  # an IPv6 address, its colons inside the brackets
+        return name[:name.find("]") + 1] if "]" in name else name
+    return name.rsplit(":", 1)[0] if name.count(":") == 1 else name
 
 
 def _same_origin(origin: bytes, host: bytes | None, scope) -> bool:
