@@ -407,6 +407,106 @@ def test_a_body_that_stops_arriving_is_given_up_with_408():
     assert answers[0]["status"] == 408 and b"stopped arriving" in answers[1]["body"]
 
 
+@pytest.fixture
+def live_server(served_onnx):
+    """A function: ``live_server(limits)`` runs the app with ``limits`` under uvicorn on a free loopback port, in a
+    thread of this process, and returns its (host, port); the server stops at the end of the test."""
+    import socket
+    import time
+
+    import uvicorn
+
+    servers = []
+
+    def start(limits: Limits) -> tuple[str, int]:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        app = create_app(ServeSettings(served_onnx, backend="onnx", limits=limits))
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        servers.append((server, thread))
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.05)
+        return "127.0.0.1", port
+
+    yield start
+    for server, thread in servers:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def open_upload(address, length: int, sent: bytes):
+    """A connection that has sent the headers of a POST /api/predict of ``length`` bytes and then ``sent``."""
+    import socket
+
+    connection = socket.create_connection(address, timeout=10)
+    connection.sendall(b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream"
+                       b"\r\nContent-Length: %d\r\n\r\n" % length + sent)
+    return connection
+
+
+def status_of(connection) -> tuple[int, bytes]:
+    """The status and the rest of the answer the server sends on ``connection``."""
+    answer = b""
+    while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+        piece = connection.recv(65536)
+        if not piece:
+            break
+        answer += piece
+    return int(answer.split(b" ", 2)[1]), answer
+
+
+def test_a_body_shorter_than_its_content_length_is_answered_408_in_time(live_server):
+    import time
+
+    address = live_server(Limits(body_seconds=1))
+    start = time.monotonic()
+    with open_upload(address, 10_000, b"x" * 4000) as connection:  # 6000 bytes promised never come
+        status, answer = status_of(connection)
+    assert status == 408 and b"stopped arriving" in answer
+    assert time.monotonic() - start < 5
+
+
+def test_uploads_over_the_cap_are_answered_503_before_they_are_read(live_server, digits):
+    import time
+
+    address = live_server(Limits(max_uploads=3, body_seconds=20))
+    slow = [open_upload(address, 100_000, b"x" * 1000) for _ in range(3)]  # three bodies arriving slowly
+    try:
+        time.sleep(0.5)  # the server has taken the three in
+        with open_upload(address, 100_000, b"x" * 1000) as extra:
+            status, answer = status_of(extra)
+        assert status == 503 and b"retry-after: 5" in answer.lower() and b"3 uploads" in answer
+        whole = slow.pop()
+        whole.sendall(b"x" * 99_000)  # one body arrives whole and frees its place
+        assert status_of(whole)[0] == 415  # not an image
+        whole.close()
+        data, label = digits[0]
+        with open_upload(address, len(data), data) as next_one:
+            status, answer = status_of(next_one)
+        assert status == 200 and b'"digit":%d' % label in answer
+    finally:
+        for connection in slow:
+            connection.close()
+
+
+def test_memory_is_handed_back_once_the_last_large_body_is_let_go(client, monkeypatch):
+    from digitlab.serve import app as app_module
+
+    app_module.release_memory()  # the real one runs (glibc) or does nothing (elsewhere)
+    released = []
+    monkeypatch.setattr(app_module, "release_memory", lambda: released.append(1))
+    client.post("/api/predict", content=b"x" * 100_000)
+    assert released == []  # a small body leaves nothing worth trimming
+    monkeypatch.setattr(app_module, "RELEASE_AFTER", 50_000)
+    assert client.post("/api/predict", content=b"x" * 100_000).status_code == 415
+    assert released == [1]
+
+
 def test_oversize_body_is_413_while_streaming(client):
     def chunks():  # no Content-Length: the server has to count
         for _ in range(30):
