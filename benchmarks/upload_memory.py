@@ -4,7 +4,7 @@
     python benchmarks/upload_memory.py --connections 50 --hold 5
 
 A server (`python -m digitlab serve --backend onnx --workers 1`, the code on PYTHONPATH) is started on a free
-loopback port. Each connection declares a Content-Length of 10 MiB (the default upload limit), sends one byte less
+loopback port. Each connection, from an address of its own (127.0.x.y), declares a Content-Length of 10 MiB (the default upload limit), sends one byte less
 and holds the connection open: the server has to keep what it received until the body is given up. Prints the
 server process's resident memory (VmRSS, its own process, not the worker's) before, while the bodies are held, and
 after the clients have closed, with what each connection was answered, the load on the machine and the command. Run it
@@ -42,7 +42,8 @@ def free_port() -> int:
 def upload_and_hold(port: int, size: int, results: list, index: int, go: threading.Event) -> socket.socket | None:
     """Send the headers of a ``size``-byte POST and ``size - 1`` bytes of it; note what the server answered (if it
     answered while the body was still coming) and keep the connection open until ``go``."""
-    connection = socket.create_connection(("127.0.0.1", port), timeout=120)
+    client = f"127.0.{1 + index // 250}.{1 + index % 250}"  # each from its own address, as from many clients
+    connection = socket.create_connection(("127.0.0.1", port), timeout=120, source_address=(client, 0))
     try:
         connection.sendall(b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream"
                            b"\r\nContent-Length: %d\r\n\r\n" % size)

@@ -439,11 +439,12 @@ def live_server(served_onnx):
         thread.join(timeout=10)
 
 
-def open_upload(address, length: int, sent: bytes):
-    """A connection that has sent the headers of a POST /api/predict of ``length`` bytes and then ``sent``."""
+def open_upload(address, length: int, sent: bytes, client: str = "127.0.0.1"):
+    """A connection from ``client`` (an address of this machine) that has sent the headers of a POST /api/predict of
+    ``length`` bytes and then ``sent``."""
     import socket
 
-    connection = socket.create_connection(address, timeout=10)
+    connection = socket.create_connection(address, timeout=10, source_address=(client, 0))
     connection.sendall(b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream"
                        b"\r\nContent-Length: %d\r\n\r\n" % length + sent)
     return connection
@@ -474,19 +475,24 @@ def test_a_body_shorter_than_its_content_length_is_answered_408_in_time(live_ser
 def test_uploads_over_the_cap_are_answered_503_before_they_are_read(live_server, digits):
     import time
 
-    address = live_server(Limits(max_uploads=3, body_seconds=20))
-    slow = [open_upload(address, 100_000, b"x" * 1000) for _ in range(3)]  # three bodies arriving slowly
+    address = live_server(Limits(max_uploads=3, max_client_uploads=2, body_seconds=20))
+    slow = [open_upload(address, 100_000, b"x" * 1000) for _ in range(2)]  # two bodies arriving slowly
     try:
-        time.sleep(0.5)  # the server has taken the three in
-        with open_upload(address, 100_000, b"x" * 1000) as extra:
+        time.sleep(0.5)  # the server has taken the two in
+        with open_upload(address, 100_000, b"x" * 1000) as extra:  # a third from the same address
             status, answer = status_of(extra)
-        assert status == 503 and b"retry-after: 5" in answer.lower() and b"3 uploads" in answer
+        assert status == 503 and b"retry-after: 5" in answer.lower() and b"2 uploads from your address" in answer
+        slow.append(open_upload(address, 100_000, b"x" * 1000, client="127.0.0.2"))  # another address: its place
+        time.sleep(0.5)
+        with open_upload(address, 100_000, b"x" * 1000, client="127.0.0.3") as extra:  # over the server's cap
+            status, answer = status_of(extra)
+        assert status == 503 and b"retry-after: 5" in answer.lower() and b"3 uploads are" in answer
         whole = slow.pop()
         whole.sendall(b"x" * 99_000)  # one body arrives whole and frees its place
         assert status_of(whole)[0] == 415  # not an image
         whole.close()
         data, label = digits[0]
-        with open_upload(address, len(data), data) as next_one:
+        with open_upload(address, len(data), data, client="127.0.0.4") as next_one:
             status, answer = status_of(next_one)
         assert status == 200 and b'"digit":%d' % label in answer
     finally:

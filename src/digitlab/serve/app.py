@@ -193,14 +193,16 @@ class BodyLimit:
     A client can lie about the length or send chunks without one, so counting is what really holds; the header check
     just answers honest clients at once, without reading their upload. A body that stops arriving (a Content-Length
     larger than what is sent, a client holding the connection) is given up after ``Limits.body_seconds`` without a
-    new piece: 408, and what was received is let go. At most ``Limits.max_uploads`` bodies arrive at once; one more
-    is answered 503 before a byte of it is read, so slow senders cannot hold more than that many bodies in memory.
+    new piece: 408, and what was received is let go. At most ``Limits.max_uploads`` bodies arrive at once, and
+    ``Limits.max_client_uploads`` from one client address; one more is answered 503 before a byte of it is read, so
+    slow senders cannot hold more than that many bodies in memory, and one of them cannot take every place.
     After a large body the memory it took is handed back to the system (``release_memory``).
     """
 
     def __init__(self, app, limits: Limits):
         self.app, self.limits = app, limits
         self.uploading = 0  # requests whose body has not arrived whole yet
+        self.uploading_from: dict[str, int] = {}  # the same, per client address (only addresses with one)
         self.large = 0      # requests past RELEASE_AFTER bytes that have not ended yet
 
     async def __call__(self, scope, receive, send):
@@ -214,19 +216,27 @@ class BodyLimit:
                       else "invalid Content-Length header")
             response = JSONResponse({"detail": detail}, status_code=413 if declared.isdigit() else 400)
             return await response(scope, receive, send)
-        if self.uploading >= self.limits.max_uploads:
-            response = JSONResponse({"detail": f"busy: {self.limits.max_uploads} uploads are arriving already; try "
-                                               f"again in {UPLOAD_RETRY} s"}, status_code=503,
+        client = (scope.get("client") or ("?", 0))[0]
+        if self.uploading >= self.limits.max_uploads or \
+                self.uploading_from.get(client, 0) >= self.limits.max_client_uploads:
+            whose = ("" if self.uploading >= self.limits.max_uploads else " from your address")
+            most = self.limits.max_uploads if not whose else self.limits.max_client_uploads
+            response = JSONResponse({"detail": f"busy: {most} uploads{whose} are arriving already; try again in "
+                                               f"{UPLOAD_RETRY} s"}, status_code=503,
                                     headers={"Retry-After": str(UPLOAD_RETRY)})
             return await response(scope, receive, send)
         received, arriving, large = 0, True, False
         self.uploading += 1
+        self.uploading_from[client] = self.uploading_from.get(client, 0) + 1
 
         def arrived():
             nonlocal arriving
             if arriving:
                 arriving = False
                 self.uploading -= 1
+                self.uploading_from[client] -= 1
+                if not self.uploading_from[client]:
+                    del self.uploading_from[client]
 
         async def counted_receive():
             nonlocal received, large

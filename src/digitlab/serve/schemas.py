@@ -166,6 +166,7 @@ class Limits(BaseModel):
     max_seconds: int
     body_seconds: int
     max_uploads: int
+    max_client_uploads: int
 
 
 class ModelAnswer(BaseModel):
