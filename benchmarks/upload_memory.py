@@ -4,11 +4,12 @@
     python benchmarks/upload_memory.py --connections 50 --hold 5
 
 A server (`python -m digitlab serve --backend onnx --workers 1`, the code on PYTHONPATH) is started on a free
-loopback port. Each connection, from an address of its own (127.0.x.y), declares a Content-Length of 10 MiB (the default upload limit), sends one byte less
-and holds the connection open: the server has to keep what it received until the body is given up. Prints the
-server process's resident memory (VmRSS, its own process, not the worker's) before, while the bodies are held, and
-after the clients have closed, with what each connection was answered, the load on the machine and the command. Run it
-once per version to compare (PYTHONPATH=src of each checkout); results: docs/serving.md, 'Memory under large uploads'.
+loopback port. Each connection, from an address of its own (127.0.x.y), declares a Content-Length of 10 MiB (the
+default upload limit), sends one byte less and holds the connection open: the server has to keep what it received
+until the body is given up. Prints the server process's resident memory (VmRSS, its own process, not the worker's)
+before, while the bodies are held, and after the clients have closed, with what each connection was answered, the
+load on the machine and the command. Run it once per version to compare (PYTHONPATH=src of each checkout); results:
+docs/serving.md, 'Memory under large uploads'.
 """
 
 from __future__ import annotations

@@ -76,6 +76,7 @@ def test_health_model_docs_and_page(client, served_checkpoint):
     docs = client.get("/docs")
     assert docs.status_code == 200 and "/openapi.json" in docs.text
     assert "cdn" not in docs.text.lower()  # the docs must work on a machine without internet
+    assert client.get("/redoc").status_code == 404  # FastAPI's ReDoc page would load its script from a CDN
     for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
         assert f"/docs-assets/{asset}" in docs.text
         assert client.get(f"/docs-assets/{asset}").status_code == 200
