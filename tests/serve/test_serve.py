@@ -473,6 +473,25 @@ def test_a_body_shorter_than_its_content_length_is_answered_408_in_time(live_ser
     assert time.monotonic() - start < 5
 
 
+def test_a_body_that_trickles_in_is_answered_408_when_its_time_is_up(live_server):
+    """A byte every 0.2 s never waits body_seconds for a piece, yet the whole body has max_body_seconds."""
+    import time
+
+    address = live_server(Limits(body_seconds=5, max_body_seconds=1))
+    start = time.monotonic()
+    with open_upload(address, 10_000, b"x") as connection:
+        connection.settimeout(0.2)
+        answer = b""
+        while not answer and time.monotonic() - start < 10:
+            try:
+                connection.sendall(b"x")
+                answer = connection.recv(65536)
+            except TimeoutError:
+                continue
+    assert answer.startswith(b"HTTP/1.1 408") and b"did not arrive within 1 s" in answer
+    assert time.monotonic() - start < 4
+
+
 def test_uploads_over_the_cap_are_answered_503_before_they_are_read(live_server, digits):
     import time
 

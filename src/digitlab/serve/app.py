@@ -193,7 +193,8 @@ class BodyLimit:
     A client can lie about the length or send chunks without one, so counting is what really holds; the header check
     just answers honest clients at once, without reading their upload. A body that stops arriving (a Content-Length
     larger than what is sent, a client holding the connection) is given up after ``Limits.body_seconds`` without a
-    new piece: 408, and what was received is let go. At most ``Limits.max_uploads`` bodies arrive at once, and
+    new piece, and one that trickles in after ``Limits.max_body_seconds`` in all: 408, and what was received is let
+    go. At most ``Limits.max_uploads`` bodies arrive at once, and
     ``Limits.max_client_uploads`` from one client address; one more is answered 503 before a byte of it is read, so
     slow senders cannot hold more than that many bodies in memory, and one of them cannot take every place.
     After a large body the memory it took is handed back to the system (``release_memory``).
@@ -238,16 +239,20 @@ class BodyLimit:
                 if not self.uploading_from[client]:
                     del self.uploading_from[client]
 
+        deadline = time.monotonic() + self.limits.max_body_seconds
+
         async def counted_receive():
             nonlocal received, large
             if not arriving:  # the body is whole: what comes now is the client going away
                 return await receive()
+            left = deadline - time.monotonic()
             try:
-                message = await asyncio.wait_for(receive(), self.limits.body_seconds)
+                message = await asyncio.wait_for(receive(), max(0.0, min(self.limits.body_seconds, left)))
             except asyncio.TimeoutError:
                 arrived()
-                raise ApiError(408, f"the request body stopped arriving: nothing came for "
-                                    f"{self.limits.body_seconds} s") from None
+                raise ApiError(408, f"the request body stopped arriving: nothing came for {self.limits.body_seconds} "
+                                    f"s" if left > self.limits.body_seconds else f"the request body did not arrive "
+                                    f"within {self.limits.max_body_seconds} s") from None
             received += len(message.get("body", b""))
             if not large and received > RELEASE_AFTER:
                 large = True
