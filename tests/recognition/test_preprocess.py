@@ -263,6 +263,52 @@ def test_an_opaque_alpha_channel_changes_nothing(paper_seven):
     assert with_alpha.glyphs[0].box == without.glyphs[0].box
 
 
+@pytest.mark.parametrize("ink", [20, 235])
+def test_a_transparent_picture_taller_than_a_band_is_composited_as_one_whole(ink):
+    """``to_gray`` works a band of rows at a time: the result is the whole picture's composite all the same, the
+    background chosen from the whole drawing (here: ink only in the last band)."""
+    from digitlab.recognition.decode import BAND_PIXELS, to_gray
+
+    rng = np.random.default_rng(ink)
+    width = 700
+    height = 3 * (BAND_PIXELS // width) + 5
+    rgba = rng.integers(0, 256, (height, width, 4), dtype=np.uint8)
+    rgba[..., :3] = np.clip(rgba[..., :3] // 8 + ink - 16, 0, 255)
+    rgba[..., 3] = 0
+    rgba[-40:, 100:600, 3] = rng.integers(1, 256, (40, 500))
+    luma = cv2.cvtColor(rgba, cv2.COLOR_RGBA2GRAY) / np.float32(255)
+    alpha = rgba[..., 3] / np.float32(255)
+    background = 1.0 if (luma * alpha).sum() / alpha.sum() < 0.5 else 0.0
+    whole = luma * alpha + background * (1.0 - alpha)
+    gray = to_gray(rgba)
+    assert gray.dtype == np.float32 and np.array_equal(gray, whole)
+    assert gray[0, 0] == background and background == (1.0 if ink < 128 else 0.0)
+    la = np.ascontiguousarray(rgba[..., [0, 3]])
+    assert np.array_equal(to_gray(la), la[..., 0] / np.float32(255) * alpha + background * (1.0 - alpha))
+
+
+def test_a_large_transparent_png_is_read_holding_little_more_than_its_gray():
+    """A small upload can be a large picture (a 3000 x 3000 canvas of 50 kB here): reading it allocates the float
+    gray image it works on and not several full-size copies besides (measured: docs/serving.md, 'Large images')."""
+    import tracemalloc
+
+    side = 3000
+    rgba = np.zeros((side, side, 4), np.uint8)
+    cv2.line(rgba, (700, 700), (2300, 700), (20, 20, 20, 255), 150)
+    cv2.line(rgba, (2300, 700), (1200, 2400), (20, 20, 20, 255), 150)
+    data, small = png(rgba), cv2.resize(rgba, (300, 300), interpolation=cv2.INTER_AREA)
+    tracemalloc.start()
+    try:
+        large = prepare(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2.5 * side * side * 4  # one float32 copy is side * side * 4 bytes
+    reduced = prepare(png(small))
+    assert np.abs(large.glyphs[0].image - reduced.glyphs[0].image).max() < 0.1
+    assert np.allclose(large.glyphs[0].box, [v * 10 for v in reduced.glyphs[0].box], atol=15)
+
+
 def test_sixteen_bit(paper_seven, seven):
     gray16 = (cv2.cvtColor(paper_seven, cv2.COLOR_RGB2GRAY).astype(np.uint16) * 257)
     data = png(gray16)

@@ -76,6 +76,7 @@ def test_health_model_docs_and_page(client, served_checkpoint):
     docs = client.get("/docs")
     assert docs.status_code == 200 and "/openapi.json" in docs.text
     assert "cdn" not in docs.text.lower()  # the docs must work on a machine without internet
+    assert client.get("/redoc").status_code == 404  # FastAPI's ReDoc page would load its script from a CDN
     for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
         assert f"/docs-assets/{asset}" in docs.text
         assert client.get(f"/docs-assets/{asset}").status_code == 200
@@ -269,8 +270,33 @@ def test_a_server_on_this_machine_answers_only_requests_that_name_it(served_chec
     with TestClient(create_app(settings), base_url="http://127.0.0.1:8000") as local:
         assert local.post("/api/predict", content=digits[0][0]).json()["digit"] == digits[0][1]
         assert local.get("/", headers={"Host": "localhost:8000"}).status_code == 200
+        assert local.get("/", headers={"Host": "[::1]:8000"}).status_code == 200  # IPv6, its port after the brackets
         rebound = local.get("/api/model", headers={"Host": "attacker.example:8000"})  # DNS rebinding
         assert rebound.status_code == 400 and "Host" in rebound.json()["detail"]
+
+
+def test_a_server_on_every_address_answers_the_names_it_is_given(served_checkpoint, digits, capsys):
+    from digitlab.cli import build_parser, main
+    from digitlab.cli.serve import serve_settings
+    from digitlab.serve.settings import LOOPBACK_HOSTS
+
+    parser = build_parser()
+    settings = serve_settings(parser.parse_args(["serve", "--host", "0.0.0.0", "--allowed-host", "Digits.Example.org",
+                                                 "--allowed-host", "10.0.0.7", "--allowed-host", "fd00::7"]))
+    assert settings.allowed_hosts == ("digits.example.org", "10.0.0.7", "[fd00::7]")
+    assert serve_settings(parser.parse_args(["serve", "--allowed-host", "digits.example.org"])).allowed_hosts == \
+        (*LOOPBACK_HOSTS, "digits.example.org")  # on 127.0.0.1, e.g. behind a proxy that keeps the Host header
+    with TestClient(create_app(ServeSettings(served_checkpoint, allowed_hosts=settings.allowed_hosts)),
+                    base_url="http://digits.example.org") as named:
+        assert named.post("/api/predict", content=digits[0][0]).json()["digit"] == digits[0][1]
+        assert named.get("/api/health", headers={"Host": "10.0.0.7:8000"}).status_code == 200
+        assert named.get("/api/health", headers={"Host": "[fd00::7]:8000"}).status_code == 200
+        for other in ("evil.example", "127.0.0.1:8000", "digits.example.org.evil.example", ""):
+            refused = named.get("/", headers={"Host": other})
+            assert refused.status_code == 400 and "digits.example.org" in refused.json()["detail"], other
+    for bad in ("http://digits.example.org", "digits.example.org:8000", "a b", ""):
+        assert main(["serve", "--host", "0.0.0.0", "--allowed-host", bad]) == 2
+        assert "--allowed-host takes a host name" in capsys.readouterr().err
 
 
 def test_an_api_key_a_rate_limit_and_named_cors_origins_when_asked_for(served_onnx, digits):
@@ -380,6 +406,131 @@ def test_a_body_that_stops_arriving_is_given_up_with_408():
     middleware = BodyLimit(reads_the_body, Limits(body_seconds=1))
     asyncio.run(asyncio.wait_for(middleware(scope, receive, send), 10))
     assert answers[0]["status"] == 408 and b"stopped arriving" in answers[1]["body"]
+
+
+@pytest.fixture
+def live_server(served_onnx):
+    """A function: ``live_server(limits)`` runs the app with ``limits`` under uvicorn on a free loopback port, in a
+    thread of this process, and returns its (host, port); the server stops at the end of the test."""
+    import socket
+    import time
+
+    import uvicorn
+
+    servers = []
+
+    def start(limits: Limits) -> tuple[str, int]:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        app = create_app(ServeSettings(served_onnx, backend="onnx", limits=limits))
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        servers.append((server, thread))
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.05)
+        return "127.0.0.1", port
+
+    yield start
+    for server, thread in servers:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def open_upload(address, length: int, sent: bytes, client: str = "127.0.0.1"):
+    """A connection from ``client`` (an address of this machine) that has sent the headers of a POST /api/predict of
+    ``length`` bytes and then ``sent``."""
+    import socket
+
+    connection = socket.create_connection(address, timeout=10, source_address=(client, 0))
+    connection.sendall(b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream"
+                       b"\r\nContent-Length: %d\r\n\r\n" % length + sent)
+    return connection
+
+
+def status_of(connection) -> tuple[int, bytes]:
+    """The status and the rest of the answer the server sends on ``connection``."""
+    answer = b""
+    while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+        piece = connection.recv(65536)
+        if not piece:
+            break
+        answer += piece
+    return int(answer.split(b" ", 2)[1]), answer
+
+
+def test_a_body_shorter_than_its_content_length_is_answered_408_in_time(live_server):
+    import time
+
+    address = live_server(Limits(body_seconds=1))
+    start = time.monotonic()
+    with open_upload(address, 10_000, b"x" * 4000) as connection:  # 6000 bytes promised never come
+        status, answer = status_of(connection)
+    assert status == 408 and b"stopped arriving" in answer
+    assert time.monotonic() - start < 5
+
+
+def test_a_body_that_trickles_in_is_answered_408_when_its_time_is_up(live_server):
+    """A byte every 0.2 s never waits body_seconds for a piece, yet the whole body has max_body_seconds."""
+    import time
+
+    address = live_server(Limits(body_seconds=5, max_body_seconds=1))
+    start = time.monotonic()
+    with open_upload(address, 10_000, b"x") as connection:
+        connection.settimeout(0.2)
+        answer = b""
+        while not answer and time.monotonic() - start < 10:
+            try:
+                connection.sendall(b"x")
+                answer = connection.recv(65536)
+            except TimeoutError:
+                continue
+    assert answer.startswith(b"HTTP/1.1 408") and b"did not arrive within 1 s" in answer
+    assert time.monotonic() - start < 4
+
+
+def test_uploads_over_the_cap_are_answered_503_before_they_are_read(live_server, digits):
+    import time
+
+    address = live_server(Limits(max_uploads=3, max_client_uploads=2, body_seconds=20))
+    slow = [open_upload(address, 100_000, b"x" * 1000) for _ in range(2)]  # two bodies arriving slowly
+    try:
+        time.sleep(0.5)  # the server has taken the two in
+        with open_upload(address, 100_000, b"x" * 1000) as extra:  # a third from the same address
+            status, answer = status_of(extra)
+        assert status == 503 and b"retry-after: 5" in answer.lower() and b"2 uploads from your address" in answer
+        slow.append(open_upload(address, 100_000, b"x" * 1000, client="127.0.0.2"))  # another address: its place
+        time.sleep(0.5)
+        with open_upload(address, 100_000, b"x" * 1000, client="127.0.0.3") as extra:  # over the server's cap
+            status, answer = status_of(extra)
+        assert status == 503 and b"retry-after: 5" in answer.lower() and b"3 uploads are" in answer
+        whole = slow.pop()
+        whole.sendall(b"x" * 99_000)  # one body arrives whole and frees its place
+        assert status_of(whole)[0] == 415  # not an image
+        whole.close()
+        data, label = digits[0]
+        with open_upload(address, len(data), data, client="127.0.0.4") as next_one:
+            status, answer = status_of(next_one)
+        assert status == 200 and b'"digit":%d' % label in answer
+    finally:
+        for connection in slow:
+            connection.close()
+
+
+def test_memory_is_handed_back_once_the_last_large_body_is_let_go(client, monkeypatch):
+    from digitlab.serve import app as app_module
+
+    app_module.release_memory()  # the real one runs (glibc) or does nothing (elsewhere)
+    released = []
+    monkeypatch.setattr(app_module, "release_memory", lambda: released.append(1))
+    client.post("/api/predict", content=b"x" * 100_000)
+    assert released == []  # a small body leaves nothing worth trimming
+    monkeypatch.setattr(app_module, "RELEASE_AFTER", 50_000)
+    assert client.post("/api/predict", content=b"x" * 100_000).status_code == 415
+    assert released == [1]
 
 
 def test_oversize_body_is_413_while_streaming(client):

@@ -41,6 +41,14 @@ def test_the_command_writes_a_checkpoint_naming_its_base_and_data_and_its_onnx(t
     assert "--overwrite" in capsys.readouterr().err
     assert main(args + ["--overwrite"]) == 0
 
+    (out / "model.safetensors").unlink()  # an ONNX file alone is someone's model too: refused before any training,
+    (out / "model.onnx").write_bytes(b"someone's model")  # by the exporter's own check, and left as it was
+    assert main(args) == 2
+    assert "model.onnx already exists: pass --overwrite" in capsys.readouterr().err
+    assert (out / "model.onnx").read_bytes() == b"someone's model" and not (out / "model.safetensors").exists()
+    finetune(folder, out, small_model_path, FinetuneConfig(epochs=1), export=False, quiet=True)  # writes no ONNX
+    assert (out / "model.onnx").read_bytes() == b"someone's model" and (out / "model.safetensors").exists()
+
 
 def test_the_model_learns_what_the_folder_teaches(tmp_path, small_model_path, labelled_folders):
     """Threes filed under 8: before, the model reads them as 3; after, mostly as 8 (MNIST mixed in or not)."""

@@ -46,6 +46,10 @@ def add_serve_parsers(subparsers) -> None:
                         "out of the process list)")
     p.add_argument("--rate-limit", type=int, metavar="N", help="at most N API requests a minute from one client "
                    "address, more answered 429 (default: no limit)")
+    p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="answer only requests whose Host header names NAME (e.g. digits.example.org; repeat for more): "
+                        "other names get 400 (default: a server on 127.0.0.1 answers 127.0.0.1 and localhost only, "
+                        "one on another address any name)")
     p.add_argument("--cors-origin", action="append", default=[], metavar="URL",
                    help="a site (e.g. https://example.org) whose pages may call the API from a browser; repeat for "
                         "more (default: none, only this server's own page)")
@@ -89,7 +93,7 @@ def check_port_free(host: str, port: int) -> None:
 
 def serve_settings(args) -> ServeSettings:
     """The command line's settings, checked by ``ServeSettings`` itself; a bad value's message names the option."""
-    from digitlab.serve.settings import LOOPBACK_HOSTS, Limits, ServeSettings, SettingError
+    from digitlab.serve.settings import Limits, ServeSettings, SettingError
 
     if not (math.isfinite(args.max_upload_mb) and args.max_upload_mb * 2**20 >= 1):  # the one option in other units
         raise ValueError(f"--max-upload-mb must be a positive number, not {args.max_upload_mb:g}")
@@ -97,12 +101,29 @@ def serve_settings(args) -> ServeSettings:
         return ServeSettings(model=args.model, backend=args.backend, threshold=args.threshold,
                              limits=Limits(max_upload_bytes=round(args.max_upload_mb * 2**20)),
                              processes=True, workers=args.workers, threads=args.threads, worker_nice=args.worker_nice,
-                             allowed_hosts=LOOPBACK_HOSTS if args.host in LOOPBACK_HOSTS else None,
+                             allowed_hosts=allowed_hosts(args.host, args.allowed_host),
                              api_key=args.api_key or None, rate_per_minute=args.rate_limit,
                              cors_origins=tuple(origin.rstrip("/") for origin in args.cors_origin),
                              collect=args.collect)
     except SettingError as exc:  # every other option is named after its field
         raise ValueError(f"--{exc.name.replace('_', '-')} {exc.problem}") from None
+
+
+def allowed_hosts(host: str, named: list[str]) -> tuple[str, ...] | None:
+    """The Host header names a server listening on ``host`` answers: those named with --allowed-host (written as a
+    Host header carries them: lower case, an IPv6 address in brackets), and for a loopback address its own names
+    too; None (any name) for another address with none named."""
+    from digitlab.serve.settings import LOOPBACK_HOSTS
+
+    names = []
+    for name in (name.strip().lower() for name in named):
+        if not name or "/" in name or any(c.isspace() for c in name) or name.count(":") == 1:
+            raise ValueError(f"--allowed-host takes a host name or address without scheme, port or path (e.g. "
+                             f"digits.example.org), not {name!r}")
+        names.append(f"[{name}]" if ":" in name and not name.startswith("[") else name)
+    if host in LOOPBACK_HOSTS:
+        return LOOPBACK_HOSTS + tuple(name for name in names if name not in LOOPBACK_HOSTS)
+    return tuple(names) or None
 
 
 def cmd_serve(args) -> int:

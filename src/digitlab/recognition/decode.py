@@ -259,7 +259,12 @@ def _array_to_uint8(array: np.ndarray) -> np.ndarray:
 
 def to_gray(image: Image.Image | np.ndarray) -> np.ndarray:
     """Any PIL mode, or a uint8 array (H, W) or (H, W, 2 | 3 | 4) -> float32 (H, W) brightness in [0, 1].
-    Transparent areas become a background the ink stands out on."""
+    Transparent areas become a background the ink stands out on: whatever contrasts with the visible drawing (a
+    drawing app saves dark ink on a transparent canvas as often as white ink on one; putting the ink on white in the
+    first case and on black in the second keeps it visible either way).
+
+    The float image is written a band of rows at a time, so a large picture needs the one float copy it returns
+    and no full-size temporaries besides (measured: docs/serving.md, 'Large images')."""
     if isinstance(image, Image.Image):
         image = _pil_to_array(image)
         if image.dtype != np.uint8:
@@ -267,9 +272,30 @@ def to_gray(image: Image.Image | np.ndarray) -> np.ndarray:
     # OpenCV on the array, not a round trip through Pillow's getchannel, getextrema and convert: the cheaper way
     # on a canvas (measured: docs/serving.md, 'Where a request's CPU goes')
     channels = 1 if image.ndim == 2 else image.shape[2]
-    if channels in (2, 4) and cv2.minMaxLoc(cv2.extractChannel(image, channels - 1))[0] < 255:  # transparency
-        return composite_alpha(_luma(image), image[..., -1] / np.float32(255.0))
-    return _luma(image)  # opaque (a canvas, most PNGs): read as the same picture without alpha would be
+    transparent = channels in (2, 4) and cv2.minMaxLoc(cv2.extractChannel(image, channels - 1))[0] < 255
+    height, width = image.shape[:2]
+    gray = np.empty((height, width), np.float32)
+    bands = [slice(top, top + max(1, BAND_PIXELS // width)) for top in range(0, height, max(1, BAND_PIXELS // width))]
+    covered = visible = 0.0
+    for band in bands:
+        np.divide(_luma(image[band]), np.float32(255.0), out=gray[band])
+        if transparent:  # opaque pictures (a canvas, most PNGs) are read as the same picture without alpha would be
+            alpha = _opacity(image[band])
+            gray[band] *= alpha  # the ink as much as it shows ...
+            covered += cv2.sumElems(gray[band])[0]  # in float64
+            visible += cv2.sumElems(alpha)[0]
+    if transparent and (covered / visible if visible > 0 else 0.0) < 0.5:  # ... on white behind a dark drawing
+        for band in bands:
+            gray[band] += 1.0 - _opacity(image[band])
+    return gray
+
+
+BAND_PIXELS = 2**20  # pixels in one band of rows that ``to_gray`` converts at a time
+
+
+def _opacity(pixels: np.ndarray) -> np.ndarray:
+    """uint8 (H, W, 2 | 4) -> float32 (H, W): the last channel, alpha, in [0, 1]."""
+    return cv2.extractChannel(pixels, pixels.shape[2] - 1) / np.float32(255.0)
 
 
 def _pil_to_array(image: Image.Image) -> np.ndarray:
@@ -297,13 +323,13 @@ def _pil_to_array(image: Image.Image) -> np.ndarray:
 
 
 def _luma(pixels: np.ndarray) -> np.ndarray:
-    """uint8 gray (H, W), gray and alpha (H, W, 2), RGB or RGBA -> float32 luminance (ITU-R 601 weights, as
+    """uint8 gray (H, W), gray and alpha (H, W, 2), RGB or RGBA -> uint8 luminance (H, W) (ITU-R 601 weights, as
     Pillow's "L"); alpha ignored."""
     if pixels.ndim == 3:
         channels = pixels.shape[2]
         pixels = (pixels[..., 0] if channels == 2 else
                   cv2.cvtColor(pixels, cv2.COLOR_RGBA2GRAY if channels == 4 else cv2.COLOR_RGB2GRAY))
-    return np.divide(pixels, np.float32(255.0), dtype=np.float32)
+    return pixels
 
 
 def _high_depth_to_gray(values: np.ndarray) -> np.ndarray:
@@ -311,16 +337,3 @@ def _high_depth_to_gray(values: np.ndarray) -> np.ndarray:
     top = float(values.max()) if values.size else 0.0
     full_scale = 1.0 if top <= 1.0 else 255.0 if top <= 255.0 else 65535.0 if top <= 65535.0 else top
     return np.clip(values / full_scale, 0.0, 1.0)
-
-
-def composite_alpha(luma: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """Gray (H, W) and its opacity (H, W), both in [0, 1] -> gray with the transparent parts filled with whatever
-    contrasts with the visible drawing.
-
-    A drawing app saves dark ink on a transparent canvas as often as white ink on one; putting the ink on white in
-    the first case and on black in the second keeps it visible either way.
-    """
-    visible = float(alpha.sum())
-    drawing_brightness = float((luma * alpha).sum() / visible) if visible > 0 else 0.0
-    background = 1.0 if drawing_brightness < 0.5 else 0.0
-    return luma * alpha + background * (1.0 - alpha)

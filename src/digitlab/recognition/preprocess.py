@@ -537,6 +537,7 @@ def prepare(source, polarity: str = "auto", multi: bool = False, max_pixels: int
         raise ValueError(f"polarity must be one of {', '.join(POLARITIES)}, not {polarity!r}")
     pixels, decode_scale = decode(source, max_pixels)
     gray = to_gray(pixels)
+    del pixels  # the decoded colours are not needed again: a large picture's memory is its gray alone from here
     size = (round(gray.shape[1] * decode_scale), round(gray.shape[0] * decode_scale))
     recorded = {} if steps else None
     prepared, ink_box = read(gray, polarity, multi, recorded)
@@ -544,8 +545,10 @@ def prepare(source, polarity: str = "auto", multi: bool = False, max_pixels: int
     if zoom is not None and prepared.glyphs:
         if decode_scale > 1:  # a JPEG decoded at reduced size: decoded again, whole
             reduced = decode_scale
+            gray = None  # the reduced gray goes before the whole one is made
             pixels, decode_scale = decode(source, max_pixels, work_side=max(size))
             gray = to_gray(pixels)
+            del pixels
             zoom = _zoom_window(gray.shape, tuple(round(v * reduced / decode_scale) for v in ink_box))
         x0, y0, x1, y1 = zoom
         closer_steps = {} if steps else None

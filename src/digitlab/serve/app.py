@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import hmac
 import logging
 import math
@@ -47,6 +48,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import UploadFile
+from starlette.requests import ClientDisconnect
 
 from digitlab.recognition.predict import default_threshold
 from digitlab.recognition.preprocess import POLARITIES
@@ -159,7 +161,9 @@ class Guard:
 def _host_name(host: bytes | None) -> str:
     """The name in a Host header, without its port: "127.0.0.1:8000" -> "127.0.0.1", "[::1]:8000" -> "[::1]"."""
     name = (host or b"").decode("latin-1").strip().lower()
-    return name if name.endswith("]") else name.rsplit(":", 1)[0] if name.count(":") == 1 else name
+    if name.startswith("["):  # an IPv6 address, its colons inside the brackets
+        return name[:name.find("]") + 1] if "]" in name else name
+    return name.rsplit(":", 1)[0] if name.count(":") == 1 else name
 
 
 def _same_origin(origin: bytes, host: bytes | None, scope) -> bool:
@@ -189,11 +193,18 @@ class BodyLimit:
     A client can lie about the length or send chunks without one, so counting is what really holds; the header check
     just answers honest clients at once, without reading their upload. A body that stops arriving (a Content-Length
     larger than what is sent, a client holding the connection) is given up after ``Limits.body_seconds`` without a
-    new piece: 408, and what was received is let go.
+    new piece, and one that trickles in after ``Limits.max_body_seconds`` in all: 408, and what was received is let
+    go. At most ``Limits.max_uploads`` bodies arrive at once, and
+    ``Limits.max_client_uploads`` from one client address; one more is answered 503 before a byte of it is read, so
+    slow senders cannot hold more than that many bodies in memory, and one of them cannot take every place.
+    After a large body the memory it took is handed back to the system (``release_memory``).
     """
 
     def __init__(self, app, limits: Limits):
         self.app, self.limits = app, limits
+        self.uploading = 0  # requests whose body has not arrived whole yet
+        self.uploading_from: dict[str, int] = {}  # the same, per client address (only addresses with one)
+        self.large = 0      # requests past RELEASE_AFTER bytes that have not ended yet
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
@@ -206,21 +217,87 @@ class BodyLimit:
                       else "invalid Content-Length header")
             response = JSONResponse({"detail": detail}, status_code=413 if declared.isdigit() else 400)
             return await response(scope, receive, send)
-        received = 0
+        client = (scope.get("client") or ("?", 0))[0]
+        if self.uploading >= self.limits.max_uploads or \
+                self.uploading_from.get(client, 0) >= self.limits.max_client_uploads:
+            whose = ("" if self.uploading >= self.limits.max_uploads else " from your address")
+            most = self.limits.max_uploads if not whose else self.limits.max_client_uploads
+            response = JSONResponse({"detail": f"busy: {most} uploads{whose} are arriving already; try again in "
+                                               f"{UPLOAD_RETRY} s"}, status_code=503,
+                                    headers={"Retry-After": str(UPLOAD_RETRY)})
+            return await response(scope, receive, send)
+        received, arriving, large = 0, True, False
+        self.uploading += 1
+        self.uploading_from[client] = self.uploading_from.get(client, 0) + 1
+
+        def arrived():
+            nonlocal arriving
+            if arriving:
+                arriving = False
+                self.uploading -= 1
+                self.uploading_from[client] -= 1
+                if not self.uploading_from[client]:
+                    del self.uploading_from[client]
+
+        deadline = time.monotonic() + self.limits.max_body_seconds
 
         async def counted_receive():
-            nonlocal received
+            nonlocal received, large
+            if not arriving:  # the body is whole: what comes now is the client going away
+                return await receive()
+            left = deadline - time.monotonic()
             try:
-                message = await asyncio.wait_for(receive(), self.limits.body_seconds)
+                message = await asyncio.wait_for(receive(), max(0.0, min(self.limits.body_seconds, left)))
             except asyncio.TimeoutError:
-                raise ApiError(408, f"the request body stopped arriving: nothing came for "
-                                    f"{self.limits.body_seconds} s") from None
+                arrived()
+                raise ApiError(408, f"the request body stopped arriving: nothing came for {self.limits.body_seconds} "
+                                    f"s" if left > self.limits.body_seconds else f"the request body did not arrive "
+                                    f"within {self.limits.max_body_seconds} s") from None
             received += len(message.get("body", b""))
+            if not large and received > RELEASE_AFTER:
+                large = True
+                self.large += 1
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                arrived()
             if received > limit:
+                arrived()
                 raise ApiError(413, f"body too large: over the limit of {limit:,} bytes")
             return message
 
-        await self.app(scope, counted_receive, send)
+        try:
+            await self.app(scope, counted_receive, send)
+        except ClientDisconnect:  # the client went away before its body arrived: no one to answer
+            log.info("%s %s: the client went away while sending its body", scope["method"], scope["path"])
+        finally:
+            arrived()
+            if large:
+                self.large -= 1
+                if self.large == 0:  # the last large body in memory is let go: give its pages back
+                    await to_thread.run_sync(release_memory)
+
+
+# A body over this many bytes is received in many pieces, which the C allocator keeps for the process after they are
+# freed; once no such body is left, they are handed back (measured: docs/serving.md, 'Memory under large uploads').
+RELEASE_AFTER = 2**20
+UPLOAD_RETRY = 5  # seconds a client refused for too many uploads at once is asked to wait
+
+
+def release_memory() -> None:
+    """Hand the memory the C allocator holds free back to the system: glibc's ``malloc_trim``, where there is one
+    (elsewhere nothing happens)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim():
+    import ctypes
+
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc: nothing to trim this way
+        return None
 
 
 async def one_image(request: Request, limits: Limits) -> tuple[str, bytes]:

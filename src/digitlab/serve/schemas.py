@@ -165,6 +165,9 @@ class Limits(BaseModel):
     max_waiting: int
     max_seconds: int
     body_seconds: int
+    max_body_seconds: int
+    max_uploads: int
+    max_client_uploads: int
 
 
 class ModelAnswer(BaseModel):

@@ -50,6 +50,9 @@ class Limits:
     max_waiting: int = 256                # requests waiting for a worker; one more is answered 503 at once
     max_seconds: int = 30                 # a request's time in a worker; past it the worker is replaced, 503
     body_seconds: int = 30                # the longest wait for the next piece of a body; past it 408
+    max_body_seconds: int = 120           # the longest a whole body may take to arrive; past it 408
+    max_uploads: int = 32                 # bodies arriving at once; one more is answered 503 before it is read
+    max_client_uploads: int = 8           # the same from one client address
 
     def __post_init__(self):
         for item in fields(self):

@@ -85,6 +85,13 @@ def mnist_test_inputs(meta: dict, count: int, data_dir: str | os.PathLike | None
     return normalise(images[:count].numpy() / 255.0, data.mean, data.std)
 
 
+def refuse_to_replace(out_path: str | os.PathLike, overwrite: bool) -> None:
+    """The one check that an ONNX file a user has is not replaced unasked: ``export_onnx`` makes it, and a caller
+    that exports after long work (``finetune``) makes it first too, before the work."""
+    if Path(out_path).exists() and not overwrite:
+        raise ValueError(f"{out_path} already exists: pass --overwrite to replace it, or choose another file")
+
+
 def export_onnx(checkpoint_path: str | os.PathLike | None, out_path: str | os.PathLike, *,
                 tolerance: float = TOLERANCE, check_images: int = CHECK_IMAGES, opset: int = OPSET,
                 data_dir: str | os.PathLike | None = None, overwrite: bool = False) -> ExportReport:
@@ -97,8 +104,7 @@ def export_onnx(checkpoint_path: str | os.PathLike | None, out_path: str | os.Pa
     folder = Path(out_path).parent
     if not folder.is_dir():
         raise ValueError(f"{out_path}: the folder {folder} does not exist (export creates no folders; make it first)")
-    if Path(out_path).exists() and not overwrite:
-        raise ValueError(f"{out_path} already exists: pass --overwrite to replace it, or choose another file")
+    refuse_to_replace(out_path, overwrite)
     source = checkpoint.BUNDLED if checkpoint_path is None else Path(checkpoint_path)
     model, meta = checkpoint.load(source)
     try:

@@ -90,12 +90,17 @@ class FinetuneResult:
     seconds: float
 
 
-def check_out_dir(out_dir: Path, overwrite: bool) -> None:
-    """Refuse to replace a fine-tuned model unasked."""
-    there = [name for name in OUT_FILES if (out_dir / name).exists()]
-    if there and not overwrite:
+def check_out_dir(out_dir: Path, overwrite: bool, export: bool = True) -> None:
+    """Refuse to replace a fine-tuned model unasked, before any training: the checkpoint here, and its ONNX file by
+    the exporter's own check (``export.refuse_to_replace``), which the export makes again when it writes."""
+    if (out_dir / "model.safetensors").exists() and not overwrite:
+        there = [name for name in OUT_FILES if (out_dir / name).exists()]
         raise ValueError(f"{out_dir} already holds {' and '.join(there)}: replace them with --overwrite (or choose "
                          f"another --out)")
+    if export:
+        from digitlab.training.export import refuse_to_replace
+
+        refuse_to_replace(out_dir / "model.onnx", overwrite)
 
 
 def base_config(meta: dict[str, Any], data_dir: str | None) -> TrainConfig:
@@ -120,7 +125,7 @@ def finetune(data_path: str | os.PathLike, out_dir: str | os.PathLike, base: str
     """
     started = time.perf_counter()
     out_dir = Path(out_dir)
-    check_out_dir(out_dir, overwrite)
+    check_out_dir(out_dir, overwrite, export)
     say = (lambda *_: None) if quiet else (lambda text: print(text, file=sys.stderr))
     base_path = checkpoint.BUNDLED if base is None else Path(base)
     base_model, meta = checkpoint.load(base_path)
@@ -198,8 +203,8 @@ def finetune(data_path: str | os.PathLike, out_dir: str | os.PathLike, base: str
         from digitlab.training.export import export_onnx
 
         extra = {} if check_images is None else {"check_images": check_images}
-        # check_out_dir has already asked about replacing an earlier model.onnx here
-        export_onnx(out_dir / "model.safetensors", out_dir / "model.onnx", data_dir=data_dir, overwrite=True, **extra)
+        export_onnx(out_dir / "model.safetensors", out_dir / "model.onnx", data_dir=data_dir, overwrite=overwrite,
+                    **extra)
     return FinetuneResult(model, out_dir, metrics, history, calibration, data.skipped + dropped, data,
                           time.perf_counter() - started)
 
