@@ -392,8 +392,9 @@ def cmd_export(args) -> int:
         return 1
     if report.int8:
         q = report.int8
+        change = -q["accuracy_loss_points"] or 0.0  # never "-0.00"
         print(f"wrote {report.path} ({report.size_bytes / 1e6:.2f} MB, int8, dynamic batch axis): MNIST test accuracy "
-              f"{q['fp32_accuracy']:.2%} fp32 -> {q['int8_accuracy']:.2%} int8 ({-q['accuracy_loss_points']:+.2f} "
+              f"{q['fp32_accuracy']:.2%} fp32 -> {q['int8_accuracy']:.2%} int8 ({change:+.2f} "
               f"points on {q['test_images']:,} images; calibrated on {q['calibration_images']:,} training images)")
         return 0
     print(f"wrote {report.path} ({report.size_bytes / 1e6:.2f} MB, dynamic batch axis): onnxruntime matches PyTorch "

@@ -30,6 +30,7 @@ FORMATS = ("qoperator", "qdq")
 FORMAT = "qdq"                # measured, and QOperator drops a ReLU after a max pool (docs/serving.md, "int8")
 PER_CHANNEL = True
 PREPROCESS = False
+SINGLE_CHANNEL_FP32 = True    # see fp32_nodes
 CALIBRATION_SEED = 0
 
 
@@ -59,10 +60,36 @@ def calibration_inputs(meta: dict, count: int = CALIBRATION_IMAGES,
     return normalised(images.numpy()[chosen], meta)
 
 
+def fp32_nodes(graph: bytes) -> list[str]:
+    """The nodes to leave in fp32: each convolution over a single input channel (the image itself, or a depthwise
+    one), and the layers after it up to the next convolution or dense layer. onnxruntime's int8 kernel for such a
+    convolution is slower than its fp32 one, and stopping there would make it run the max pool that follows on
+    uint8 in a slow layout; from the next convolution on, int8 is faster (docs/serving.md, "int8")."""
+    import onnx
+
+    proto = onnx.load_from_string(graph)
+    shapes = {init.name: list(init.dims) for init in proto.graph.initializer}
+    consumers: dict[str, list] = {}
+    for node in proto.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    kept = []
+    for node in proto.graph.node:
+        weight = shapes.get(node.input[1], []) if node.op_type == "Conv" else []
+        if len(weight) == 4 and weight[1] == 1:
+            kept.append(node.name)
+            following = consumers.get(node.output[0], [])
+            while len(following) == 1 and following[0].op_type not in ("Conv", "Gemm", "MatMul"):
+                kept.append(following[0].name)
+                following = consumers.get(following[0].output[0], [])
+    return kept
+
+
 def quantise(graph: bytes, calibration: np.ndarray, *, quant_format: str = FORMAT, per_channel: bool = PER_CHANNEL,
-             preprocess: bool = PREPROCESS) -> bytes:
+             preprocess: bool = PREPROCESS, single_channel_fp32: bool = SINGLE_CHANNEL_FP32) -> bytes:
     """The fp32 ``graph`` quantised to int8 (uint8 activations, int8 weights: the pair onnxruntime's x86 kernels
-    are fastest at), its activation ranges the min and max seen on ``calibration`` (N, 1, 28, 28)."""
+    are fastest at), its activation ranges the min and max seen on ``calibration`` (N, 1, 28, 28);
+    ``single_channel_fp32``: leave ``fp32_nodes`` as they are."""
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
@@ -88,6 +115,7 @@ def quantise(graph: bytes, calibration: np.ndarray, *, quant_format: str = FORMA
         logging.disable(logging.WARNING)  # the quantiser's advice goes to the root logger; the choice was measured
         try:
             quantize_static(str(source), str(out), Batches(), per_channel=per_channel,
+                            nodes_to_exclude=fp32_nodes(source.read_bytes()) if single_channel_fp32 else [],
                             quant_format=QuantFormat.QOperator if quant_format == "qoperator" else QuantFormat.QDQ,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
         finally:
@@ -129,6 +157,7 @@ def quantise_checked(graph: bytes, meta: dict, *, tolerance: float = TOLERANCE_P
     quantised = quantise(graph, calibration, **options)
     settings = {"format": options.get("quant_format", FORMAT), "per_channel": options.get("per_channel", PER_CHANNEL),
                 "preprocess": options.get("preprocess", PREPROCESS), "weights": "int8", "activations": "uint8",
+                "fp32_nodes": fp32_nodes(graph) if options.get("single_channel_fp32", SINGLE_CHANNEL_FP32) else [],
                 "calibration": "minmax", "calibration_images": len(calibration),
                 "calibration_seed": CALIBRATION_SEED, "onnxruntime": onnxruntime.__version__}
 
