@@ -47,8 +47,10 @@ def throughput(logits, batch: np.ndarray, seconds: float) -> float:
     return calls * len(batch) / elapsed
 
 
-def build_variants(fp32_path: Path, scratch: Path, calibration_images: int) -> dict[str, Path]:
-    """Every quantisation setting of ``quantise.quantise``, written into ``scratch``: {label: path}."""
+def build_variants(fp32_path: Path, scratch: Path, calibration_images: int,
+                   pre_processed: bool = False) -> dict[str, Path]:
+    """Every quantisation setting of ``quantise.quantise`` (onnxruntime's pre-processing only when
+    ``pre_processed``), written into ``scratch``: {label: path}. "fp32-first": ``quantise.fp32_nodes`` left fp32."""
     import onnx
 
     from digitlab.recognition.engine import OnnxEngine
@@ -58,11 +60,13 @@ def build_variants(fp32_path: Path, scratch: Path, calibration_images: int) -> d
     calibration = quantise.calibration_inputs(meta, calibration_images)
     graph = fp32_path.read_bytes()
     models = {}
-    for quant_format, per_channel, preprocess in itertools.product(quantise.FORMATS, (False, True), (False, True)):
-        label = f"{quant_format}{' per-channel' if per_channel else ''}{' pre-processed' if preprocess else ''}"
+    for quant_format, per_channel, fp32_first, preprocess in itertools.product(
+            quantise.FORMATS, (False, True), (False, True), (False, True) if pre_processed else (False,)):
+        label = (f"{quant_format}{' per-channel' if per_channel else ''}{' fp32-first' if fp32_first else ''}"
+                 f"{' pre-processed' if preprocess else ''}")
         path = scratch / f"{label.replace(' ', '_')}.onnx"
         path.write_bytes(quantise.quantise(graph, calibration, quant_format=quant_format, per_channel=per_channel,
-                                           preprocess=preprocess))
+                                           preprocess=preprocess, single_channel_fp32=fp32_first))
         onnx.checker.check_model(str(path))
         models[label] = path
     return models
@@ -74,6 +78,8 @@ def main() -> None:
     parser.add_argument("--int8", help="its int8 export (default: the bundled one)")
     parser.add_argument("--variants", action="store_true", help="time every quantisation setting instead of --int8, "
                         "each quantised here from --fp32")
+    parser.add_argument("--pre-processed", action="store_true", help="with --variants: also each with onnxruntime's "
+                        "quantisation pre-processing (twice as many)")
     parser.add_argument("--calibration-images", type=int, default=1000, help="for --variants (default: %(default)s)")
     parser.add_argument("--batch-sizes", default="1,256")
     parser.add_argument("--repeats", type=int, default=7)
@@ -91,7 +97,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         paths = {"fp32": fp32_path}
         if args.variants:
-            paths |= build_variants(fp32_path, Path(scratch), args.calibration_images)
+            paths |= build_variants(fp32_path, Path(scratch), args.calibration_images, args.pre_processed)
         else:
             paths["int8"] = Path(args.int8 or BUNDLED_INT8)
         engines = {label: OnnxEngine(path, threads=args.threads or None) for label, path in paths.items()}
