@@ -3,9 +3,10 @@
     digitlab export runs/x/model.safetensors --onnx model.int8.onnx --int8
 
 Static quantisation (``onnxruntime.quantization.quantize_static``): weights become int8, activations uint8, their
-ranges calibrated on MNIST training images normalised exactly as the engine normalises a person's image. Which
-format, per-channel or not, and whether onnxruntime's quantisation pre-processing runs were chosen by measuring
-every combination side by side (``benchmarks/int8_throughput.py --variants``; numbers in docs/serving.md, "int8").
+ranges calibrated on MNIST training images normalised exactly as the engine normalises a person's image; the first
+stage, a convolution over the image's one channel, stays fp32 (``fp32_nodes``). The format, per-channel or not, the
+fp32 first stage and onnxruntime's quantisation pre-processing were chosen by measuring them side by side
+(``benchmarks/int8_throughput.py --variants``; numbers in docs/serving.md, "int8").
 
 Before anything is written, the fp32 and int8 files both read the MNIST test set through ``engine.OnnxEngine``
 (what predict and serve run); an int8 model that loses more than ``tolerance`` percentage points is refused. The
