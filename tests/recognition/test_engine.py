@@ -65,7 +65,13 @@ INT8_WITHOUT_TORCH = textwrap.dedent("""
         with contextlib.redirect_stdout(out):
             assert main(["predict", *options, "--json", sys.argv[2]]) == 0, options
         answers.append(json.loads(out.getvalue())["digit"])
-    assert ServeSettings(sys.argv[1]).backend == "onnx"  # what serve --model x.int8.onnx runs it on
+    from fastapi.testclient import TestClient
+    from digitlab.serve.app import create_app
+
+    settings = ServeSettings(sys.argv[1])  # what serve --model x.int8.onnx builds
+    assert settings.backend == "onnx"
+    with TestClient(create_app(settings)) as client:
+        answers.append(client.post("/api/predict", content=open(sys.argv[2], "rb").read()).json()["digit"])
     assert "torch" not in sys.modules
     print(json.dumps(answers))
 """)
@@ -81,7 +87,7 @@ def test_predict_runs_the_int8_model_without_torch(test_split, tmp_path):
     run = subprocess.run([sys.executable, str(tmp_path / "int8.py"), str(BUNDLED_INT8), str(tmp_path / "digit.png")],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
-    assert json.loads(run.stdout.splitlines()[-1]) == [label] * 3
+    assert json.loads(run.stdout.splitlines()[-1]) == [label] * 4  # predict three ways, and the API
 
 
 def test_int8_means_the_bundled_int8_model_on_onnxruntime(small_model_path):
