@@ -16,7 +16,7 @@ import torch
 
 from digitlab.training import checkpoint, export
 from digitlab.cli import main
-from digitlab.recognition.engine import BUNDLED_ONNX, OnnxEngine, load_engine
+from digitlab.recognition.engine import BUNDLED_INT8, BUNDLED_ONNX, OnnxEngine, load_engine
 from digitlab.training.export import ExportError, export_onnx
 
 
@@ -172,3 +172,40 @@ def test_export_never_replaces_an_existing_file_unless_asked(served_checkpoint, 
     assert out.read_bytes() == b"someone's model"
     assert main(["export", str(served_checkpoint), "--onnx", str(out), "--check-images", "100", "--overwrite"]) == 0
     assert out.read_bytes()[:2] != b"so" and out.stat().st_size > 1000
+
+
+def test_int8_export_command_refuses_a_loss_and_an_existing_file(small_model_path, tmp_path, capsys):
+    out = tmp_path / "small.int8.onnx"
+    base = ["export", str(small_model_path), "--onnx", str(out), "--check-images", "100", "--int8",
+            "--calibration-images", "200"]
+    assert main(base + ["--int8-tolerance", "-1"]) == 2  # no model meets it: a real check, and it refuses
+    message = capsys.readouterr().err.strip()
+    assert "points lost" in message and "nothing was written" in message and "\n" not in message
+    assert list(tmp_path.iterdir()) == []
+    assert main(["export", str(small_model_path), "--onnx", str(out), "--int8-tolerance", "1"]) == 2  # no --int8
+    assert "add --int8" in capsys.readouterr().err
+
+    assert main(base) == 0
+    printed = capsys.readouterr().out
+    assert "int8" in printed and "fp32 ->" in printed and "10,000 images" in printed
+    written = out.read_bytes()
+    assert main(base) == 2 and "already exists" in capsys.readouterr().err  # the export's own rule, also for int8
+    assert out.read_bytes() == written
+
+
+@pytest.mark.skipif(not BUNDLED_INT8.is_file() or not checkpoint.BUNDLED.is_file(),
+                    reason="no bundled int8 model in this checkout")
+def test_bundled_int8_is_the_bundled_checkpoint_within_the_tolerance(test_split):
+    import hashlib
+
+    engine = OnnxEngine(BUNDLED_INT8)
+    props = engine.session.get_modelmeta().custom_metadata_map
+    _, meta = checkpoint.load()
+    assert engine.metadata == meta
+    check = json.loads(props["digitlab_export"])
+    assert check["source_sha256"] == hashlib.sha256(Path(checkpoint.BUNDLED).read_bytes()).hexdigest()
+    int8 = json.loads(props["digitlab_int8"])
+    assert int8["test_images"] == 10_000 and int8["accuracy_loss_points"] <= int8["tolerance_points"] <= 0.05
+    images, labels = normalised(test_split[0][:1000]), test_split[1][:1000].numpy()
+    agree = (engine.logits(images).argmax(1) == OnnxEngine(BUNDLED_ONNX).logits(images).argmax(1)).mean()
+    assert agree >= 0.998 and (engine.logits(images).argmax(1) == labels).mean() > 0.99

@@ -24,6 +24,8 @@ from digitlab.labels import normalisation_of
 
 # The bundled model exported to ONNX, beside the bundled checkpoint (checkpoint.BUNDLED; not imported: it needs torch).
 BUNDLED_ONNX = Path(__file__).parent.parent / "pretrained" / "digitnet.onnx"
+# ... and quantised to int8 by `digitlab export --int8` (smaller and faster; its accuracy is in its metadata).
+BUNDLED_INT8 = BUNDLED_ONNX.with_suffix(".int8.onnx")
 
 
 class Engine(Protocol):
@@ -142,6 +144,20 @@ def backend_for(path: str | os.PathLike | None, backend: str | None = None) -> s
     if path is not None:
         return "onnx" if Path(path).suffix.lower() == ".onnx" else "torch"
     return "torch" if torch_installed() else "onnx"
+
+
+def bundled_int8(model: str | os.PathLike | None, backend: str | None) -> str:
+    """``--int8`` of predict and serve: the bundled model's int8 export, which onnxruntime runs. Another model's int8
+    export is a file like any other, given as the model itself."""
+    if model is not None:
+        raise ValueError(f"--int8 runs the bundled model's int8 export, not --model {model}; pass your own model's "
+                         "(`digitlab export CKPT --onnx model.int8.onnx --int8`) as --model alone")
+    if backend not in (None, "onnx"):
+        raise ValueError(f"--int8 runs on onnxruntime, not --backend {backend}")
+    if not BUNDLED_INT8.is_file():
+        raise ValueError("this install has no bundled int8 model; make one with `digitlab export --onnx "
+                         "model.int8.onnx --int8` and pass it as --model")
+    return str(BUNDLED_INT8)
 
 
 def load_engine(path: str | os.PathLike | None = None, backend: str | None = None, **options) -> Engine:

@@ -11,6 +11,9 @@ else.
 Before anything is written, real MNIST test images go through both PyTorch and onnxruntime, in one large batch
 and one at a time (the dynamic axis at both ends); if any logit differs by more than ``tolerance`` the export
 fails and no file appears. The file is written atomically.
+
+With ``int8=True`` the checked graph is then quantised to int8 (``quantise.py``), and written only when it reads the
+MNIST test set within ``int8_tolerance`` points of the fp32 graph.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ class ExportReport:
     images_checked: int
     agreement: float          # fraction of checked images where both pick the same class
     size_bytes: int
+    int8: dict | None = None  # the int8 file's ``digitlab_int8`` metadata: accuracies, their difference, calibration
 
 
 def to_onnx(model: torch.nn.Module, opset: int = OPSET) -> bytes:
@@ -94,9 +98,13 @@ def refuse_to_replace(out_path: str | os.PathLike, overwrite: bool) -> None:
 
 def export_onnx(checkpoint_path: str | os.PathLike | None, out_path: str | os.PathLike, *,
                 tolerance: float = TOLERANCE, check_images: int = CHECK_IMAGES, opset: int = OPSET,
-                data_dir: str | os.PathLike | None = None, overwrite: bool = False) -> ExportReport:
+                data_dir: str | os.PathLike | None = None, overwrite: bool = False, int8: bool = False,
+                int8_tolerance: float | None = None, calibration_images: int | None = None) -> ExportReport:
     """Export a checkpoint (None: the bundled model) to ``out_path``, verified against PyTorch first. A file
-    already at ``out_path`` is someone's model: it is replaced only when ``overwrite`` says so."""
+    already at ``out_path`` is someone's model: it is replaced only when ``overwrite`` says so.
+
+    ``int8``: write the graph quantised to int8 instead, refused (``quantise.AccuracyLossError``) when it loses more
+    than ``int8_tolerance`` points of MNIST test accuracy (None: ``quantise``'s defaults, as for the calibration)."""
     import onnx
 
     # A mistyped folder should not quietly become a new tree of folders, nor an earlier export vanish: refuse before
@@ -128,6 +136,13 @@ def export_onnx(checkpoint_path: str | os.PathLike | None, out_path: str | os.Pa
         entry.key, entry.value = key, json.dumps(value)
     proto.producer_name = "digitlab"
     proto.doc_string = f"{meta['arch']}: (batch, 1, 28, 28) -> (batch, {len(meta['classes'])}) logits"
-    data = proto.SerializeToString()
+    data, int8_record = proto.SerializeToString(), None
+    if int8:
+        from digitlab.training import quantise
+
+        data, int8_record = quantise.quantise_checked(
+            data, meta, data_dir=data_dir,
+            tolerance=quantise.TOLERANCE_POINTS if int8_tolerance is None else int8_tolerance,
+            calibration_images=quantise.CALIBRATION_IMAGES if calibration_images is None else calibration_images)
     atomic_write(out_path, lambda tmp: Path(tmp).write_bytes(data))
-    return ExportReport(Path(out_path), diff, len(images), agreement, len(data))
+    return ExportReport(Path(out_path), diff, len(images), agreement, len(data), int8_record)
