@@ -10,7 +10,7 @@ folder, and the rest of that part is the test. For each count: accuracy on the r
 in the JSON rows), never on the MNIST test set the table reports. Results: docs/own_digits.md.
 
     python benchmarks/new_writer.py                                   # 10 and 50 per class, report part
-    python benchmarks/new_writer.py --part choose --mnist-ratio 1 3 --learning-rate 3e-4 1e-3    # a sweep
+    python benchmarks/new_writer.py --part choose --mnist-ratio 1 3 --keep-base 0 0.3    # a sweep
 """
 
 from __future__ import annotations
@@ -89,6 +89,7 @@ def main() -> int:
     parser.add_argument("--mnist-ratio", type=float, nargs="+", default=[defaults.mnist_ratio])
     parser.add_argument("--learning-rate", type=float, nargs="+", default=[defaults.learning_rate])
     parser.add_argument("--epochs", type=int, nargs="+", default=[defaults.epochs])
+    parser.add_argument("--keep-base", type=float, nargs="+", default=[defaults.keep_base])
     parser.add_argument("--freeze-norm", action="store_true", help="keep batch norm's statistics (FinetuneConfig)")
     parser.add_argument("--no-export", action="store_true", help="leave out the ONNX export (for sweeps)")
     parser.add_argument("--json", action="store_true", help="one JSON object instead of the table")
@@ -105,10 +106,12 @@ def main() -> int:
             write_folder(labelled, digits, labels, args.seed)
             write_folder(others, rest, rest_labels, args.seed + 1)
             before = scores(args.model, others, mnist)
-            for ratio, rate, epochs in itertools.product(args.mnist_ratio, args.learning_rate, args.epochs):
-                config = FinetuneConfig(mnist_ratio=ratio, learning_rate=rate, epochs=epochs, seed=args.seed,
+            for ratio, rate, epochs, keep in itertools.product(args.mnist_ratio, args.learning_rate, args.epochs,
+                                                               args.keep_base):
+                config = FinetuneConfig(mnist_ratio=ratio, learning_rate=rate, epochs=epochs, keep_base=keep,
+                                        seed=args.seed,
                                         freeze_norm=args.freeze_norm or defaults.freeze_norm)
-                out = scratch / f"tuned{per_class}-{ratio}-{rate}-{epochs}"
+                out = scratch / f"tuned{per_class}-{ratio}-{rate}-{epochs}-{keep}"
                 cpu = time.process_time()
                 result = finetune(labelled, out, args.model, config, export=False, quiet=True)
                 trained, cpu = result.seconds, time.process_time() - cpu
@@ -119,7 +122,8 @@ def main() -> int:
                 after = scores(out / "model.safetensors", others, mnist)
                 gap_goal = before["rest"] + (100 - before["rest"]) / 2
                 rows.append({"per_class": per_class, "labelled": len(labels), "mnist_ratio": ratio,
-                             "learning_rate": rate, "epochs": epochs, "freeze_norm": config.freeze_norm,
+                             "learning_rate": rate, "epochs": epochs, "keep_base": keep,
+                             "freeze_norm": config.freeze_norm,
                              "before": before, "after": after,
                              "goal_rest": gap_goal, "finetune_seconds": round(trained, 1),
                              "finetune_cpu_seconds": round(cpu, 1),
@@ -134,13 +138,13 @@ def main() -> int:
         return 0
     print(f"part {args.part}, seed {args.seed}; load average {load_before[0]:.1f} at the start; {hardware()}; "
           f"{versions()}; {stolen}\n")
-    print("| labelled per digit | MNIST per image | rate | epochs | new writer before | after | goal | MNIST test "
-          "before | after | finetune (CPU time) | + ONNX export | load |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| labelled per digit | MNIST per image | rate | epochs | base kept | new writer before | after | goal | "
+          "MNIST test before | after | finetune (CPU time) | + ONNX export | load |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         met = "met" if r["after"]["rest"] >= r["goal_rest"] else "missed"
         print(f"| {r['per_class']} ({r['labelled']} images) | {r['mnist_ratio']:g} | {r['learning_rate']:g} | "
-              f"{r['epochs']} | {r['before']['rest']:.2f} % ({r['before']['rest_images']}) | "
+              f"{r['epochs']} | {r['keep_base']:g} | {r['before']['rest']:.2f} % ({r['before']['rest_images']}) | "
               f"**{r['after']['rest']:.2f} %** | {r['goal_rest']:.2f} % ({met}) | {r['before']['mnist']:.2f} % | "
               f"**{r['after']['mnist']:.2f} %** ({r['after']['mnist'] - r['before']['mnist']:+.2f}) | "
               f"{r['finetune_seconds']:.1f} s ({r['finetune_cpu_seconds']:.1f} s) | {r['export_seconds']:.1f} s | "

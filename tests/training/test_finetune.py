@@ -115,3 +115,23 @@ def test_freeze_norm_keeps_batch_norm_statistics_while_the_weights_learn(freeze)
     weights = [k for k in before if k.endswith("weight")]
     assert statistics and all(torch.equal(before[k], after[k]) == freeze for k in statistics)
     assert any(not torch.equal(before[k], after[k]) for k in weights)
+
+
+def test_keep_base_saves_that_share_of_the_base_weights_averaged_in(tmp_path, small_model_path, labelled_folders):
+    """The saved model is exactly keep_base of the base plus the rest of what the same run learnt alone."""
+    import torch
+
+    folder = labelled_folders[0]["class folders"]
+    settings = dict(epochs=2, learning_rate=3e-3, mnist_ratio=0.5, validation_split=0.0, batch_size=16)
+    for name, keep in (("alone", 0.0), ("kept", 0.25)):
+        finetune(folder, tmp_path / name, small_model_path, FinetuneConfig(keep_base=keep, **settings),
+                 export=False, quiet=True)
+    base = checkpoint.load(small_model_path)[0].state_dict()
+    alone = checkpoint.load(tmp_path / "alone" / "model.safetensors")[0].state_dict()
+    kept = checkpoint.load(tmp_path / "kept" / "model.safetensors")[0].state_dict()
+    floats = [k for k in base if base[k].is_floating_point()]
+    assert any(not torch.allclose(alone[k], base[k]) for k in floats)
+    for k in floats:
+        torch.testing.assert_close(kept[k], 0.75 * alone[k] + 0.25 * base[k], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="keep_base"):
+        FinetuneConfig(keep_base=1.0)

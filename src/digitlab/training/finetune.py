@@ -10,6 +10,7 @@ The steps, in the order the data flows:
     each epoch: the user's other images plus ``mnist_ratio`` times as many MNIST training images, drawn afresh from
                 the part of MNIST the base trained on, go through ``loop.train_one_epoch`` - the training loop's
                 own step, with the base recipe's augmentation, label smoothing and letters for "not a digit"
+    average the result with the base's weights (``keep_base`` of the base's): most of the gain, less MNIST drift
     score the user's held-out images and MNIST's held-out digits before and after (``loop.validate``)
     fit the confidence temperature again (``calibrate.calibration_entry``): on the user's held-out images together
                 with the base's held-out MNIST digits, since the model will read both
@@ -54,7 +55,7 @@ class FinetuneConfig:
     """The settings of a fine-tuning run; `digitlab finetune` has one option per field."""
 
     epochs: int = field(default=10, metadata=_help("passes over the user's images"))
-    learning_rate: float = field(default=3e-4, metadata=_help("peak learning rate of the one-cycle schedule"))
+    learning_rate: float = field(default=1e-3, metadata=_help("peak learning rate of the one-cycle schedule"))
     mnist_ratio: float = field(default=3.0, metadata=_help("MNIST training images mixed into each epoch per user "
                                                            "image (0: the user's images alone)"))
     validation_split: float = field(default=0.2, metadata=_help("fraction of the user's images held out to score "
@@ -64,6 +65,8 @@ class FinetuneConfig:
     device: str = field(default="auto", metadata=_help("auto, cpu, cuda, cuda:N or mps"))
     threads: int = field(default=0, metadata=_help("CPU threads; 0: PyTorch's choice"))
     freeze_norm: bool = field(default=False, metadata=_help("keep batch norm's statistics from the base model"))
+    keep_base: float = field(default=0.3, metadata=_help("share of the base model's weights averaged into the result "
+                                                         "(0: the fine-tuned weights alone): keeps what it knew"))
 
     def __post_init__(self) -> None:
         if not self.epochs >= 1 or not self.batch_size >= 1:
@@ -74,6 +77,8 @@ class FinetuneConfig:
             raise ValueError(f"mnist_ratio must be between 0 and 100, not {self.mnist_ratio}")
         if not 0 <= self.validation_split < 1:
             raise ValueError(f"validation_split must be in [0, 1), not {self.validation_split}")
+        if not 0 <= self.keep_base < 1:
+            raise ValueError(f"keep_base must be in [0, 1), not {self.keep_base}")
         if not self.threads >= 0:
             raise ValueError(f"threads must be 0 or more, not {self.threads}")
 
@@ -179,6 +184,8 @@ def finetune(data_path: str | os.PathLike, out_dir: str | os.PathLike, base: str
         say(f"epoch {epoch}/{cfg.epochs}: loss {row['train_loss']:.4f}"
             + (f", your held-out images {row['val_accuracy']:.2%}" if "val_accuracy" in row else ""))
     model = state.eval_model.eval()
+    if config.keep_base:
+        average_with(model, base_model, config.keep_base)
     metrics |= _scores("after", model, user_val, mnist_val)
     calibration = _calibrate(model, classes, user_val, mnist_val)
 
@@ -207,6 +214,20 @@ def finetune(data_path: str | os.PathLike, out_dir: str | os.PathLike, base: str
                     **extra)
     return FinetuneResult(model, out_dir, metrics, history, calibration, data.skipped + dropped, data,
                           time.perf_counter() - started)
+
+
+def average_with(model: torch.nn.Module, base: torch.nn.Module, keep: float) -> None:
+    """Replace ``model``'s weights (and batch norm's statistics) by ``keep`` times ``base``'s plus the rest of its own.
+
+    Averaging the fine-tuned weights with the ones they started from keeps most of what was learnt while undoing
+    much of the drift on what the base knew (docs/own_digits.md, "How the defaults were chosen"). Counters such as
+    batch norm's ``num_batches_tracked`` stay the fine-tuned model's.
+    """
+    own, theirs = model.state_dict(), base.state_dict()
+    with torch.no_grad():
+        for name, tensor in own.items():
+            if tensor.is_floating_point():
+                tensor.mul_(1 - keep).add_(theirs[name].to(tensor.device, tensor.dtype), alpha=keep)
 
 
 def _held_out_mnist(meta: dict[str, Any], data_dir: str | None) -> Split | None:
