@@ -35,14 +35,15 @@ THRESHOLDS = (0.990, 0.995)
 @dataclass(frozen=True)
 class Variant:
     """How a timed run departs from its recipe (the recipe's own settings when left as they are)."""
-    bf16: bool = False                # forward and backward under bfloat16 autocast on the CPU (always on a GPU)
+    bf16: bool | None = None          # bfloat16 autocast (TrainConfig.bf16) on or off; always on on a GPU
     channels_last: bool = True
     batch_size: int | None = None
     compile: bool = False             # torch.compile the model
 
     def flags(self) -> list[str]:
         """The command-line options that ask a child run for this variant."""
-        return ((["--bf16"] if self.bf16 else []) + ([] if self.channels_last else ["--no-channels-last"])
+        return ({True: ["--bf16"], False: ["--no-bf16"], None: []}[self.bf16]
+                + ([] if self.channels_last else ["--no-channels-last"])
                 + (["--batch-size", str(self.batch_size)] if self.batch_size else [])
                 + (["--compile"] if self.compile else []))
 
@@ -64,12 +65,12 @@ def one_run(recipe: str, device_name: str, seed: int, variant: Variant, threads:
     from digitlab.training.config import recipe_config
     from digitlab.training.data import data_config_of, load_mnist, to_input
     from digitlab.training.evaluate import BATCH
-    from digitlab.training.loop import (build_state, load_data, resolve_device, step_schedule, steps_per_epoch,
-                                        train_one_epoch)
+    from digitlab.training.loop import (autocast_for, build_state, load_data, resolve_device, step_schedule,
+                                        steps_per_epoch, train_one_epoch)
 
     torch.set_num_threads(threads or min(torch.get_num_threads(), available_cpus()))  # as `digitlab train` does
     cfg = recipe_config(recipe, seed=seed, device=device_name, epochs=epochs, channels_last=variant.channels_last,
-                        batch_size=variant.batch_size)
+                        batch_size=variant.batch_size, bf16=variant.bf16)
     if cfg.validation_split:
         # its schedule and early stopping would answer to a validation this benchmark does not run
         raise SystemExit(f"recipe {recipe!r} validates on held-out images every epoch, which this benchmark does not; "
@@ -88,8 +89,8 @@ def one_run(recipe: str, device_name: str, seed: int, variant: Variant, threads:
     if cfg.channels_last:
         test_x = test_x.contiguous(memory_format=torch.channels_last)
     test_y = test_labels.to(device)
-    bf16 = on_gpu or variant.bf16
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+    cfg.bf16 = cfg.bf16 or on_gpu
+    autocast = autocast_for(cfg, device)  # what `digitlab train` runs its steps under
 
     reached: dict[str, float] = {}
     epochs = []
@@ -111,7 +112,7 @@ def one_run(recipe: str, device_name: str, seed: int, variant: Variant, threads:
                 reached[f"{threshold:.3f}"] = round(now, 2)
         if len(reached) == len(THRESHOLDS):
             break
-    return {"recipe": recipe, "device": str(device), "seed": seed, "variant": variant.label(), "bf16": bf16,
+    return {"recipe": recipe, "device": str(device), "seed": seed, "variant": variant.label(), "bf16": cfg.bf16,
             "batch_size": cfg.batch_size, "reached": reached, "ready_seconds": ready,
             "epochs": epochs, "torch": torch.__version__, "threads": torch.get_num_threads()}
 
@@ -160,7 +161,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--runs", type=int, default=3, help="fresh processes, seeds 0, 1, ...")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (worth it on a GPU)")
-    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast on the CPU too (always on a GPU)")
+    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction,
+                        help="bfloat16 autocast on the CPU on or off (default: the recipe's; always on on a GPU)")
     parser.add_argument("--no-channels-last", dest="channels_last", action="store_false",
                         help="keep the default memory format")
     parser.add_argument("--batch-size", type=int, help="instead of the recipe's")

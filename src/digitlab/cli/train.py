@@ -52,6 +52,8 @@ FIELD_HELP = {
     "device": "auto, cpu, cuda, cuda:N (GPU N) or mps",
     "threads": "CPU threads; 0: PyTorch's choice",
     "channels_last": "run convolutions channels-last (faster on CPU)",
+    "bf16": "forward and backward passes in bfloat16 autocast (faster on CPUs with AVX-512 BF16 or AMX, and on "
+            "GPUs); weights and optimiser stay float32",
     "data_dir": "folder with the four MNIST files ($DIGITLAB_DATA, then ~/.cache/digitlab/mnist, when unset)",
     "data": "what to train on, repeatable: 'mnist' and/or folders of your own labelled images ({data_help}); "
             "--data DIR alone trains on DIR only",

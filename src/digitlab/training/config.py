@@ -55,6 +55,7 @@ class TrainConfig:
     device: str = "auto"
     threads: int = 0               # CPU threads; 0 leaves PyTorch's choice
     channels_last: bool = True
+    bf16: bool = False             # forward and backward under bfloat16 autocast; weights and optimiser stay float32
     data_dir: str | None = None
     data: list[str] = field(default_factory=lambda: [MNIST])  # what to train on: "mnist" and/or labelled folders
 
