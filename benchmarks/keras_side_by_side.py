@@ -183,7 +183,10 @@ class Worker:
 
 def keras_importable(python: str) -> str | None:
     """None when ``python`` can import TensorFlow and Keras, else why not (in one line)."""
-    done = subprocess.run([python, "-c", "import tensorflow, keras"], capture_output=True, text=True)
+    try:
+        done = subprocess.run([python, "-c", "import tensorflow, keras"], capture_output=True, text=True)
+    except OSError as exc:  # no such interpreter
+        return f"{python}: {exc.strerror}"
     if done.returncode == 0:
         return None
     return (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
