@@ -369,8 +369,10 @@ def main() -> None:
     print(f"`{command}` ({started}{', a smoke run' if args.quick else ''}):\n")
     print(f"- hardware: {hardware()}; CPU flags: {cpu_flags()}")
     print(f"- versions: {versions(('digitlab', 'torch', 'numpy'))}; {keras_versions}")
-    print(f"- {args.epochs} epochs of {images:,} images per run; `{RECIPE}`: Adam 1e-3, batch 128; \"loaded\": "
-          f"{busy} busy processes (one per CPU) started by the benchmark\n")
+    sizes = ", ".join(f"{worker.name} {worker.ready['parameters']:,}" for worker in runs["quiet"])
+    print(f"- parameters: {sizes}")
+    loaded = f"; \"loaded\": {busy} busy processes (one per CPU) started by the benchmark" if "loaded" in runs else ""
+    print(f"- {args.epochs} epoch(s) of {images:,} images per run; `{RECIPE}`: Adam 1e-3, batch 128{loaded}\n")
     print("\n".join(epochs_table(runs)) + "\n")
     print("\n".join(ratios_table(runs)) + "\n")
     if tta:
