@@ -14,18 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import subprocess
 import sys
 import tempfile
 
-from machine import StolenTime, hardware, versions
-
-
-def spin() -> None:
-    while True:
-        pass
+from machine import StolenTime, background_load, hardware, versions
 
 
 def one_epoch(recipe: str, limit: int, policy: str) -> float:
@@ -50,24 +44,15 @@ def main() -> None:
     print("| machine | OMP_WAIT_POLICY | epoch seconds (each run) | load average before |")
     print("|---|---|---|---|")
     for condition in ("quiet", "busy"):
-        busy = [multiprocessing.Process(target=spin, daemon=True) for _ in range(os.cpu_count() or 1)]
-        if condition == "busy":
-            for process in busy:
-                process.start()
-        try:
-            with StolenTime() as stolen:
-                seconds = {"ACTIVE": [], "PASSIVE": []}
-                load = os.getloadavg()[0]
-                for _ in range(args.runs):
-                    for policy in seconds:
-                        seconds[policy].append(one_epoch(args.recipe, args.limit, policy))
-        finally:
-            for process in busy:
-                if process.is_alive():
-                    process.terminate()
+        with background_load(None if condition == "busy" else 0) as busy, StolenTime() as stolen:
+            seconds = {"ACTIVE": [], "PASSIVE": []}
+            load = os.getloadavg()[0]
+            for _ in range(args.runs):
+                for policy in seconds:
+                    seconds[policy].append(one_epoch(args.recipe, args.limit, policy))
         for policy, values in seconds.items():
             shown = ", ".join(f"{v:.1f}" for v in values)
-            print(f"| {condition} ({len(busy) if condition == 'busy' else 0} busy processes) | {policy} | {shown} "
+            print(f"| {condition} ({len(busy)} busy processes) | {policy} | {shown} "
                   f"| {load:.2f} |")
         print(f"<!-- {condition}: {stolen} -->")
 

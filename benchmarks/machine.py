@@ -7,12 +7,18 @@ of the CPUs' time the host took back while it ran.
         ...
     print(stolen)                               # "CPU time stolen by the host: 3.1%"
     stolen_share(before, cpu_times())           # the same over any interval, before = cpu_times()
+
+    with background_load():                     # one busy process per CPU, for "quiet and loaded" side by side
+        ...
+    print(conditions())                         # "load average 2.31, stolen 0.4%": beside every figure
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import platform
+from contextlib import contextmanager
 from pathlib import Path
 
 PACKAGES = ("digitlab", "torch", "onnxruntime", "fastapi", "uvicorn", "httptools", "uvloop", "numpy", "pillow",
@@ -64,6 +70,50 @@ def stolen_share(before: list[int] | None, after: list[int] | None) -> float | N
 
 def hardware() -> str:
     return f"{cpu_name()}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}"
+
+
+# What decides which kernels PyTorch's oneDNN and TensorFlow pick: vector width, bf16 and int8 dot products, AMX.
+SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8")
+
+
+def cpu_flags(wanted: tuple[str, ...] = SPEED_FLAGS) -> str:
+    """Which of ``wanted`` the CPU reports (Linux /proc/cpuinfo; "unknown" elsewhere)."""
+    try:
+        flags = next(line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return "unknown"
+    return " ".join(flag for flag in wanted if flag in flags) or "none of " + " ".join(wanted)
+
+
+def conditions(stolen: "StolenTime | None" = None) -> str:
+    """The 1-minute load average now and, given a finished ``StolenTime``, the share the host stole meanwhile."""
+    load = f"load average {os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else "load average unknown"
+    if stolen is None or stolen.fraction is None:
+        return load
+    return f"{load}, stolen {100 * stolen.fraction:.1f}%"
+
+
+def _spin() -> None:
+    while True:
+        pass
+
+
+@contextmanager
+def background_load(processes: int | None = None):
+    """The fixed background load of the busy-machine benchmarks: ``processes`` (default: one per CPU) Python
+    processes that spin until the block ends; 0 starts none, so a quiet run goes through the same code."""
+    count = (os.cpu_count() or 1) if processes is None else processes
+    busy = [multiprocessing.Process(target=_spin, daemon=True) for _ in range(count)]
+    for process in busy:
+        process.start()
+    try:
+        yield busy
+    finally:
+        for process in busy:
+            process.terminate()
+        for process in busy:
+            process.join()
 
 
 def versions(names: tuple[str, ...] = PACKAGES) -> str:

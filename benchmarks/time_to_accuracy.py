@@ -6,10 +6,13 @@ a fresh Python process, so the time includes starting Python, importing torch an
     python benchmarks/time_to_accuracy.py                        # CPU, the 'fast' recipe (99.0%), 3 runs
     python benchmarks/time_to_accuracy.py --recipe fast_995      # the road to 99.5%
     python benchmarks/time_to_accuracy.py --device cuda --compile  # GPU: data on the GPU, channels-last, bf16
+    python benchmarks/time_to_accuracy.py --bf16 --batch-size 256  # CPU: bf16 autocast, another batch size
 
 Each epoch is the training loop's own (``loop.train_one_epoch``). On a GPU the whole training set stays on the
 device, batches are augmented there, and the forward and backward passes run under bf16 autocast (optionally through
-torch.compile); docs/results.md says which of these paths were measured.
+torch.compile); on a CPU bf16 autocast, channels-last, the batch size and torch.compile are each a ``Variant`` of the
+recipe, which benchmarks/keras_side_by_side.py times side by side against Keras. docs/results.md says which of these
+paths were measured.
 """
 
 from __future__ import annotations
@@ -24,27 +27,50 @@ import os  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 from contextlib import nullcontext  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 
 THRESHOLDS = (0.990, 0.995)
 
 
-def one_run(recipe: str, device_name: str, seed: int, use_compile: bool, threads: int, epochs: int | None) -> dict:
+@dataclass(frozen=True)
+class Variant:
+    """How a timed run departs from its recipe (the recipe's own settings when left as they are)."""
+    bf16: bool | None = None          # bfloat16 autocast (TrainConfig.bf16) on or off; always on on a GPU
+    channels_last: bool = True
+    batch_size: int | None = None
+    compile: bool = False             # torch.compile the model
+
+    def flags(self) -> list[str]:
+        """The command-line options that ask a child run for this variant."""
+        return ({True: ["--bf16"], False: ["--no-bf16"], None: []}[self.bf16]
+                + ([] if self.channels_last else ["--no-channels-last"])
+                + (["--batch-size", str(self.batch_size)] if self.batch_size else [])
+                + (["--compile"] if self.compile else []))
+
+    def label(self) -> str:
+        return " ".join(self.flags()) or "as the recipe says"
+
+
+def one_run(recipe: str, device_name: str, seed: int, variant: Variant, threads: int, epochs: int | None) -> dict:
     """Train once, scoring the test set after each epoch; the seconds since START at which each threshold fell.
 
     The epochs are the training loop's own (``loop.train_one_epoch``); what a timed run leaves out is the rest of
     ``loop.train``: checkpoints, validation and progress bars.
     """
+    from digitlab.threads import available_cpus, yield_when_waiting
+
+    yield_when_waiting()  # as `digitlab train` does, before torch is imported
     import torch
 
     from digitlab.training.config import recipe_config
     from digitlab.training.data import data_config_of, load_mnist, to_input
     from digitlab.training.evaluate import BATCH
-    from digitlab.training.loop import (build_state, load_data, resolve_device, step_schedule, steps_per_epoch,
-                                        train_one_epoch)
+    from digitlab.training.loop import (autocast_for, build_state, load_data, resolve_device, step_schedule,
+                                        steps_per_epoch, train_one_epoch)
 
-    if threads:
-        torch.set_num_threads(threads)
-    cfg = recipe_config(recipe, seed=seed, device=device_name, epochs=epochs)
+    torch.set_num_threads(threads or min(torch.get_num_threads(), available_cpus()))  # as `digitlab train` does
+    cfg = recipe_config(recipe, seed=seed, device=device_name, epochs=epochs, channels_last=variant.channels_last,
+                        batch_size=variant.batch_size, bf16=variant.bf16)
     if cfg.validation_split:
         # its schedule and early stopping would answer to a validation this benchmark does not run
         raise SystemExit(f"recipe {recipe!r} validates on held-out images every epoch, which this benchmark does not; "
@@ -54,14 +80,17 @@ def one_run(recipe: str, device_name: str, seed: int, use_compile: bool, threads
     torch.manual_seed(seed)
     train_split, _, nondigits = load_data(cfg, device)
     state = build_state(cfg, device, steps_per_epoch(len(train_split), cfg.batch_size))
-    if use_compile:
+    if variant.compile:
         state.forward = torch.compile(state.model)
     scored = state.forward if state.ema is None else state.eval_model  # EMA weights are the ones a run keeps
     test_images, test_labels = load_mnist("test")
     # (10000, 1, 28, 28), normalised as the model's data configuration says
-    test_x = to_input(test_images, data_config_of(state.model), device).contiguous(memory_format=torch.channels_last)
+    test_x = to_input(test_images, data_config_of(state.model), device)
+    if cfg.channels_last:
+        test_x = test_x.contiguous(memory_format=torch.channels_last)
     test_y = test_labels.to(device)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if on_gpu else nullcontext()
+    cfg.bf16 = cfg.bf16 or on_gpu
+    autocast = autocast_for(cfg, device)  # what `digitlab train` runs its steps under
 
     reached: dict[str, float] = {}
     epochs = []
@@ -70,7 +99,7 @@ def one_run(recipe: str, device_name: str, seed: int, use_compile: bool, threads
         row = train_one_epoch(cfg, state, train_split, epoch, nondigits=nondigits, autocast=autocast)
         step_schedule(cfg, state.schedule, row)
         state.eval_model.eval()
-        with torch.inference_mode(), autocast:
+        with torch.inference_mode(), (autocast if on_gpu else nullcontext()):  # a CPU run is scored as saved
             correct = sum((scored(test_x[i:i + BATCH]).argmax(1) == test_y[i:i + BATCH]).sum().item()
                           for i in range(0, len(test_y), BATCH))
         accuracy = correct / len(test_y)
@@ -83,8 +112,8 @@ def one_run(recipe: str, device_name: str, seed: int, use_compile: bool, threads
                 reached[f"{threshold:.3f}"] = round(now, 2)
         if len(reached) == len(THRESHOLDS):
             break
-    return {"recipe": recipe, "device": str(device), "seed": seed, "compile": use_compile, "reached": reached,
-            "ready_seconds": ready,
+    return {"recipe": recipe, "device": str(device), "seed": seed, "variant": variant.label(), "bf16": cfg.bf16,
+            "batch_size": cfg.batch_size, "reached": reached, "ready_seconds": ready,
             "epochs": epochs, "torch": torch.__version__, "threads": torch.get_num_threads()}
 
 
@@ -98,42 +127,64 @@ def describe_machine(device_name: str) -> str:
     return hardware()
 
 
-def main() -> None:
+def run_child(recipe: str, seed: int, variant: Variant = Variant(), device: str = "cpu", threads: int = 0,
+              epochs: int | None = None) -> dict:
+    """One timed run in a fresh Python process (its clock starts with the process): ``one_run``'s result, with the
+    load average before it and the CPU time the host stole while it ran. RuntimeError, with the child's last line
+    of errors, when the run fails."""
     from machine import StolenTime
 
+    child = [sys.executable, __file__, "--child", str(seed), "--recipe", recipe, "--device", device,
+             "--threads", str(threads)] + variant.flags() + (["--epochs", str(epochs)] if epochs else [])
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    with StolenTime() as stolen:
+        done = subprocess.run(child, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{recipe} seed {seed} ({variant.label()}) failed: "
+                           f"{(done.stderr.strip().splitlines() or ['?'])[-1]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return result | {"load_before": round(load, 2), "stolen": stolen.fraction}
+
+
+def describe_run(result: dict) -> str:
+    """One run in a line: when each threshold fell, and the accuracy and clock after every epoch."""
+    curve = [(round(100 * e["test_accuracy"], 2), e["seconds"], e["cpu_seconds"]) for e in result["epochs"]]
+    reached = ", ".join(f">= {100 * float(k):.1f}% at {v:.1f} s" for k, v in result["reached"].items())
+    stolen = "unknown" if result["stolen"] is None else f"{100 * result['stolen']:.1f}%"
+    return (f"{reached or 'no threshold reached'}  (start-up {result['ready_seconds']:.1f} s; (test %, wall s, CPU s) "
+            f"per epoch: {curve}; load average before: {result['load_before']:.2f}; stolen: {stolen})")
+
+
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", default="fast")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--runs", type=int, default=3, help="fresh processes, seeds 0, 1, ...")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (worth it on a GPU)")
+    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction,
+                        help="bfloat16 autocast on the CPU on or off (default: the recipe's; always on on a GPU)")
+    parser.add_argument("--no-channels-last", dest="channels_last", action="store_false",
+                        help="keep the default memory format")
+    parser.add_argument("--batch-size", type=int, help="instead of the recipe's")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--epochs", type=int, help="at most this many epochs (default: the recipe's)")
     parser.add_argument("--child", type=int, metavar="SEED", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    variant = Variant(args.bf16, args.channels_last, args.batch_size, args.compile)
 
     if args.child is not None:  # one measured run, in its own process, reported as one JSON line
-        print(json.dumps(one_run(args.recipe, args.device, args.child, args.compile, args.threads, args.epochs)))
+        print(json.dumps(one_run(args.recipe, args.device, args.child, variant, args.threads, args.epochs)))
         return
 
     results = []
     for seed in range(args.runs):
-        child = [sys.executable, __file__, "--child", str(seed), "--recipe", args.recipe, "--device", args.device,
-                 "--threads", str(args.threads)] + (["--compile"] if args.compile else [])
-        child += ["--epochs", str(args.epochs)] if args.epochs else []
-        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-        with StolenTime() as stolen:
-            done = subprocess.run(child, capture_output=True, text=True)
-        if done.returncode != 0:
-            sys.exit(f"time_to_accuracy: run {seed} failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
-        result = json.loads(done.stdout.strip().splitlines()[-1])
-        result["load_before"] = round(load, 2)
-        results.append(result)
-        curve = [(round(100 * e["test_accuracy"], 2), e["seconds"], e["cpu_seconds"]) for e in result["epochs"]]
-        reached = ", ".join(f">= {100 * float(k):.1f}% at {v:.1f} s" for k, v in result["reached"].items())
-        print(f"seed {seed}: {reached or 'no threshold reached'}  (start-up {result['ready_seconds']:.1f} s; "
-              f"(test %, wall s, CPU s) per epoch: {curve}; load average before: {load:.2f}; {stolen})", flush=True)
+        try:
+            results.append(run_child(args.recipe, seed, variant, args.device, args.threads, args.epochs))
+        except RuntimeError as exc:
+            sys.exit(f"time_to_accuracy: {exc}")
+        print(f"seed {seed}: {describe_run(results[-1])}", flush=True)
 
-    print(f"\n{args.recipe} on {describe_machine(args.device)}, torch {results[0]['torch']}, "
+    print(f"\n{args.recipe} ({variant.label()}) on {describe_machine(args.device)}, torch {results[0]['torch']}, "
           f"{results[0]['threads']} threads, {len(results)} runs")
     for threshold in THRESHOLDS:
         key = f"{threshold:.3f}"

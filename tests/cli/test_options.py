@@ -56,13 +56,14 @@ def test_every_option_has_help_showing_its_default():
 def test_overrides_reach_the_recorded_config(tmp_path, mnist_dir):
     out = tmp_path / "run"
     code = main(["train", "--recipe", "mlp_3x256", "--dry-run", "--quiet", "--out", str(out), "--momentum", "0.5",
-                 "--no-channels-last", "--step-gamma", "0.3", "--data-dir", str(mnist_dir)])
+                 "--no-channels-last", "--step-gamma", "0.3", "--bf16", "--data-dir", str(mnist_dir)])
     assert code == 0
     from digitlab.training import checkpoint
 
     _, meta = checkpoint.load(out / "model.safetensors")
     config = meta["config"]
-    assert (config["momentum"], config["channels_last"], config["step_gamma"]) == (0.5, False, 0.3)
+    assert (config["momentum"], config["channels_last"], config["step_gamma"], config["bf16"]) == (0.5, False, 0.3,
+                                                                                                  True)
     assert config["optimizer"] == "sgd" and config["batch_size"] == 1024  # the rest is the recipe's
 
 

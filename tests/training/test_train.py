@@ -283,6 +283,28 @@ def test_to_batch_normalises_as_the_data_config_says():
     assert plain.shape == (2, 1, 28, 28) and bool((plain == 1).all()) and bool((shifted == 2).all())
 
 
+@pytest.mark.parametrize("bf16,dtype", [(True, torch.bfloat16), (False, torch.float32)])
+def test_bf16_trains_in_bfloat16_and_keeps_float32_weights(tmp_path, monkeypatch, bf16, dtype):
+    from digitlab.training import loop
+
+    seen = set()  # what the first convolution hands on while training (validation runs without autocast)
+    real = loop.build_state
+
+    def watched(*args, **kwargs):
+        state = real(*args, **kwargs)
+        first = next(m for m in state.model.modules() if isinstance(m, torch.nn.Conv2d))
+        first.register_forward_hook(lambda module, _, out: seen.add(out.dtype) if module.training else None)
+        return state
+
+    monkeypatch.setattr(loop, "build_state", watched)
+    result = train(small(bf16=bf16, epochs=1, limit=1200), tmp_path, quiet=True)
+    assert seen == {dtype}
+    assert all(p.dtype == torch.float32 for p in result.model.parameters())
+    assert result.history[-1]["val_accuracy"] > 0.3  # it learns: chance is 0.1
+    _, meta = checkpoint.load(tmp_path / "model.safetensors")
+    assert meta["config"]["bf16"] is bf16
+
+
 def test_one_seed_per_epoch():
     from digitlab.training.loop import epoch_seed
 

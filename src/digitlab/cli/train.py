@@ -54,6 +54,8 @@ FIELD_HELP = {
     "channels_last": "run convolutions channels-last (faster on CPU)",
     "sync_batchnorm": "under torchrun on GPUs: batch-norm statistics over every process's batches (SyncBatchNorm); "
                       "on the CPU it is refused",
+    "bf16": "forward and backward passes in bfloat16 autocast (faster on CPUs with AVX-512 BF16 or AMX, and on "
+            "GPUs); weights and optimiser stay float32",
     "data_dir": "folder with the four MNIST files ($DIGITLAB_DATA, then ~/.cache/digitlab/mnist, when unset)",
     "data": "what to train on, repeatable: 'mnist' and/or folders of your own labelled images ({data_help}); "
             "--data DIR alone trains on DIR only",

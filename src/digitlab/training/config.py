@@ -58,6 +58,7 @@ class TrainConfig:
     threads: int = 0               # CPU threads; 0 leaves PyTorch's choice
     channels_last: bool = True
     sync_batchnorm: bool = False   # under torchrun on GPUs: batch norm over all processes' batches (SyncBatchNorm)
+    bf16: bool = False             # forward and backward under bfloat16 autocast; weights and optimiser stay float32
     data_dir: str | None = None
     data: list[str] = field(default_factory=lambda: [MNIST])  # what to train on: "mnist" and/or labelled folders
 

@@ -276,6 +276,13 @@ def share_batch_norm(model: nn.Module) -> nn.Module:
     return nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
 
+def autocast_for(cfg: TrainConfig, device: torch.device) -> AbstractContextManager:
+    """What a training step's forward pass and loss run under: bfloat16 autocast when ``cfg.bf16`` (convolutions
+    and matrix products in bfloat16, on AMX or AVX-512 BF16 where the CPU has them; the weights, their gradients
+    and the optimiser stay float32), else nothing."""
+    return torch.autocast(device.type, dtype=torch.bfloat16) if cfg.bf16 else nullcontext()
+
+
 # --- one epoch, one validation ---------------------------------------------------------------------------------------
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -594,7 +601,8 @@ def _run(cfg: TrainConfig, out_dir: Path, resume: bool, dry_run: bool, command: 
             epoch = len(history) + 1
             bar = EpochBar(f"epoch {epoch}/{cfg.epochs}", steps_run, enabled=not quiet)
             row = {"epoch": epoch} | train_one_epoch(cfg, state, train_split, epoch, world, nondigits=nondigits,
-                                                     max_steps=steps_run, bar=bar)
+                                                     max_steps=steps_run, bar=bar,
+                                                     autocast=autocast_for(cfg, device))
             row["lr"] = state.optimizer.param_groups[0]["lr"]
             if val_split is not None:
                 row |= validate(state.eval_model, val_split)
