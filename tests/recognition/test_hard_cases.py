@@ -182,3 +182,41 @@ def test_a_fifo_named_as_an_image_is_refused_in_one_line(tmp_path):
     os.mkfifo(tmp_path / "pipe.png")
     with pytest.raises(ImageError, match="not a regular file"):
         prepare(str(tmp_path / "pipe.png"))  # and not "empty file (0 bytes)", nor a read that waits forever
+
+
+def as_jpeg(ink: np.ndarray, quality: int = 90) -> bytes:
+    """Ink coverage as a JPEG of black ink on white paper, as a phone saves a photo of a page."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(250 - 230 * ink, 0, 255).astype(np.uint8)).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def test_a_small_digit_on_a_big_jpeg_page_is_read_at_full_size(reader, digits):
+    """A big JPEG is decoded at a reduced size (a quarter of each side here, 300 px), where a digit 3.5 % of the
+    page's height is a blur a few pixels tall; it must be decoded again whole and read from its own pixels."""
+    images, labels = digits
+    page_side, digit_side = 1200, 42
+    files, places = [], []
+    for index, digit in enumerate(images[:8]):
+        page = np.zeros((page_side, page_side), np.float32)
+        x, y = 90 + 130 * index, 1050 - 120 * index
+        page[y:y + digit_side, x:x + digit_side] = enlarged(digit, digit_side)
+        files.append(as_jpeg(page))
+        places.append((x, y))
+    for data in files[:2]:
+        assert prepare(data).notes.get("zoomed"), "the digit was read only from the reduced decode"
+    read(reader, files, labels[:8], 8)
+
+
+def test_a_digit_stretched_to_fill_its_image_keeps_its_polarity(reader, digits):
+    """Digits stretched to fill their image (as some scanned collections store them), drawn as the benchmark's
+    `fills-box` case does: a bold digit's soft stroke edges lie in the border, so the border's range spans the ink
+    and the paper's speckle alone looked like ink of the other side. The polarity found must be the one drawn."""
+    from digitlab.training.handwriting_render import draw_case
+
+    images, labels = digits
+    rng = np.random.default_rng(1)  # this generator draws light-on-dark digits whose polarity was judged wrong
+    drawings = [draw_case(digit, "fills-box", rng) for digit in images]
+    assert {d.polarity for d in drawings} == {"dark-on-light", "light-on-dark"}  # the case: both polarities
+    assert [prepare(d.data).polarity for d in drawings] == [d.polarity for d in drawings]
+    read(reader, [d.data for d in drawings], labels, COUNT - 1)

@@ -541,7 +541,7 @@ def prepare(source, polarity: str = "auto", multi: bool = False, max_pixels: int
     size = (round(gray.shape[1] * decode_scale), round(gray.shape[0] * decode_scale))
     recorded = {} if steps else None
     prepared, ink_box = read(gray, polarity, multi, recorded)
-    zoom = _zoom_window(gray.shape, ink_box)
+    zoom = _zoom_window(gray.shape, ink_box, decode_scale)
     if zoom is not None and prepared.glyphs:
         if decode_scale > 1:  # a JPEG decoded at reduced size: decoded again, whole
             reduced = decode_scale
@@ -584,6 +584,14 @@ def read(gray: np.ndarray, polarity: str, multi: bool,
     margin = 0
     given_back = None if paper is None else paper_given_back(
         work, [paper], at_least=max(ONE_SIDED_GIVEN_BACK, min(one_sidedness, 0.95)))
+    if paper is None and one_sidedness >= ONE_SIDED_GIVEN_BACK:
+        # A bold blurred digit that fills its image puts its strokes' soft edges into the border, so the border's
+        # range spans the ink and the paper's own speckle alone passes for ink of the other side, one-sidedly.
+        # Paper given back is kept only where it turns the ink round to the other side that plainly.
+        blurred = edge_ink(work, spread=1.5)
+        turned = None if blurred is None else paper_given_back(work, [blurred], at_least=0.95)
+        if turned is not None and turned[2] != detected:
+            given_back = turned
     if given_back is not None:
         work, margin, detected, one_sidedness = given_back
     chosen = detected if polarity == "auto" else polarity
@@ -633,13 +641,15 @@ def read(gray: np.ndarray, polarity: str, multi: bool,
     return Prepared(glyphs, chosen, size, None, notes), ink_box
 
 
-def _zoom_window(shape: tuple[int, int], ink_box) -> tuple[int, int, int, int] | None:
+def _zoom_window(shape: tuple[int, int], ink_box, decode_scale: float = 1.0) -> tuple[int, int, int, int] | None:
     """Where to read again at full size (x0, y0, x1, y1): around ink that is small in a picture whose pixels hold
-    far more detail than the working size, or None."""
+    far more detail than the working size, or None. ``decode_scale``: how many of the file's pixels one of
+    ``shape``'s stands for; a JPEG decoded at reduced size holds that much more detail in the file, and a small
+    digit on it is a blur of a few pixels until it is decoded again whole."""
     if ink_box is None:
         return None
     height, width = shape
-    if (height * width) ** 0.5 < ZOOM_ABOVE * WORK_SIDE:
+    if (height * width) ** 0.5 * decode_scale < ZOOM_ABOVE * WORK_SIDE:
         return None
     x, y, w, h = ink_box
     if w > SMALL_INK * width or h > SMALL_INK * height:
