@@ -18,12 +18,12 @@ import itertools
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
+from inference_throughput import throughput  # noqa: E402
 from machine import StolenTime, hardware, versions  # noqa: E402
 
 INT8_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
@@ -37,14 +37,6 @@ def cpu_flags() -> str:
         return "unknown"
     present = set(flags.split(":", 1)[1].split())
     return ", ".join(f"{flag} {'yes' if flag in present else 'no'}" for flag in INT8_FLAGS)
-
-
-def throughput(logits, batch: np.ndarray, seconds: float) -> float:
-    calls, start = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - start) < seconds:
-        logits(batch)
-        calls += 1
-    return calls * len(batch) / elapsed
 
 
 def build_variants(fp32_path: Path, scratch: Path, calibration_images: int,

@@ -11,6 +11,26 @@ from digitlab.training.data import FILES
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# The first lines of a script that must run without PyTorch: any import of torch fails, so a test of the torch-free
+# side runs the script in a fresh interpreter and learns whether anything reached for it
+# (tests/training/test_export.py checks that the blocker does stop torch).
+BLOCK_TORCH = """\
+import importlib.abc, sys
+
+class NoTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError(f"torch is blocked in this test (imported: {name})")
+
+sys.meta_path.insert(0, NoTorch())
+"""
+
+
+@pytest.fixture
+def block_torch() -> str:
+    """BLOCK_TORCH, for a test to put at the top of the script it runs."""
+    return BLOCK_TORCH
+
 
 def _find_mnist() -> Path | None:
     candidates = [os.environ.get("DIGITLAB_DATA"), ROOT.parent / "shared" / "mnist"]

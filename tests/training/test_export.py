@@ -87,14 +87,8 @@ def test_onnx_engine_explains_wrong_files(served_checkpoint, tmp_path):
 
 
 TORCH_FREE = textwrap.dedent("""
-    import importlib.abc, json, sys
+    import json, sys
 
-    class NoTorch(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name == "torch" or name.startswith("torch."):
-                raise ImportError(f"torch is blocked in this test (imported: {name})")
-
-    sys.meta_path.insert(0, NoTorch())
     onnx_path, image_path = sys.argv[1], sys.argv[2]
 
     from digitlab.recognition.engine import load_engine
@@ -121,13 +115,13 @@ TORCH_FREE = textwrap.dedent("""
 """)
 
 
-def test_the_onnx_backend_never_imports_torch(served_onnx, served_checkpoint, test_split, tmp_path):
+def test_the_onnx_backend_never_imports_torch(served_onnx, served_checkpoint, test_split, tmp_path, block_torch):
     from PIL import Image
 
     image_path = tmp_path / "digit.png"
     Image.fromarray(test_split[0][0].numpy()).save(image_path)
     script = tmp_path / "torch_free.py"
-    script.write_text(TORCH_FREE)
+    script.write_text(block_torch + TORCH_FREE)
     run = subprocess.run([sys.executable, str(script), str(served_onnx), str(image_path)], capture_output=True,
                          text=True, timeout=120, env=os.environ | {"PYTHONWARNINGS": "ignore"})
     assert run.returncode == 0, run.stderr[-2000:]
@@ -139,10 +133,10 @@ def test_the_onnx_backend_never_imports_torch(served_onnx, served_checkpoint, te
     np.testing.assert_allclose(result["probabilities"], expected.digits[0].probabilities, atol=1e-4)
 
 
-def test_the_blocker_would_catch_torch(tmp_path):
+def test_the_blocker_would_catch_torch(tmp_path, block_torch):
     # The test above means something only if the blocker stops an import of torch for real.
     script = tmp_path / "catch.py"
-    script.write_text(TORCH_FREE.split("onnx_path, image_path")[0] + "from digitlab.training import checkpoint\n")
+    script.write_text(block_torch + "from digitlab.training import checkpoint\n")
     run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
     assert run.returncode != 0 and "torch is blocked" in run.stderr
 
