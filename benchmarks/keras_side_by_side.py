@@ -5,7 +5,7 @@ The yardstick is the Keras tutorial network digitlab reproduces (`cnn5x5_dense10
 Pool-Dense1000-Dense10, Adam at 1e-3, batch 128), built from Keras's own layers and trained by ``model.fit`` on the
 very arrays digitlab trains on (MNIST read by digitlab, normalised by it and handed over as .npy files). Each side
 trains in its own long-lived process with its default threads and waits for its turn, so the epochs interleave:
-digitlab, Keras, the `default` recipe, digitlab, Keras, ... First on the machine as it is ("quiet"), then again from
+digitlab, Keras, digitlab with bf16 autocast (`--bf16`), the `default` recipe, digitlab, Keras, ... First on the machine as it is ("quiet"), then again from
 fresh processes beside one busy process per CPU that the benchmark starts itself ("loaded",
 ``machine.background_load``, as busy_machine.py). Then, on the quiet machine, `fast` to 99.0 % and `fast_995` to
 99.5 % (benchmarks/time_to_accuracy.py's timed runs, with its variants: bf16 autocast, memory format, batch size,
@@ -61,20 +61,20 @@ def wait_for_go() -> None:
         sys.exit(0)  # the parent is gone or done
 
 
-def digitlab_worker(recipe: str, epochs: int, limit: int) -> None:
-    """``recipe`` as `digitlab train` runs it (the training loop's own epochs, its default threads), one epoch per
-    "go"; then the test accuracy of the weights it would save."""
+def digitlab_worker(recipe: str, epochs: int, limit: int, bf16: bool = False) -> None:
+    """``recipe`` as `digitlab train` runs it (the training loop's own epochs, its default threads; with
+    ``--bf16`` when asked), one epoch per "go"; then the test accuracy of the weights it would save."""
     from digitlab.threads import available_cpus, yield_when_waiting
 
     yield_when_waiting()  # as every digitlab entry point does, before torch is imported
     import torch
 
     from digitlab.training.config import recipe_config
-    from digitlab.training.loop import (build_state, load_data, measure_test_accuracy, step_schedule,
-                                        steps_per_epoch, train_one_epoch)
+    from digitlab.training.loop import (autocast_for, build_state, load_data, measure_test_accuracy,
+                                        step_schedule, steps_per_epoch, train_one_epoch)
 
     torch.set_num_threads(min(torch.get_num_threads(), available_cpus()))
-    cfg = recipe_config(recipe, limit=limit, device="cpu")
+    cfg = recipe_config(recipe, limit=limit, device="cpu", bf16=bf16)
     device = torch.device("cpu")
     torch.manual_seed(cfg.seed)
     train_split, _, nondigits = load_data(cfg, device)
@@ -83,7 +83,8 @@ def digitlab_worker(recipe: str, epochs: int, limit: int) -> None:
           "parameters": sum(p.numel() for p in state.model.parameters())})
     for epoch in range(1, epochs + 1):
         wait_for_go()
-        row = train_one_epoch(cfg, state, train_split, epoch, nondigits=nondigits)
+        row = train_one_epoch(cfg, state, train_split, epoch, nondigits=nondigits,
+                              autocast=autocast_for(cfg, device))
         step_schedule(cfg, state.schedule, row)
         send(row)
     send(measure_test_accuracy(state.eval_model, cfg))
@@ -212,6 +213,7 @@ def side_by_side(args, folder: str, busy: int, log_dir: str) -> list[Worker]:
     commands = {
         f"digitlab {RECIPE}": me + ["--digitlab-worker", RECIPE],
         f"Keras {RECIPE}": [args.keras_python] + me[1:] + ["--keras-worker", folder],
+        f"digitlab {RECIPE} --bf16": me + ["--digitlab-worker", RECIPE, "--worker-bf16"],
         "digitlab default": me + ["--digitlab-worker", "default"],
     }
     workers: list[Worker] = []
@@ -260,10 +262,12 @@ def ratios_table(runs: dict[str, list[Worker]]) -> list[str]:
     mine, keras = f"digitlab {RECIPE}", f"Keras {RECIPE}"
     lines = ["| figure | value | target |", "|---|---|---|"]
     for condition in runs:
-        lines.append(f"| {condition}: Keras's epoch / digitlab's | {by[condition, keras] / by[condition, mine]:.2f}x "
-                     f"| {'>= 1.5x' if condition == 'quiet' else '>= 1.0x'} |")
+        for name in (mine, mine + " --bf16"):
+            lines.append(f"| {condition}: Keras's epoch / {name}'s | {by[condition, keras] / by[condition, name]:.2f}x"
+                         f" | {'>= 1.5x' if condition == 'quiet' else '>= 1.0x'} |")
     if len(runs) == 2:
-        for name, target in ((mine, "<= 1.6x"), (keras, "-"), ("digitlab default", "-")):
+        for name, target in ((mine, "<= 1.6x"), (mine + " --bf16", "<= 1.6x"), (keras, "-"),
+                             ("digitlab default", "-")):
             lines.append(f"| {name}: loaded epoch / quiet | {by['loaded', name] / by['quiet', name]:.2f}x "
                          f"| {target} |")
     return lines
@@ -326,12 +330,13 @@ def main() -> None:
     parser.add_argument("--no-tta", action="store_true", help="leave out the time-to-accuracy runs")
     parser.add_argument("--digitlab-worker", metavar="RECIPE", help=argparse.SUPPRESS)
     parser.add_argument("--keras-worker", metavar="DIR", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-bf16", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:
         args.limit, args.runs = args.limit or QUICK_IMAGES, 1
 
     if args.digitlab_worker:
-        return digitlab_worker(args.digitlab_worker, args.epochs, args.limit)
+        return digitlab_worker(args.digitlab_worker, args.epochs, args.limit, args.worker_bf16)
     if args.keras_worker:
         return keras_worker(args.keras_worker, args.epochs, args.limit, batch_size=128, learning_rate=1e-3)
 

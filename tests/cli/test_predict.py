@@ -194,7 +194,7 @@ def test_ctrl_c_leaves_a_valid_file_that_resume_finishes(many, tmp_path):
 
     folder = tmp_path / "big"
     folder.mkdir()
-    for copy in range(8):  # 320 files: long enough to be interrupted
+    for copy in range(24):  # 960 files: still running when interrupted, even on a busy machine
         for source in many.iterdir():
             (folder / f"{copy}-{source.name}").write_bytes(source.read_bytes())
     out = tmp_path / "answers.csv"

@@ -22,7 +22,7 @@ from digitlab.training.config import recipe_config
 from digitlab.training.loop import train
 
 SETTINGS = dict(epochs=5, limit=1200, batch_size=64, validation_split=0.1, threads=1, seed=4)
-KILLS = 6
+KILLS = 4
 
 
 def options(settings: dict) -> list[str]:

@@ -201,12 +201,18 @@ def to_batch(images: torch.Tensor, cfg: TrainConfig, data: DataConfig,
 
 # --- the network and what trains it ----------------------------------------------------------------------------------
 
+FUSED_DEVICES = ("cpu", "cuda")
+
+
 def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    params = model.parameters()
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    """The run's optimiser. Adam and AdamW update every tensor in one fused kernel where PyTorch has one: the
+    per-tensor loop costs more than the update itself for a network of large dense layers (docs/results.md,
+    'Beside Keras')."""
+    params = list(model.parameters())
+    if cfg.optimizer in ("adam", "adamw"):
+        fused = all(p.device.type in FUSED_DEVICES for p in params) or None
+        make = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
+        return make(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=fused)
     return torch.optim.SGD(params, lr=cfg.learning_rate, momentum=cfg.momentum,
                            nesterov=cfg.momentum > 0, weight_decay=cfg.weight_decay)
 
@@ -449,6 +455,16 @@ def save_epoch(out_dir: Path, cfg: TrainConfig, state: TrainState, history: list
     write_curves(history, out_dir)
 
 
+def match_param_layout(optimizer: torch.optim.Optimizer) -> None:
+    """Give each per-parameter state tensor its parameter's memory layout. A file holds them contiguous, while a
+    channels-last network's weights are not; a fused optimiser walks both as flat memory, so a mismatch would mix
+    up their elements."""
+    for param, entry in optimizer.state.items():
+        for key, value in entry.items():
+            if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
+                entry[key] = torch.empty_like(param).copy_(value)
+
+
 def load_resume(out_dir: Path, cfg: TrainConfig,
                 state: TrainState) -> tuple[list, dict, dict[str, torch.Tensor] | None]:
     """Restore ``state`` from resume.safetensors; returns (history, best epoch so far, its weights or None)."""
@@ -470,6 +486,7 @@ def load_resume(out_dir: Path, cfg: TrainConfig,
     state.model.load_state_dict(checkpoint.build(meta, tensors, str(path)).state_dict())
     try:  # what only a resume file holds; a file that lacks it or holds it mangled is no resume file
         state.optimizer.load_state_dict(_unflatten_optimizer(tensors, meta["optimizer"]))
+        match_param_layout(state.optimizer)
         state.schedule.load_state_dict(meta["schedule"] | ({"lr_lambdas": [None]} if cfg.schedule == "constant"
                                                            else {}))
         if state.ema is not None:
