@@ -5,11 +5,11 @@ The yardstick is the Keras tutorial network digitlab reproduces (`cnn5x5_dense10
 Pool-Dense1000-Dense10, Adam at 1e-3, batch 128), built from Keras's own layers and trained by ``model.fit`` on the
 very arrays digitlab trains on (MNIST read by digitlab, normalised by it and handed over as .npy files). Each side
 trains in its own long-lived process with its default threads and waits for its turn, so the epochs interleave:
-digitlab, Keras, digitlab with bf16 autocast (`--bf16`), the `default` recipe, digitlab, Keras, ... First on the machine as it is ("quiet"), then again from
-fresh processes beside one busy process per CPU that the benchmark starts itself ("loaded",
-``machine.background_load``, as busy_machine.py). Then, on the quiet machine, `fast` to 99.0 % and `fast_995` to
-99.5 % (benchmarks/time_to_accuracy.py's timed runs, with its variants: bf16 autocast, memory format, batch size,
-torch.compile) against Keras's first two quiet epochs.
+digitlab, Keras, digitlab with bf16 autocast (`--bf16`), the `default` recipe, digitlab, Keras, ... First on the
+machine as it is ("quiet"), then again from fresh processes beside one busy process per CPU that the benchmark starts
+itself ("loaded", ``machine.background_load``, as busy_machine.py). Then, on the quiet machine, `fast` to 99.0 %
+and `fast_995` to 99.5 % (benchmarks/time_to_accuracy.py's timed runs, with its variants: bf16 autocast, memory
+format, batch size, torch.compile) against Keras's first two quiet epochs.
 
 TensorFlow stays out of digitlab's environment: give the interpreter of another one (README, 'Beside Keras').
 

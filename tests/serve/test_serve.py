@@ -377,37 +377,6 @@ def test_a_content_length_with_spaces_around_it_is_read(client, digits):
     assert files["minItems"] == 1
 
 
-def test_a_body_that_stops_arriving_is_given_up_with_408():
-    import asyncio
-    import json as json_
-
-    from digitlab.serve.app import ApiError, BodyLimit
-
-    async def reads_the_body(scope, receive, send):
-        try:
-            while (await receive()).get("more_body"):
-                pass
-        except ApiError as exc:  # as the app's handler answers it
-            await send({"type": "http.response.start", "status": exc.status, "headers": []})
-            await send({"type": "http.response.body", "body": json_.dumps({"detail": exc.detail}).encode()})
-
-    async def receive():
-        if not sent:
-            sent.append(1)
-            return {"type": "http.request", "body": b"x" * 10, "more_body": True}
-        await asyncio.sleep(3600)  # the client promised more and went quiet
-
-    sent, answers = [], []
-
-    async def send(message):
-        answers.append(message)
-
-    scope = {"type": "http", "method": "POST", "path": "/api/predict", "headers": [(b"content-length", b"1000")]}
-    middleware = BodyLimit(reads_the_body, Limits(body_seconds=1))
-    asyncio.run(asyncio.wait_for(middleware(scope, receive, send), 10))
-    assert answers[0]["status"] == 408 and b"stopped arriving" in answers[1]["body"]
-
-
 @pytest.fixture
 def live_server(served_onnx):
     """A function: ``live_server(limits)`` runs the app with ``limits`` under uvicorn on a free loopback port, in a
@@ -521,14 +490,14 @@ def test_uploads_over_the_cap_are_answered_503_before_they_are_read(live_server,
 
 
 def test_memory_is_handed_back_once_the_last_large_body_is_let_go(client, monkeypatch):
-    from digitlab.serve import app as app_module
+    from digitlab.serve import gates
 
-    app_module.release_memory()  # the real one runs (glibc) or does nothing (elsewhere)
+    gates.release_memory()  # the real one runs (glibc) or does nothing (elsewhere)
     released = []
-    monkeypatch.setattr(app_module, "release_memory", lambda: released.append(1))
+    monkeypatch.setattr(gates, "release_memory", lambda: released.append(1))
     client.post("/api/predict", content=b"x" * 100_000)
     assert released == []  # a small body leaves nothing worth trimming
-    monkeypatch.setattr(app_module, "RELEASE_AFTER", 50_000)
+    monkeypatch.setattr(gates, "RELEASE_AFTER", 50_000)
     assert client.post("/api/predict", content=b"x" * 100_000).status_code == 415
     assert released == [1]
 

@@ -1,0 +1,251 @@
+"""What every request passes before the app reads it: the security headers every response carries, the refusals
+``Guard`` answers itself (an unknown Host, a missing API key, a client over its rate, another site's POST), and the
+limits ``BodyLimit`` holds a request body to (its size, how many arrive at once, how long one may take). Both are
+ASGI middleware that ``app.create_app`` wraps around the app; ``ApiError`` is how anything answers bad input.
+
+    app.add_middleware(BodyLimit, limits=settings.limits)
+    app.add_middleware(Guard, settings=settings)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import functools
+import hmac
+import logging
+import math
+import time
+
+from anyio import to_thread
+from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect
+
+from digitlab.serve.settings import Limits, ServeSettings
+
+log = logging.getLogger("digitlab.serve")
+
+
+class ApiError(Exception):
+    """Bad input, answered with ``status`` and a one-line ``detail``."""
+
+    def __init__(self, status: int, detail: str):
+        super().__init__(detail)
+        self.status, self.detail = status, detail
+
+
+# --- what every response carries, and which requests are refused before they are read ------------------------------
+
+# The page loads only its own files; a browser neither guesses content types nor frames it. Swagger UI at /docs starts
+# itself with an inline script, so its page allows that one thing.
+SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
+                    (b"referrer-policy", b"no-referrer")]
+PAGE_POLICY = (b"default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'none'; "
+               b"frame-ancestors 'none'")
+DOCS_POLICY = PAGE_POLICY + b"; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'"
+
+
+class Guard:
+    """ASGI middleware: security headers on every response, its refusals included, and what is refused before the
+    app sees it: an unknown Host (400), a missing API key (401), a client over its rate (429), and a POST from
+    another site's page (403).
+
+    A browser sends an ``Origin`` header with a cross-site POST, and a plain form or ``text/plain`` POST needs no
+    CORS preflight, so without this check any page a user visits could make their browser post to a server on their
+    machine. Clients that are not browsers send no ``Origin`` and are not affected.
+    """
+
+    def __init__(self, app, settings: ServeSettings):
+        self.app, self.settings = app, settings
+        self.requests: dict[str, collections.deque] = {}  # client address -> times of its recent API requests
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        policy = DOCS_POLICY if scope["path"].startswith("/docs") else PAGE_POLICY
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS,
+                                      (b"content-security-policy", policy)]
+            await send(message)
+
+        refusal = self._refusal(scope, dict(scope["headers"]))
+        if refusal is not None:
+            return await refusal(scope, receive, send_with_headers)
+        await self.app(scope, receive, send_with_headers)
+
+    def _refusal(self, scope, headers) -> JSONResponse | None:
+        """Why this request is answered here without reaching the app, or None: a Host this server does not answer,
+        a missing API key, a client over its rate, or a POST from another site's page. The page, its files and
+        /api/health need no key and count against no rate: a load balancer checks health, a person loads the page."""
+        allowed_hosts = self.settings.allowed_hosts
+        if allowed_hosts is not None and _host_name(headers.get(b"host")) not in allowed_hosts:
+            return JSONResponse({"detail": f"this server answers requests to {', '.join(allowed_hosts)} only (Host "
+                                           f"header)"}, status_code=400)
+        path = scope["path"]
+        api = path.startswith("/api/") and path != "/api/health"
+        if (api or path == "/metrics") and scope["method"] != "OPTIONS":  # Prometheus's scrapes count on no rate
+            refusal = self._key_or_rate_refusal(scope, headers, rate=api)
+            if refusal is not None:
+                return refusal
+        origin = headers.get(b"origin")
+        allowed_elsewhere = origin is not None and origin.decode("latin-1") in self.settings.cors_origins
+        if scope["method"] == "POST" and origin is not None and not allowed_elsewhere \
+                and not _same_origin(origin, headers.get(b"host"), scope):
+            return JSONResponse({"detail": "cross-origin requests are refused: this server answers its own page "
+                                           "and clients that are not browsers"}, status_code=403)
+        return None
+
+    def _key_or_rate_refusal(self, scope, headers, rate: bool = True) -> JSONResponse | None:
+        """The API key and (``rate``) the per-client rate, where the settings ask for them."""
+        key = self.settings.api_key
+        if key is not None:
+            given = headers.get(b"x-api-key") or headers.get(b"authorization", b"").removeprefix(b"Bearer ")
+            if not hmac.compare_digest(given, key.encode()):
+                return JSONResponse({"detail": "an API key is needed: send it as X-API-Key or Authorization: Bearer "
+                                               "(the page takes it after # in its address: /#key=...)"},
+                                    status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        if rate and self.settings.rate_per_minute is not None:
+            client = (scope.get("client") or ("?", 0))[0]
+            now, times = time.monotonic(), self.requests.setdefault(client, collections.deque())
+            while times and now - times[0] >= 60:
+                times.popleft()
+            if len(times) >= self.settings.rate_per_minute:
+                wait = max(1, math.ceil(60 - (now - times[0])))
+                return JSONResponse({"detail": f"too many requests: {self.settings.rate_per_minute} a minute from "
+                                               f"one address; try again in {wait} s"}, status_code=429,
+                                    headers={"Retry-After": str(wait)})
+            times.append(now)
+            if len(self.requests) > 10_000:  # forget quiet clients, so the table cannot grow without bound
+                self.requests = {c: t for c, t in self.requests.items() if t and now - t[-1] < 60}
+        return None
+
+
+def _host_name(host: bytes | None) -> str:
+    """The name in a Host header, without its port: "127.0.0.1:8000" -> "127.0.0.1", "[::1]:8000" -> "[::1]"."""
+    name = (host or b"").decode("latin-1").strip().lower()
+    if name.startswith("["):  # an IPv6 address, its colons inside the brackets
+        return name[:name.find("]") + 1] if "]" in name else name
+    return name.rsplit(":", 1)[0] if name.count(":") == 1 else name
+
+
+def _same_origin(origin: bytes, host: bytes | None, scope) -> bool:
+    """Whether an Origin header names this server: the scheme it was reached by and the Host the request names."""
+    scheme = scope.get("scheme", "http")
+    return host is not None and origin.decode("latin-1").rstrip("/") == f"{scheme}://{host.decode('latin-1')}"
+
+
+# --- request bodies -----------------------------------------------------------------------------------------------
+
+class BodyLimit:
+    """ASGI middleware: refuse a body over the limit from its Content-Length, else count it as it streams in.
+
+    A client can lie about the length or send chunks without one, so counting is what really holds; the header check
+    just answers honest clients at once, without reading their upload. A body that stops arriving (a Content-Length
+    larger than what is sent, a client holding the connection) is given up after ``Limits.body_seconds`` without a
+    new piece, and one that trickles in after ``Limits.max_body_seconds`` in all: 408, and what was received is let
+    go. At most ``Limits.max_uploads`` bodies arrive at once, and
+    ``Limits.max_client_uploads`` from one client address; one more is answered 503 before a byte of it is read, so
+    slow senders cannot hold more than that many bodies in memory, and one of them cannot take every place.
+    After a large body the memory it took is handed back to the system (``release_memory``).
+    """
+
+    def __init__(self, app, limits: Limits):
+        self.app, self.limits = app, limits
+        self.uploading = 0  # requests whose body has not arrived whole yet
+        self.uploading_from: dict[str, int] = {}  # the same, per client address (only addresses with one)
+        self.large = 0      # requests past RELEASE_AFTER bytes that have not ended yet
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            return await self.app(scope, receive, send)
+        limit = self.limits.max_batch_bytes if scope["path"].endswith("/batch") else self.limits.max_upload_bytes
+        declared = dict(scope["headers"]).get(b"content-length")
+        declared = None if declared is None else declared.strip(b" \t")  # HTTP allows whitespace around a value
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            detail = (f"body too large: {int(declared):,} bytes is over the limit of {limit:,}" if declared.isdigit()
+                      else "invalid Content-Length header")
+            response = JSONResponse({"detail": detail}, status_code=413 if declared.isdigit() else 400)
+            return await response(scope, receive, send)
+        client = (scope.get("client") or ("?", 0))[0]
+        if self.uploading >= self.limits.max_uploads or \
+                self.uploading_from.get(client, 0) >= self.limits.max_client_uploads:
+            whose = ("" if self.uploading >= self.limits.max_uploads else " from your address")
+            most = self.limits.max_uploads if not whose else self.limits.max_client_uploads
+            response = JSONResponse({"detail": f"busy: {most} uploads{whose} are arriving already; try again in "
+                                               f"{UPLOAD_RETRY} s"}, status_code=503,
+                                    headers={"Retry-After": str(UPLOAD_RETRY)})
+            return await response(scope, receive, send)
+        received, arriving, large = 0, True, False
+        self.uploading += 1
+        self.uploading_from[client] = self.uploading_from.get(client, 0) + 1
+
+        def arrived():
+            nonlocal arriving
+            if arriving:
+                arriving = False
+                self.uploading -= 1
+                self.uploading_from[client] -= 1
+                if not self.uploading_from[client]:
+                    del self.uploading_from[client]
+
+        deadline = time.monotonic() + self.limits.max_body_seconds
+
+        async def counted_receive():
+            nonlocal received, large
+            if not arriving:  # the body is whole: what comes now is the client going away
+                return await receive()
+            left = deadline - time.monotonic()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, min(self.limits.body_seconds, left)))
+            except asyncio.TimeoutError:
+                arrived()
+                raise ApiError(408, f"the request body stopped arriving: nothing came for {self.limits.body_seconds} "
+                                    f"s" if left > self.limits.body_seconds else f"the request body did not arrive "
+                                    f"within {self.limits.max_body_seconds} s") from None
+            received += len(message.get("body", b""))
+            if not large and received > RELEASE_AFTER:
+                large = True
+                self.large += 1
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                arrived()
+            if received > limit:
+                arrived()
+                raise ApiError(413, f"body too large: over the limit of {limit:,} bytes")
+            return message
+
+        try:
+            await self.app(scope, counted_receive, send)
+        except ClientDisconnect:  # the client went away before its body arrived: no one to answer
+            log.info("%s %s: the client went away while sending its body", scope["method"], scope["path"])
+        finally:
+            arrived()
+            if large:
+                self.large -= 1
+                if self.large == 0:  # the last large body in memory is let go: give its pages back
+                    await to_thread.run_sync(release_memory)
+
+
+# A body over this many bytes is received in many pieces, which the C allocator keeps for the process after they are
+# freed; once no such body is left, they are handed back (measured: docs/serving.md, 'Memory under large uploads').
+RELEASE_AFTER = 2**20
+UPLOAD_RETRY = 5  # seconds a client refused for too many uploads at once is asked to wait
+
+
+def release_memory() -> None:
+    """Hand the memory the C allocator holds free back to the system: glibc's ``malloc_trim``, where there is one
+    (elsewhere nothing happens)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim():
+    import ctypes
+
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc: nothing to trim this way
+        return None
