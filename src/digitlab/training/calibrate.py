@@ -55,16 +55,15 @@ def held_out(meta: dict[str, Any], data_dir: str | os.PathLike | None = None):
     return split_training_set(cfg if data_dir is None else replace(cfg, data_dir=str(data_dir)))[1]
 
 
-def other_writers_drawn(source: str, count: int = OTHER_COUNT, seed: int = OTHER_SEED,
-                  data_dir: str | os.PathLike | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """``count`` digits of the ``choose`` part of an other-writer ``source``, each drawn in every case and read by
-    the preprocessing a user's file goes through: (N, 28, 28) float images on the 0-255 scale ``infer`` takes, (N,)
+def drawn_choose(source: str, count: int = OTHER_COUNT, seed: int = OTHER_SEED,
+                 data_dir: str | os.PathLike | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """``count`` digits of the ``choose`` part of ``source``, each drawn in every case and read by the
+    preprocessing a user's file goes through: (N, 28, 28) float images on the 0-255 scale ``infer`` takes, (N,)
     digits, and how many drawings the preprocessing found no digit in (they are left out: they get no confidence)."""
     from digitlab.recognition.preprocess import prepare
     from digitlab.training.handwriting import drawn, picked
     from digitlab.training.handwriting_render import CASES
 
-    check_other_writers(source, count)
     digits, labels = picked(source, "choose", count, seed, None if data_dir is None else str(data_dir))
     images, kept, missed = [], [], 0
     for case in CASES:
@@ -174,7 +173,7 @@ def calibrate(path: str | os.PathLike, data_dir: str | os.PathLike | None = None
         logits = infer(model, val.images)
     digits, weights, parts, other = val.labels, None, None, None
     if other_writers is not None:
-        images, other_digits, missed = other_writers_drawn(other_writers, other_count, other_seed, data_dir)
+        images, other_digits, missed = drawn_choose(other_writers, other_count, other_seed, data_dir)
         with torch.no_grad():
             other_logits = infer(model, images)
         from digitlab.training.handwriting_render import CASES
