@@ -7,7 +7,7 @@ The fit sees what ``calibrate`` sees (the model's validation split, and the othe
 its logits kept, so a share costs one fit. Results: docs/handwriting.md, "Confidence".
 
     python benchmarks/calibration_weights.py --model runs/x/model.safetensors   # a checkpoint with a validation split
-    python benchmarks/calibration_weights.py --count 300 --weights 0 0.25 0.5 0.75
+    python benchmarks/calibration_weights.py --fit-seed 0 --count 100 --check-seed 1 --check-count 300   # reversed
 """
 
 from __future__ import annotations
@@ -32,6 +32,10 @@ def main() -> None:
     parser.add_argument("--source", default="sklearn", help="the other writers (default: %(default)s)")
     parser.add_argument("--count", type=int, default=calibrate.OTHER_COUNT,
                         help="other writers' digits the fit draws in every case (default: %(default)s)")
+    parser.add_argument("--fit-seed", type=int, default=calibrate.OTHER_SEED,
+                        help="drawing seed of the other writers the fit sees (default: %(default)s, as calibrate)")
+    parser.add_argument("--check-seed", type=int, default=0,
+                        help="drawing seed of the digits the errors are read on (default: %(default)s)")
     parser.add_argument("--check-count", type=int, default=100,
                         help="digits per source and case the errors are read on (default: %(default)s)")
     parser.add_argument("--weights", type=float, nargs="+", default=(0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0),
@@ -48,13 +52,13 @@ def main() -> None:
         with torch.no_grad():
             fit_sets = [(infer(model, val.images), val.labels)]
             calibrate.check_other_writers(args.source, args.count)
-            images, digits, _ = calibrate.drawn_choose(args.source, args.count, calibrate.OTHER_SEED, args.data_dir)
+            images, digits, _ = calibrate.drawn_choose(args.source, args.count, args.fit_seed, args.data_dir)
             fit_sets.append((infer(model, images), digits))
             checks = {}
             raw, labels = load_source("mnist", "choose", args.data_dir)
             checks["MNIST test, raw 28x28"] = (infer(model, torch.from_numpy(raw)), torch.from_numpy(labels))
             for source in ("mnist", args.source):
-                images, digits, _ = calibrate.drawn_choose(source, args.check_count, 0, args.data_dir)
+                images, digits, _ = calibrate.drawn_choose(source, args.check_count, args.check_seed, args.data_dir)
                 checks[f"{source}, all cases drawn"] = (infer(model, images), digits)
 
         logits = torch.cat([lg for lg, _ in fit_sets])
@@ -73,8 +77,8 @@ def main() -> None:
             rows.append((weight, temperature, errors))
 
     print(f"model: {args.model or 'bundled'}; fitted on the validation split ({sizes[0]}) and {args.source} "
-          f"choose digits drawn with seed {calibrate.OTHER_SEED} ({sizes[1]} drawings of {args.count} digits); "
-          f"errors on the choose part drawn with seed 0 ({args.check_count} digits per case); "
+          f"choose digits drawn with seed {args.fit_seed} ({sizes[1]} drawings of {args.count} digits); "
+          f"errors on the choose part drawn with seed {args.check_seed} ({args.check_count} digits per case); "
           f"{time.perf_counter() - started:.0f} s")
     print(f"hardware: {hardware()}\nversions: {versions()}")
     print(f"load average (1, 5, 15 min) before: {' '.join(f'{v:.2f}' for v in load_before)}, after: "
