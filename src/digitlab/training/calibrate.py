@@ -74,6 +74,8 @@ def drawn_choose(source: str, count: int = OTHER_COUNT, seed: int = OTHER_SEED,
                 continue
             images.append(glyphs[0].image * 255.0)
             kept.append(int(label))
+    if not images:
+        raise ValueError(f"the preprocessing found no digit in any of the {missed} drawings of {source}'s digits")
     return torch.from_numpy(np.stack(images)), torch.tensor(kept), missed
 
 
@@ -178,11 +180,11 @@ def calibrate(path: str | os.PathLike, data_dir: str | os.PathLike | None = None
             other_logits = infer(model, images)
         from digitlab.training.handwriting_render import CASES
 
-        other = {"source": other_writers, "part": "choose", "digits": other_count, "seed": other_seed,
-                 "cases": list(CASES), "drawn": len(other_digits) + missed, "nothing_found": missed,
-                 "weight": other_weight}
+        drawings = len(other_digits) + missed  # fewer digits than asked for when the part has fewer
+        other = {"source": other_writers, "part": "choose", "digits": drawings // len(CASES), "seed": other_seed,
+                 "cases": list(CASES), "drawn": drawings, "nothing_found": missed, "weight": other_weight}
         fitted_on += (f" and {len(other_digits)} drawings of {other_writers} digits by other writers (choose part, "
-                      f"{other_count} digits in {len(CASES)} cases, seed {other_seed}), weighing "
+                      f"{other['digits']} digits in {len(CASES)} cases, seed {other_seed}), weighing "
                       f"{other_weight:.0%} of the fit")
         count = len(digits)
         weights = torch.cat([torch.full((count,), (1 - other_weight) / count, dtype=torch.float64),
