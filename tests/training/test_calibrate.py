@@ -146,3 +146,27 @@ def test_a_bad_other_writer_set_is_refused_in_one_line_before_any_work(held_out_
     assert done.returncode == 2 and message in done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert "calibration" not in checkpoint.read(path)[1]  # nothing was written
+
+
+def test_a_share_of_other_writers_in_the_fit_calibrates_held_out_digits_of_theirs():
+    # MNIST's writers: labels drawn from softmax(logits / 0.5); other writers: the network is as sure of them, but
+    # they are right less often (softmax(logits / 0.8)). Held-out digits of the other writers judge the two fits.
+    generator = torch.Generator().manual_seed(2)
+
+    def writers(count, temperature):
+        logits = torch.randn(count, 11, generator=generator) * 4
+        return logits, torch.multinomial(torch.softmax(logits / temperature, 1), 1, generator=generator).squeeze(1)
+
+    (mnist, mnist_labels), (other, other_labels), (held, held_labels) = (
+        writers(6_000, 0.5), writers(3_000, 0.8), writers(20_000, 0.8))
+    alone = fit_temperature(mnist, mnist_labels)
+    shares = torch.cat([torch.full((6_000,), 0.5 / 6_000), torch.full((3_000,), 0.5 / 3_000)])
+    mixed = fit_temperature(torch.cat([mnist, other]), torch.cat([mnist_labels, other_labels]), shares)
+
+    def error(temperature):
+        probabilities = torch.softmax(held / temperature, 1)
+        confidence, best = probabilities.max(1)
+        return calibration_error(confidence.numpy(), (best == held_labels).numpy())
+
+    assert alone < mixed
+    assert error(mixed) < 0.6 * error(alone)  # 4.0 % against 8.5 % with these seeds
