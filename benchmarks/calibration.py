@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -23,28 +24,23 @@ from machine import StolenTime, hardware, versions
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 
 
-def answers(recognizer, files, labels, temperature: float):
-    """(confidence of the top digit, whether it is right) per file the preprocessing found a digit in, and how many
-    files it found none in."""
-    recognizer.temperature = temperature
-    results = recognizer.predict(files, threshold=0.0)
-    confidence, right, nothing = [], [], 0
-    for result, label in zip(results, labels):
+def found(recognizer, files, labels):
+    """The MNIST-form image of the first digit the preprocessing found in each file, its label, and how many files
+    it found none in: read once, then scored at every temperature."""
+    images, kept, nothing = [], [], 0
+    for result, label in zip(recognizer.predict(files, threshold=0.0), labels):
         if not result.digits:
             nothing += 1
             continue
-        top = result.digits[0].top3[0]
-        confidence.append(top[1])
-        right.append(top[0] == int(label))
-    return np.array(confidence), np.array(right, bool), nothing
+        images.append(result.digits[0].image)
+        kept.append(int(label))
+    return np.stack(images), np.array(kept), nothing
 
 
-def raw_mnist(recognizer, part: str, data_dir, temperature: float):
-    from digitlab.training.handwriting import load_source
-
-    images, labels = load_source("mnist", part, data_dir)
+def scored(recognizer, images, labels, temperature: float):
+    """(confidence of the top digit, whether it is right) per image at ``temperature``, as the Recognizer reads."""
     recognizer.temperature = temperature
-    probabilities = recognizer.probabilities(images.astype(np.float32) / 255)[:, recognizer.digit_outputs]
+    probabilities = recognizer.probabilities(images)[:, recognizer.digit_outputs]
     return probabilities.max(1), probabilities.argmax(1) == labels
 
 
@@ -53,23 +49,24 @@ def measure(args):
     from digitlab.recognition.engine import load_engine
     from digitlab.recognition.predict import Recognizer
     from digitlab.training.calibrate import calibration_error, reliability, risk_coverage
-    from digitlab.training.handwriting import SOURCES, drawn, picked
+    from digitlab.training.handwriting import SOURCES, drawn, load_source, picked
     from digitlab.training.handwriting_render import CASES
 
     recognizer = Recognizer(load_engine(args.model), threads=1)
     fitted = recognizer.temperature
     calibration = recognizer.engine.metadata.get("calibration")
-    sets = {"MNIST test, raw 28x28": lambda t: raw_mnist(recognizer, args.part, args.data_dir, t)[:2] + (0,)}
+    images, labels = load_source("mnist", args.part, args.data_dir)
+    sets = {"MNIST test, raw 28x28": (images.astype(np.float32) / 255, labels, 0)}
     for source in SOURCES:
         digits, labels = picked(source, args.part, args.count, args.seed, args.data_dir)
-        files = [(case, data) for case in CASES for _, data in drawn(source, case, digits, args.seed)]
-        every_label = np.tile(labels, len(CASES))
-        sets[f"{source}, all cases drawn"] = (lambda t, files=files, every_label=every_label:
-                                              answers(recognizer, [d for _, d in files], every_label, t))
+        files = [data for case in CASES for _, data in drawn(source, case, digits, args.seed)]
+        sets[f"{source}, all cases drawn"] = found(recognizer, files, np.tile(labels, len(CASES)))
+    temperatures = {"uncalibrated": 1.0, "calibrated": fitted}
+    temperatures.update({f"at T {t:.4f}": t for t in args.also_temperature or ()})
     figures = {}
-    for name, measure in sets.items():
-        for label, temperature in (("uncalibrated", 1.0), ("calibrated", fitted)):
-            confidence, right, nothing = measure(temperature)
+    for name, (images, labels, nothing) in sets.items():
+        for label, temperature in temperatures.items():
+            confidence, right = scored(recognizer, images, labels, temperature)
             total = len(confidence) + nothing
             curve = risk_coverage(confidence, right)
             at = {}
@@ -79,7 +76,7 @@ def measure(args):
                                  "wrong": float((answered & ~right).sum() / max(answered.sum(), 1)),
                                  "right": float((answered & right).sum() / total)}
             figures[(name, label)] = {"ece": calibration_error(confidence, right), "count": total,
-                                      "nothing_found": nothing, "thresholds": at,
+                                      "nothing_found": nothing, "thresholds": at, "temperature": temperature,
                                       "reliability": reliability(confidence, right), "curve": curve}
 
     return figures, fitted, calibration
@@ -93,18 +90,23 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", help="MNIST folder (default: $DIGITLAB_DATA)")
     parser.add_argument("--plot", metavar="DIR", help="write reliability.png and risk_coverage.png here")
+    parser.add_argument("--also-temperature", type=float, nargs="+", metavar="T",
+                        help="also score at these temperatures (e.g. an earlier fit), on the same images")
     parser.add_argument("--json", action="store_true", help="the figures as one JSON object")
     args = parser.parse_args()
 
     from digitlab.recognition.predict import DEFAULT_THRESHOLD
 
+    load_before = os.getloadavg()
     started = time.perf_counter()
     with StolenTime() as stolen:
         figures, fitted, calibration = measure(args)
     if args.json:
         print(json.dumps({f"{n} / {label}": f for (n, label), f in figures.items()}))
     else:
-        print(f"hardware: {hardware()}\nversions: {versions()}\n{stolen}")
+        print(f"hardware: {hardware()}\nversions: {versions()}")
+        print(f"load average (1, 5, 15 min) before: {' '.join(f'{v:.2f}' for v in load_before)}, after: "
+              f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}; {stolen}")
         print(f"model: {args.model or 'bundled'}; temperature {fitted:.4f} "
               f"({'fitted on ' + calibration['fitted_on'] if calibration else 'none fitted'}); part {args.part}; "
               f"{args.count} digits per source and case; default threshold {DEFAULT_THRESHOLD}\n")
@@ -113,7 +115,8 @@ def main() -> None:
         for (name, label), f in figures.items():
             cells = " | ".join(f"{100 * f['thresholds'][t]['right']:.1f} / {100 * f['thresholds'][t]['wrong']:.1f}"
                                for t in THRESHOLDS)
-            print(f"| {name} ({f['count']:,}) | {label} | {100 * f['ece']:.2f} % | {cells} |")
+            named = label if label.startswith("at T") else f"{label} (T {f['temperature']:.4f})"
+            print(f"| {name} ({f['count']:,}) | {named} | {100 * f['ece']:.2f} % | {cells} |")
         print("\nat t: right = answered and right, as a share of all images; wrong = wrong, as a share of the "
               "answers given. Images the preprocessing found nothing in count as not answered.")
         print(f"took {time.perf_counter() - started:.0f} s")
@@ -134,10 +137,12 @@ def plot(figures: dict, folder: Path) -> None:
     fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 4.2), squeeze=False)
     for ax, name in zip(axes[0], names):
         ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--")
-        for label, colour in (("uncalibrated", "tab:orange"), ("calibrated", "tab:blue")):
-            rows = figures[(name, label)]["reliability"]
-            ax.plot([r["confidence"] for r in rows], [r["accuracy"] for r in rows], "o-", color=colour,
-                    label=f"{label} (ECE {100 * figures[(name, label)]['ece']:.1f} %)")
+        labels = [label for n, label in figures if n == name]
+        for label, colour in zip(labels, ("tab:orange", "tab:blue", "tab:green", "tab:red", "tab:purple")):
+            f = figures[(name, label)]
+            named = label if label.startswith("at T") else f"{label}, T {f['temperature']:.3g}"
+            ax.plot([r["confidence"] for r in f["reliability"]], [r["accuracy"] for r in f["reliability"]], "o-",
+                    color=colour, label=f"{named} (ECE {100 * f['ece']:.1f} %)")
         ax.set(title=name, xlabel="confidence", ylabel="accuracy", xlim=(0, 1.02), ylim=(0, 1.02))
         ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()

@@ -31,15 +31,21 @@ def test_bundled_model_is_small_and_says_how_it_was_made(bundled):
 
 
 def test_bundled_model_is_calibrated_on_its_held_out_split_and_its_export_says_so(bundled):
-    from digitlab.recognition.engine import load_engine
+    from digitlab.recognition.engine import BUNDLED_INT8, OnnxEngine, load_engine
 
     _, meta = bundled
     calibration = meta["calibration"]
     assert meta["config"]["validation_split"] > 0 and "validation split" in calibration["fitted_on"]
     assert 0 < calibration["temperature"] < 1  # label smoothing made it under-confident: the temperature sharpens
     assert calibration["ece_after"] < calibration["ece_before"]
+    # Fitted on other writers too, from the part of their digits kept for choosing, never the part reported on
+    other = calibration["other_writers"]
+    assert other["source"] == "sklearn" and other["part"] == "choose" and 0 < other["weight"] < 1
+    assert all(part["ece_after"] < part["ece_before"] for part in calibration["parts"])
     exported = load_engine(None, "onnx").metadata
     assert exported["calibration"] == calibration and exported["test"] == meta["test"]
+    if BUNDLED_INT8.is_file():  # the int8 export is read with the same temperature
+        assert OnnxEngine(BUNDLED_INT8).metadata["calibration"] == calibration
 
 
 def test_bundled_model_scores_what_it_claims_on_the_test_set(bundled, test_split):

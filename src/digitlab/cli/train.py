@@ -106,10 +106,8 @@ def add_train_parsers(subparsers) -> None:
     p.set_defaults(handler=cmd_finetune)
 
     p = subparsers.add_parser("calibrate", help="fit a checkpoint's confidence temperature on the validation split "
-                              "its training held out, and record it in the checkpoint")
-    p.add_argument("checkpoint", help="a .safetensors checkpoint trained with --validation-split; its metadata is "
-                   "rewritten (the weights are not), so re-export its ONNX afterwards")
-    p.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
+                              "its training held out (and, if asked, on other writers' digits), and record it in the "
+                              "checkpoint", fill=_calibrate_options)
     p.set_defaults(handler=cmd_calibrate)
 
     p = subparsers.add_parser("export", help="write a checkpoint as ONNX, checked against PyTorch in onnxruntime",
@@ -222,6 +220,22 @@ def cmd_finetune(args) -> int:
         print("confidence: not calibrated (nothing held out, or no mistake to fit a temperature on): the model is "
               "read at the uncalibrated threshold")
     return 0
+
+
+def _calibrate_options(p) -> None:
+    from digitlab.training import calibrate
+
+    p.add_argument("checkpoint", help="a .safetensors checkpoint trained with --validation-split; its metadata is "
+                   "rewritten (the weights are not), so re-export its ONNX afterwards")
+    p.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
+    p.add_argument("--other-writers", metavar="SOURCE", help="also fit on real digits by writers MNIST never saw: "
+                   "the choosing part of SOURCE (sklearn: scikit-learn's bundled digits, needs digitlab[dev]), drawn "
+                   "the ways people hand digits in and read as their files are; the part the benchmarks report is "
+                   "never used (default: the validation split alone)")
+    p.add_argument("--other-count", type=int, metavar="N", help="digits of the other writers, each drawn in every "
+                   f"case (default: {calibrate.OTHER_COUNT})")
+    p.add_argument("--other-weight", type=float, metavar="SHARE", help="the other writers' share of the fit, the "
+                   f"validation split having the rest whatever the sizes (default: {calibrate.OTHER_WEIGHT})")
 
 
 def _export_options(p) -> None:
@@ -367,10 +381,19 @@ def _eval_folder(args, model, meta, shifts) -> int:
 def cmd_calibrate(args) -> int:
     from digitlab.training.calibrate import calibrate
 
-    entry = calibrate(args.checkpoint, args.data_dir)
+    from digitlab.training.calibrate import OTHER_COUNT, OTHER_WEIGHT
+
+    if args.other_writers is None and (args.other_count is not None or args.other_weight is not None):
+        raise ValueError("--other-count and --other-weight are about the other writers: add --other-writers SOURCE")
+    entry = calibrate(args.checkpoint, args.data_dir, args.other_writers,
+                      OTHER_COUNT if args.other_count is None else args.other_count,
+                      OTHER_WEIGHT if args.other_weight is None else args.other_weight)
     print(f"{args.checkpoint}: temperature {entry['temperature']:.4f} fitted on {entry['count']} held-out images; "
           f"expected calibration error {entry['ece_before']:.2%} -> {entry['ece_after']:.2%}, "
           f"log loss {entry['nll_before']:.4f} -> {entry['nll_after']:.4f}")
+    for part in entry.get("parts", []):
+        print(f"  {part['name']}: {part['count']} images weighing {part['weight']:.0%}, expected calibration error "
+              f"{part['ece_before']:.2%} -> {part['ece_after']:.2%}")
     return 0
 
 

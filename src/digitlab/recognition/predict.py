@@ -32,12 +32,14 @@ from digitlab.recognition.decode import MAX_PIXELS, UNREADABLE, ImageError
 from digitlab.recognition.engine import Engine
 from digitlab.recognition.preprocess import POLARITIES, Prepared, normalise, prepare
 
-# A calibrated model answers when its best digit is at least this likely to be right: the highest bar at which real
-# digits by every writer the project can test are refused at most 1 % of the time, read on the choosing half of the
-# other-writer benchmark (docs/handwriting.md, "The default threshold"). Letters are turned away mostly by the
-# "not a digit" output; a caller who expects letters can ask for a higher bar. A model without a fitted temperature
-# keeps the older bar: label smoothing caps its top probability near 0.9, so it cannot be read as a chance.
-DEFAULT_THRESHOLD = 0.5
+# A calibrated model answers when its best digit is at least this likely to be right: a bar that itself refuses at
+# most 1 % of the real digits by every writer the project can test (beyond those no bar answers: nothing found, or
+# "not a digit"), read on the choosing half of the other-writer benchmark at the bundled model's temperature
+# (docs/handwriting.md, "The default threshold", says how it was picked in that range). Letters are turned away
+# mostly by the "not a digit" output; a caller who expects letters can ask for a higher bar. A model without a fitted
+# temperature keeps the older bar: label smoothing caps its top probability near 0.9, so it cannot be read as a
+# chance.
+DEFAULT_THRESHOLD = 0.45
 UNCALIBRATED_THRESHOLD = 0.7
 
 _log = logging.getLogger(__name__)
