@@ -47,6 +47,7 @@ RIM_LEVEL, RIM_PIXELS = 0.1, 4   # ... and its faint rim, within 4 working pixel
 BOX, FIELD = 20, 28          # MNIST: fit into 20x20, centre in 28x28
 TWO_TONES = 0.25             # a border whose two tones lie this far apart (and beyond their spread) holds ink
 ONE_SIDED_GIVEN_BACK = 0.8  # ... and with paper given back, all but a tenth of what stands out must be ink
+TONES_TIED = 0.02            # either tone given back makes the ink this nearly as one-sided: the border decides
 MARGIN = 0.15                # paper given back around a tight crop, as a fraction of its longer side
 SMALL_INK = 0.3              # ink within this fraction of the working image's height and width is read again ...
 ZOOM_ABOVE = 1.5             # ... from the full-size pixels, when they hold this many times more
@@ -170,8 +171,13 @@ def paper_given_back(gray: np.ndarray, tones, at_least: float) -> tuple[np.ndarr
     judged = []
     for tone in tones:
         padded, margin = with_margin(gray, tone)
-        judged.append((*find_polarity(padded), padded, margin))
-    polarity, one_sidedness, padded, margin = max(judged, key=lambda trial: trial[1])
+        judged.append((*find_polarity(padded), padded, margin, tone))
+    best = max(trial[1] for trial in judged)
+    # A bold stroke stretched to fill its image covers as much of it as the paper does, and given either tone back
+    # the other stands out plainly one-sided; then the paper is the tone that holds more of the border.
+    edge = float(np.median(border(gray)))
+    polarity, one_sidedness, padded, margin, _ = min(
+        (trial for trial in judged if trial[1] >= best - TONES_TIED), key=lambda trial: abs(trial[4] - edge))
     return (padded, margin, polarity, one_sidedness) if one_sidedness >= at_least else None
 
 
