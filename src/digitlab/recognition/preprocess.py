@@ -53,6 +53,7 @@ SMALL_INK = 0.3              # ink within this fraction of the working image's h
 ZOOM_ABOVE = 1.5             # ... from the full-size pixels, when they hold this many times more
 HAIRLINE = 2.5               # strokes thinner than this many working pixels are widened before they are cut apart
 STROKE_WIDTHS = (1.6, 2.4, 3.7)   # MNIST's stroke width in its 28x28 field: 5th percentile, median, 95th
+PEN_WIDTH_RANK = 25          # a marker's width: this percentile of twice the distance to the paper along its strokes
 
 
 @dataclass
@@ -474,22 +475,45 @@ def even_strokes(crop: np.ndarray) -> np.ndarray:
     A hairline pen on a large drawing shrinks to a faint trace; a marker or a binarised 8x8 scan to a blob. MNIST's
     writers used one kind of pen, and a network trained on them reads a stroke best at their width, so strokes
     outside MNIST's 5th-95th percentile are grown (dilated) or thinned (eroded) to its median, in the crop's pixels.
+    A thinned digit is cut to its thinned ink, so it fills the 20x20 box as MNIST's digits do.
     """
     thin, typical, thick = STROKE_WIDTHS
     scale = BOX / max(crop.shape)
     width = stroke_width(crop) * scale
     if thin <= width <= thick:
         return crop
-    # Growing (thinning) the strokes by r pixels a side also grows (shrinks) the crop by 2r, and with it the fit's
-    # scale: r solves (w + 2r) * BOX / (side + 2r) = typical for the crop's stroke width w and longer side.
-    radius = round(abs(typical / scale - width / scale) / (2 * (1 - typical / BOX)))
+    if width < thin:
+        radius = _radius(width, scale)
+        if radius < 1:
+            return crop
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+        return cv2.dilate(np.pad(crop, radius), kernel)
+    # A marker fills small loops, and a filled loop's area makes the mean width far wider than the pen: thinned by
+    # that, the digit's shape is worn away. The pen's own width is read where the strokes are narrow, along their
+    # centre lines (ridges of the distance to the paper).
+    mask = np.pad((crop > INK_LEVEL).astype(np.uint8), 1)
+    inside = cv2.distanceTransform(mask, cv2.DIST_L2, 5)[1:-1, 1:-1]  # distance from the stroke's edge
+    ridge = (inside > 0) & (inside >= cv2.dilate(inside, np.ones((3, 3), np.uint8)) - 1e-3)
+    if ridge.any():
+        width = min(width, max(2 * float(percentiles(inside[ridge], [PEN_WIDTH_RANK])[0]) * scale, thick))
+    radius = _radius(width, scale)
     if radius < 1:
         return crop
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-    if width < thin:
-        return cv2.dilate(np.pad(crop, radius), kernel)
-    thinned = cv2.erode(crop, kernel)
-    return thinned if np.count_nonzero(thinned > INK_LEVEL) >= 0.2 * np.count_nonzero(crop > INK_LEVEL) else crop
+    # Thinned by the distance from the edge, not by a gray erosion: a shallow dip inside a filled loop would spread
+    # over the whole kernel as a gray disk. The new edge is a ramp one fitted pixel wide, as MNIST's anti-aliasing.
+    thinned = np.minimum(crop, np.clip((inside - radius) * scale + 0.5, 0.0, 1.0)).astype(np.float32)
+    if np.count_nonzero(thinned > INK_LEVEL) < 0.2 * np.count_nonzero(crop > INK_LEVEL):
+        return crop
+    ys, xs = np.nonzero(thinned > RIM_LEVEL)
+    return thinned[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+
+
+def _radius(width: float, scale: float) -> int:
+    """How many crop pixels a side to grow (thin) strokes ``width`` wide once fitted to bring them to MNIST's median.
+    Growing (thinning) by r pixels a side also grows (shrinks) the crop by 2r, and with it the fit's scale: r solves
+    (w + 2r) * BOX / (side + 2r) = typical for the crop's stroke width w and longer side."""
+    typical = STROKE_WIDTHS[1]
+    return round(abs(typical / scale - width / scale) / (2 * (1 - typical / BOX)))
 
 
 def to_mnist(crop: np.ndarray, steps: dict | None = None) -> np.ndarray:
