@@ -490,7 +490,8 @@ def even_strokes(crop: np.ndarray) -> np.ndarray:
         return cv2.dilate(np.pad(crop, radius), kernel)
     # A marker fills small loops, and a filled loop's area makes the mean width far wider than the pen: thinned by
     # that, the digit's shape is worn away. The pen's own width is read where the strokes are narrow, along their
-    # centre lines (ridges of the distance to the paper).
+    # centre lines (ridges of the distance to the paper). Chosen on the other writers' benchmark: docs/handwriting.md,
+    # 'Preprocessing fixes of 2026-12-03, second round'.
     mask = np.pad((crop > INK_LEVEL).astype(np.uint8), 1)
     inside = cv2.distanceTransform(mask, cv2.DIST_L2, 5)[1:-1, 1:-1]  # distance from the stroke's edge
     ridge = (inside > 0) & (inside >= cv2.dilate(inside, np.ones((3, 3), np.uint8)) - 1e-3)
