@@ -220,3 +220,41 @@ def test_a_digit_stretched_to_fill_its_image_keeps_its_polarity(reader, digits):
     assert {d.polarity for d in drawings} == {"dark-on-light", "light-on-dark"}  # the case: both polarities
     assert [prepare(d.data).polarity for d in drawings] == [d.polarity for d in drawings]
     read(reader, [d.data for d in drawings], labels, COUNT - 1)
+
+
+@pytest.mark.parametrize("dark_on_light", [True, False])
+def test_a_bold_one_stretched_over_its_image_keeps_its_polarity(reader, test_split, dark_on_light):
+    """A 1 stretched to fill an image three times taller than wide covers about as much of it as the paper does, its
+    ink running into every edge: given either tone back as paper, the other stands out plainly one-sided. The paper
+    is the tone that holds more of the border (the benchmark's `fills-box` case, MNIST test digits 239 and 1884)."""
+    images, labels = test_split
+    for index in (239, 1884):
+        ink = images[index].numpy().astype(np.float32) / 255
+        rows, columns = np.nonzero(ink > 0.05)
+        stretched = np.clip(cv2.resize(ink[rows.min():rows.max() + 1, columns.min():columns.max() + 1], (38, 108),
+                                       interpolation=cv2.INTER_CUBIC), 0, 1)
+        pixels = np.round(221 - 183 * stretched if dark_on_light else 38 + 183 * stretched)
+        buffer = io.BytesIO()
+        Image.fromarray(pixels.astype(np.uint8)).save(buffer, format="JPEG", quality=94)
+        assert int(labels[index]) == 1
+        assert prepare(buffer.getvalue()).polarity == ("dark-on-light" if dark_on_light else "light-on-dark")
+        assert reader.predict_one(buffer.getvalue(), threshold=0.0).digit == 1
+
+
+def test_marker_digits_whose_loops_filled_keep_their_shape_and_size(reader, test_split):
+    """A fat marker fills an 8's and a 4's small loops. Thinned by the mean width of that ink (the filled loops'
+    area counted as stroke), the digit was worn down to a bar or a 0, and left in the marker's box about 16 pixels
+    tall: thinned by the pen's own width and cut to its thinned ink, it reads right and fills 20 pixels as MNIST's."""
+    images, labels = test_split
+    marker = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (45, 45))  # a pen 19 % of the digit's height
+    files, truth = [], []
+    for digit in (8, 4):
+        for index in np.flatnonzero(labels.numpy() == digit)[:20]:
+            ink = enlarged(images[index].numpy(), 240)
+            files.append(on_paper(np.pad(cv2.dilate((ink > 0.5).astype(np.float32), marker), 40), len(files) % 2 == 0))
+            truth.append(digit)
+    results = reader.predict(files, threshold=0.0)
+    assert sum(r.digit == label for r, label in zip(results, truth)) >= len(files) - 3, [r.digit for r in results]
+    for data in files:
+        rows, columns = np.nonzero(prepare(data).glyphs[0].image > 0.1)
+        assert max(np.ptp(rows), np.ptp(columns)) + 1 >= 19

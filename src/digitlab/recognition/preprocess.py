@@ -47,11 +47,13 @@ RIM_LEVEL, RIM_PIXELS = 0.1, 4   # ... and its faint rim, within 4 working pixel
 BOX, FIELD = 20, 28          # MNIST: fit into 20x20, centre in 28x28
 TWO_TONES = 0.25             # a border whose two tones lie this far apart (and beyond their spread) holds ink
 ONE_SIDED_GIVEN_BACK = 0.8  # ... and with paper given back, all but a tenth of what stands out must be ink
+TONES_TIED = 0.02            # either tone given back makes the ink this nearly as one-sided: the border decides
 MARGIN = 0.15                # paper given back around a tight crop, as a fraction of its longer side
 SMALL_INK = 0.3              # ink within this fraction of the working image's height and width is read again ...
 ZOOM_ABOVE = 1.5             # ... from the full-size pixels, when they hold this many times more
 HAIRLINE = 2.5               # strokes thinner than this many working pixels are widened before they are cut apart
 STROKE_WIDTHS = (1.6, 2.4, 3.7)   # MNIST's stroke width in its 28x28 field: 5th percentile, median, 95th
+PEN_WIDTH_RANK = 25          # a marker's width: this percentile of twice the distance to the paper along its strokes
 
 
 @dataclass
@@ -170,8 +172,13 @@ def paper_given_back(gray: np.ndarray, tones, at_least: float) -> tuple[np.ndarr
     judged = []
     for tone in tones:
         padded, margin = with_margin(gray, tone)
-        judged.append((*find_polarity(padded), padded, margin))
-    polarity, one_sidedness, padded, margin = max(judged, key=lambda trial: trial[1])
+        judged.append((*find_polarity(padded), padded, margin, tone))
+    best = max(trial[1] for trial in judged)
+    # A bold stroke stretched to fill its image covers as much of it as the paper does, and given either tone back
+    # the other stands out plainly one-sided; then the paper is the tone that holds more of the border.
+    edge = float(np.median(border(gray)))
+    polarity, one_sidedness, padded, margin, _ = min(
+        (trial for trial in judged if trial[1] >= best - TONES_TIED), key=lambda trial: abs(trial[4] - edge))
     return (padded, margin, polarity, one_sidedness) if one_sidedness >= at_least else None
 
 
@@ -468,22 +475,46 @@ def even_strokes(crop: np.ndarray) -> np.ndarray:
     A hairline pen on a large drawing shrinks to a faint trace; a marker or a binarised 8x8 scan to a blob. MNIST's
     writers used one kind of pen, and a network trained on them reads a stroke best at their width, so strokes
     outside MNIST's 5th-95th percentile are grown (dilated) or thinned (eroded) to its median, in the crop's pixels.
+    A thinned digit is cut to its thinned ink, so it fills the 20x20 box as MNIST's digits do.
     """
     thin, typical, thick = STROKE_WIDTHS
     scale = BOX / max(crop.shape)
     width = stroke_width(crop) * scale
     if thin <= width <= thick:
         return crop
-    # Growing (thinning) the strokes by r pixels a side also grows (shrinks) the crop by 2r, and with it the fit's
-    # scale: r solves (w + 2r) * BOX / (side + 2r) = typical for the crop's stroke width w and longer side.
-    radius = round(abs(typical / scale - width / scale) / (2 * (1 - typical / BOX)))
+    if width < thin:
+        radius = _radius(width, scale)
+        if radius < 1:
+            return crop
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+        return cv2.dilate(np.pad(crop, radius), kernel)
+    # A marker fills small loops, and a filled loop's area makes the mean width far wider than the pen: thinned by
+    # that, the digit's shape is worn away. The pen's own width is read where the strokes are narrow, along their
+    # centre lines (ridges of the distance to the paper). Chosen on the other writers' benchmark: docs/handwriting.md,
+    # 'Preprocessing fixes of 2026-12-03, second round'.
+    mask = np.pad((crop > INK_LEVEL).astype(np.uint8), 1)
+    inside = cv2.distanceTransform(mask, cv2.DIST_L2, 5)[1:-1, 1:-1]  # distance from the stroke's edge
+    ridge = (inside > 0) & (inside >= cv2.dilate(inside, np.ones((3, 3), np.uint8)) - 1e-3)
+    if ridge.any():
+        width = min(width, max(2 * float(percentiles(inside[ridge], [PEN_WIDTH_RANK])[0]) * scale, thick))
+    radius = _radius(width, scale)
     if radius < 1:
         return crop
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-    if width < thin:
-        return cv2.dilate(np.pad(crop, radius), kernel)
-    thinned = cv2.erode(crop, kernel)
-    return thinned if np.count_nonzero(thinned > INK_LEVEL) >= 0.2 * np.count_nonzero(crop > INK_LEVEL) else crop
+    # Thinned by the distance from the edge, not by a gray erosion: a shallow dip inside a filled loop would spread
+    # over the whole kernel as a gray disk. The new edge is a ramp one fitted pixel wide, as MNIST's anti-aliasing.
+    thinned = np.minimum(crop, np.clip((inside - radius) * scale + 0.5, 0.0, 1.0)).astype(np.float32)
+    if np.count_nonzero(thinned > INK_LEVEL) < 0.2 * np.count_nonzero(crop > INK_LEVEL):
+        return crop
+    ys, xs = np.nonzero(thinned > RIM_LEVEL)
+    return thinned[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+
+
+def _radius(width: float, scale: float) -> int:
+    """How many crop pixels a side to grow (thin) strokes ``width`` wide once fitted to bring them to MNIST's median.
+    Growing (thinning) by r pixels a side also grows (shrinks) the crop by 2r, and with it the fit's scale: r solves
+    (w + 2r) * BOX / (side + 2r) = typical for the crop's stroke width w and longer side."""
+    typical = STROKE_WIDTHS[1]
+    return round(abs(typical / scale - width / scale) / (2 * (1 - typical / BOX)))
 
 
 def to_mnist(crop: np.ndarray, steps: dict | None = None) -> np.ndarray:
