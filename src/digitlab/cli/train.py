@@ -379,9 +379,7 @@ def _eval_folder(args, model, meta, shifts) -> int:
 
 
 def cmd_calibrate(args) -> int:
-    from digitlab.training.calibrate import calibrate
-
-    from digitlab.training.calibrate import OTHER_COUNT, OTHER_WEIGHT
+    from digitlab.training.calibrate import OTHER_COUNT, OTHER_WEIGHT, calibrate
 
     if args.other_writers is None and (args.other_count is not None or args.other_weight is not None):
         raise ValueError("--other-count and --other-weight are about the other writers: add --other-writers SOURCE")
