@@ -605,12 +605,13 @@ def test_worker_processes_answer_as_threads_do(process_client, served_onnx, digi
 
 
 def test_a_request_past_its_time_is_answered_503_and_its_worker_replaced(served_onnx, digits):
-    """Thirty-six-megapixel images, each a small PNG, cost seconds each to decode: a batch of them held a worker."""
+    """Thirty-six-megapixel images, each a small PNG, take a quarter to a third of a second each to decode: a batch
+    of them holds a worker well past its second, even on a fast, quiet host that reads them on two threads."""
     heavy = np.zeros((6000, 6000), np.uint8)
     heavy[::97] = 255
     buffer = io.BytesIO()
     Image.fromarray(heavy).save(buffer, format="PNG")
-    files = [("files", (f"big{i}.png", buffer.getvalue(), "image/png")) for i in range(8)]
+    files = [("files", (f"big{i}.png", buffer.getvalue(), "image/png")) for i in range(24)]
     limits = Limits(max_seconds=1, max_pixels=40_000_000)
     with TestClient(create_app(ServeSettings(served_onnx, backend="onnx", processes=True, workers=1, limits=limits)),
                     raise_server_exceptions=False) as test_client:
