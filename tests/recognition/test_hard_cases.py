@@ -258,3 +258,31 @@ def test_marker_digits_whose_loops_filled_keep_their_shape_and_size(reader, test
     for data in files:
         rows, columns = np.nonzero(prepare(data).glyphs[0].image > 0.1)
         assert max(np.ptp(rows), np.ptp(columns)) + 1 >= 19
+
+
+def test_a_blurred_bold_digit_thinned_keeps_its_soft_edge(reader):
+    """Other writers' 8x8 digits (scikit-learn's, the half the benchmark chooses on) enlarged smoothly into an image
+    they fill, strokes so bold they are thinned: a blurred scan's edge is as wide as its stroke, and thinned to a
+    hard edge one fitted pixel wide the digit's outline changed. The thinned digit's edge must keep the scan's
+    softness (docs/handwriting.md, 'Preprocessing fixes of 2026-12-03, third round')."""
+    from sklearn.datasets import load_digits
+
+    from digitlab.recognition.preprocess import BOX, edge_width
+
+    digits = load_digits()
+    files, labels, edges = [], [], []
+    for scan, label in zip(digits.images[:898] / 16, digits.target[:898]):
+        rows, columns = np.nonzero(scan > 0.2)
+        filled = np.clip(cv2.resize(scan[rows.min():rows.max() + 1, columns.min():columns.max() + 1], (120, 150),
+                                    interpolation=cv2.INTER_CUBIC), 0, 1)
+        if stroke_width(filled) * BOX / 150 > STROKE_WIDTHS[2]:  # the case: strokes thinned once fitted
+            files.append(on_paper(filled))
+            labels.append(label)
+            edges.append(edge_width(filled, (filled > 0.5).astype(np.uint8)) * BOX / 150)
+        if len(files) == 80:
+            break
+    results = reader.predict(files, threshold=0.0)
+    kept = [edge_width(r.digits[0].image, (r.digits[0].image > 0.5).astype(np.uint8)) / edge
+            for r, edge in zip(results, edges)]
+    assert np.median(kept) >= 0.75  # a hard edge kept under two thirds of it
+    assert sum(r.digit == label for r, label in zip(results, labels)) >= 64

@@ -501,12 +501,26 @@ def even_strokes(crop: np.ndarray) -> np.ndarray:
     if radius < 1:
         return crop
     # Thinned by the distance from the edge, not by a gray erosion: a shallow dip inside a filled loop would spread
-    # over the whole kernel as a gray disk. The new edge is a ramp one fitted pixel wide, as MNIST's anti-aliasing.
-    thinned = np.minimum(crop, np.clip((inside - radius) * scale + 0.5, 0.0, 1.0)).astype(np.float32)
+    # over the whole kernel as a gray disk. The new edge rises over as many pixels as the old one did: at least one
+    # fitted pixel, as MNIST's anti-aliasing, and as wide as a blurred scan's soft edge, which a hard edge would
+    # turn into another digit's outline (docs/handwriting.md, 'Preprocessing fixes of 2026-12-03, third round').
+    ramp = max(edge_width(crop, mask[1:-1, 1:-1]), 1 / scale)
+    thinned = np.minimum(crop, np.clip((inside - radius) / ramp + 0.5, 0.0, 1.0)).astype(np.float32)
     if np.count_nonzero(thinned > INK_LEVEL) < 0.2 * np.count_nonzero(crop > INK_LEVEL):
         return crop
     ys, xs = np.nonzero(thinned > RIM_LEVEL)
     return thinned[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+
+
+def edge_width(ink: np.ndarray, mask: np.ndarray) -> float:
+    """How many pixels the ink's edge takes to rise from paper to a stroke's full coverage, on average along its
+    outline (``mask``: the ink above half coverage). Between a tenth and nine tenths it rises over four fifths of
+    the whole rise, if the edge is a straight ramp; a hard edge gives under a pixel, a blurred scan's as much as its
+    stroke is wide."""
+    outlines, _ = cv2.findContours(mask, cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
+    length = sum(cv2.arcLength(outline, True) for outline in outlines)
+    rising = np.count_nonzero((ink > RIM_LEVEL) & (ink < 1 - RIM_LEVEL))
+    return rising / max(length, 1.0) / (1 - 2 * RIM_LEVEL)
 
 
 def _radius(width: float, scale: float) -> int:
