@@ -486,7 +486,7 @@ def lifted(crop: np.ndarray, faint: np.ndarray) -> np.ndarray:
 def faint_ink(ink: np.ndarray, labels: np.ndarray, region: Region) -> np.ndarray | None:
     """A side of a digit written or scanned fainter than the rest (uint8 mask, the whole image's shape), or None.
 
-    Strokes are found at half coverage, and a side at a third to a half of the others' level lies beyond their rim:
+    Strokes are found at half coverage, and a side much fainter than the others stays under it, beyond their rim:
     left out of the crop, a 0 becomes a C (docs/handwriting.md, 'Preprocessing fixes of 2026-12-03, fourth
     round'). Kept by hysteresis: ink above ``FAINT_LEVEL`` joined to the region's strokes and to no other digit's.
     Of that, only what is no soft edge of a stroke (more than a stroke width from one) and stands out as a stroke
