@@ -44,6 +44,8 @@ MIN_CONTRAST = 0.06          # ink must differ from the paper by 6% of full brig
 MIN_INK_PIXELS = 12          # ... over at least this many working pixels, or the image counts as blank
 INK_LEVEL = 0.5              # a pixel belongs to a stroke where its coverage exceeds this ...
 RIM_LEVEL, RIM_PIXELS = 0.1, 4   # ... and its faint rim, within 4 working pixels, down to this
+FAINT_LEVEL = 0.3            # ... and a side written fainter, where it is joined to the strokes, down to this
+FAINT_WIDTHS = 3             # a faint stroke is narrower than this many stroke widths (shading and uneven light wider)
 BOX, FIELD = 20, 28          # MNIST: fit into 20x20, centre in 28x28
 TWO_TONES = 0.25             # a border whose two tones lie this far apart (and beyond their spread) holds ink
 ONE_SIDED_GIVEN_BACK = 0.8  # ... and with paper given back, all but a tenth of what stands out must be ink
@@ -442,22 +444,72 @@ def region_ink(ink: np.ndarray, labels: np.ndarray, region: Region) -> np.ndarra
     """A region's ink, cropped: its strokes with their soft rim, other strokes left out.
 
     Strokes are found at half coverage, but MNIST's 20x20 box holds every non-zero pixel, the faint rim too; so the
-    crop grows by a few pixels around the strokes and is trimmed to where the rim fades out.
+    crop grows by a few pixels around the strokes and is trimmed to where the rim fades out. A side written fainter
+    than the rest is kept too, lifted to a stroke's coverage (``faint_ink``).
     """
     side = 0 if region.cut else RIM_PIXELS  # a piece cut from touching digits must not grow into its neighbour
-    y0, y1 = max(0, region.y - RIM_PIXELS), min(ink.shape[0], region.bottom + RIM_PIXELS)
-    x0, x1 = max(0, region.x - side), min(ink.shape[1], region.right + side)
+    faint = None if region.cut else faint_ink(ink, labels, region)
+    top, bottom, left, right = region.y, region.bottom, region.x, region.right
+    if faint is not None:
+        fx, fy, fw, fh = cv2.boundingRect(faint)
+        top, bottom, left, right = min(top, fy), max(bottom, fy + fh), min(left, fx), max(right, fx + fw)
+    y0, y1 = max(0, top - RIM_PIXELS), min(ink.shape[0], bottom + RIM_PIXELS)
+    x0, x1 = max(0, left - side), min(ink.shape[1], right + side)
     # The region's own strokes, grown by the rim, are only needed inside the crop; they are found in a window one
     # rim wider, which holds every stroke pixel that can grow into the crop, instead of in the whole image.
     wy0, wx0 = max(0, y0 - RIM_PIXELS), max(0, x0 - RIM_PIXELS)
-    window = labels[wy0:y1 + RIM_PIXELS, wx0:x1 + RIM_PIXELS]
+    wy1, wx1 = y1 + RIM_PIXELS, x1 + RIM_PIXELS
+    window = labels[wy0:wy1, wx0:wx1]
     own = (window == region.labels[0]) if len(region.labels) == 1 else np.isin(window, region.labels)
+    if faint is not None:
+        own |= faint[wy0:wy1, wx0:wx1].astype(bool)
     own = cv2.dilate(own.astype(np.uint8), np.ones((2 * RIM_PIXELS + 1,) * 2, np.uint8))
     crop = ink[y0:y1, x0:x1] * own[y0 - wy0:y1 - wy0, x0 - wx0:x1 - wx0]
+    if faint is not None:
+        crop = lifted(crop, faint[y0:y1, x0:x1].astype(bool))
     ys, xs = np.nonzero(crop > RIM_LEVEL)
     if len(ys) == 0:
         return crop
     return crop[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+
+
+def lifted(crop: np.ndarray, faint: np.ndarray) -> np.ndarray:
+    """The crop with its faint ink (``faint``) scaled by its own local peak, so a side written lighter reaches a
+    stroke's coverage: the marker thinning of ``even_strokes`` keeps only ink above half coverage."""
+    radius = max(1, int(np.ceil(stroke_width(crop))))
+    peak = cv2.dilate(crop, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1)))
+    out = crop.copy()
+    out[faint] = np.minimum(crop[faint] / np.maximum(peak[faint], FAINT_LEVEL), 1.0)
+    return out
+
+
+def faint_ink(ink: np.ndarray, labels: np.ndarray, region: Region) -> np.ndarray | None:
+    """A side of a digit written or scanned fainter than the rest (uint8 mask, the whole image's shape), or None.
+
+    Strokes are found at half coverage, and a side much fainter than the others stays under it, beyond their rim:
+    left out of the crop, a 0 becomes a C (docs/handwriting.md, 'Preprocessing fixes of 2026-12-03, fourth
+    round'). Kept by hysteresis: ink above ``FAINT_LEVEL`` joined to the region's strokes and to no other digit's.
+    Of that, only what is no soft edge of a stroke (more than a stroke width from one) and stands out as a stroke
+    of its own (a white top-hat narrower than ``FAINT_WIDTHS`` stroke widths) is added: a blurred halo, paper
+    noise and uneven light joined to the strokes are left out as before.
+    """
+    low = (ink > FAINT_LEVEL).astype(np.uint8)
+    _, pieces = cv2.connectedComponents(low, connectivity=8)
+    own = np.isin(labels, region.labels)
+    touching = np.unique(pieces[own])
+    # Specks (strokes too small to keep) may lie inside the faint side itself; another digit's strokes may not.
+    sizes = np.bincount(labels.ravel())
+    large = np.flatnonzero(sizes >= 0.1 * sizes[region.labels].max())
+    others = np.unique(pieces[(labels > 0) & ~own & np.isin(labels, large)])
+    kept = np.setdiff1d(touching[touching > 0], others)
+    if len(kept) == 0:
+        return None
+    width = max(1, int(np.ceil(stroke_width(own))))
+    near = cv2.dilate(own.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * width + 1,) * 2))
+    side = max(3, int(np.ceil(FAINT_WIDTHS * width)) | 1)
+    tophat = cv2.morphologyEx(ink, cv2.MORPH_TOPHAT, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side)))
+    faint = np.isin(pieces, kept) & (near == 0) & (tophat > FAINT_LEVEL)
+    return faint.astype(np.uint8) if faint.any() else None
 
 
 def stroke_width(ink: np.ndarray) -> float:
