@@ -43,6 +43,18 @@ def tight(ink: np.ndarray) -> np.ndarray:
     return ink[rows.min():rows.max() + 1, columns.min():columns.max() + 1]
 
 
+def scan_ink(scan: np.ndarray) -> np.ndarray:
+    """One of scikit-learn's 8x8 scans (levels 0-16) as ink coverage in [0, 1], cropped to its ink's box."""
+    ink = scan / 16
+    rows, columns = np.nonzero(ink > 0.2)
+    return ink[rows.min():rows.max() + 1, columns.min():columns.max() + 1]
+
+
+def filling(ink: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Ink enlarged smoothly (cubic) to fill a ``width`` x ``height`` image, as a blurred scan looks."""
+    return np.clip(cv2.resize(ink, (width, height), interpolation=cv2.INTER_CUBIC), 0, 1)
+
+
 def on_paper(ink: np.ndarray, dark_on_light: bool = True) -> bytes:
     """Ink coverage as a PNG: black ink on white paper, or white chalk on a dark board."""
     pixels = 250 - 230 * ink if dark_on_light else 30 + 220 * ink
@@ -151,11 +163,7 @@ def test_a_blurred_8x8_scan_that_fills_its_image(reader):
     picked = np.random.default_rng(3).choice(len(digits.target), COUNT, replace=False)
     files = []
     for index in picked:
-        scan = digits.images[index] / 16
-        rows, columns = np.nonzero(scan > 0.2)
-        scan = scan[rows.min():rows.max() + 1, columns.min():columns.max() + 1]
-        filled = np.clip(cv2.resize(scan, (100, 150), interpolation=cv2.INTER_CUBIC), 0, 1)
-        files.append(on_paper(filled, dark_on_light=index % 2 == 0))
+        files.append(on_paper(filling(scan_ink(digits.images[index]), 100, 150), dark_on_light=index % 2 == 0))
     results = reader.predict(files, threshold=0.0)
     assert [r.reason for r in results if r.reason and r.reason.startswith("no clear ink")] == []
     assert sum(r.digit == label for r, label in zip(results, digits.target[picked])) >= COUNT - 4
@@ -271,10 +279,8 @@ def test_a_blurred_bold_digit_thinned_keeps_its_soft_edge(reader):
 
     digits = load_digits()
     files, labels, edges = [], [], []
-    for scan, label in zip(digits.images[:898] / 16, digits.target[:898]):
-        rows, columns = np.nonzero(scan > 0.2)
-        filled = np.clip(cv2.resize(scan[rows.min():rows.max() + 1, columns.min():columns.max() + 1], (120, 150),
-                                    interpolation=cv2.INTER_CUBIC), 0, 1)
+    for scan, label in zip(digits.images[:898], digits.target[:898]):
+        filled = filling(scan_ink(scan), 120, 150)
         if stroke_width(filled) * BOX / 150 > STROKE_WIDTHS[2]:  # the case: strokes thinned once fitted
             files.append(on_paper(filled))
             labels.append(label)
@@ -297,10 +303,9 @@ def test_a_zero_with_one_faint_side_keeps_it(reader):
 
     digits = load_digits()
     files = []
-    for scan in digits.images[:898][digits.target[:898] == 0][:40] / 16:
-        rows, columns = np.nonzero(scan > 0.2)
-        scan = scan[rows.min():rows.max() + 1, columns.min():columns.max() + 1].copy()
-        scan[:, scan.shape[1] * 2 // 3:] *= 0.5
-        files.append(on_paper(np.clip(cv2.resize(scan, (120, 150), interpolation=cv2.INTER_CUBIC), 0, 1)))
+    for scan in digits.images[:898][digits.target[:898] == 0][:40]:
+        ink = scan_ink(scan).copy()
+        ink[:, ink.shape[1] * 2 // 3:] *= 0.5
+        files.append(on_paper(filling(ink, 120, 150)))
     results = reader.predict(files, threshold=0.0)
     assert sum(r.digit == 0 for r in results) >= 8, [r.digit for r in results]  # 2 with the faint side left out

@@ -503,10 +503,10 @@ def faint_ink(ink: np.ndarray, labels: np.ndarray, region: Region) -> np.ndarray
     above = window > FAINT_LEVEL
     # The usual case, nothing above the faint level beyond the strokes' soft edge, is told first by a square that
     # fits inside the disk (fast, as a disk of this size is not).
-    inside = 2 * int(width / np.sqrt(2)) + 1
-    if not (above & (cv2.dilate(own.astype(np.uint8), np.ones((inside, inside), np.uint8)) == 0)).any():
+    inside, strokes = 2 * int(width / np.sqrt(2)) + 1, own.astype(np.uint8)
+    if not (above & (cv2.dilate(strokes, np.ones((inside, inside), np.uint8)) == 0)).any():
         return None
-    near = cv2.dilate(own.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * width + 1,) * 2))
+    near = cv2.dilate(strokes, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * width + 1,) * 2))
     beyond = above & (near == 0)
     if not beyond.any():
         return None
