@@ -309,3 +309,14 @@ def test_a_zero_with_one_faint_side_keeps_it(reader):
         files.append(on_paper(filling(ink, 120, 150)))
     results = reader.predict(files, threshold=0.0)
     assert sum(r.digit == 0 for r in results) >= 8, [r.digit for r in results]  # 2 with the faint side left out
+
+
+def test_a_digit_on_the_bound_of_reading_again_at_full_size_is_read(digits):
+    """A JPEG page of 725x653 is decoded at about half its size; a digit whose ink is just under SMALL_INK of that
+    decode's height is read again at full size, but its box, rounded to the whole decode's pixels, can land just
+    over the bound. It must be read either way (once this raised an error: the second read had no window)."""
+    images, _ = digits
+    for digit_side in range(270, 286):
+        page = np.zeros((653, 725), np.float32)
+        page[200:200 + digit_side, 300:300 + digit_side] = enlarged(images[0], digit_side)
+        assert prepare(as_jpeg(page)).glyphs, f"a digit {digit_side} px tall"

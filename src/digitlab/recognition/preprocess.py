@@ -672,7 +672,9 @@ def prepare(source, polarity: str = "auto", multi: bool = False, max_pixels: int
             pixels, decode_scale = decode(source, max_pixels, work_side=max(size))
             gray = to_gray(pixels)
             del pixels
-            zoom = _zoom_window(gray.shape, tuple(round(v * reduced / decode_scale) for v in ink_box))
+            # The same window in the whole decode's pixels; not tested again, as rounding the box to the larger
+            # pixels could put a digit on the bound of SMALL_INK on its other side.
+            zoom = _scaled_window(zoom, reduced / decode_scale, gray.shape)
         x0, y0, x1, y1 = zoom
         closer_steps = {} if steps else None
         closer, _ = read(gray[y0:y1, x0:x1], prepared.polarity, multi, closer_steps)
@@ -779,3 +781,10 @@ def _zoom_window(shape: tuple[int, int], ink_box, decode_scale: float = 1.0) -> 
         return None
     reach = max(w, h)  # paper around the ink, as much again as the ink's size
     return max(0, x - reach), max(0, y - reach), min(width, x + w + reach), min(height, y + h + reach)
+
+
+def _scaled_window(window: tuple[int, int, int, int], scale: float, shape: tuple[int, int]) -> tuple[int, ...]:
+    """A window (x0, y0, x1, y1) in pixels ``scale`` times larger, kept within ``shape``."""
+    height, width = shape
+    x0, y0, x1, y1 = (round(v * scale) for v in window)
+    return max(0, x0), max(0, y0), min(width, x1), min(height, y1)
