@@ -320,3 +320,27 @@ def test_a_digit_on_the_bound_of_reading_again_at_full_size_is_read(digits):
         page = np.zeros((653, 725), np.float32)
         page[200:200 + digit_side, 300:300 + digit_side] = enlarged(images[0], digit_side)
         assert prepare(as_jpeg(page)).glyphs, f"a digit {digit_side} px tall"
+
+
+def flat(ink: np.ndarray, aspect: float) -> np.ndarray:
+    """The ink's box stretched to ``aspect`` times wider than tall, on a page with a margin."""
+    ys, xs = np.nonzero(ink > 0.1)
+    box = ink[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    height = box.shape[0]
+    stretched = cv2.resize(box, (round(aspect * height), height), interpolation=cv2.INTER_LINEAR)
+    return np.pad(stretched, 40)
+
+
+def test_a_digit_written_flat_is_read_and_two_digits_are_not(reader, test_split):
+    """A 0 or a 4 written flat into a wide box, 2.2 times wider than tall, is one stroke: it is read. Two digits of
+    the same width side by side stand apart, and are still turned away as not one digit, as is a dash."""
+    images, labels = test_split
+    picked = [int(i) for digit in (0, 4) for i in np.flatnonzero(labels.numpy() == digit)[:5]]
+    files = [on_paper(flat(enlarged(images[i].numpy(), 120), 2.2)) for i in picked]
+    read(reader, files, labels[picked].numpy(), 8)
+    pair = np.concatenate([enlarged(images[i].numpy(), 120) for i in picked[:2]], axis=1)
+    prepared = prepare(on_paper(flat(pair, 2.2)))
+    assert prepared.glyphs == [] and prepared.reason.startswith("not one digit")
+    dash = np.ones((40, 140), np.float32)
+    prepared = prepare(on_paper(np.pad(dash, 40)))  # a bar 3.5 times wider than tall: one stroke, but no digit
+    assert prepared.glyphs == [] and prepared.reason.startswith("not one digit")

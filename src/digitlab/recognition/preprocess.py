@@ -53,6 +53,7 @@ TONES_TIED = 0.02            # either tone given back makes the ink this nearly 
 MARGIN = 0.15                # paper given back around a tight crop, as a fraction of its longer side
 SMALL_INK = 0.3              # ink within this fraction of the working image's height and width is read again ...
 ZOOM_ABOVE = 1.5             # ... from the full-size pixels, when they hold this many times more
+ONE_PIECE_WIDEST = 3.0       # one stroke at most this many times wider than tall may be one digit written flat
 HAIRLINE = 2.5               # strokes thinner than this many working pixels are widened before they are cut apart
 STROKE_WIDTHS = (1.6, 2.4, 3.7)   # MNIST's stroke width in its 28x28 field: 5th percentile, median, 95th
 PEN_WIDTH_RANK = 25          # a marker's width: this percentile of twice the distance to the paper along its strokes
@@ -418,21 +419,23 @@ def find_glyphs(ink: np.ndarray, multi: bool) -> tuple[np.ndarray, np.ndarray, l
 def single_digit_doubt(region: Region, areas: np.ndarray, ink: np.ndarray | None = None) -> str | None:
     """Why the ink of a single-digit image is no single digit, or None. A model that knows ten classes would read a
     word, a dash or a row of digits as some digit; shapes no MNIST digit has are turned away before it is asked.
-    Hardly any MNIST digit is twice as wide as tall, and a digit rarely breaks into more than 3 pieces.
+    Hardly any MNIST digit is twice as wide as tall, and a digit rarely breaks into more than 3 pieces; but one
+    written flat, or stretched into a wide box, is: ink up to ONE_PIECE_WIDEST times wider than tall is refused
+    only when it lies in several pieces (digits in a row stand apart, a flat 0 or 4 is one stroke).
 
     Pieces are counted where the strokes are found (half coverage) and, given ``ink``, again down to their faint
     rim: a thin line enlarged from a small picture falls apart into beads at half coverage, though its rim still
     joins them, while the letters of a word stay apart at any level."""
-    if region.width > 2.0 * region.height:
-        return (f"not one digit: the ink is {region.width / region.height:.1f} times wider than tall "
-                f"(several digits? use multi-digit mode)")
+    aspect = region.width / region.height
     areas = areas[region.labels]
     pieces = int((areas >= 0.1 * areas.max()).sum())
-    if pieces > 3 and ink is not None:
+    if pieces > 1 and ink is not None and (pieces > 3 or aspect > 2.0):
         window = ink[region.y:region.bottom, region.x:region.right] > RIM_LEVEL
         _, _, stats, _ = cv2.connectedComponentsWithStats(window.astype(np.uint8), connectivity=8)
         rim_areas = stats[1:, cv2.CC_STAT_AREA]
         pieces = min(pieces, int((rim_areas >= 0.1 * rim_areas.max(initial=0)).sum()))
+    if aspect > ONE_PIECE_WIDEST or (aspect > 2.0 and pieces > 1):
+        return f"not one digit: the ink is {aspect:.1f} times wider than tall (several digits? use multi-digit mode)"
     if pieces > 3:
         return f"not one digit: the ink is in {pieces} separate pieces"
     return None
