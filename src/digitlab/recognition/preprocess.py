@@ -786,7 +786,8 @@ def _zoom_window(shape: tuple[int, int], ink_box, decode_scale: float = 1.0) -> 
     return max(0, x - reach), max(0, y - reach), min(width, x + w + reach), min(height, y + h + reach)
 
 
-def _scaled_window(window: tuple[int, int, int, int], scale: float, shape: tuple[int, int]) -> tuple[int, ...]:
+def _scaled_window(window: tuple[int, int, int, int], scale: float,
+                   shape: tuple[int, int]) -> tuple[int, int, int, int]:
     """A window (x0, y0, x1, y1) in pixels ``scale`` times larger, kept within ``shape``."""
     height, width = shape
     x0, y0, x1, y1 = (round(v * scale) for v in window)
