@@ -382,7 +382,7 @@ def split_touching(ink: np.ndarray, labels: np.ndarray, region: Region, digit_he
     count = round(region.width / (0.75 * digit_height))
     if count < 2 or region.width < 1.2 * region.height:
         return [region]
-    inside = np.isin(labels[region.y:region.bottom, region.x:region.right], region.labels)
+    inside = owned(labels[region.y:region.bottom, region.x:region.right], region)
     profile = (ink[region.y:region.bottom, region.x:region.right] * inside).sum(axis=0)
     cuts, window = [], max(1, region.width // (3 * count))
     for k in range(1, count):
@@ -443,7 +443,7 @@ def single_digit_doubt(region: Region, areas: np.ndarray, ink: np.ndarray | None
 
 # --- 7. MNIST form ------------------------------------------------------------------------------------------------
 
-def region_ink(ink: np.ndarray, labels: np.ndarray, region: Region) -> np.ndarray:
+def region_ink(ink: np.ndarray, labels: np.ndarray, areas: np.ndarray, region: Region) -> np.ndarray:
     """A region's ink, cropped: its strokes with their soft rim, other strokes left out.
 
     Strokes are found at half coverage, but MNIST's 20x20 box holds every non-zero pixel, the faint rim too; so the
@@ -451,7 +451,7 @@ def region_ink(ink: np.ndarray, labels: np.ndarray, region: Region) -> np.ndarra
     than the rest is kept too, lifted to a stroke's coverage (``faint_ink``).
     """
     side = 0 if region.cut else RIM_PIXELS  # a piece cut from touching digits must not grow into its neighbour
-    faint = None if region.cut else faint_ink(ink, labels, region)
+    faint = None if region.cut else faint_ink(ink, labels, areas, region)
     top, bottom, left, right = region.y, region.bottom, region.x, region.right
     if faint is not None:
         fx, fy, fw, fh = cv2.boundingRect(faint)
@@ -462,8 +462,7 @@ def region_ink(ink: np.ndarray, labels: np.ndarray, region: Region) -> np.ndarra
     # rim wider, which holds every stroke pixel that can grow into the crop, instead of in the whole image.
     wy0, wx0 = max(0, y0 - RIM_PIXELS), max(0, x0 - RIM_PIXELS)
     wy1, wx1 = y1 + RIM_PIXELS, x1 + RIM_PIXELS
-    window = labels[wy0:wy1, wx0:wx1]
-    own = (window == region.labels[0]) if len(region.labels) == 1 else np.isin(window, region.labels)
+    own = owned(labels[wy0:wy1, wx0:wx1], region)
     if faint is not None:
         own |= faint[wy0:wy1, wx0:wx1].astype(bool)
     own = cv2.dilate(own.astype(np.uint8), np.ones((2 * RIM_PIXELS + 1,) * 2, np.uint8))
@@ -476,6 +475,11 @@ def region_ink(ink: np.ndarray, labels: np.ndarray, region: Region) -> np.ndarra
     return crop[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
 
 
+def owned(labels: np.ndarray, region: Region) -> np.ndarray:
+    """Where ``labels`` (a label image, or a window of one) holds the region's own strokes."""
+    return (labels == region.labels[0]) if len(region.labels) == 1 else np.isin(labels, region.labels)
+
+
 def lifted(crop: np.ndarray, faint: np.ndarray) -> np.ndarray:
     """The crop with its faint ink (``faint``) scaled by its own local peak, so a side written lighter reaches a
     stroke's coverage: the marker thinning of ``even_strokes`` keeps only ink above half coverage."""
@@ -486,7 +490,7 @@ def lifted(crop: np.ndarray, faint: np.ndarray) -> np.ndarray:
     return out
 
 
-def faint_ink(ink: np.ndarray, labels: np.ndarray, region: Region) -> np.ndarray | None:
+def faint_ink(ink: np.ndarray, labels: np.ndarray, areas: np.ndarray, region: Region) -> np.ndarray | None:
     """A side of a digit written or scanned fainter than the rest (uint8 mask, the whole image's shape), or None.
 
     Strokes are found at half coverage, and a side much fainter than the others stays under it, beyond their rim:
@@ -496,12 +500,13 @@ def faint_ink(ink: np.ndarray, labels: np.ndarray, region: Region) -> np.ndarray
     of its own (a white top-hat narrower than ``FAINT_WIDTHS`` stroke widths) is added: a blurred halo, paper
     noise and uneven light joined to the strokes are left out as before. A faint side belongs to its digit, so it is
     looked for within the digit's own size around its box, not over the whole page: every reading pays for it.
+    ``areas``: every stroke label's area, as ``components`` counted them.
     """
     grow = max(region.width, region.height)
     y0, y1 = max(0, region.y - grow), min(ink.shape[0], region.bottom + grow)
     x0, x1 = max(0, region.x - grow), min(ink.shape[1], region.right + grow)
     window, window_labels = ink[y0:y1, x0:x1], labels[y0:y1, x0:x1]
-    own = (window_labels == region.labels[0]) if len(region.labels) == 1 else np.isin(window_labels, region.labels)
+    own = owned(window_labels, region)
     width = max(1, int(np.ceil(stroke_width(own))))
     above = window > FAINT_LEVEL
     # The usual case, nothing above the faint level beyond the strokes' soft edge, is told first by a square that
@@ -516,8 +521,7 @@ def faint_ink(ink: np.ndarray, labels: np.ndarray, region: Region) -> np.ndarray
     _, pieces = cv2.connectedComponents(above.astype(np.uint8), connectivity=8)
     touching = np.unique(pieces[own])
     # Specks (strokes too small to keep) may lie inside the faint side itself; another digit's strokes may not.
-    sizes = np.bincount(labels.ravel())
-    large = np.flatnonzero(sizes >= 0.1 * sizes[region.labels].max())
+    large = np.flatnonzero(areas >= 0.1 * areas[region.labels].max())
     others = np.unique(pieces[(window_labels > 0) & ~own & np.isin(window_labels, large)])
     kept = np.setdiff1d(touching[touching > 0], others)
     if len(kept) == 0:
@@ -764,7 +768,7 @@ def read(gray: np.ndarray, polarity: str, multi: bool,
         doubt = single_digit_doubt(regions[0], areas, ink)
         if doubt:
             return Prepared([], chosen, size, doubt, notes), ink_box
-    glyphs = [Glyph(to_mnist(region_ink(ink, labels, region), steps if index == 0 else None),
+    glyphs = [Glyph(to_mnist(region_ink(ink, labels, areas, region), steps if index == 0 else None),
                     in_gray(region.x, region.y, region.width, region.height)) for index, region in enumerate(regions)]
     return Prepared(glyphs, chosen, size, None, notes), ink_box
 
