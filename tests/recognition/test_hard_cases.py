@@ -37,17 +37,15 @@ def enlarged(digit: np.ndarray, height: int) -> np.ndarray:
     return np.clip(cv2.resize(digit.astype(np.float32) / 255, (height, height), interpolation=cv2.INTER_CUBIC), 0, 1)
 
 
-def tight(ink: np.ndarray) -> np.ndarray:
-    """Cropped to the ink's box: strokes run into all four edges."""
-    rows, columns = np.nonzero(ink > 0.3)
+def tight(ink: np.ndarray, level: float = 0.3) -> np.ndarray:
+    """Cropped to the box of the ink above ``level``: strokes run into all four edges."""
+    rows, columns = np.nonzero(ink > level)
     return ink[rows.min():rows.max() + 1, columns.min():columns.max() + 1]
 
 
 def scan_ink(scan: np.ndarray) -> np.ndarray:
     """One of scikit-learn's 8x8 scans (levels 0-16) as ink coverage in [0, 1], cropped to its ink's box."""
-    ink = scan / 16
-    rows, columns = np.nonzero(ink > 0.2)
-    return ink[rows.min():rows.max() + 1, columns.min():columns.max() + 1]
+    return tight(scan / 16, 0.2)
 
 
 def filling(ink: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -324,8 +322,7 @@ def test_a_digit_on_the_bound_of_reading_again_at_full_size_is_read(digits):
 
 def flat(ink: np.ndarray, aspect: float) -> np.ndarray:
     """The ink's box stretched to ``aspect`` times wider than tall, on a page with a margin."""
-    ys, xs = np.nonzero(ink > 0.1)
-    box = ink[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    box = tight(ink, 0.1)
     height = box.shape[0]
     stretched = cv2.resize(box, (round(aspect * height), height), interpolation=cv2.INTER_LINEAR)
     return np.pad(stretched, 40)
