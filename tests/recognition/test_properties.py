@@ -164,3 +164,67 @@ def test_recognizer_answers_every_item_whatever_they_are(threads):
             result.to_dict()
 
     answers()
+
+
+# --- the cost of reading is bounded whatever the image's shape -----------------------------------------------------
+
+MORPHOLOGY = ("dilate", "erode", "morphologyEx")
+
+
+@pytest.fixture
+def morphology_work(monkeypatch):
+    """The pixel-kernel products of every dilation and erosion ``prepare`` runs: the part of a read whose cost grows
+    with the working image and a stroke's size, measured without a clock (a list holding one running total). A
+    rectangle of ones costs its height plus width a pixel, as OpenCV runs it one direction at a time."""
+    import cv2
+
+    total = [0]
+    for name in MORPHOLOGY:
+        original = getattr(cv2, name)
+
+        def counted(src, *args, _original=original, _name=name, **kwargs):
+            kernel = kwargs.get("kernel", args[1] if _name == "morphologyEx" else args[0] if args else None)
+            kernel = np.ones((3, 3)) if kernel is None else np.asarray(kernel)
+            total[0] += np.asarray(src).size * (sum(kernel.shape) if kernel.all() else kernel.size)
+            return _original(src, *args, **kwargs)
+        monkeypatch.setattr(cv2, name, counted)
+    return total
+
+
+def line_drawing(width: int, height: int) -> bytes:
+    """A dark line across a white strip of any shape (the stroke spans the middle half of the longer side)."""
+    image = np.full((height, width), 255, np.uint8)
+    if height >= width:
+        image[int(0.3 * height):int(0.7 * height), : max(1, width // 3) or 1] = 0
+    else:
+        image[: max(1, height // 3), int(0.3 * width):int(0.7 * width)] = 0
+    out = io.BytesIO()
+    Image.fromarray(image).save(out, "PNG")
+    return out.getvalue()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(st.integers(1, 3), st.integers(2, 200_000), st.booleans())
+def test_a_strip_of_any_shape_costs_no_more_than_a_square_drawing(morphology_work, short, long, wide):
+    """A 1-pixel-wide strip was stretched to a line tens of thousands of working pixels long, and the stroke
+    widening then dilated it with a kernel as long as the stroke: 111 bytes took minutes and gigabytes."""
+    morphology_work[0] = 0
+    prepare(line_drawing(280, 280))
+    square = morphology_work[0]
+    morphology_work[0] = 0
+    width, height = (long, short) if wide else (short, long)
+    prepared_or_refused(line_drawing(width, height), multi=False)
+    # Bounded by the working size, not by the strip's length: a long strip costs a few times a square drawing.
+    assert morphology_work[0] <= 16 * square, (width, height, morphology_work[0], square)
+
+
+def test_a_one_pixel_wide_line_is_read_at_once():
+    """The file of the report that found the stall: a 1x10000 PNG of about 100 bytes."""
+    import time
+
+    data = line_drawing(1, 10_000)
+    assert len(data) < 1_000
+    start = time.perf_counter()
+    prepared = prepare(data)
+    assert time.perf_counter() - start < 10  # a guard against the stall (minutes before), not a speed target
+    assert prepared.glyphs and prepared.glyphs[0].image.shape == (28, 28)

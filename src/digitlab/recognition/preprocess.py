@@ -39,6 +39,9 @@ POLARITIES = ("auto", "dark-on-light", "light-on-dark")
 AREA_ABOVE = 1.25            # shrinking by less (a 280 px canvas) is bilinear: samples at most 1.25 px apart miss no
                              # stroke, and costs far less than OpenCV's area averaging at such ratios
                              # (measured: docs/serving.md, 'Where a request's CPU goes')
+LONGEST_WORK = 4             # the working image's longer side is at most this many times WORK_SIDE: by area alone, a
+                             # 1-pixel-wide strip would be stretched to a 25,000 px line whose stroke widening costs
+                             # minutes
 BACKGROUND_SIDE = 64         # the background (paper, uneven light) is estimated at this coarser size
 MIN_CONTRAST = 0.06          # ink must differ from the paper by 6% of full brightness ...
 MIN_INK_PIXELS = 12          # ... over at least this many working pixels, or the image counts as blank
@@ -91,9 +94,10 @@ STEPS = ("gray", "ink", "crop", "fit", "centre")
 def shrink(gray: np.ndarray, work_side: int = WORK_SIDE) -> tuple[np.ndarray, float]:
     """Resize to the area of a ``work_side`` square, keeping the aspect ratio (area averaging when shrinking by more
     than ``AREA_ABOVE``, which also averages out sensor noise). By area, not longest side, so a digit on a long thin
-    strip keeps enough pixels. Returns the image and the factor from working pixels to the input's pixels."""
+    strip keeps enough pixels; but no side longer than ``LONGEST_WORK`` squares, so that every later step's cost is
+    bounded whatever the image's shape. Returns the image and the factor from working pixels to the input's pixels."""
     height, width = gray.shape
-    factor = (height * width) ** 0.5 / work_side
+    factor = max((height * width) ** 0.5 / work_side, max(height, width) / (LONGEST_WORK * work_side))
     size = (max(1, round(width / factor)), max(1, round(height / factor)))
     interpolation = cv2.INTER_AREA if factor > AREA_ABOVE else cv2.INTER_LINEAR
     return cv2.resize(gray, size, interpolation=interpolation), factor
