@@ -25,7 +25,7 @@ def add_serve_parsers(subparsers) -> None:
     p = subparsers.add_parser("serve", help="the web page and REST API on http://HOST:PORT (docs at /docs)")
     p.add_argument("--model", help="a .safetensors checkpoint or an exported .onnx file (default: the bundled model)")
     p.add_argument("--backend", choices=tuple(BACKENDS), help="what runs the model (default: onnx for a .onnx "
-                   "file, torch for a checkpoint; for the bundled model torch when installed, else onnx)")
+                   "file and for a checkpoint with its own export beside it, as the bundled model has; else torch)")
     p.add_argument("--int8", action="store_true", help="serve the bundled model's int8 export on onnxruntime: "
                    "faster, its MNIST test accuracy within 0.05 points (docs/serving.md, \"int8\"; default: fp32)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
