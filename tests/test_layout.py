@@ -308,6 +308,70 @@ def test_serve_onnx_without_torch(without, seven, start_server):
     assert "Traceback" not in errors
 
 
+# --- with PyTorch installed: what does not run it never imports it -----------------------------------------------------
+
+# Installed through a sitecustomize module, so the servers' and predict's worker processes inherit it: a process that
+# imports torch writes its command line to the file DIGITLAB_TEST_TORCH_LOG names. An audit hook sees real imports
+# only, not importlib.util.find_spec, which is how the engine asks whether PyTorch is installed.
+TRIPWIRE = '''
+import os, sys
+
+_noted = False
+
+def _note_torch(event, args):
+    global _noted
+    if event == "import" and not _noted and str(args[0]).split(".")[0] == "torch":
+        _noted = True
+        with open(os.environ["DIGITLAB_TEST_TORCH_LOG"], "a") as log:
+            log.write(" ".join(sys.argv) + "\\n")
+
+sys.addaudithook(_note_torch)
+'''
+
+
+@pytest.fixture
+def watched(tmp_path):
+    """(environment, log): run a command with that environment, and the log names every process that imported torch."""
+    folder = tmp_path / "tripwire"
+    folder.mkdir()
+    (folder / "sitecustomize.py").write_text(TRIPWIRE)
+    log = tmp_path / "torch-imports.txt"
+    path = os.pathsep.join([str(folder), str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])
+    return {**os.environ, "PYTHONPATH": path, "DIGITLAB_TEST_TORCH_LOG": str(log)}, log
+
+
+def run_watched(env, *argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "digitlab", *argv], env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_predict_and_help_never_import_torch_when_it_is_installed(watched, seven):
+    env, log = watched
+    assert run_watched(env, "predict", "--backend", "torch", "--json", str(seven)).returncode == 0
+    assert log.read_text().count("\n") == 1, "the tripwire sees a real import of torch"
+    log.unlink()
+    for argv in (["--help"], ["predict", "--help"], ["serve", "--help"], ["predict", "--json", str(seven)],
+                 ["predict", "--json", "--jobs", "2", *[str(seven)] * 40]):
+        result = run_watched(env, *argv)
+        assert result.returncode == 0, (argv, result.stderr[-2000:])
+        assert not log.exists(), f"digitlab {' '.join(argv[:3])} imported torch in: {log.read_text()}"
+    assert [json.loads(line)["digit"] for line in result.stdout.splitlines()] == [7] * 40
+
+
+def test_serve_never_imports_torch_when_it_is_installed(watched, seven, start_server):
+    env, log = watched
+    server, base, health = start_server("--workers", "2", "--log-level", "warning", env=env)
+    try:
+        request = urllib.request.Request(f"{base}/api/predict", data=seven.read_bytes(), method="POST",
+                                         headers={"Content-Type": "image/png"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert response.status == 200 and json.load(response)["digit"] == 7
+    finally:
+        server.terminate()
+        server.communicate(timeout=30)
+    assert not log.exists(), f"digitlab serve imported torch in: {log.read_text()}"
+
+
 # --- the README's map of the package ----------------------------------------------------------------------------------
 
 def readme_layout(readme: str) -> list[Path]:

@@ -89,8 +89,9 @@ def test_python_dash_m_digitlab():
     ("m.onnx", None, True, "onnx"),
     ("m.safetensors", None, True, "torch"),
     ("m.safetensors", None, False, "torch"),  # a checkpoint needs torch: the error then names the extra
-    (None, None, True, "torch"),
+    (None, None, True, "onnx"),  # the bundled model's own export ships beside it
     (None, None, False, "onnx"),
+    (None, "torch", True, "torch"),
     ("m.onnx", "torch", True, "torch"),
 ])
 def test_backend_for_a_file(monkeypatch, path, asked, installed, expected):

@@ -102,3 +102,70 @@ def test_predict_and_serve_refuse_int8_with_another_model(small_model_path, tmp_
     assert main(["serve", "--int8", "--backend", "torch", "--port", "1"]) == 2
     errors = capsys.readouterr().err.strip().splitlines()
     assert len(errors) == 2 and "not --model" in errors[0] and "not --backend torch" in errors[1]
+
+
+# --- the default: a checkpoint's own export beside it runs on onnxruntime ---------------------------------------------
+
+@pytest.fixture
+def bundled_pair(tmp_path):
+    """A copy of the bundled checkpoint and its fp32 export, side by side as `digitlab export` leaves them."""
+    import shutil
+
+    from digitlab.recognition.engine import BUNDLED_ONNX
+
+    checkpoint = tmp_path / "model.safetensors"
+    shutil.copy(BUNDLED_ONNX.with_suffix(".safetensors"), checkpoint)
+    shutil.copy(BUNDLED_ONNX, tmp_path / "model.onnx")
+    return checkpoint
+
+
+def test_the_default_runs_a_checkpoints_own_export_and_torch_when_asked(bundled_pair):
+    from digitlab.recognition.engine import OnnxEngine, backend_for
+
+    assert isinstance(load_engine(bundled_pair), OnnxEngine) and backend_for(bundled_pair) == "onnx"
+    assert isinstance(load_engine(bundled_pair, "onnx"), OnnxEngine)
+    assert isinstance(load_engine(bundled_pair, "torch"), TorchEngine) and backend_for(bundled_pair, "torch") == "torch"
+    assert isinstance(load_engine(), OnnxEngine)  # the bundled model, whose export ships beside it
+
+
+def test_an_export_of_another_checkpoint_beside_it_is_not_used(bundled_pair, small_model_path):
+    import shutil
+
+    from digitlab.recognition.engine import backend_for
+
+    shutil.copy(small_model_path, bundled_pair)  # another model under the export's stem: its digest differs
+    assert isinstance(load_engine(bundled_pair), TorchEngine) and backend_for(bundled_pair) == "torch"
+    with pytest.raises(ValueError, match="model.onnx is not an fp32 export of this very file"):
+        load_engine(bundled_pair, "onnx")
+    (bundled_pair.with_suffix(".onnx")).unlink()
+    assert isinstance(load_engine(bundled_pair), TorchEngine)
+    with pytest.raises(ValueError, match="there is no .*model.onnx; make one with `digitlab export"):
+        load_engine(bundled_pair, "onnx")
+
+
+@pytest.mark.skipif(not BUNDLED_INT8.is_file(), reason="no bundled int8 model in this checkout")
+def test_an_int8_export_is_not_taken_for_the_checkpoint(bundled_pair):
+    import shutil
+
+    shutil.copy(BUNDLED_INT8, bundled_pair.with_suffix(".onnx"))  # it records the same checkpoint's digest
+    assert isinstance(load_engine(bundled_pair), TorchEngine)
+
+
+def test_the_default_engine_and_torch_agree_on_the_bundled_model(test_split):
+    from digitlab.recognition.engine import OnnxEngine
+    from digitlab.recognition.preprocess import normalise
+    from digitlab.training.data import DataConfig
+
+    default, torch_engine = load_engine(), load_engine(backend="torch")
+    assert isinstance(default, OnnxEngine) and default.metadata == torch_engine.metadata
+    data = DataConfig.from_metadata(default.metadata)
+    batch = normalise(test_split[0][:1000].numpy() / 255.0, data.mean, data.std)  # (1000, 1, 28, 28)
+
+    def probabilities(engine):
+        logits = engine.logits(batch)
+        exp = np.exp(logits - logits.max(1, keepdims=True))
+        return exp / exp.sum(1, keepdims=True)
+
+    ours, theirs = probabilities(default), probabilities(torch_engine)
+    assert (ours.argmax(1) == theirs.argmax(1)).all()
+    assert np.abs(ours - theirs).max() < 1e-4

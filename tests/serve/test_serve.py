@@ -65,7 +65,8 @@ def decode_data_url(url: str) -> np.ndarray:
 # --- the endpoints ------------------------------------------------------------------------------------------------
 
 def test_health_model_docs_and_page(client, served_checkpoint):
-    assert client.get("/api/health").json() == {"status": "ok", "backend": "torch",
+    backend = "onnx" if served_checkpoint.with_suffix(".onnx").is_file() else "torch"  # its own export beside it
+    assert client.get("/api/health").json() == {"status": "ok", "backend": backend,
                                                  "model": client.get("/api/model").json()["metadata"]["arch"]}
     model = client.get("/api/model").json()
     assert model["metadata"]["normalisation"] == {"mean": 0.1307, "std": 0.3081}
@@ -743,7 +744,7 @@ def test_the_default_app_serves_the_bundled_model_in_threads():
         pytest.skip("no bundled model in this checkout")
     with TestClient(create_app()) as test_client:
         model = test_client.get("/api/model").json()
-        assert model["backend"] == "torch" and model["limits"]["max_pixels"] == MAX_PIXELS
+        assert model["backend"] == "onnx" and model["limits"]["max_pixels"] == MAX_PIXELS  # its export, shipped
         assert not hasattr(test_client.app.state, "pool")
 
 

@@ -22,10 +22,11 @@ def test_json_round_trip_keeps_every_value(served_onnx):
 
 
 def test_the_backend_follows_the_file_unless_given(served_checkpoint, served_onnx):
-    assert ServeSettings(served_checkpoint).backend == "torch"
+    assert ServeSettings(served_checkpoint).backend == ("onnx" if served_checkpoint.with_suffix(".onnx").is_file()
+                                                         else "torch")
     assert ServeSettings(served_onnx).backend == "onnx"
     assert ServeSettings(Path(served_onnx), backend="torch").backend == "torch"
-    assert ServeSettings().backend == "torch"
+    assert ServeSettings().backend == "onnx"  # the bundled model's own export ships beside it
 
 
 def test_one_default_pixel_limit():
@@ -84,7 +85,9 @@ def test_the_command_line_names_its_own_options(capsys):
         assert words in capsys.readouterr().err, argv
 
 
-def test_the_command_line_refuses_a_port_it_cannot_use_and_an_onnx_backend_for_a_checkpoint(capsys, served_checkpoint):
+def test_the_command_line_refuses_a_port_it_cannot_use_and_an_onnx_backend_for_a_checkpoint(capsys, served_checkpoint,
+                                                                                              tmp_path):
+    import shutil
     import socket
 
     from digitlab.cli import main
@@ -99,7 +102,9 @@ def test_the_command_line_refuses_a_port_it_cannot_use_and_an_onnx_backend_for_a
     for port in ("99999", "0", "http"):
         assert main(["serve", "--port", port]) == 2
         assert "--port" in capsys.readouterr().err
-    assert main(["serve", "--backend", "onnx", "--model", str(served_checkpoint)]) == 2
+    alone = tmp_path / "alone.safetensors"  # no export beside it
+    shutil.copy(served_checkpoint, alone)
+    assert main(["serve", "--backend", "onnx", "--model", str(alone)]) == 2
     assert "the onnx backend runs .onnx files" in capsys.readouterr().err
 
 

@@ -128,7 +128,7 @@ def test_the_onnx_backend_never_imports_torch(served_onnx, served_checkpoint, te
     result = json.loads(run.stdout.strip().splitlines()[-1])
     from digitlab.recognition.predict import Recognizer
 
-    expected = Recognizer(load_engine(served_checkpoint)).predict_one(image_path)
+    expected = Recognizer(load_engine(served_checkpoint, "torch")).predict_one(image_path)
     assert result["direct"] == result["served"] == result["cli"] == expected.digit
     np.testing.assert_allclose(result["probabilities"], expected.digits[0].probabilities, atol=1e-4)
 

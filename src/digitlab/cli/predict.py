@@ -50,8 +50,8 @@ def add_predict_parsers(subparsers) -> None:
                    "and its probabilities (one image only; default: no figure)")
     p.add_argument("--model", metavar="FILE", help="a .safetensors checkpoint or a .onnx export "
                    "(default: the bundled model)")
-    p.add_argument("--backend", choices=tuple(BACKENDS), help="what runs the model (default: onnx for a .onnx file, "
-                   "torch for a checkpoint; for the bundled model torch when installed, else onnx)")
+    p.add_argument("--backend", choices=tuple(BACKENDS), help="what runs the model (default: onnx for a .onnx file "
+                   "and for a checkpoint with its own export beside it, as the bundled model has; else torch)")
     p.add_argument("--int8", action="store_true", help="run the bundled model's int8 export on onnxruntime: faster, "
                    "its MNIST test accuracy within 0.05 points (docs/serving.md, \"int8\"; default: fp32)")
     p.add_argument("--batch-size", type=int, default=inspect.signature(Recognizer).parameters["batch_size"].default,

@@ -25,7 +25,7 @@ def add_serve_parsers(subparsers) -> None:
     p = subparsers.add_parser("serve", help="the web page and REST API on http://HOST:PORT (docs at /docs)")
     p.add_argument("--model", help="a .safetensors checkpoint or an exported .onnx file (default: the bundled model)")
     p.add_argument("--backend", choices=tuple(BACKENDS), help="what runs the model (default: onnx for a .onnx "
-                   "file, torch for a checkpoint; for the bundled model torch when installed, else onnx)")
+                   "file and for a checkpoint with its own export beside it, as the bundled model has; else torch)")
     p.add_argument("--int8", action="store_true", help="serve the bundled model's int8 export on onnxruntime: "
                    "faster, its MNIST test accuracy within 0.05 points (docs/serving.md, \"int8\"; default: fp32)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
@@ -133,19 +133,24 @@ def allowed_hosts(host: str, named: list[str]) -> tuple[str, ...] | None:
 
 
 def cmd_serve(args) -> int:
-    import uvicorn
+    from concurrent.futures import ThreadPoolExecutor
 
-    from digitlab.serve.app import create_app
-    from digitlab.serve.observe import log_config
+    import uvicorn  # first: a missing extra is said before anything else
 
     from digitlab.serve.workers import WorkerError, check_model_loads
 
     settings = serve_settings(args)
     check_port_free(args.host, args.port)
-    try:
-        check_model_loads(settings)
-    except WorkerError:  # the worker has said why, in one line
-        return 2
+    # The model's check runs in a worker process while this one imports the web stack: on two CPUs side by side
+    # rather than one after the other (benchmarks/speed_floor.py).
+    with ThreadPoolExecutor(1) as pool:
+        checked = pool.submit(check_model_loads, settings)
+        from digitlab.serve.app import create_app
+        from digitlab.serve.observe import log_config
+        try:
+            checked.result()
+        except WorkerError:  # the worker has said why, in one line
+            return 2
     app = create_app(settings)
     logging.config.dictConfig(log_config(args.log_format, args.log_level))
     log = logging.getLogger("digitlab.serve")

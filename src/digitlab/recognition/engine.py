@@ -6,12 +6,15 @@ including ``normalisation``) and ``logits(batch)``; ``load_engine`` picks one by
 
     engine = load_engine("runs/cnn5x5_dense1000/model.safetensors")       # or None: the bundled model
     engine = load_engine("model.onnx")                                    # onnxruntime, chosen by the file
+    engine = load_engine("model.safetensors", backend="torch")            # PyTorch, even with an export beside it
     logits = engine.logits(batch)                      # (N, 10) float32, or (N, 11) with "not a digit"
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
 import os
 from pathlib import Path
 from typing import Any, Protocol
@@ -136,14 +139,51 @@ def torch_installed() -> bool:
         return False
 
 
+def is_onnx(path: str | os.PathLike | None) -> bool:
+    return path is not None and Path(path).suffix.lower() == ".onnx"
+
+
+def export_beside(checkpoint: str | os.PathLike | None, threads: int | None = None) -> OnnxEngine | None:
+    """The ONNX export beside ``checkpoint`` (None: the bundled one), the ``.onnx`` with its stem, loaded, when it was
+    exported from this very file; else None.
+
+    ``digitlab export`` records the SHA-256 of the checkpoint it read in the ONNX metadata (``digitlab_export``), so
+    a checkpoint trained again or calibrated after its export no longer matches, and an export of some other model
+    put beside it never does: either would answer for a different model than the one named. An int8 export records
+    the same checkpoint but answers only within a tolerance of it, so it is not taken for it either."""
+    source = BUNDLED_ONNX.with_suffix(".safetensors") if checkpoint is None else Path(checkpoint)
+    beside = source.with_suffix(".onnx")
+    if is_onnx(source) or not beside.is_file() or not source.is_file():
+        return None
+    try:
+        engine = OnnxEngine(beside, threads)
+    except (ValueError, ImportError):  # not a digitlab export, or no onnxruntime: PyTorch runs the checkpoint
+        return None
+    props = engine.session.get_modelmeta().custom_metadata_map
+    try:
+        record = json.loads(props.get("digitlab_export", "{}"))
+    except json.JSONDecodeError:
+        return None
+    if "digitlab_int8" in props:
+        return None
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    return engine if isinstance(record, dict) and record.get("source_sha256") == digest else None
+
+
 def backend_for(path: str | os.PathLike | None, backend: str | None = None) -> str:
-    """The backend asked for, else the one that runs the file: onnx for a ``.onnx`` file, torch for a checkpoint;
-    for the bundled model (``path`` None) torch when it is installed, else onnx. The CLI and the server ask here."""
+    """The backend asked for, else the fastest that gives the checkpoint's own answers: onnx for a ``.onnx`` file and
+    for a checkpoint (None: the bundled one) with its export beside it (``export_beside``), else torch; onnx for the
+    bundled model when PyTorch is not installed. The CLI and the server ask here; ``load_engine`` decides alike."""
     if backend is not None:
         return backend
-    if path is not None:
-        return "onnx" if Path(path).suffix.lower() == ".onnx" else "torch"
-    return "torch" if torch_installed() else "onnx"
+    if is_onnx(path) or export_beside(path) is not None:
+        return "onnx"
+    return _without_export(path)
+
+
+def _without_export(path: str | os.PathLike | None) -> str:
+    """The backend for a model with no export of its own beside it."""
+    return "onnx" if is_onnx(path) or (path is None and not torch_installed()) else "torch"
 
 
 def bundled_int8(model: str | os.PathLike | None, backend: str | None) -> str:
@@ -161,8 +201,20 @@ def bundled_int8(model: str | os.PathLike | None, backend: str | None) -> str:
 
 
 def load_engine(path: str | os.PathLike | None = None, backend: str | None = None, **options) -> Engine:
-    """The model at ``path`` (None: the bundled one) behind the named backend (None: ``backend_for`` the file)."""
-    backend = backend_for(path, backend)
-    if backend not in BACKENDS:
+    """The model at ``path`` (None: the bundled one) behind the named backend (None: ``backend_for`` the file).
+
+    Without a backend, and with onnx for a checkpoint, the checkpoint's own export beside it runs on onnxruntime:
+    PyTorch is then never imported. Checked once here, not once to choose and again to load."""
+    if backend is not None and backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of: {', '.join(sorted(BACKENDS))}")
-    return BACKENDS[backend](path, **options)
+    if (backend is None and not is_onnx(path)) or (backend == "onnx" and path is not None and not is_onnx(path)):
+        export = export_beside(path, options.get("threads"))
+        if export is not None:
+            return export
+        if backend == "onnx":
+            beside = Path(path).with_suffix(".onnx")
+            found = f"{beside} is not an fp32 export of this very file" if beside.is_file() else \
+                f"there is no {beside}"
+            raise ValueError(f"{path}: the onnx backend runs .onnx files, and {found}; make one with "
+                             f"`digitlab export {path} --onnx {beside}`")
+    return BACKENDS[backend or _without_export(path)](path, **options)

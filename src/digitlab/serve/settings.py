@@ -102,9 +102,12 @@ class ServeSettings:
             raise SettingError("backend", f"must be one of {', '.join(BACKENDS)}, not {self.backend!r}")
         if self.model is not None and not Path(self.model).is_file():  # one line now, not a failed start-up later
             raise SettingError("model", f"{self.model}: no such file")
-        if self.backend == "onnx" and self.model is not None and Path(self.model).suffix == ".safetensors":
+        # Whether an export beside a checkpoint is its own is checked where it is loaded (engine.load_engine).
+        if self.backend == "onnx" and self.model is not None and Path(self.model).suffix == ".safetensors" \
+                and not Path(self.model).with_suffix(".onnx").is_file():
             raise SettingError("model", f"{self.model}: the onnx backend runs .onnx files; make one with "
-                                        f"`digitlab export {self.model} --onnx model.onnx`")
+                                        f"`digitlab export {self.model} --onnx "
+                                        f"{Path(self.model).with_suffix('.onnx')}`")
         if self.backend == "onnx" and self.model is None and not BUNDLED_ONNX.is_file():
             raise SettingError("model", "is needed: this install has no bundled ONNX model (make a .onnx file with "
                                         "`digitlab export`)")
