@@ -48,12 +48,32 @@ def mnist_dir() -> Path:
     return found
 
 
+def _find_realdata() -> Path | None:
+    from digitlab.training.writers import FILES as REAL_FILES
+
+    for candidate in (os.environ.get("DIGITLAB_REALDATA"), ROOT.parent / "shared" / "realdata"):
+        if candidate and all((Path(candidate) / name).is_file() for name in REAL_FILES.values()):
+            return Path(candidate)
+    return None
+
+
+@pytest.fixture(scope="session")
+def realdata_dir() -> Path:
+    """The folder of real handwriting by other writers (CI points DIGITLAB_REALDATA at ../shared/realdata)."""
+    found = _find_realdata()
+    if found is None:
+        pytest.skip("real handwriting not found: set DIGITLAB_REALDATA to a folder holding its .npz files")
+    return found
+
+
 @pytest.fixture(autouse=True)
 def _data_env(monkeypatch, request):
-    """Point every test at the local MNIST files, so nothing can reach for the network."""
+    """Point every test at the local MNIST files, so nothing can reach for the network; real handwriting by other
+    writers is not configured unless a test asks for it (``realdata_dir``, or a folder of its own)."""
     found = _find_mnist()
     if found is not None:
         monkeypatch.setenv("DIGITLAB_DATA", str(found))
+    monkeypatch.delenv("DIGITLAB_REALDATA", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(Path(request.config.cache.mkdir("xdg"))))
 
 

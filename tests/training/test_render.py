@@ -55,6 +55,17 @@ def test_every_case_draws_a_readable_file_from_either_source_and_is_seeded(test_
             assert draw(digit, case, np.random.default_rng(2)) != drawing.data, case
 
 
+def test_a_glyph_smaller_than_eight_pixels_is_drawn_in_every_case():
+    """A small letter of a 28x28 source (an i, a dot) can be fewer than 8 pixels tall: blocky drew its block count
+    from 8 up to the glyph's size, and raised for one that small."""
+    from digitlab.training.handwriting_render import CASES, draw
+
+    glyph = np.zeros((28, 28), np.uint8)
+    glyph[10:16, 12:14] = 255   # 6x2 pixels of ink
+    for case in CASES:
+        assert draw(glyph, case, np.random.default_rng(0))[:4] in (b"\x89PNG", b"\xff\xd8\xff\xe0", b"\xff\xd8\xff\xdb")
+
+
 def test_an_unknown_case_or_an_empty_digit_is_refused():
     from digitlab.training.handwriting_render import draw
 

@@ -228,7 +228,8 @@ def thin(ink: np.ndarray, rng: np.random.Generator) -> Drawing:
 def blocky(ink: np.ndarray, rng: np.random.Generator) -> Drawing:
     """Low-resolution source pixels, gray levels kept, shown as big blocks (nearest-neighbour enlargement)."""
     crop = ink_crop(ink)
-    side = int(rng.integers(8, min(28, max(crop.shape)) + 1))   # never more pixels than the source has
+    longest = max(crop.shape)   # never more pixels than the source has (a small letter may have fewer than 8)
+    side = int(rng.integers(min(8, longest), min(28, longest) + 1))
     factor = side / max(crop.shape)
     digit = resized(crop, round(crop.shape[1] * factor), round(crop.shape[0] * factor))
     digit = np.pad(digit, max(1, side // 6))

@@ -1,0 +1,96 @@
+"""writers: real handwriting by other writers, split by writer, in MNIST's form, and the pool a run learns from."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from digitlab.errors import DataError
+from digitlab.training import writers
+from digitlab.training.writers import (DIGIT_SHAPED, DIGIT_SOURCES, FILES, LETTER_SOURCES, PARTS, clean_form,
+                                       load_digits, load_letters, locate, part_of, training_pool)
+
+
+def tiny_folder(folder, test_split, per_file: int = 20):
+    """A folder shaped like the real one, made of MNIST test digits (as digits and as "letters"), with writer ids:
+    the mechanism's tests need no real handwriting."""
+    images, labels = test_split[0].numpy()[:per_file], test_split[1].numpy()[:per_file]
+    writer = np.arange(per_file, dtype=np.int16) % 10
+    letters = np.array(list("AEHKMNPRTUVWXYAEHKMN"))[:per_file]
+    for source, name in FILES.items():
+        arrays = {"images": images, "labels": letters if source in LETTER_SOURCES else labels}
+        if source in ("chars74k", "chars74k-letters"):
+            arrays["writer"] = writer
+        if source == "femnist":
+            arrays["writer"] = np.array([f"f{w:04d}_00" for w in writer])
+        np.savez(folder / name, **arrays)
+    return folder
+
+
+def test_the_folder_comes_from_the_setting_or_the_environment_and_is_checked(tmp_path, monkeypatch, test_split):
+    with pytest.raises(DataError, match="DIGITLAB_REALDATA"):
+        locate()
+    with pytest.raises(DataError, match="missing: "):
+        locate(tmp_path)
+    tiny_folder(tmp_path, test_split)
+    assert locate(tmp_path) == tmp_path
+    monkeypatch.setenv("DIGITLAB_REALDATA", str(tmp_path))
+    assert locate() == tmp_path
+
+
+def test_a_pickle_is_never_loaded(tmp_path, test_split):
+    tiny_folder(tmp_path, test_split)
+    np.savez(tmp_path / FILES["hwd1000"], images=np.array([object()], dtype=object), labels=np.array([1]))
+    with pytest.raises(DataError, match="not a readable"):
+        load_digits("hwd1000", "report", tmp_path)
+
+
+def test_every_writer_is_in_one_part_only():
+    assert {part_of(w) for w in range(55)} == set(PARTS)
+    assert [part_of(w) for w in (0, 5, 1, 6, 2, 3, 4)] == ["report", "report", "choose", "choose"] + ["train"] * 3
+    assert part_of("f3313_11") == part_of("f3313_11")
+
+
+def test_parts_split_by_writer_on_the_real_files(realdata_dir):
+    for source in ("chars74k", "chars74k-letters", "femnist"):
+        data = np.load(realdata_dir / FILES[source], allow_pickle=False)
+        parts = np.array([part_of(w) for w in data["writer"]])
+        for part in PARTS:   # a writer's images all lie in the part of the writer
+            assert {part_of(w) for w in data["writer"][parts == part]} == {part}
+    counts = {(s, p): len(load_digits(s, p, realdata_dir)[1]) for s in DIGIT_SOURCES for p in PARTS}
+    assert counts[("optdigits", "train")] == 2880 and counts[("hwd1000", "report")] == 1000
+    assert counts[("chars74k", "choose")] > 50 and counts[("chars74k", "report")] > 50
+    assert sum(counts[("chars74k", p)] for p in PARTS) == 550
+    images, labels = load_digits("chars74k", "report", realdata_dir)
+    assert images.dtype == np.uint8 and set(labels) == set(range(10))
+
+
+def test_letters_shaped_like_digits_are_apart(realdata_dir):
+    letters, names = load_letters("femnist", "report", realdata_dir)
+    shaped, shaped_names = load_letters("femnist", "report", realdata_dir, digit_shaped=True)
+    assert len(letters) and len(shaped)
+    assert not set(names) & set(DIGIT_SHAPED) and set(shaped_names) <= set(DIGIT_SHAPED)
+    with pytest.raises(ValueError, match="unknown source"):
+        load_letters("optdigits", "train", realdata_dir)
+
+
+def test_a_clean_glyph_takes_mnists_form(test_split):
+    digit = test_split[0].numpy()[0]
+    padded = np.pad(digit, 20)  # the same digit with paper around it: cropped to its ink again
+    form = clean_form(padded)
+    assert form.shape == (28, 28) and form.dtype == np.uint8
+    assert np.corrcoef(form.ravel().astype(float), digit.ravel().astype(float))[0, 1] > 0.8
+    assert clean_form(np.zeros((32, 32), np.uint8)) is None
+
+
+def test_the_pool_is_drawn_once_and_kept(tmp_path, test_split, monkeypatch):
+    (tmp_path / "real").mkdir()
+    folder = tiny_folder(tmp_path / "real", test_split, per_file=10)
+    pool = training_pool(folder, seed=0, cache=tmp_path / "cache")
+    # optdigits' ten digits are all in its train part, chars74k's writers 2-4 of ten (at least the clean form each)
+    assert len(pool.digits) == len(pool.labels) >= 10 + 3 and pool.digits.dtype == np.uint8
+    assert pool.digits.shape[1:] == (28, 28) and set(pool.labels) <= set(range(10))
+    assert len(pool.letters) >= 3
+    monkeypatch.setattr(writers, "make_pool", lambda *a, **k: pytest.fail("the kept pool was drawn again"))
+    again = training_pool(folder, seed=0, cache=tmp_path / "cache")
+    assert np.array_equal(again.digits, pool.digits) and np.array_equal(again.labels, pool.labels)
