@@ -45,6 +45,11 @@ FIELD_HELP = {
     "ema_decay": "keep an exponential moving average of the weights (e.g. 0.999) and save it; 0: off",
     "not_a_digit": "letters added to each batch, as this fraction of it, taught as an 11th class 'not a digit' "
                    "(needs a recipe whose network has 11 outputs)",
+    "real_letters": "the 'not a digit' letters include real handwritten letters by other writers (their training "
+                    "part; needs --realdata-dir or $DIGITLAB_REALDATA)",
+    "other_writers": "real digits by writers outside MNIST added to each batch, as this fraction of it (their "
+                     "training part, drawn as people hand digits in; needs --realdata-dir or $DIGITLAB_REALDATA)",
+    "realdata_dir": "folder of real handwriting by other writers (default: $DIGITLAB_REALDATA)",
     "validation_split": "fraction of the training set held out for validation, e.g. 0.1",
     "early_stopping": "stop after this many epochs without a better validation accuracy and keep the best; 0: off",
     "seed": "random seed",
@@ -63,7 +68,7 @@ FIELD_HELP = {
 DATA_HELP = ("a folder of class folders 0-9 (and not_a_digit), of files whose names carry the label (3_x.png), or "
              "a path,label CSV; read as `predict` reads images")
 DATA_DIR_HELP = "folder with the four MNIST files (default: $DIGITLAB_DATA, then ~/.cache/digitlab/mnist)"
-METAVARS = {"early_stopping": "PATIENCE", "limit": "N", "threads": "N", "data_dir": "DIR"}
+METAVARS = {"early_stopping": "PATIENCE", "limit": "N", "threads": "N", "data_dir": "DIR", "realdata_dir": "DIR"}
 # Settings that are not one number or word: set by a recipe (training/config.py RECIPES), not on the command line.
 RECIPE_ONLY = ("model_kwargs", "augment_config")
 

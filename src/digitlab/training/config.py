@@ -50,6 +50,9 @@ class TrainConfig:
     augment_config: AugmentConfig = field(default_factory=AugmentConfig)
     ema_decay: float = 0.0         # 0 turns weight EMA off; the EMA weights are the ones validated and saved
     not_a_digit: float = 0.0       # letters added to each batch, as this fraction of it, taught as an 11th class
+    real_letters: bool = False     # those letters include real handwritten ones, not only pen-drawn (writers.py)
+    other_writers: float = 0.0     # real digits by writers outside MNIST added to each batch, as this fraction of it
+    realdata_dir: str | None = None  # the real handwriting's folder (default: $DIGITLAB_REALDATA)
     validation_split: float = 0.1
     early_stopping: int = 0        # patience in epochs on validation accuracy; 0 turns it off
     seed: int = 0
@@ -96,6 +99,10 @@ class TrainConfig:
             raise ValueError("label_smoothing must be in [0, 1)")
         if not 0 <= self.not_a_digit < 1:
             raise ValueError("not_a_digit must be in [0, 1)")
+        if not 0 <= self.other_writers < 1:
+            raise ValueError("other_writers must be in [0, 1)")
+        if self.real_letters and not self.not_a_digit:
+            raise ValueError("real_letters needs not_a_digit: the letters are taught as the 'not a digit' class")
         if not 0 < self.onecycle_warmup < 1:
             raise ValueError("onecycle_warmup must be in (0, 1)")
         if not 0 < self.plateau_factor < 1:

@@ -30,6 +30,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -157,8 +158,26 @@ def load_data(cfg: TrainConfig, device: torch.device, dry_run: bool = False) -> 
     if cfg.not_a_digit:
         from digitlab.training.nondigits import letters_in_mnist_form
 
-        nondigits = torch.from_numpy(letters_in_mnist_form(NONDIGIT_POOL, seed=cfg.seed)).to(device)
+        letters = letters_in_mnist_form(NONDIGIT_POOL, seed=cfg.seed)
+        if cfg.real_letters:
+            letters = np.concatenate([letters, writers_pool(cfg).letters])
+        nondigits = torch.from_numpy(letters).to(device)
     return train_split, val_split, nondigits
+
+
+def writers_pool(cfg: TrainConfig):
+    """The training part of the real handwriting by other writers, in MNIST's form (``writers.training_pool``)."""
+    from digitlab.training.writers import training_pool
+
+    return training_pool(cfg.realdata_dir, seed=0)
+
+
+def other_writers_split(cfg: TrainConfig, device: torch.device) -> Split | None:
+    """Real digits by writers outside MNIST that each batch carries ``other_writers`` of, or None."""
+    if not cfg.other_writers:
+        return None
+    pool = writers_pool(cfg)
+    return Split(torch.from_numpy(pool.digits).to(device), torch.from_numpy(pool.labels).to(device))
 
 
 def steps_per_epoch(count: int, batch_size: int, world: Distributed = Distributed()) -> int:
@@ -179,13 +198,19 @@ def batches(split: Split, batch_size: int, generator: torch.Generator, world: Di
         yield split.images[idx], split.labels[idx]
 
 
+def with_extra(images: torch.Tensor, labels: torch.Tensor, pool: Split, fraction: float,
+               generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Append ``fraction`` x batch images drawn at random from ``pool``, with their labels."""
+    count = max(1, round(fraction * len(labels)))
+    idx = torch.randint(len(pool), (count,), generator=generator).to(pool.images.device)
+    return torch.cat([images, pool.images[idx]]), torch.cat([labels, pool.labels[idx].to(labels.dtype)])
+
+
 def with_nondigits(images: torch.Tensor, labels: torch.Tensor, pool: torch.Tensor, fraction: float,
                    generator: torch.Generator, label: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Append ``fraction`` x batch images drawn from ``pool`` (uint8 (N, 28, 28) non-digits), labelled ``label``."""
-    count = max(1, round(fraction * len(labels)))
-    idx = torch.randint(len(pool), (count,), generator=generator).to(pool.device)
-    extra_labels = torch.full((count,), label, dtype=labels.dtype, device=labels.device)
-    return torch.cat([images, pool[idx]]), torch.cat([labels, extra_labels])
+    labelled = Split(pool, torch.full((len(pool),), label, dtype=labels.dtype, device=pool.device))
+    return with_extra(images, labels, labelled, fraction, generator)
 
 
 def to_batch(images: torch.Tensor, cfg: TrainConfig, data: DataConfig,
@@ -301,10 +326,12 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 def train_one_epoch(cfg: TrainConfig, state: TrainState, split: Split, epoch: int,
                     world: Distributed = Distributed(), *, nondigits: torch.Tensor | None = None,
-                    max_steps: int | None = None, bar: EpochBar | None = None,
+                    others: Split | None = None, max_steps: int | None = None, bar: EpochBar | None = None,
                     autocast: AbstractContextManager = nullcontext(),
                     freeze_norm: bool = False) -> dict[str, float]:
-    """One pass over this process's share of ``split`` (at most ``max_steps`` batches).
+    """One pass over this process's share of ``split`` (at most ``max_steps`` batches), each batch carrying
+    ``cfg.not_a_digit`` of letters from ``nondigits`` and ``cfg.other_writers`` of other writers' digits from
+    ``others`` when given.
 
     Returns the epoch's ``train_loss`` and ``train_accuracy`` (over all processes) and its ``seconds``. The
     one-cycle schedule and the EMA are stepped with every batch; the per-epoch schedules are ``step_schedule``'s.
@@ -336,6 +363,8 @@ def train_one_epoch(cfg: TrainConfig, state: TrainState, split: Split, epoch: in
     for step, (x_uint8, y) in enumerate(epoch_batches, start=1):
         if nondigits is not None:
             x_uint8, y = with_nondigits(x_uint8, y, nondigits, cfg.not_a_digit, generator, not_a_digit)
+        if others is not None:
+            x_uint8, y = with_extra(x_uint8, y, others, cfg.other_writers, generator)
         with autocast:
             logits = state.forward(to_batch(x_uint8, cfg, data, generator))
             loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
@@ -589,6 +618,7 @@ def _run(cfg: TrainConfig, out_dir: Path, resume: bool, dry_run: bool, command: 
         torch.set_num_threads(min(torch.get_num_threads(), available_cpus()))
     torch.manual_seed(cfg.seed)
     train_split, val_split, nondigits = load_data(cfg, device, dry_run)
+    others = other_writers_split(cfg, device)
     folders = folder_summaries(cfg)
     steps = steps_per_epoch(len(train_split), cfg.batch_size, world)
     state = build_state(cfg, device, steps, world)
@@ -618,7 +648,7 @@ def _run(cfg: TrainConfig, out_dir: Path, resume: bool, dry_run: bool, command: 
             epoch = len(history) + 1
             bar = EpochBar(f"epoch {epoch}/{cfg.epochs}", steps_run, enabled=not quiet)
             row = {"epoch": epoch} | train_one_epoch(cfg, state, train_split, epoch, world, nondigits=nondigits,
-                                                     max_steps=steps_run, bar=bar,
+                                                     others=others, max_steps=steps_run, bar=bar,
                                                      autocast=autocast_for(cfg, device))
             row["lr"] = state.optimizer.param_groups[0]["lr"]
             if val_split is not None:
