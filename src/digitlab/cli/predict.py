@@ -21,6 +21,9 @@ import sys
 from pathlib import Path
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+# The longest line a --files-from list may have: above any path a file system takes (Linux's PATH_MAX is 4,096
+# bytes) or a URI --ray reads, with room to spare.
+MAX_LIST_LINE = 65_536
 
 
 def add_predict_parsers(subparsers) -> None:
@@ -213,17 +216,26 @@ def read_list(name: str) -> list[str]:
     """The paths in a list file, one per line as written (no globbing or quoting; blank lines skipped), so that an
     archive's index or a `find` output can be handed over without the shell's limit on arguments. ``-`` is
     standard input. A list that cannot be read is a usage error (exit 2); a listed path that cannot be read is a
-    per-file error, as on the command line."""
-    try:
-        if name == "-":
-            text = sys.stdin.read()
-        else:
-            text = Path(name).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        from digitlab.errors import one_line
+    per-file error, as on the command line. Lines are read at most ``MAX_LIST_LINE`` bytes at a time, so a file that
+    is no list (``/dev/zero``, a binary with no line breaks) is refused at once instead of filling memory."""
+    from contextlib import nullcontext
 
+    from digitlab.errors import one_line
+
+    paths = []
+    try:
+        with nullcontext(getattr(sys.stdin, "buffer", sys.stdin)) if name == "-" else open(name, "rb") as source:
+            number = 0
+            while line := source.readline(MAX_LIST_LINE + 1):  # bytes from a file, str from a replaced stdin
+                number += 1
+                if len(line) > MAX_LIST_LINE:
+                    raise ValueError(f"the list {name}, line {number}: longer than {MAX_LIST_LINE:,} bytes, longer "
+                                     f"than any path: not a list of paths, one per line")
+                path = (line.decode("utf-8") if isinstance(line, bytes) else line).rstrip("\n").rstrip("\r")
+                if path.strip():
+                    paths.append(path)
+    except (OSError, UnicodeDecodeError) as exc:
         raise ValueError(f"cannot read the list {name}: {one_line(exc)}") from None
-    paths = [line.rstrip("\r") for line in text.split("\n") if line.strip()]
     if not paths:
         raise ValueError(f"the list {name} names no paths")
     return paths
