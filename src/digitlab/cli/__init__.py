@@ -71,6 +71,31 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: error: {message} (see {self.prog} --help)")
 
 
+# The widest whole number an option takes: a C int, which PyTorch and the C libraries under it take for thread
+# counts, sizes and steps. A larger one would fail deep inside them with "Overflow when unpacking long long", which
+# names no option.
+MAX_WHOLE = 2**31 - 1
+# A seed is fed to PyTorch's and numpy's generators, multiplied with the epoch's number (``loop.epoch_seed``): the
+# range of numpy's classic seeds keeps every product within what both accept.
+MAX_SEED = 2**32 - 1
+
+
+def whole_number(low: int = -MAX_WHOLE, high: int = MAX_WHOLE):
+    """An argparse ``type``: the option's text as an int from ``low`` to ``high``, else argparse's one-line error
+    naming the option (``argument --seed: ...``). Tighter rules (at least 1, ...) are the settings' own."""
+
+    def parse(text: str) -> int:
+        value = int(text)  # not a number: argparse's own "invalid int value: 'many'"
+        if value > high:
+            raise argparse.ArgumentTypeError(f"must be at most {high:,}, not {text:.40}")
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low:,}, not {text:.40}")
+        return value
+
+    parse.__name__ = "int"  # what argparse calls the type when it reports a value it cannot read
+    return parse
+
+
 def missing_extra(command: str, exc: ModuleNotFoundError) -> str | None:
     """The one line that says which extra to install, when ``exc`` is an optional dependency gone missing."""
     package, extra = EXTRAS.get((exc.name or "").split(".")[0], (None, None))

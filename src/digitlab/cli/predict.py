@@ -29,6 +29,7 @@ MAX_LIST_LINE = 65_536
 def add_predict_parsers(subparsers) -> None:
     import inspect
 
+    from digitlab.cli import whole_number
     from digitlab.recognition.engine import BACKENDS  # light: neither torch nor onnxruntime is imported here
     from digitlab.recognition.predict import DEFAULT_THRESHOLD, UNCALIBRATED_THRESHOLD, Recognizer
     from digitlab.recognition.preprocess import POLARITIES
@@ -57,9 +58,9 @@ def add_predict_parsers(subparsers) -> None:
                    "torch for a checkpoint; for the bundled model torch when installed, else onnx)")
     p.add_argument("--int8", action="store_true", help="run the bundled model's int8 export on onnxruntime: faster, "
                    "its MNIST test accuracy within 0.05 points (docs/serving.md, \"int8\"; default: fp32)")
-    p.add_argument("--batch-size", type=int, default=inspect.signature(Recognizer).parameters["batch_size"].default,
+    p.add_argument("--batch-size", type=whole_number(), default=inspect.signature(Recognizer).parameters["batch_size"].default,
                    help="images per model call (default: %(default)s)")
-    p.add_argument("--jobs", "-j", type=int, default=available_cpus(),
+    p.add_argument("--jobs", "-j", type=whole_number(), default=available_cpus(),
                    help="worker processes, each with its own model and one CPU (default: %(default)s, the CPUs "
                         "this process may use)")
     p.add_argument("--unordered", action="store_true",
