@@ -85,6 +85,16 @@ def test_a_number_too_large_for_pytorch_is_refused_naming_its_option(tmp_path, c
     assert not (tmp_path / "o").exists() and not (tmp_path / "x.onnx").exists()
 
 
+@pytest.mark.parametrize("command", ["train", "finetune"])
+@pytest.mark.parametrize("out", ["/dev/null", "{tmp}/file", "{tmp}/file/run"])
+def test_out_that_is_no_folder_is_named_as_such(tmp_path, capsys, command, out):
+    (tmp_path / "file").write_text("a user's file")
+    out = out.format(tmp=tmp_path)
+    args = ["train", "--dry-run", *SMALL] if command == "train" else ["finetune", "--data", str(tmp_path)]
+    one_line_exit_2(capsys, [*args, "--out", out], "--out must be a folder")
+    assert (tmp_path / "file").read_text() == "a user's file"
+
+
 def test_a_one_cycle_run_too_short_for_its_warm_up_is_refused(tmp_path, capsys, mnist_dir):
     one_line_exit_2(capsys, ["train", "--recipe", "fast", "--limit", "500", "--out", str(tmp_path / "o"), "--quiet"],
                     "needs at least 5 optimiser steps")

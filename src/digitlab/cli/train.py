@@ -212,6 +212,7 @@ def cmd_finetune(args) -> int:
     from digitlab.training.folders import skipped_report
 
     config = FinetuneConfig(**{f.name: getattr(args, f.name) for f in fields(FinetuneConfig)})
+    check_folder_option("--out", args.out)
     result = finetune(args.data, args.out, args.checkpoint, config, data_dir=args.data_dir,
                       overwrite=args.overwrite, quiet=args.quiet, command=_command_line())
     report = skipped_report(result.skipped, total=len(result.data) + len(result.data.skipped))
@@ -271,6 +272,17 @@ def _export_options(p) -> None:
                    f"value ranges are calibrated on (default: {quantise.CALIBRATION_IMAGES})")
 
 
+def check_folder_option(option: str, name: str) -> None:
+    """ValueError unless ``name`` is a folder or can become one: a file (``/dev/null``) or a path through a file
+    would otherwise fail later as "[Errno 17] File exists", which names neither the option nor the cause."""
+    path = Path(name)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{option} must be a folder, and {name} is not one (it is a file or a device)")
+    blocking = next((parent for parent in path.parents if parent.exists() and not parent.is_dir()), None)
+    if blocking is not None:
+        raise ValueError(f"{option} must be a folder, and {name} cannot be one: {blocking} is a file, not a folder")
+
+
 # --- handlers -----------------------------------------------------------------------------------------------------
 
 def cmd_train(args) -> int:
@@ -294,6 +306,7 @@ def cmd_train(args) -> int:
         raise UsageError("digitlab train: error: --dry-run --resume needs --out, the run to continue")
     with (tempfile.TemporaryDirectory(prefix="digitlab-dry-run-") if scratch else nullcontext()) as temporary:
         out_dir = temporary or args.out or f"runs/{recipe if args.model is None else cfg.model}"
+        check_folder_option("--out", out_dir)
         check_out_dir(Path(out_dir), args.resume, args.overwrite)  # before anything is printed: one line
         if args.tensorboard:
             check_tensorboard()
