@@ -96,6 +96,10 @@ def cmd_predict(args) -> int:
     inputs, unread = collect_inputs(args.paths, args.recursive)  # unread: (name, why it is not read)
     if args.explain and len(inputs) != 1:
         raise ValueError(f"--explain draws one image, but the paths name {len(inputs)}")
+    if args.explain:
+        from digitlab.recognition.explain import check_destination
+
+        check_destination(args.explain)  # before any image is read: the figure would have nowhere to go
     if (args.resume or args.overwrite) and not args.out:
         raise ValueError("--resume and --overwrite are about an output file: name it with --out FILE")
     if args.jobs < 1:
@@ -115,6 +119,8 @@ def cmd_predict(args) -> int:
         predictions = recognise_files(todo, workers, settings, ordered=not args.unordered)
     else:  # one process is enough: no worker to start
         predictions = load_single_threaded(settings).iter_predict(todo, multi=args.multi)
+    if not args.multi:
+        predictions = map(suggest_multi, predictions)
     if args.explain:
         predictions = list(predictions)  # one image, kept for the figure
     results = itertools.chain((r for r in not_read(unread) if r.source not in done), predictions)
@@ -261,6 +267,16 @@ def write_results(results, style: str, width: int) -> int:
         writer(result)
         sys.stdout.flush()
     return failed
+
+
+def suggest_multi(prediction):
+    """``prediction`` with a refusal because several digits were found naming this command's way to read them,
+    ``--multi``; the reason's kind (its words before ':') stays as the recogniser wrote it."""
+    reason = prediction.reason
+    if reason and "several digits" in reason and "--multi" not in reason:
+        hint = "use multi-digit mode"
+        prediction.reason = reason.replace(hint, "use --multi") if hint in reason else f"{reason} (try --multi)"
+    return prediction
 
 
 def not_read(unread: list[tuple[str, str]]):
