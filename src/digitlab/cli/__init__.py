@@ -6,6 +6,7 @@
     cli/serve.py     serve                                           (``digitlab[serve]``)
     cli/data.py      export-samples
     cli/report.py    report                                          (needs PyTorch: ``digitlab[train]``)
+    cli/numbers.py   the type of every whole-number option, bounded to what PyTorch takes
 
 Bad arguments or input end in a one-line message and exit code 2, never a traceback; so does a job whose optional
 dependencies are not installed, naming the extra that brings them.
@@ -69,31 +70,6 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str):  # one line instead of argparse's usage block
         raise UsageError(f"{self.prog}: error: {message} (see {self.prog} --help)")
-
-
-# The widest whole number an option takes: a C int, which PyTorch and the C libraries under it take for thread
-# counts, sizes and steps. A larger one would fail deep inside them with "Overflow when unpacking long long", which
-# names no option.
-MAX_WHOLE = 2**31 - 1
-# A seed is fed to PyTorch's and numpy's generators, multiplied with the epoch's number (``loop.epoch_seed``): the
-# range of numpy's classic seeds keeps every product within what both accept.
-MAX_SEED = 2**32 - 1
-
-
-def whole_number(low: int = -MAX_WHOLE, high: int = MAX_WHOLE):
-    """An argparse ``type``: the option's text as an int from ``low`` to ``high``, else argparse's one-line error
-    naming the option (``argument --seed: ...``). Tighter rules (at least 1, ...) are the settings' own."""
-
-    def parse(text: str) -> int:
-        value = int(text)  # not a number: argparse's own "invalid int value: 'many'"
-        if value > high:
-            raise argparse.ArgumentTypeError(f"must be at most {high:,}, not {text:.40}")
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low:,}, not {text:.40}")
-        return value
-
-    parse.__name__ = "int"  # what argparse calls the type when it reports a value it cannot read
-    return parse
 
 
 def missing_extra(command: str, exc: ModuleNotFoundError) -> str | None:

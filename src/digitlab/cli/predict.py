@@ -29,7 +29,7 @@ MAX_LIST_LINE = 65_536
 def add_predict_parsers(subparsers) -> None:
     import inspect
 
-    from digitlab.cli import whole_number
+    from digitlab.cli.numbers import whole_number
     from digitlab.recognition.engine import BACKENDS  # light: neither torch nor onnxruntime is imported here
     from digitlab.recognition.predict import DEFAULT_THRESHOLD, UNCALIBRATED_THRESHOLD, Recognizer
     from digitlab.recognition.preprocess import POLARITIES

@@ -169,7 +169,7 @@ def _train_options(p) -> None:
 def _option_type(name: str, kind: type):
     """What argparse reads a settings field's option with: ints within what PyTorch takes (``cli.whole_number``),
     the seed within what its generators take; other kinds as they are."""
-    from digitlab.cli import MAX_SEED, whole_number
+    from digitlab.cli.numbers import MAX_SEED, whole_number
 
     if kind is not int:
         return kind
@@ -234,7 +234,7 @@ def cmd_finetune(args) -> int:
 
 
 def _calibrate_options(p) -> None:
-    from digitlab.cli import whole_number
+    from digitlab.cli.numbers import whole_number
     from digitlab.training import calibrate
 
     p.add_argument("checkpoint", help="a .safetensors checkpoint trained with --validation-split; its metadata is "
@@ -251,7 +251,7 @@ def _calibrate_options(p) -> None:
 
 
 def _export_options(p) -> None:
-    from digitlab.cli import whole_number
+    from digitlab.cli.numbers import whole_number
     from digitlab.training import quantise
     from digitlab.training.export import CHECK_IMAGES, TOLERANCE
 
