@@ -51,3 +51,23 @@ def test_the_check_sees_a_missing_command_and_flag():
     english = "Run `digitlab report --lang zh` then\n```bash\n.venv/bin/digitlab serve --api-key K  # a key\n```\n"
     chinese = "运行 `digitlab report --lang zh`，然后\n```bash\n.venv/bin/digitlab serve  # 密钥\n```\n"
     assert missing(english, chinese) == ["--api-key", ".venv/bin/digitlab serve --api-key K"]
+
+
+def test_the_network_table_shows_each_dropout_the_code_has():
+    """The README's table of networks is written by hand: each dropout a registered network really has is in its row,
+    with its rate, in both languages."""
+    from torch import nn
+
+    from digitlab.training.models import create_model, list_models
+
+    for readme in ("README.md", "README.zh-CN.md"):
+        rows = {}
+        for line in (ROOT / readme).read_text(encoding="utf-8").splitlines():
+            if line.startswith("| `"):  # the first table that names a network is the table of networks
+                rows.setdefault(line.split("`")[1], line)
+        for name in list_models():
+            if name not in rows:
+                continue
+            rates = [m.p for m in create_model(name).modules() if isinstance(m, nn.Dropout)]
+            shown = rows[name].count("Dropout")
+            assert shown == len(rates) and all(f"Dropout {rate:g}" in rows[name] for rate in rates), (readme, name)

@@ -3,17 +3,24 @@
 A checkpoint and its ONNX export carry their class list (``metadata["classes"]``), written from here when a model
 is trained; every consumer reads the list from the metadata and finds the refusal output by its name, never by a
 position it assumes. They also carry how their inputs were normalised (``metadata["normalisation"]``), which
-``normalisation_of`` reads and checks for both readers, the checkpoint loader and the Recognizer. Torch-free: both
-floors of the package import it.
+``normalisation_of`` reads and checks for both readers, the checkpoint loader and the Recognizer; both readers parse
+that metadata with ``metadata_from_json``. Torch-free: both floors of the package import it.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
 DIGITS = tuple(str(digit) for digit in range(10))
 NOT_A_DIGIT = "not a digit"
+
+# A model file's metadata is a stranger's text, read before anything else in the file is trusted. Every digitlab
+# checkpoint's is a few kilobytes and a few levels deep; these bounds are far above that, and far below what would
+# fill memory or exhaust Python's recursion (a 100,000-level array) in json or in any reader after it.
+MAX_METADATA_CHARS = 1_000_000
+MAX_METADATA_DEPTH = 32
 
 
 def class_names(not_a_digit: bool) -> list[str]:
@@ -38,3 +45,39 @@ def normalisation_of(metadata: Any, source: str | None = None) -> tuple[float, f
         raise ValueError(f"{where}metadata 'normalisation' has mean {mean!r} and std {std!r}; both must be finite and "
                          f"std positive")
     return mean, std
+
+
+def metadata_from_json(text: str, source: str) -> dict[str, Any]:
+    """A model file's metadata (the JSON object it carries), read within ``MAX_METADATA_CHARS`` and
+    ``MAX_METADATA_DEPTH``; ValueError naming ``source`` (the file) for anything else, so a broken or hostile file is
+    one line, "not a valid model", wherever it is opened."""
+    if len(text) > MAX_METADATA_CHARS:
+        raise ValueError(f"{source}: not a valid model: its metadata is {len(text):,} characters long, over the limit "
+                         f"of {MAX_METADATA_CHARS:,}")
+    try:
+        metadata = json.loads(text)
+    except RecursionError:
+        raise ValueError(f"{source}: not a valid model: its metadata nests deeper than {MAX_METADATA_DEPTH} "
+                         f"levels") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{source}: not a valid model: its metadata is not valid JSON ({exc})") from None
+    if not isinstance(metadata, dict):
+        raise ValueError(f"{source}: not a valid model: its metadata is not a JSON object")
+    if _depth(metadata) > MAX_METADATA_DEPTH:
+        raise ValueError(f"{source}: not a valid model: its metadata nests deeper than {MAX_METADATA_DEPTH} levels")
+    return metadata
+
+
+def _depth(value: Any) -> int:
+    """How many arrays and objects deep ``value`` nests, counted without recursion (the nesting is what is in
+    doubt)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, level)
+        if level <= MAX_METADATA_DEPTH:  # no need to walk further down than the limit
+            stack.extend((child, level + 1) for child in children)
+    return deepest

@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import os
 import subprocess
 import sys
 
@@ -81,6 +82,41 @@ def test_a_list_file_names_the_inputs(samples, small_model_path, tmp_path, capsy
     (tmp_path / "empty.txt").write_text("\n\n")
     assert main(["predict", "--files-from", str(tmp_path / "empty.txt"), *model]) == 2
     assert "names no paths" in capsys.readouterr().err
+
+
+def test_a_list_with_a_line_longer_than_any_path_is_refused(tmp_path, capsys):
+    listing = tmp_path / "no-list.bin"
+    listing.write_bytes(b"\x00" * 200_000)  # no line break at all, as a binary file handed over by mistake
+    assert main(["predict", "--files-from", str(listing)]) == 2
+    assert "line 1: longer than" in capsys.readouterr().err
+
+
+def test_explain_into_a_missing_folder_names_it_and_makes_nothing(samples, tmp_path, capsys):
+    image = str(samples / "test_00000.png")
+    assert main(["predict", "--explain", str(tmp_path / "none" / "dir" / "out.png"), image]) == 2
+    assert f"the folder {tmp_path / 'none' / 'dir'} does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()
+
+
+def test_two_digits_without_multi_suggest_multi(test_split, tmp_path, capsys):
+    digits = test_split[0][:2].numpy()  # a 7 and a 2, side by side with room between them
+    row = np.pad(np.concatenate([digits[0], np.zeros((28, 6), np.uint8), digits[1]], 1), 6)
+    Image.fromarray(255 - row).resize((row.shape[1] * 4, row.shape[0] * 4)).save(tmp_path / "number.png")
+    assert main(["predict", "--json", str(tmp_path / "number.png")]) == 0
+    reason = json.loads(capsys.readouterr().out)["reason"]
+    assert reason.startswith("not one digit:") and "--multi" in reason
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero")
+def test_files_from_dev_zero_ends_at_once_with_one_line():
+    import resource
+
+    def small_memory():  # were the endless line read whole, this process would fail instead of growing for ever
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+    result = subprocess.run([sys.executable, "-m", "digitlab", "predict", "--files-from", "/dev/zero"],
+                            capture_output=True, text=True, timeout=120, preexec_fn=small_memory)
+    assert result.returncode == 2 and "longer than" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_folders_recursive_and_empty(samples, small_model_path, tmp_path, capsys):

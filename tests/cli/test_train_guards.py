@@ -67,6 +67,34 @@ def test_wrong_values_are_refused_in_one_line(tmp_path, capsys, option, value, n
     assert not (tmp_path / "o").exists()
 
 
+HUGE = "99999999999999999999999"  # beyond a C long long: PyTorch would say "Overflow when unpacking long long"
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["train", "--dry-run", "--seed", HUGE], "argument --seed: must be at most 4,294,967,295"),
+    (["train", "--dry-run", "--seed", "-1"], "argument --seed: must be at least 0"),
+    (["train", "--dry-run", "--threads", HUGE], "argument --threads: must be at most 2,147,483,647"),
+    (["train", "--dry-run", "--epochs", HUGE], "argument --epochs: must be at most"),
+    (["finetune", "--data", "{tmp}", "--seed", HUGE], "argument --seed: must be at most 4,294,967,295"),
+    (["export", "--onnx", "{tmp}/x.onnx", "--check-images", HUGE], "argument --check-images: must be at most"),
+    (["predict", "--jobs", HUGE, "x.png"], "argument --jobs/-j: must be at most"),
+])
+def test_a_number_too_large_for_pytorch_is_refused_naming_its_option(tmp_path, capsys, args, needle):
+    one_line_exit_2(capsys, [arg.format(tmp=tmp_path) for arg in args] + ["--out", str(tmp_path / "o")] * (
+        args[0] in ("train", "finetune")), needle)
+    assert not (tmp_path / "o").exists() and not (tmp_path / "x.onnx").exists()
+
+
+@pytest.mark.parametrize("command", ["train", "finetune"])
+@pytest.mark.parametrize("out", ["/dev/null", "{tmp}/file", "{tmp}/file/run"])
+def test_out_that_is_no_folder_is_named_as_such(tmp_path, capsys, command, out):
+    (tmp_path / "file").write_text("a user's file")
+    out = out.format(tmp=tmp_path)
+    args = ["train", "--dry-run", *SMALL] if command == "train" else ["finetune", "--data", str(tmp_path)]
+    one_line_exit_2(capsys, [*args, "--out", out], "--out must be a folder")
+    assert (tmp_path / "file").read_text() == "a user's file"
+
+
 def test_a_one_cycle_run_too_short_for_its_warm_up_is_refused(tmp_path, capsys, mnist_dir):
     one_line_exit_2(capsys, ["train", "--recipe", "fast", "--limit", "500", "--out", str(tmp_path / "o"), "--quiet"],
                     "needs at least 5 optimiser steps")

@@ -169,3 +169,118 @@ def test_the_default_engine_and_torch_agree_on_the_bundled_model(test_split):
     ours, theirs = probabilities(default), probabilities(torch_engine)
     assert (ours.argmax(1) == theirs.argmax(1)).all()
     assert np.abs(ours - theirs).max() < 1e-4
+
+
+# --- a model that is well formed but broken is refused when it is loaded ------------------------------------------
+
+def _onnx_with(tmp_path, name, change):
+    """The bundled ONNX export, changed by ``change(model, metadata)`` and saved as ``name``."""
+    onnx = pytest.importorskip("onnx")
+    from digitlab.recognition.engine import BUNDLED_ONNX
+
+    model = onnx.load(BUNDLED_ONNX)
+    prop = next(p for p in model.metadata_props if p.key == "digitlab")
+    metadata = json.loads(prop.value)
+    change(model, metadata)
+    prop.value = json.dumps(metadata)
+    onnx.save(model, tmp_path / name)
+    return tmp_path / name
+
+
+def _nan_weight(model, metadata):
+    from onnx import numpy_helper
+
+    largest = max(model.graph.initializer, key=lambda tensor: np.prod(tensor.dims))
+    weights = numpy_helper.to_array(largest).copy()
+    weights.flat[0] = np.nan
+    largest.CopyFrom(numpy_helper.from_array(weights, largest.name))
+
+
+def _extra_output_first(model, metadata):
+    from onnx import TensorProto, helper
+
+    model.graph.node.append(helper.make_node("Identity", [model.graph.input[0].name], ["copy"]))
+    outputs = [helper.make_tensor_value_info("copy", TensorProto.FLOAT, None), *model.graph.output]
+    del model.graph.output[:]
+    model.graph.output.extend(outputs)
+
+
+def _input_fixed_at_32(model, metadata):
+    for dim in model.graph.input[0].type.tensor_type.shape.dim[2:]:
+        dim.dim_value = 32
+
+
+def _ten_classes_for_eleven_outputs(model, metadata):
+    metadata["classes"] = metadata["classes"][:10]
+
+
+@pytest.mark.parametrize("change, words", [
+    (_nan_weight, "not all finite numbers"),
+    (_extra_output_first, r"outputs of shape \(3, 1, 28, 28\), not \(3, 11\)"),
+    (_input_fixed_at_32, r"not a model that reads a batch of 28x28 digits"),
+    (_ten_classes_for_eleven_outputs, r"outputs of shape \(3, 11\), not \(3, 10\)"),
+])
+def test_a_broken_onnx_model_is_refused_at_load(tmp_path, change, words):
+    path = _onnx_with(tmp_path, "broken.onnx", change)
+    with pytest.raises(ValueError, match=words) as caught:
+        load_engine(path)
+    assert str(path) in str(caught.value) and "\n" not in str(caught.value)
+
+
+def _checkpoint_with(tmp_path, change):
+    """The bundled checkpoint with its tensors changed by ``change(tensors)``, its checksum recomputed so that only
+    the values are wrong."""
+    from safetensors.torch import save_file
+
+    from digitlab.training import checkpoint
+
+    tensors, metadata = checkpoint.read(checkpoint.BUNDLED)
+    change(tensors)
+    metadata["weights_sha256"] = checkpoint.weights_digest(tensors)
+    path = tmp_path / "broken.safetensors"
+    save_file(tensors, str(path), metadata={"digitlab": json.dumps(metadata)})
+    return path
+
+
+@pytest.mark.parametrize("change", [
+    lambda tensors: next(v for k, v in tensors.items() if k.endswith("running_var")).fill_(-1.0),
+    lambda tensors: [v.fill_(3e38) for v in tensors.values() if v.is_floating_point()],
+], ids=["negative-variance", "huge-weights"])
+def test_a_checkpoint_whose_outputs_are_not_numbers_is_refused_at_load(tmp_path, change):
+    path = _checkpoint_with(tmp_path, change)
+    with pytest.raises(ValueError, match="not all finite numbers") as caught:
+        load_engine(path)
+    assert str(path) in str(caught.value)
+
+
+def test_predict_says_one_line_and_exits_2_for_a_broken_model(tmp_path, capsys):
+    from PIL import Image
+
+    from digitlab.cli import main
+
+    image = tmp_path / "one.png"
+    Image.fromarray(np.full((40, 40), 255, np.uint8)).save(image)
+    path = _onnx_with(tmp_path, "nan.onnx", _nan_weight)
+    assert main(["predict", "--json", "--model", str(path), str(image)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and len(captured.err.strip().splitlines()) == 1 and "finite" in captured.err
+
+
+@pytest.mark.parametrize("suffix", [".onnx", ".safetensors"])
+def test_metadata_nested_too_deep_is_not_a_valid_model(tmp_path, suffix):
+    deep = "[" * 100_000 + "]" * 100_000
+    if suffix == ".onnx":
+        path = _onnx_with(tmp_path, "deep.onnx", lambda model, metadata: None)
+        onnx = pytest.importorskip("onnx")
+        model = onnx.load(path)
+        next(p for p in model.metadata_props if p.key == "digitlab").value = deep
+        onnx.save(model, path)
+    else:
+        from safetensors.torch import save_file
+
+        from digitlab.training import checkpoint
+
+        path = tmp_path / "deep.safetensors"
+        save_file(checkpoint.read(checkpoint.BUNDLED)[0], str(path), metadata={"digitlab": deep})
+    with pytest.raises((ValueError, CheckpointError), match="not a valid model: its metadata nests deeper"):
+        load_engine(path)

@@ -73,6 +73,48 @@ def test_a_line_cut_by_a_kill_is_dropped_on_resume(tmp_path):
     assert rows(path) == [f"img/{i:03d}.png" for i in range(4)]
 
 
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_ctrl_c_just_after_a_chunk_is_written_does_not_write_it_again(tmp_path, monkeypatch, suffix):
+    import os
+
+    path = tmp_path / f"out{suffix}"
+    real_fsync, interrupted = os.fsync, []
+
+    def fsync_then_ctrl_c(fd):  # the chunk is on disk; Ctrl-C lands before the buffer is cleared
+        real_fsync(fd)
+        if not interrupted and path.exists() and rows(path):
+            interrupted.append(fd)
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fsync", fsync_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        with ResultsFile(path, chunk_size=4) as out:
+            for index in range(10):
+                out.write(answer(index))
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert interrupted and rows(path) == [f"img/{i:03d}.png" for i in range(4)]
+    with ResultsFile(path, resume=True) as out:
+        for index in range(10):
+            if f"img/{index:03d}.png" not in out.done:
+                out.write(answer(index))
+    assert rows(path) == [f"img/{i:03d}.png" for i in range(10)]
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
+def test_resume_keeps_one_answer_per_input_of_a_file_that_holds_some_twice(tmp_path, suffix):
+    if suffix == ".parquet":
+        pytest.importorskip("pyarrow")
+    path, twice = tmp_path / f"out{suffix}", tmp_path / f"twice{suffix}"
+    with ResultsFile(twice) as out:  # as two runs' files put together: inputs 2 and 3 answered in both
+        for index in [0, 1, 2, 3, 2, 3]:
+            out.write(answer(index))
+    twice.rename(path)
+    with ResultsFile(path, resume=True) as out:
+        assert out.done == {f"img/{i:03d}.png" for i in range(4)}
+        out.write(answer(4))
+    assert rows(path) == [f"img/{i:03d}.png" for i in range(5)]
+
+
 def test_a_file_that_is_not_ours_is_refused_on_resume(tmp_path):
     other = tmp_path / "other.csv"
     other.write_text("name,value\na,1\n")

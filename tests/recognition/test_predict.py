@@ -258,3 +258,15 @@ def test_the_onnx_engine_refuses_a_broken_normalisation(tmp_path):
     onnx.save(proto, str(path))
     with pytest.raises(ValueError, match="finite and std positive"):
         OnnxEngine(path)
+
+
+def test_json_never_holds_nan_even_when_a_model_answers_it():
+    import json
+
+    from digitlab.recognition.predict import DigitResult, Prediction
+
+    nan = float("nan")
+    digit = DigitResult(None, nan, [(0, nan), (1, nan), (2, nan)], [nan] * 10, (0, 0, 1, 1), "broken", None, nan)
+    line = json.dumps(Prediction("x.png", digits=[digit]).to_dict(), allow_nan=False)  # raises on NaN
+    assert json.loads(line)["confidence"] is None and json.loads(line)["probabilities"] == [None] * 10
+    assert json.loads(json.dumps(Prediction("x.png", multi=True, digits=[digit]).to_dict(), allow_nan=False))

@@ -152,3 +152,11 @@ def test_resuming_a_finished_run_without_curves_draws_them(tmp_path, mnist_dir, 
     train(cfg, tmp_path, resume=True, quiet=True)
     check_picture(tmp_path / "curves.png", 1000, 300)
     assert (tmp_path / "history.csv").is_file()
+
+
+def test_a_test_digit_is_captioned_with_its_label_not_only_its_index(test_split):
+    from digitlab.training.figures import caption_of_test_digit
+
+    label = int(test_split[1][0])  # the first test image is a 7
+    caption = caption_of_test_digit(0, label)
+    assert caption.startswith(f"a {label} ") and "test image 0" in caption and "digit 0" not in caption

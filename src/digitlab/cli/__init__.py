@@ -6,6 +6,7 @@
     cli/serve.py     serve                                           (``digitlab[serve]``)
     cli/data.py      export-samples
     cli/report.py    report                                          (needs PyTorch: ``digitlab[train]``)
+    cli/numbers.py   the type of every whole-number option, bounded to what PyTorch takes
 
 Bad arguments or input end in a one-line message and exit code 2, never a traceback; so does a job whose optional
 dependencies are not installed, naming the extra that brings them.

@@ -21,11 +21,15 @@ import sys
 from pathlib import Path
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+# The longest line a --files-from list may have: above any path a file system takes (Linux's PATH_MAX is 4,096
+# bytes) or a URI --ray reads, with room to spare.
+MAX_LIST_LINE = 65_536
 
 
 def add_predict_parsers(subparsers) -> None:
     import inspect
 
+    from digitlab.cli.numbers import whole_number
     from digitlab.recognition.engine import BACKENDS  # light: neither torch nor onnxruntime is imported here
     from digitlab.recognition.predict import DEFAULT_THRESHOLD, UNCALIBRATED_THRESHOLD, Recognizer
     from digitlab.recognition.preprocess import POLARITIES
@@ -54,9 +58,9 @@ def add_predict_parsers(subparsers) -> None:
                    "and for a checkpoint with its own export beside it, as the bundled model has; else torch)")
     p.add_argument("--int8", action="store_true", help="run the bundled model's int8 export on onnxruntime: faster, "
                    "its MNIST test accuracy within 0.05 points (docs/serving.md, \"int8\"; default: fp32)")
-    p.add_argument("--batch-size", type=int, default=inspect.signature(Recognizer).parameters["batch_size"].default,
+    p.add_argument("--batch-size", type=whole_number(), default=inspect.signature(Recognizer).parameters["batch_size"].default,
                    help="images per model call (default: %(default)s)")
-    p.add_argument("--jobs", "-j", type=int, default=available_cpus(),
+    p.add_argument("--jobs", "-j", type=whole_number(), default=available_cpus(),
                    help="worker processes, each with its own model and one CPU (default: %(default)s, the CPUs "
                         "this process may use)")
     p.add_argument("--unordered", action="store_true",
@@ -92,6 +96,10 @@ def cmd_predict(args) -> int:
     inputs, unread = collect_inputs(args.paths, args.recursive)  # unread: (name, why it is not read)
     if args.explain and len(inputs) != 1:
         raise ValueError(f"--explain draws one image, but the paths name {len(inputs)}")
+    if args.explain:
+        from digitlab.recognition.explain import check_destination
+
+        check_destination(args.explain)  # before any image is read: the figure would have nowhere to go
     if (args.resume or args.overwrite) and not args.out:
         raise ValueError("--resume and --overwrite are about an output file: name it with --out FILE")
     if args.jobs < 1:
@@ -111,6 +119,8 @@ def cmd_predict(args) -> int:
         predictions = recognise_files(todo, workers, settings, ordered=not args.unordered)
     else:  # one process is enough: no worker to start
         predictions = load_single_threaded(settings).iter_predict(todo, multi=args.multi)
+    if not args.multi:
+        predictions = map(suggest_multi, predictions)
     if args.explain:
         predictions = list(predictions)  # one image, kept for the figure
     results = itertools.chain((r for r in not_read(unread) if r.source not in done), predictions)
@@ -213,17 +223,26 @@ def read_list(name: str) -> list[str]:
     """The paths in a list file, one per line as written (no globbing or quoting; blank lines skipped), so that an
     archive's index or a `find` output can be handed over without the shell's limit on arguments. ``-`` is
     standard input. A list that cannot be read is a usage error (exit 2); a listed path that cannot be read is a
-    per-file error, as on the command line."""
-    try:
-        if name == "-":
-            text = sys.stdin.read()
-        else:
-            text = Path(name).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        from digitlab.errors import one_line
+    per-file error, as on the command line. Lines are read at most ``MAX_LIST_LINE`` bytes at a time, so a file that
+    is no list (``/dev/zero``, a binary with no line breaks) is refused at once instead of filling memory."""
+    from contextlib import nullcontext
 
+    from digitlab.errors import one_line
+
+    paths = []
+    try:
+        with nullcontext(getattr(sys.stdin, "buffer", sys.stdin)) if name == "-" else open(name, "rb") as source:
+            number = 0
+            while line := source.readline(MAX_LIST_LINE + 1):  # bytes from a file, str from a replaced stdin
+                number += 1
+                if len(line) > MAX_LIST_LINE:
+                    raise ValueError(f"the list {name}, line {number}: longer than {MAX_LIST_LINE:,} bytes, longer "
+                                     f"than any path: not a list of paths, one per line")
+                path = (line.decode("utf-8") if isinstance(line, bytes) else line).rstrip("\n").rstrip("\r")
+                if path.strip():
+                    paths.append(path)
+    except (OSError, UnicodeDecodeError) as exc:
         raise ValueError(f"cannot read the list {name}: {one_line(exc)}") from None
-    paths = [line.rstrip("\r") for line in text.split("\n") if line.strip()]
     if not paths:
         raise ValueError(f"the list {name} names no paths")
     return paths
@@ -248,6 +267,16 @@ def write_results(results, style: str, width: int) -> int:
         writer(result)
         sys.stdout.flush()
     return failed
+
+
+def suggest_multi(prediction):
+    """``prediction`` with a refusal because several digits were found naming this command's way to read them,
+    ``--multi``; the reason's kind (its words before ':') stays as the recogniser wrote it."""
+    reason = prediction.reason
+    if reason and "several digits" in reason and "--multi" not in reason:
+        hint = "use multi-digit mode"
+        prediction.reason = reason.replace(hint, "use --multi") if hint in reason else f"{reason} (try --multi)"
+    return prediction
 
 
 def not_read(unread: list[tuple[str, str]]):

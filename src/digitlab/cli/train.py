@@ -157,8 +157,8 @@ def _train_options(p) -> None:
         if kind is bool:
             p.add_argument(option, action=argparse.BooleanOptionalAction, help=help_text)
         else:
-            p.add_argument(option, type=kind, choices=choices.get(field.name), metavar=METAVARS.get(field.name),
-                           help=help_text)
+            p.add_argument(option, type=_option_type(field.name, kind), choices=choices.get(field.name),
+                           metavar=METAVARS.get(field.name), help=help_text)
     p.add_argument("--data", action="append", metavar="DIR|mnist",
                    help=FIELD_HELP["data"].format(data_help=DATA_HELP) + " (default: the recipe's: mnist)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: runs/RECIPE, or runs/MODEL with --model)")
@@ -169,6 +169,16 @@ def _train_options(p) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--tensorboard", action="store_true", help="also write each epoch's loss, accuracy and learning "
                    "rate as TensorBoard event files in OUT/tensorboard (needs: pip install 'digitlab[tensorboard]')")
+
+
+def _option_type(name: str, kind: type):
+    """What argparse reads a settings field's option with: ints within what PyTorch takes (``cli.whole_number``),
+    the seed within what its generators take; other kinds as they are."""
+    from digitlab.cli.numbers import MAX_SEED, whole_number
+
+    if kind is not int:
+        return kind
+    return whole_number(0, MAX_SEED) if name == "seed" else whole_number()
 
 
 def field_help(field) -> str | None:
@@ -193,8 +203,8 @@ def _finetune_options(p) -> None:
         if hints[field.name] is bool:
             p.add_argument(option, action=argparse.BooleanOptionalAction, default=field.default, help=help_text)
         else:
-            p.add_argument(option, type=hints[field.name], default=field.default, metavar=METAVARS.get(field.name),
-                           help=help_text)
+            p.add_argument(option, type=_option_type(field.name, hints[field.name]), default=field.default,
+                           metavar=METAVARS.get(field.name), help=help_text)
     p.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
     p.add_argument("--overwrite", action="store_true", help="replace the model already in --out")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -207,6 +217,7 @@ def cmd_finetune(args) -> int:
     from digitlab.training.folders import skipped_report
 
     config = FinetuneConfig(**{f.name: getattr(args, f.name) for f in fields(FinetuneConfig)})
+    check_folder_option("--out", args.out)
     result = finetune(args.data, args.out, args.checkpoint, config, data_dir=args.data_dir,
                       overwrite=args.overwrite, quiet=args.quiet, command=_command_line())
     report = skipped_report(result.skipped, total=len(result.data) + len(result.data.skipped))
@@ -228,6 +239,7 @@ def cmd_finetune(args) -> int:
 
 
 def _calibrate_options(p) -> None:
+    from digitlab.cli.numbers import whole_number
     from digitlab.training import calibrate
 
     p.add_argument("checkpoint", help="a .safetensors checkpoint trained with --validation-split; its metadata is "
@@ -237,13 +249,14 @@ def _calibrate_options(p) -> None:
                    "the choosing part of SOURCE (sklearn: scikit-learn's bundled digits, needs digitlab[dev]), drawn "
                    "the ways people hand digits in and read as their files are; the part the benchmarks report is "
                    "never used (default: the validation split alone)")
-    p.add_argument("--other-count", type=int, metavar="N", help="digits of the other writers, each drawn in every "
+    p.add_argument("--other-count", type=whole_number(), metavar="N", help="digits of the other writers, each drawn in every "
                    f"case (default: {calibrate.OTHER_COUNT})")
     p.add_argument("--other-weight", type=float, metavar="SHARE", help="the other writers' share of the fit, the "
                    f"validation split having the rest whatever the sizes (default: {calibrate.OTHER_WEIGHT})")
 
 
 def _export_options(p) -> None:
+    from digitlab.cli.numbers import whole_number
     from digitlab.training import quantise
     from digitlab.training.export import CHECK_IMAGES, TOLERANCE
 
@@ -252,7 +265,7 @@ def _export_options(p) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace OUT.onnx if it exists")
     p.add_argument("--tolerance", type=float, default=TOLERANCE,
                    help="largest |logit difference| from PyTorch accepted (default: %(default)g)")
-    p.add_argument("--check-images", type=int, default=CHECK_IMAGES,
+    p.add_argument("--check-images", type=whole_number(), default=CHECK_IMAGES,
                    help="MNIST test images compared (default: %(default)s)")
     p.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
     p.add_argument("--int8", action="store_true", help="quantise to int8 (onnxruntime static quantisation, "
@@ -260,8 +273,19 @@ def _export_options(p) -> None:
                    "MNIST test images within --int8-tolerance of the fp32 export (default: fp32)")
     p.add_argument("--int8-tolerance", type=float, metavar="POINTS", help="with --int8: percentage points of test "
                    f"accuracy the int8 model may lose (default: {quantise.TOLERANCE_POINTS:g})")
-    p.add_argument("--calibration-images", type=int, metavar="N", help="with --int8: MNIST training images its "
+    p.add_argument("--calibration-images", type=whole_number(), metavar="N", help="with --int8: MNIST training images its "
                    f"value ranges are calibrated on (default: {quantise.CALIBRATION_IMAGES})")
+
+
+def check_folder_option(option: str, name: str) -> None:
+    """ValueError unless ``name`` is a folder or can become one: a file (``/dev/null``) or a path through a file
+    would otherwise fail later as "[Errno 17] File exists", which names neither the option nor the cause."""
+    path = Path(name)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{option} must be a folder, and {name} is not one (it is a file or a device)")
+    blocking = next((parent for parent in path.parents if parent.exists() and not parent.is_dir()), None)
+    if blocking is not None:
+        raise ValueError(f"{option} must be a folder, and {name} cannot be one: {blocking} is a file, not a folder")
 
 
 # --- handlers -----------------------------------------------------------------------------------------------------
@@ -287,6 +311,7 @@ def cmd_train(args) -> int:
         raise UsageError("digitlab train: error: --dry-run --resume needs --out, the run to continue")
     with (tempfile.TemporaryDirectory(prefix="digitlab-dry-run-") if scratch else nullcontext()) as temporary:
         out_dir = temporary or args.out or f"runs/{recipe if args.model is None else cfg.model}"
+        check_folder_option("--out", out_dir)
         check_out_dir(Path(out_dir), args.resume, args.overwrite)  # before anything is printed: one line
         if args.tensorboard:
             check_tensorboard()

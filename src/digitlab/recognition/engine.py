@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from digitlab.errors import one_line
-from digitlab.labels import normalisation_of
+from digitlab.labels import metadata_from_json, normalisation_of
 
 
 # The bundled model exported to ONNX, beside the bundled checkpoint (checkpoint.BUNDLED; not imported: it needs torch).
@@ -90,8 +90,6 @@ class OnnxEngine:
     """
 
     def __init__(self, path: str | os.PathLike | None = None, threads: int | None = None):
-        import json
-
         import onnxruntime
 
         path = BUNDLED_ONNX if path is None else Path(path)
@@ -105,6 +103,7 @@ class OnnxEngine:
             options.intra_op_num_threads = threads
         # Idle pool threads would otherwise spin, waiting for work: CPU taken from the rest of a shared machine.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.log_severity_level = 3  # errors only: a broken file is told in one line (check_model), not its warnings
         try:
             self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types for every kind of bad file
@@ -112,12 +111,7 @@ class OnnxEngine:
         props = self.session.get_modelmeta().custom_metadata_map
         if "digitlab" not in props:
             raise ValueError(f"{path}: an ONNX model, but not one written by `digitlab export` (no metadata)")
-        try:
-            self.metadata = json.loads(props["digitlab"])
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: its digitlab metadata is not valid JSON ({one_line(exc)})") from None
-        if not isinstance(self.metadata, dict):
-            raise ValueError(f"{path}: its digitlab metadata is not a JSON object")
+        self.metadata = metadata_from_json(props["digitlab"], str(path))
         normalisation_of(self.metadata, str(path))
         self.input_name = self.session.get_inputs()[0].name
 
@@ -208,13 +202,47 @@ def load_engine(path: str | os.PathLike | None = None, backend: str | None = Non
     if backend is not None and backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of: {', '.join(sorted(BACKENDS))}")
     if (backend is None and not is_onnx(path)) or (backend == "onnx" and path is not None and not is_onnx(path)):
-        export = export_beside(path, options.get("threads"))
-        if export is not None:
-            return export
-        if backend == "onnx":
+        engine = export_beside(path, options.get("threads"))
+        if engine is None and backend == "onnx":
             beside = Path(path).with_suffix(".onnx")
             found = f"{beside} is not an fp32 export of this very file" if beside.is_file() else \
                 f"there is no {beside}"
             raise ValueError(f"{path}: the onnx backend runs .onnx files, and {found}; make one with "
                              f"`digitlab export {path} --onnx {beside}`")
-    return BACKENDS[backend or _without_export(path)](path, **options)
+    else:
+        engine = None
+    if engine is None:
+        engine = BACKENDS[backend or _without_export(path)](path, **options)
+    check_model(engine, "the bundled model" if path is None else str(path))
+    return engine
+
+
+def check_model(engine: Engine, source: str) -> None:
+    """Run a few made-up digits through ``engine`` once, when it is loaded: ValueError naming ``source`` unless the
+    model takes a batch of (N, 1, 28, 28) and answers (N, classes) finite numbers, one per class its metadata names.
+
+    A file can be well formed and still broken: a NaN or a huge weight, a negative batch-norm variance, an export
+    with its input fixed at another size or an extra output first, a class list that does not match the outputs.
+    Found here, it is one line when the CLI or the server starts, not a wrong or unreadable answer to every image.
+    """
+    classes = engine.metadata.get("classes")
+    if not isinstance(classes, (list, tuple)) or not classes:
+        raise ValueError(f"{source}: the model's metadata has no class list (metadata['classes']): it cannot say "
+                         f"which output is which digit")
+    mean, std = normalisation_of(engine.metadata, source)
+    probes = np.zeros((3, 1, 28, 28), np.float32)  # blank paper; a stroke like a 1; a ring like a 0
+    probes[1, 0, 4:24, 13:16] = 1.0
+    rows, cols = np.ogrid[:28, :28]
+    probes[2, 0] = (np.abs(np.hypot(rows - 14, cols - 14) - 7) < 1.5).astype(np.float32)
+    try:
+        logits = np.asarray(engine.logits((probes - mean) / std))
+    except Exception as exc:  # noqa: BLE001 - each runtime has its own errors for an input the model cannot take
+        raise ValueError(f"{source}: not a model that reads a batch of 28x28 digits, shape (N, 1, 28, 28): "
+                         f"{one_line(exc, 160)}") from None
+    if logits.shape != (len(probes), len(classes)):
+        raise ValueError(f"{source}: the model answers {len(probes)} images with outputs of shape {logits.shape}, "
+                         f"not ({len(probes)}, {len(classes)}): one output for each of the {len(classes)} classes "
+                         f"its metadata names")
+    if not np.issubdtype(logits.dtype, np.number) or not np.isfinite(logits).all():
+        raise ValueError(f"{source}: the model's outputs are not all finite numbers (NaN or infinity): its weights "
+                         f"are broken (a training run that diverged, or damaged bytes)")

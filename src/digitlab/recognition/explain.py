@@ -20,8 +20,18 @@ from digitlab.files import atomic_write
 from digitlab.recognition.predict import Prediction
 
 
+def check_destination(path: str | os.PathLike) -> None:
+    """ValueError unless ``path``'s folder exists: a figure goes where the user said, and a mistyped folder is
+    named, not made."""
+    folder = Path(path).parent
+    if not folder.is_dir():
+        raise ValueError(f"{path}: the folder {folder} does not exist (make it first, or name another)")
+
+
 def write_explanation(prediction: Prediction, original: Image.Image, path: str | os.PathLike) -> None:
-    """Draw the panel for ``prediction`` of ``original`` and write it to ``path`` as PNG, atomically."""
+    """Draw the panel for ``prediction`` of ``original`` and write it to ``path`` as PNG, atomically, into a folder
+    that exists (``check_destination``)."""
+    check_destination(path)
     import matplotlib
 
     matplotlib.use("Agg")

@@ -96,16 +96,20 @@ class ResultsFile:
             self.flush()
 
     def flush(self) -> None:
-        """Write the buffered predictions as one chunk, and make it durable."""
+        """Write the buffered predictions as one chunk, and make it durable.
+
+        The chunk leaves the buffer before it is written: a Ctrl-C that lands after the write must not leave it
+        there for ``close`` to write a second time. One that lands before loses the chunk from this run only;
+        ``resume`` does those inputs again."""
         if not self._started:
             self._start()
-        if self._pending and self.kind == "parquet":
-            self._writer.write_table(self._pa.Table.from_pylist([record(p) for p in self._pending],
-                                                               schema=self._schema))
-        elif self._pending:
+        pending, self._pending = self._pending, []
+        if pending and self.kind == "parquet":
+            self._writer.write_table(self._pa.Table.from_pylist([record(p) for p in pending], schema=self._schema))
+        elif pending:
             text = io.StringIO()
             write = STYLES["csv"](text, 0, header=False) if self.kind == "csv" else STYLES["json"](text, 0)
-            for prediction in self._pending:
+            for prediction in pending:
                 write(prediction)
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
             try:
@@ -115,8 +119,7 @@ class ResultsFile:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        self.written += len(self._pending)
-        self._pending.clear()
+        self.written += len(pending)
         self._last_flush = time.monotonic()
 
     def close(self) -> None:
@@ -151,14 +154,36 @@ class ResultsFile:
             elif tuple(header) != COLUMNS:
                 raise ValueError(f"{self.path}: its header is not digitlab predict's ({','.join(COLUMNS)}); "
                                  f"--overwrite to replace it")
-            self.done = {row[0] for row in rows if row}
+            kept = self._first_of_each([row for row in rows if row], lambda row: row[0])
+            if kept is not None:
+                lines = io.StringIO()
+                csv.writer(lines, lineterminator="\n").writerows([COLUMNS, *kept])
+                self._rewrite(lines.getvalue())
             return
+        entries = []
         for number, line in enumerate(text.splitlines(), 1):
             try:
-                self.done.add(json.loads(line)["path"])
+                entries.append((json.loads(line)["path"], line))
             except (ValueError, KeyError, TypeError):
                 raise ValueError(f"{self.path}, line {number}: not a line digitlab predict --json wrote; "
                                  f"--overwrite to replace the file") from None
+        kept = self._first_of_each(entries, lambda entry: entry[0])
+        if kept is not None:
+            self._rewrite("".join(line + "\n" for _, line in kept))
+
+    def _first_of_each(self, rows: list, path_of) -> list | None:
+        """Fill ``done`` with the paths of ``rows``; return the rows without repeats (the first answer to each
+        input) when some input appears more than once, else None. A file written by an older digitlab, or copied
+        together from two runs, can hold an input twice; going on from it keeps each input once."""
+        kept = []
+        for row in rows:
+            if path_of(row) not in self.done:
+                self.done.add(path_of(row))
+                kept.append(row)
+        return kept if len(kept) < len(rows) else None
+
+    def _rewrite(self, text: str) -> None:
+        atomic_write(self.path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
     def _read_parquet(self) -> None:
         try:
@@ -175,7 +200,11 @@ class ResultsFile:
             except (pa.ArrowException, KeyError, ValueError) as exc:
                 raise ValueError(f"{self.path}: not a Parquet file digitlab predict wrote ({exc}); "
                                  f"--overwrite to replace it") from None
-            self.done = set(self._before.column("path").to_pylist())
+            paths = self._before.column("path").to_pylist()
+            self.done = set(paths)
+            if len(self.done) < len(paths):  # the first answer to each input, as for a text file
+                first = {path: index for index, path in reversed(list(enumerate(paths)))}
+                self._before = self._before.take(sorted(first.values()))
 
     def __del__(self) -> None:  # an exception before close: the temporary Parquet file is not left behind
         tmp = getattr(self, "_tmp", None)

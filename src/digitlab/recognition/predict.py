@@ -66,10 +66,10 @@ class DigitResult:
     def to_dict(self) -> dict[str, Any]:
         return {
             "digit": self.digit,
-            "confidence": round(self.confidence, 6),
-            "top3": [{"digit": d, "probability": round(p, 6)} for d, p in self.top3],
-            "probabilities": [round(p, 6) for p in self.probabilities],
-            "not_a_digit": None if self.not_a_digit is None else round(self.not_a_digit, 6),
+            "confidence": _rounded(self.confidence),
+            "top3": [{"digit": d, "probability": _rounded(p)} for d, p in self.top3],
+            "probabilities": [_rounded(p) for p in self.probabilities],
+            "not_a_digit": _rounded(self.not_a_digit),
             "box": list(self.box),
             "reason": self.reason,
         }
@@ -110,7 +110,7 @@ class Prediction:
         """A JSON-ready dict: ``path``, ``digit`` (or ``number`` and ``digits``), ``confidence``, ``top3``..."""
         if self.error is not None:
             return {"path": self.source, "digit": None, "error": self.error}
-        confidence = None if self.confidence is None else round(self.confidence, 6)
+        confidence = _rounded(self.confidence)
         if self.multi:
             return {"path": self.source, "number": self.number, "confidence": confidence,
                     "digits": [d.to_dict() for d in self.digits], "reason": self.reason}
@@ -284,6 +284,12 @@ def _outputs(classes) -> tuple[list[int], int | None]:
     if missing:
         raise ValueError(f"the model's class list {names} lacks the digits {', '.join(missing)}")
     return [names.index(digit) for digit in DIGITS], names.index(NOT_A_DIGIT) if NOT_A_DIGIT in names else None
+
+
+def _rounded(number: float | None) -> float | None:
+    """A probability for JSON: six decimals, and None for a missing or non-finite one (JSON has no NaN, and a
+    reader that meets one rejects the whole line)."""
+    return round(number, 6) if number is not None and np.isfinite(number) else None
 
 
 def _named(index: int, item) -> tuple[str, Any]:

@@ -25,6 +25,7 @@ from torch import nn
 
 from digitlab.errors import CheckpointError, one_line
 from digitlab.files import atomic_write
+from digitlab.labels import metadata_from_json
 from digitlab.training.data import DataConfig, attach_data_config, data_config_of
 from digitlab.training.models import create_model
 
@@ -106,12 +107,11 @@ def read(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, An
     if "digitlab" not in header:
         raise CheckpointError(f"{path}: a safetensors file, but not a digitlab checkpoint (no metadata)")
     try:
-        meta = json.loads(header["digitlab"])
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path}: metadata is not valid JSON ({exc})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        format_name = meta.get("format") if isinstance(meta, dict) else None
-        raise CheckpointError(f"{path}: unsupported checkpoint format {format_name!r}")
+        meta = metadata_from_json(header["digitlab"], str(path))
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from None
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: unsupported checkpoint format {one_line(repr(meta.get('format')), 60)}")
     expected = meta.get("weights_sha256")  # files written before it was recorded have none
     if expected is not None and weights_digest(tensors) != expected:
         raise CheckpointError(f"{path}: the weights do not match the checksum recorded with them: the file is damaged "

@@ -300,6 +300,12 @@ def stage_maps(model: nn.Module, image: np.ndarray) -> list[tuple[str, np.ndarra
     return stages
 
 
+def caption_of_test_digit(index: int, label: int) -> str:
+    """What a figure of one MNIST test image calls it: the digit it is, then where it is in the test set (the index
+    alone, "test digit 0", read as the digit shown)."""
+    return f"a {int(label)} (test image {index})"
+
+
 def feature_maps_figure(model: nn.Module, image: np.ndarray, caption: str, per_stage: int = 8):
     """One digit and, row by row, the strongest activation maps of each convolution stage (each map scaled to its
     own range, bright = strong)."""

@@ -27,7 +27,7 @@ from digitlab.training.data import load_mnist
 from digitlab.training.evaluate import infer, report
 from digitlab.training.figures import (confusion_figure, curves_figure, feature_maps_figure, filters_figure,
                                        first_layer, kernels_figure, mistakes_figure, per_class_figure, png_bytes,
-                                       samples_figure)
+                                       samples_figure, caption_of_test_digit)
 from digitlab.training.summary import layer_rows
 from digitlab.files import atomic_write, atomic_write_text
 
@@ -178,7 +178,7 @@ def write_report(path: str | os.PathLike | None = None, out_dir: str | os.PathLi
     else:
         if not 0 <= index < len(images):
             raise ValueError(f"--index {index}: there are {len(images)} test images (0 to {len(images) - 1})")
-        digit, digit_caption = images[index].numpy(), f"test digit {index}"
+        digit, digit_caption = images[index].numpy(), caption_of_test_digit(index, labels[index])
 
     logits = infer(model, images)
     result = report(logits, labels)
