@@ -1,13 +1,15 @@
 """Real handwriting by other writers, drawn the ways people hand digits in, read by digitlab: right, refused, right
 when forced, and a plain reference pipeline on the same network, per source and case, beside raw MNIST.
 
-The sources and cases are those of ``digitlab.training.handwriting`` (MNIST test, scikit-learn's 8x8 digits) and
+The sources and cases are those of ``digitlab.training.handwriting`` (MNIST test, scikit-learn's 8x8 digits, and
+with ``--realdata-dir`` or DIGITLAB_REALDATA the Chars74K and HwD-1000 digits of ``writers.py``, split by writer) and
 ``digitlab.training.handwriting_render`` (photo, small-on-page, tight-crop, small-scan, binary, fills-box, thick,
 thin, blocky). Report on the ``report`` part; choose settings and recipes on ``choose``. Results: docs/handwriting.md.
 
     python benchmarks/other_writers.py --count 100                      # bundled model, report part
     python benchmarks/other_writers.py --count 100 --via-cli            # the files read by `digitlab predict --json`
     python benchmarks/other_writers.py --cases tight-crop --sources sklearn --save-to /tmp/crops --count 20
+    python benchmarks/other_writers.py --count 100 --letters --realdata-dir ../shared/realdata   # + real letters
 """
 
 from __future__ import annotations
@@ -68,10 +70,24 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def letters_table(rows: list[dict]) -> str:
+    """Real letters refused, pooled over the cases: one line per source, kind and shape."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["source"], r["kind"], r["digit_shaped"]), []).append(r)
+    lines = ["| letters | kind | shaped like a digit | images | refused |", "|---|---|---|---:|---:|"]
+    for (source, kind, shaped), found in sorted(groups.items(), key=lambda item: (item[0][2], item[0])):
+        images = sum(r["images"] for r in found)
+        refused = sum(r["refused"] * r["images"] for r in found) / max(1, images)
+        lines.append(f"| {source} | {kind} | {'yes' if shaped else 'no'} | {images:,} | {refused:.1f} % |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     from digitlab.recognition.engine import load_engine
     from digitlab.recognition.predict import Recognizer
-    from digitlab.training.handwriting import PARTS, SOURCES, combined, evaluate, load_source
+    from digitlab.training.handwriting import PARTS, SOURCES, combined, evaluate, evaluate_letters, load_source
+    from digitlab.training.writers import LETTER_SOURCES
     from digitlab.training.handwriting_render import CASES
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -88,12 +104,20 @@ def main() -> int:
     parser.add_argument("--via-cli", action="store_true",
                         help="read the files with `digitlab predict DIR --recursive --json` instead of the Python API")
     parser.add_argument("--data-dir", help="MNIST folder (default: $DIGITLAB_DATA or the cache)")
+    parser.add_argument("--realdata-dir", help="real handwriting by other writers (default: $DIGITLAB_REALDATA); "
+                        "its digit sources are read only when it is set")
+    parser.add_argument("--letters", action="store_true", help="also read real handwritten letters of the part "
+                        "(they should be refused)")
     args = parser.parse_args()
     if args.count < 1:
         parser.error("--count must be at least 1")
     if args.save_to and Path(args.save_to).exists() and any(Path(args.save_to).iterdir()):
         parser.error(f"--save-to {args.save_to}: the folder is not empty; choose a new or empty one")
 
+    if args.realdata_dir:
+        os.environ["DIGITLAB_REALDATA"] = args.realdata_dir
+    if not os.environ.get("DIGITLAB_REALDATA"):
+        args.sources = [s for s in args.sources if s in ("mnist", "sklearn")]
     recognizer = Recognizer(load_engine(args.model), threshold=args.threshold)
     read = read_via_cli(args.model, args.threshold) if args.via_cli else None
     args.threshold = recognizer.threshold  # reported as read
@@ -109,7 +133,10 @@ def main() -> int:
         for source in args.sources:
             found = evaluate(recognizer, source, args.cases, args.part, args.count, args.seed, args.data_dir,
                              read=read, keep=keep)
+            found = [r for r in found if r["images"]]   # a source with nothing in this part (hwd1000: report only)
             rows += found + ([combined(found)] if len(found) > 1 else [])
+        letters = [row for source in LETTER_SOURCES for row in evaluate_letters(
+            recognizer, source, args.cases, args.part, args.count, args.seed, read=read)] if args.letters else []
     elapsed = time.perf_counter() - start
     per_source = [r for r in rows if r["case"] != "all cases"]
     if len(args.sources) > 1:
@@ -121,7 +148,8 @@ def main() -> int:
         print(json.dumps({"model": args.model or "bundled", "arch": arch, "part": args.part, "seed": args.seed,
                           "count": args.count, "threshold": args.threshold, "via_cli": args.via_cli,
                           "raw_mnist_right": raw_right, "seconds": elapsed,
-                          "rows": [{k: v for k, v in r.items() if k != "answers"} for r in rows]}, indent=1))
+                          "rows": [{k: v for k, v in r.items() if k != "answers"} for r in rows],
+                          "letters": letters}, indent=1))
         return 0
     print(f"model: {args.model or 'bundled'} ({arch}); part {args.part}, {args.count} digits per source and case, "
           f"seed {args.seed}; read by {reader} at threshold {args.threshold}; {elapsed:.0f} s")
@@ -133,6 +161,9 @@ def main() -> int:
     print()
     print(table(rows))
     print()
+    if letters:
+        print()
+        print(letters_table(letters))
     print("right: answered correctly at the threshold; right when forced: the most likely of the ten digits for what "
           "digitlab's preprocessing found (nothing found counts wrong); reference: the plain pipeline's 28x28 of the "
           "same file through the same network.")

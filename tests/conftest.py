@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from digitlab.training.data import FILES
@@ -64,6 +65,33 @@ def realdata_dir() -> Path:
     if found is None:
         pytest.skip("real handwriting not found: set DIGITLAB_REALDATA to a folder holding its .npz files")
     return found
+
+
+def _tiny_realdata(folder, test_split, per_file: int = 20):
+    """A folder shaped like the real one, made of MNIST test digits (as digits and as "letters"), with writer ids:
+    the mechanism's tests need no real handwriting."""
+    images, labels = test_split[0].numpy()[:per_file], test_split[1].numpy()[:per_file]
+    writer = np.arange(per_file, dtype=np.int16) % 10
+    letters = np.array(list("AEHKMNPRTUVWXYAEHKMN"))[:per_file]
+    from digitlab.training.writers import FILES as REAL_FILES, LETTER_SOURCES
+
+    for source, name in REAL_FILES.items():
+        arrays = {"images": images, "labels": letters if source in LETTER_SOURCES else labels}
+        if source in ("chars74k", "chars74k-letters"):
+            arrays["writer"] = writer
+        if source == "femnist":
+            arrays["writer"] = np.array([f"f{w:04d}_00" for w in writer])
+        np.savez(folder / name, **arrays)
+    return folder
+
+
+@pytest.fixture
+def tiny_realdata(test_split):
+    """``make(folder, per_file=20)``: a folder shaped like the real handwriting's, of MNIST test digits."""
+    def make(folder, per_file: int = 20):
+        folder.mkdir(parents=True, exist_ok=True)
+        return _tiny_realdata(folder, test_split, per_file)
+    return make
 
 
 @pytest.fixture(autouse=True)

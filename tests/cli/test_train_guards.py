@@ -41,6 +41,19 @@ def test_training_into_a_finished_run_needs_overwrite_or_resume(tmp_path, capsys
     assert (out / "model.safetensors").read_bytes() != before
 
 
+def test_a_recipe_learns_from_mnist_alone_when_no_other_writers_are_configured(tmp_path, capsys, mnist_dir):
+    """The default recipe also learns from real handwriting by other writers; on a machine without it, training goes
+    on with MNIST's writers alone, says so, and the checkpoint records what it learned from."""
+    out = tmp_path / "run"
+    assert main(["train", "--recipe", "default", "--dry-run", "--out", str(out), "--limit", "300", "--quiet"]) == 0
+    assert "training on MNIST's writers alone" in capsys.readouterr().err
+    _, meta = checkpoint.load(out / "model.safetensors")
+    assert meta["config"]["other_writers"] == 0 and meta["config"]["real_letters"] is False
+    # asked for by name, the handwriting must be there
+    one_line_exit_2(capsys, ["train", "--recipe", "default", "--dry-run", "--out", str(tmp_path / "o"),
+                             "--other-writers", "0.1"], "DIGITLAB_REALDATA")
+
+
 def test_resume_without_a_run_is_an_error(tmp_path, capsys, mnist_dir):
     one_line_exit_2(capsys, ["train", "--resume", "--out", str(tmp_path / "empty"), *SMALL], "no run to resume")
     assert not (tmp_path / "empty").exists()

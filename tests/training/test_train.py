@@ -11,7 +11,7 @@ from digitlab.labels import NOT_A_DIGIT, class_names
 from digitlab.training import checkpoint
 from digitlab.training.augment import AugmentConfig, random_affine
 from digitlab.training.config import TrainConfig
-from digitlab.training.loop import train, with_nondigits
+from digitlab.training.loop import train, with_extra, with_nondigits
 
 
 def small(**overrides) -> TrainConfig:
@@ -153,6 +153,38 @@ def test_with_nondigits_appends_letters_labelled_ten():
     x, y = with_nondigits(images, labels, pool, 0.25, torch.Generator().manual_seed(0), label)
     assert x.shape == (25, 28, 28) and torch.equal(y[:20], labels) and torch.equal(y[20:], torch.full((5,), 10))
     assert bool((x[20:] == 255).all()) and bool((x[:20] == 0).all())
+
+
+def test_with_extra_appends_pool_images_with_their_own_labels():
+    from digitlab.training.data import Split
+
+    images, labels = torch.zeros(40, 28, 28, dtype=torch.uint8), torch.zeros(40, dtype=torch.int64)
+    pool = Split(torch.arange(6, dtype=torch.uint8)[:, None, None].expand(6, 28, 28).clone(), torch.arange(6) + 3)
+    x, y = with_extra(images, labels, pool, 0.1, torch.Generator().manual_seed(0))
+    assert x.shape == (44, 28, 28) and torch.equal(y[:40], labels)
+    assert torch.equal(y[40:], x[40:, 0, 0].long() + 3)   # each extra image keeps its own label
+
+
+def test_a_run_with_other_writers_and_real_letters_draws_from_both(tmp_path, tiny_realdata, monkeypatch):
+    """Each batch carries letters (pen-drawn and real) and other writers' digits (a folder of MNIST digits stands in
+    for the real one here), and the checkpoint records both settings."""
+    from digitlab.training import loop
+
+    folder = tiny_realdata(tmp_path / "real", per_file=20)
+    seen = []
+    original = loop.with_extra
+    monkeypatch.setattr(loop, "with_extra", lambda *a, **k: seen.append(a[2]) or original(*a, **k))
+    cfg = small(model="digitnet", model_kwargs={"classes": 11}, not_a_digit=0.1, real_letters=True,
+                other_writers=0.2, realdata_dir=str(folder), limit=200, epochs=1, validation_split=0.0)
+    train(cfg, tmp_path / "run", quiet=True, dry_run=True)
+    pools = {len(pool) for pool in seen}
+    assert len(pools) == 2   # letters (pen-drawn and real) and other writers' digits, both drawn from
+    _, meta = checkpoint.load(tmp_path / "run" / "model.safetensors")
+    assert meta["config"]["other_writers"] == 0.2 and meta["config"]["real_letters"] is True
+    with pytest.raises(ValueError, match="real_letters needs not_a_digit"):
+        small(real_letters=True)
+    with pytest.raises(ValueError, match="other_writers must be in"):
+        small(other_writers=1.0)
 
 
 def test_training_with_not_a_digit_learns_to_refuse_letters(tmp_path):

@@ -7,39 +7,23 @@ import pytest
 
 from digitlab.errors import DataError
 from digitlab.training import writers
-from digitlab.training.writers import (DIGIT_SHAPED, DIGIT_SOURCES, FILES, LETTER_SOURCES, PARTS, clean_form,
+from digitlab.training.writers import (DIGIT_SHAPED, DIGIT_SOURCES, FILES, PARTS, clean_form,
                                        load_digits, load_letters, locate, part_of, training_pool)
 
 
-def tiny_folder(folder, test_split, per_file: int = 20):
-    """A folder shaped like the real one, made of MNIST test digits (as digits and as "letters"), with writer ids:
-    the mechanism's tests need no real handwriting."""
-    images, labels = test_split[0].numpy()[:per_file], test_split[1].numpy()[:per_file]
-    writer = np.arange(per_file, dtype=np.int16) % 10
-    letters = np.array(list("AEHKMNPRTUVWXYAEHKMN"))[:per_file]
-    for source, name in FILES.items():
-        arrays = {"images": images, "labels": letters if source in LETTER_SOURCES else labels}
-        if source in ("chars74k", "chars74k-letters"):
-            arrays["writer"] = writer
-        if source == "femnist":
-            arrays["writer"] = np.array([f"f{w:04d}_00" for w in writer])
-        np.savez(folder / name, **arrays)
-    return folder
-
-
-def test_the_folder_comes_from_the_setting_or_the_environment_and_is_checked(tmp_path, monkeypatch, test_split):
+def test_the_folder_comes_from_the_setting_or_the_environment_and_is_checked(tmp_path, monkeypatch, tiny_realdata):
     with pytest.raises(DataError, match="DIGITLAB_REALDATA"):
         locate()
     with pytest.raises(DataError, match="missing: "):
         locate(tmp_path)
-    tiny_folder(tmp_path, test_split)
+    tiny_realdata(tmp_path)
     assert locate(tmp_path) == tmp_path
     monkeypatch.setenv("DIGITLAB_REALDATA", str(tmp_path))
     assert locate() == tmp_path
 
 
-def test_a_pickle_is_never_loaded(tmp_path, test_split):
-    tiny_folder(tmp_path, test_split)
+def test_a_pickle_is_never_loaded(tmp_path, tiny_realdata):
+    tiny_realdata(tmp_path)
     np.savez(tmp_path / FILES["hwd1000"], images=np.array([object()], dtype=object), labels=np.array([1]))
     with pytest.raises(DataError, match="not a readable"):
         load_digits("hwd1000", "report", tmp_path)
@@ -83,9 +67,8 @@ def test_a_clean_glyph_takes_mnists_form(test_split):
     assert clean_form(np.zeros((32, 32), np.uint8)) is None
 
 
-def test_the_pool_is_drawn_once_and_kept(tmp_path, test_split, monkeypatch):
-    (tmp_path / "real").mkdir()
-    folder = tiny_folder(tmp_path / "real", test_split, per_file=10)
+def test_the_pool_is_drawn_once_and_kept(tmp_path, tiny_realdata, monkeypatch):
+    folder = tiny_realdata(tmp_path / "real", per_file=10)
     pool = training_pool(folder, seed=0, cache=tmp_path / "cache")
     # optdigits' ten digits are all in its train part, chars74k's writers 2-4 of ten (at least the clean form each)
     assert len(pool.digits) == len(pool.labels) >= 10 + 3 and pool.digits.dtype == np.uint8

@@ -302,6 +302,8 @@ def cmd_train(args) -> int:
     if args.data:  # folders are recorded whole, so calibrating or resuming from elsewhere finds them
         args.data = [d if d == MNIST else str(Path(d).expanduser().resolve()) for d in args.data]
     cfg = recipe_config(recipe, **{f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)})
+    cfg = without_missing_writers(cfg, asked=any(getattr(args, name, None) is not None for name in
+                                                 ("other_writers", "real_letters", "realdata_dir")))
     if args.resume and args.overwrite:
         raise UsageError("digitlab train: error: --resume continues the run in --out, --overwrite replaces it: "
                          "choose one")
@@ -334,6 +336,28 @@ def cmd_train(args) -> int:
                    f"{result.out_dir / 'curves.png'}")
         print(accuracy_line(result.metrics))
     return 0
+
+
+def without_missing_writers(cfg, asked: bool):
+    """``cfg``, or without the real handwriting by other writers when the recipe asks for it and no folder of it is
+    configured: a recipe trains on MNIST alone then, says so in one line, and its checkpoint records what it really
+    learned from. Asked for on the command line, the handwriting must be there (DataError, one line)."""
+    from dataclasses import replace
+
+    from digitlab.errors import DataError
+    from digitlab.training.writers import locate
+
+    if not (cfg.other_writers or cfg.real_letters):
+        return cfg
+    try:
+        locate(cfg.realdata_dir)
+    except DataError as exc:
+        if asked:
+            raise
+        print(f"note: {exc}; training on MNIST's writers alone (the recipe's other_writers and real_letters off)",
+              file=sys.stderr)
+        return replace(cfg, other_writers=0.0, real_letters=False)
+    return cfg
 
 
 def report_folders(cfg) -> None:

@@ -8,6 +8,10 @@ that install offline, each split into two parts, and measures a recogniser on th
     mnist     MNIST's test set from the data directory          choose: 0-4999        report: 5000-9999
     sklearn   scikit-learn's bundled 8x8 digits (other writers, choose: first half    report: second half
               the test part of the UCI optical-digits set)
+    chars74k  Chars74K's tablet-written digits (``writers.py``)  choose and report: by writer
+    hwd1000   HwD-1000's screen-drawn digits (``writers.py``)    report only: one writer
+
+and real handwritten letters (``writers.LETTER_SOURCES``), which a reader should refuse (``evaluate_letters``).
 
 Choose recipes and settings on ``choose``; report on ``report``; never choose on the part you report.
 
@@ -31,7 +35,7 @@ from PIL import Image
 
 from digitlab.training.handwriting_render import CASES, draw
 
-SOURCES = ("mnist", "sklearn")
+SOURCES = ("mnist", "sklearn", "chars74k", "hwd1000")
 PARTS = ("choose", "report")
 MNIST_CHOOSE = 5000          # MNIST test digits 0-4999 are for choosing, 5000-9999 for reporting
 
@@ -61,6 +65,10 @@ def load_source(source: str, part: str, data_dir: str | None = None) -> tuple[np
         chosen = slice(0, half) if part == "choose" else slice(half, None)
         images = np.round(bunch.images[chosen] * (255 / 16)).astype(np.uint8)  # 0-16 counts -> 0-255
         return images, bunch.target[chosen].astype(np.int64)
+    if source in SOURCES:
+        from digitlab.training.writers import load_digits
+
+        return load_digits(source, part)
     raise ValueError(f"unknown source {source!r}; choose one of: {', '.join(SOURCES)}")
 
 
@@ -193,3 +201,30 @@ def combined(rows: list[dict], case: str = "all cases") -> dict:
     sources = sorted({r["source"] for r in rows})
     return row(sources[0] if len(sources) == 1 else "all", case, joined["labels"], joined["given"],
                joined["forced"], joined["reference"], refusals)
+
+
+# --- letters, which are no digit ------------------------------------------------------------------------------------
+
+def evaluate_letters(recognizer, source: str, cases: Iterable[str] = CASES, part: str = "report", count: int = 100,
+                     seed: int = 0, read: Callable[[list[tuple[str, bytes]]], list[Answer]] | None = None) -> list[dict]:
+    """Real handwritten letters of ``source`` (``writers.LETTER_SOURCES``) drawn as each case and read: one row per
+    case and kind of letter (capital or small, shaped like a digit or not), with the share refused."""
+    from digitlab.training.writers import LETTER_SOURCES, load_letters
+
+    read = read or read_with(recognizer)
+    rows = []
+    for shaped in (False, True):
+        letters, names = load_letters(source, part, digit_shaped=shaped)
+        order = np.random.default_rng([seed, len(SOURCES) + LETTER_SOURCES.index(source), shaped]).permutation(
+            len(letters))[:count]
+        letters, names = letters[order], names[order]
+        for case in cases:
+            rng = np.random.default_rng([seed, len(SOURCES) + LETTER_SOURCES.index(source), shaped, CASES.index(case)])
+            files = [(f"{source}-{case}-{index:05d}.png", draw(letter, case, rng)) for index, letter in
+                     enumerate(letters)]
+            refused = np.array([answer[0] is None for answer in read(files)], bool)
+            for kind, of_kind in (("capitals", np.char.isupper(names)), ("small", np.char.islower(names))):
+                if of_kind.any():
+                    rows.append({"source": source, "case": case, "kind": kind, "digit_shaped": shaped,
+                                 "images": int(of_kind.sum()), "refused": 100.0 * float(refused[of_kind].mean())})
+    return rows
