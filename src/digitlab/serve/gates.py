@@ -101,7 +101,7 @@ class Guard:
         """The API key and (``rate``) the per-client rate, where the settings ask for them."""
         key = self.settings.api_key
         if key is not None:
-            given = headers.get(b"x-api-key") or headers.get(b"authorization", b"").removeprefix(b"Bearer ")
+            given = headers.get(b"x-api-key") or _bearer(headers.get(b"authorization", b""))
             if not hmac.compare_digest(given, key.encode()):
                 return JSONResponse({"detail": "an API key is needed: send it as X-API-Key or Authorization: Bearer "
                                                "(the page takes it after # in its address: /#key=...)"},
@@ -120,6 +120,13 @@ class Guard:
             if len(self.requests) > 10_000:  # forget quiet clients, so the table cannot grow without bound
                 self.requests = {c: t for c, t in self.requests.items() if t and now - t[-1] < 60}
         return None
+
+
+def _bearer(authorization: bytes) -> bytes:
+    """The credentials of an ``Authorization: Bearer KEY`` header, its scheme in any case (RFC 7235 makes schemes
+    case-insensitive); a header without that scheme is taken whole."""
+    scheme, _, credentials = authorization.partition(b" ")
+    return credentials.strip(b" ") if scheme.lower() == b"bearer" else authorization
 
 
 def _host_name(host: bytes | None) -> str:
