@@ -89,8 +89,21 @@ def check_port_free(host: str, port: int) -> None:
         try:
             probe.bind((host, port))
         except OSError as exc:
-            raise ValueError(f"cannot listen on {host}:{port}: {exc.strerror or exc} (another server on that port? "
-                             f"choose one with --port)") from None
+            raise ValueError(f"cannot listen on {host}:{port}: {_why_not(exc, port)}") from None
+
+
+def _why_not(exc: OSError, port: int) -> str:
+    """What a failed bind means for the person who asked for it, by its errno."""
+    import errno
+
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        below = " ports below 1024 need privileges (root or CAP_NET_BIND_SERVICE);" if port < 1024 else ""
+        return f"permission denied:{below} choose another with --port"
+    if exc.errno == errno.EADDRINUSE:
+        return "the port is in use (another server on that port?); choose another with --port"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return "that address is not one of this machine's; choose another with --host"
+    return f"{exc.strerror or exc}; choose another address with --host or --port"
 
 
 def serve_settings(args) -> ServeSettings:
