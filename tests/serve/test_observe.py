@@ -54,6 +54,32 @@ def test_requests_images_and_refusals_are_counted(seven):
     assert metrics[("digitlab_queue_depth", ())] == 0 and metrics[("digitlab_worker_restarts_total", ())] == 0
 
 
+def test_a_client_that_leaves_mid_body_is_counted_as_client_closed_not_as_a_server_error():
+    import asyncio
+
+    app = create_app(ServeSettings(backend="onnx"))
+    messages = [{"type": "http.request", "body": b"\x89PNG" + b"x" * 1000, "more_body": True},
+                {"type": "http.disconnect"}]  # the connection closed before the rest of the body came
+    sent = []
+
+    async def receive():
+        return messages.pop(0)
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/api/predict", "raw_path": b"/api/predict",
+             "query_string": b"", "scheme": "http", "http_version": "1.1", "client": ("127.0.0.1", 5000),
+             "server": ("127.0.0.1", 8000), "headers": [(b"host", b"127.0.0.1:8000"), (b"content-length", b"5000")]}
+    asyncio.run(asyncio.wait_for(app(scope, receive, send), 10))
+    assert sent == []  # no one to answer
+    metrics = {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+               for family in text_string_to_metric_families(app.state.metrics.exposition().decode())
+               for sample in family.samples}
+    requests = {labels: value for (name, labels), value in metrics.items() if name == "digitlab_requests_total"}
+    assert requests == {(("endpoint", "/api/predict"), ("status", "499")): 1}
+
+
 def test_request_ids_are_kept_or_made(seven):
     with TestClient(create_app(ServeSettings(backend="onnx"))) as client:
         made = client.get("/api/health").headers["x-request-id"]
