@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import signal
+import urllib.error
 import urllib.request
 
 import pytest
@@ -144,6 +145,11 @@ def test_serve_log_format_json(seven, start_server):
                                          headers={"X-Request-ID": "from-the-balancer"})
         with urllib.request.urlopen(request, timeout=10) as response:
             assert json.load(response)["digit"] == 7
+        malformed = urllib.request.Request(f"{url}/api/predict", data=b"no boundary in sight", method="POST",
+                                           headers={"Content-Type": "multipart/form-data; boundary=X"})
+        with pytest.raises(urllib.error.HTTPError) as refused:  # python-multipart logs why it gave up
+            urllib.request.urlopen(malformed, timeout=10)
+        assert refused.value.code == 400
     finally:
         server.send_signal(signal.SIGINT)
         err = server.communicate(timeout=20)[0]
@@ -152,3 +158,16 @@ def test_serve_log_format_json(seven, start_server):
     access = [line for line in lines if line["logger"] == "digitlab.access" and line["path"] == "/api/predict"]
     assert access and access[0]["request_id"] == "from-the-balancer" and access[0]["status"] == 200
     assert any(line["logger"].startswith("uvicorn") for line in lines)
+    assert any(line["logger"].startswith("python_multipart") for line in lines)
+
+
+def test_a_worker_logs_its_warnings_in_the_server_s_json_format():
+    import subprocess
+    import sys
+
+    script = ("import numpy, logging; from digitlab.serve.workers import log_as; log_as('json'); "
+              "numpy.log(numpy.zeros(2)); logging.getLogger('digitlab.serve').warning('a worker line')")
+    err = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60).stderr
+    lines = [json.loads(line) for line in err.splitlines()]  # every line is JSON
+    assert [line["logger"] for line in lines] == ["py.warnings", "digitlab.serve"]
+    assert "divide by zero" in lines[0]["message"] and lines[0]["level"] == "warning"

@@ -45,6 +45,7 @@ def test_one_default_pixel_limit():
     ({"threads": 0}, "threads", "at least 1"),
     ({"worker_nice": -5}, "worker_nice", "between 0 and 19"),
     ({"worker_nice": 20}, "worker_nice", "between 0 and 19"),
+    ({"log_format": "xml"}, "log_format", "must be one of text, json"),
     ({"limits": {"max_pixels": 10}}, "limits", "must be a Limits"),
 ])
 def test_bad_values_are_refused_with_a_clear_message(changes, name, words):

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 def add_serve_parsers(subparsers) -> None:
     # light: no torch, no onnxruntime, no FastAPI; the defaults shown are the settings' own
     from digitlab.recognition.engine import BACKENDS
-    from digitlab.serve.settings import Limits, ServeSettings
+    from digitlab.serve.settings import LOG_FORMATS, Limits, ServeSettings
 
     p = subparsers.add_parser("serve", help="the web page and REST API on http://HOST:PORT (docs at /docs)")
     p.add_argument("--model", help="a .safetensors checkpoint or an exported .onnx file (default: the bundled model)")
@@ -59,7 +59,7 @@ def add_serve_parsers(subparsers) -> None:
                    "with the digit they pick, as DIR/<digit>/NAME.png and NAME.json (POST /api/samples; default: off)")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"),
                    help="how much uvicorn and digitlab log (default: info)")
-    p.add_argument("--log-format", default="text", choices=("text", "json"),
+    p.add_argument("--log-format", default=ServeSettings.log_format, choices=LOG_FORMATS,
                    help="log lines as text or as one JSON object each, for a log collector; every line made while a "
                         "request runs carries its request id (default: text)")
     p.set_defaults(handler=cmd_serve)
@@ -123,7 +123,7 @@ def serve_settings(args) -> ServeSettings:
                              allowed_hosts=allowed_hosts(args.host, args.allowed_host),
                              api_key=args.api_key or None, rate_per_minute=args.rate_limit,
                              cors_origins=tuple(origin.rstrip("/") for origin in args.cors_origin),
-                             collect=args.collect)
+                             collect=args.collect, log_format=args.log_format)
     except SettingError as exc:  # every other option is named after its field
         raise ValueError(f"--{exc.name.replace('_', '-')} {exc.problem}") from None
 

@@ -187,7 +187,9 @@ class JsonFormatter(logging.Formatter):
 
 def log_config(log_format: str, level: str) -> dict[str, Any]:
     """A ``logging.config.dictConfig`` for uvicorn and digitlab: ``text`` (uvicorn's look, with the request id) or
-    ``json``. uvicorn's own access log is left off: ``Observe`` writes the access lines, with the request id."""
+    ``json``. uvicorn's own access log is left off: ``Observe`` writes the access lines, with the request id. The
+    root logger has the same handler, so what other libraries log (python-multipart on a malformed form) and the
+    warnings ``logging.captureWarnings`` routes into logging come out in the same format, not as raw text."""
     formatter = ({"()": JsonFormatter} if log_format == "json" else
                  {"format": "%(levelname)s: %(name)s: [%(request_id)s] %(message)s"})
     handler = {"class": "logging.StreamHandler", "formatter": "main", "filters": ["request_id"],
@@ -196,4 +198,5 @@ def log_config(log_format: str, level: str) -> dict[str, Any]:
                for name in ("uvicorn", "digitlab")}
     return {"version": 1, "disable_existing_loggers": False,
             "filters": {"request_id": {"()": RequestIdFilter}},
-            "formatters": {"main": formatter}, "handlers": {"main": handler}, "loggers": loggers}
+            "formatters": {"main": formatter}, "handlers": {"main": handler}, "loggers": loggers,
+            "root": {"handlers": ["main"], "level": "WARNING"}}

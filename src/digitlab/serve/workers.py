@@ -220,6 +220,7 @@ def main() -> None:
         if first is None:
             return
         settings = ServeSettings.from_json(first[0])
+        log_as(settings.log_format)
         os.nice(settings.worker_nice)
         _set_process_wide(settings)
         recognizer = runner.load_recognizer(settings)
@@ -231,6 +232,17 @@ def main() -> None:
         # a model file that cannot be loaded, or a backend not installed: one line, and the server reports the exit
         print(f"digitlab serve: worker process: error: {one_line(exc)}", file=sys.stderr)
         sys.exit(2)
+
+
+def log_as(log_format: str) -> None:
+    """Log in the server's format (``serve.observe.log_config``), warnings included (numpy's on an odd image), so a
+    worker's lines on the shared stderr read as the server's do: one JSON object each with ``--log-format json``."""
+    import logging.config
+
+    from digitlab.serve.observe import log_config
+
+    logging.config.dictConfig(log_config(log_format, "warning"))
+    logging.captureWarnings(True)
 
 
 def _set_process_wide(settings: ServeSettings) -> None:
