@@ -81,3 +81,15 @@ def test_the_bearer_scheme_is_read_in_any_case(authorization, status):
     scope = {"type": "http", "method": "GET", "path": "/api/model", "scheme": "http",
              "headers": [(b"host", b"127.0.0.1"), (b"authorization", authorization.encode())]}
     assert answered(guard, scope) == status
+
+
+def test_headers_over_the_limit_that_arrive_whole_are_refused_431():
+    guard = Guard(ok, ServeSettings(backend="onnx", limits=Limits(max_header_bytes=1000)))
+    scope = {"type": "http", "method": "GET", "path": "/api/health", "scheme": "http", "query_string": b"",
+             "headers": [(b"host", b"127.0.0.1"), (b"x-padding", b"a" * 900)]}
+    assert answered(guard, scope) == 200
+    scope["headers"].append((b"x-more", b"a" * 100))
+    assert answered(guard, scope) == 431
+    scope["headers"].pop()
+    scope["query_string"] = b"q=" + b"a" * 100  # the request line counts too
+    assert answered(guard, scope) == 431

@@ -19,6 +19,7 @@ from PIL import Image
 from digitlab.recognition.engine import load_engine
 from digitlab.recognition.predict import Recognizer
 from digitlab.serve.app import create_app
+from digitlab.serve.gates import http_options
 from digitlab.serve.settings import Limits, ServeSettings
 
 
@@ -379,8 +380,9 @@ def test_a_content_length_with_spaces_around_it_is_read(client, digits):
 
 @pytest.fixture
 def live_server(served_onnx):
-    """A function: ``live_server(limits)`` runs the app with ``limits`` under uvicorn on a free loopback port, in a
-    thread of this process, and returns its (host, port); the server stops at the end of the test."""
+    """A function: ``live_server(limits, **uvicorn_options)`` runs the app with ``limits`` under uvicorn, as
+    `digitlab serve` runs it, on a free loopback port, in a thread of this process, and returns its (host, port); the
+    server stops at the end of the test."""
     import socket
     import time
 
@@ -388,12 +390,13 @@ def live_server(served_onnx):
 
     servers = []
 
-    def start(limits: Limits) -> tuple[str, int]:
+    def start(limits: Limits, **options) -> tuple[str, int]:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
         app = create_app(ServeSettings(served_onnx, backend="onnx", limits=limits))
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+        options = http_options(limits) | options  # as `digitlab serve` runs it
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical", **options))
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
         servers.append((server, thread))
@@ -487,6 +490,47 @@ def test_uploads_over_the_cap_are_answered_503_before_they_are_read(live_server,
     finally:
         for connection in slow:
             connection.close()
+
+
+def answer_time(address, client: str = "127.0.0.1") -> float:
+    """Seconds until GET /api/health from ``client`` is answered 200."""
+    import socket
+    import time
+
+    start = time.monotonic()
+    with socket.create_connection(address, timeout=30, source_address=(client, 0)) as connection:
+        connection.sendall(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert status_of(connection)[0] == 200
+    return time.monotonic() - start
+
+
+@pytest.mark.parametrize("http,refused", [("bounded", 431), ("h11", 400)])
+def test_huge_request_headers_are_refused_and_others_are_still_answered(live_server, http, refused):
+    """A client sending megabytes of header is cut off once its head passes the limit, by either HTTP parser."""
+    import socket
+
+    options = {} if http == "bounded" else {"http": http}
+    address = live_server(Limits(max_header_bytes=16_384), **options)
+    with socket.create_connection(address, timeout=10) as huge:
+        huge.sendall(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: ")
+        try:
+            for _ in range(200):  # up to 12.8 MB, 64 kB at a time; the server closes long before
+                huge.sendall(b"a" * 65536)
+                assert answer_time(address) < 5  # the others are answered meanwhile
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        status, answer = status_of(huge)
+    assert status == refused and b"connection: close" in answer.lower()
+    if http == "bounded":
+        assert b"request headers too large: over the limit of 16,384 bytes" in answer
+    assert answer_time(address) < 5
+    ok = f"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: {'a' * 12_000}\r\n\r\n".encode()
+    with socket.create_connection(address, timeout=10) as fits:  # a head under the limit, in one piece or in two
+        fits.sendall(ok)
+        assert status_of(fits)[0] == 200
+        fits.sendall(ok[:9000])
+        fits.sendall(ok[9000:])
+        assert status_of(fits)[0] == 200
 
 
 def test_memory_is_handed_back_once_the_last_large_body_is_let_go(client, monkeypatch):
@@ -704,6 +748,7 @@ def test_serve_command_refuses_bad_options(capsys):
 
 def test_serve_command_runs_a_server_on_localhost(served_onnx, digits, start_server):
     import json
+    import urllib.error
     import urllib.request
 
     server, url, health = start_server("--model", str(served_onnx), "--log-level", "warning")
@@ -711,6 +756,10 @@ def test_serve_command_runs_a_server_on_localhost(served_onnx, digits, start_ser
         assert health["backend"] == "onnx"  # chosen from the file's suffix
         request = urllib.request.Request(f"{url}/api/predict", data=digits[0][0], method="POST")
         assert json.load(urllib.request.urlopen(request, timeout=10))["digit"] == digits[0][1]
+        huge = urllib.request.Request(f"{url}/api/health", headers={"X-Padding": "a" * 100_000})
+        with pytest.raises(urllib.error.HTTPError) as refused:  # the head's limit holds in the command's server
+            urllib.request.urlopen(huge, timeout=10)
+        assert refused.value.code == 431
     finally:
         server.terminate()
         server.wait(timeout=10)

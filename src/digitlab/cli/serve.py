@@ -149,6 +149,7 @@ def cmd_serve(args) -> int:
     import uvicorn
 
     from digitlab.serve.app import create_app
+    from digitlab.serve.gates import http_options
     from digitlab.serve.observe import log_config
 
     from digitlab.serve.workers import WorkerError, check_model_loads
@@ -168,5 +169,5 @@ def cmd_serve(args) -> int:
         log.info("corrected drawings are saved in %s", os.path.abspath(settings.collect))
     # the access log is digitlab's (serve.observe), with each request's id; uvicorn's own would lack it
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
-                log_config=log_config(args.log_format, args.log_level))
+                log_config=log_config(args.log_format, args.log_level), **http_options(settings.limits))
     return 0

@@ -122,6 +122,7 @@ ERRORS = {status: {"description": description, "model": schemas.ErrorAnswer} for
     413: "body or image too large", 415: "not an image",
     422: "empty, truncated or corrupt image, a missing form field, or a bad query parameter",
     429: "too many requests from one address (a server started with --rate-limit); see Retry-After",
+    431: "request headers too large",
     503: "busy: too many requests waiting, or the images took too long; see Retry-After"}.items()}
 SAMPLE_BODY = {"parameters": [
     {"name": "label", "in": "query", "required": True,

@@ -1,8 +1,10 @@
-"""What every request passes before the app reads it: the security headers every response carries, the refusals
-``Guard`` answers itself (an unknown Host, a missing API key, a client over its rate, another site's POST), and the
-limits ``BodyLimit`` holds a request body to (its size, how many arrive at once, how long one may take). Both are
-ASGI middleware that ``app.create_app`` wraps around the app; ``ApiError`` is how anything answers bad input.
+"""What every request passes before the app reads it: the size of its head (``http_options``, for uvicorn), the
+security headers every response carries, the refusals ``Guard`` answers itself (an unknown Host, a missing API key, a
+client over its rate, another site's POST), and the limits ``BodyLimit`` holds a request body to (its size, how many
+arrive at once, how long one may take). The two middlewares are ASGI, which ``app.create_app`` wraps around the app;
+``ApiError`` is how anything answers bad input.
 
+    uvicorn.run(app, ..., **http_options(settings.limits))
     app.add_middleware(BodyLimit, limits=settings.limits)
     app.add_middleware(Guard, settings=settings)
 """
@@ -34,6 +36,60 @@ class ApiError(Exception):
         self.status, self.detail = status, detail
 
 
+# --- a request's head ----------------------------------------------------------------------------------------------
+
+def http_options(limits: Limits) -> dict:
+    """uvicorn's options that hold a request's line and headers to ``limits.max_header_bytes``, for either HTTP
+    parser it may run: h11 has an option for it (it answers 400 past it); httptools has none, so its protocol is
+    ``bounded_httptools``'s (431). Without a bound a client sending a header of many megabytes held the event loop
+    for seconds (measured: docs/serving.md, 'Huge headers and trickled bodies')."""
+    return {"http": bounded_httptools() or "h11", "h11_max_incomplete_event_size": limits.max_header_bytes}
+
+
+@functools.cache
+def bounded_httptools():
+    """uvicorn's httptools protocol with a request's head held to its config's ``h11_max_incomplete_event_size``
+    (431 and the connection closed past it), or None where httptools is not installed.
+
+    llhttp sets no bound on a head, and httptools gathers a header value by joining the pieces that arrive one to
+    the next, which takes time growing with the square of its length. So the head is counted here, before the
+    parser sees it: a chunk that takes it past the bound while it is still incomplete is the last one parsed. (A
+    head over the bound that arrives whole in one chunk costs no more than that chunk; ``Guard`` answers it 431.)"""
+    try:
+        from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+    except ImportError:
+        return None
+
+    class BoundedHead(HttpToolsProtocol):
+        head_bytes = 0      # bytes received since the current request's head began
+        in_body = False     # its head is whole: what comes is its body, not counted
+
+        def data_received(self, data: bytes) -> None:
+            counted = not self.in_body
+            if counted:
+                self.head_bytes += len(data)
+            super().data_received(data)
+            limit = self.config.h11_max_incomplete_event_size
+            if counted and not self.in_body and self.head_bytes > limit and not self.transport.is_closing():
+                self.logger.warning("request headers over %d bytes from %s: refused 431", limit,
+                                    (self.client or ("?",))[0])
+                detail = f'{{"detail": "request headers too large: over the limit of {limit:,} bytes"}}'.encode()
+                self.transport.write(b"".join([
+                    STATUS_LINE[431], b"content-type: application/json\r\n", b"content-length: %d\r\n" % len(detail),
+                    b"connection: close\r\n\r\n", detail]))
+                self.transport.close()
+
+        def on_headers_complete(self) -> None:
+            self.in_body = True
+            super().on_headers_complete()
+
+        def on_message_complete(self) -> None:
+            self.in_body, self.head_bytes = False, 0  # what comes next is the next request's head
+            super().on_message_complete()
+
+    return BoundedHead
+
+
 # --- what every response carries, and which requests are refused before they are read ------------------------------
 
 # The page loads only its own files; a browser neither guesses content types nor frames it. Swagger UI at /docs starts
@@ -47,8 +103,8 @@ DOCS_POLICY = PAGE_POLICY + b"; script-src 'self' 'unsafe-inline'; style-src 'se
 
 class Guard:
     """ASGI middleware: security headers on every response, its refusals included, and what is refused before the
-    app sees it: an unknown Host (400), a missing API key (401), a client over its rate (429), and a POST from
-    another site's page (403).
+    app sees it: headers over ``Limits.max_header_bytes`` (431), an unknown Host (400), a missing API key (401), a
+    client over its rate (429), and a POST from another site's page (403).
 
     A browser sends an ``Origin`` header with a cross-site POST, and a plain form or ``text/plain`` POST needs no
     CORS preflight, so without this check any page a user visits could make their browser post to a server on their
@@ -79,6 +135,10 @@ class Guard:
         """Why this request is answered here without reaching the app, or None: a Host this server does not answer,
         a missing API key, a client over its rate, or a POST from another site's page. The page, its files and
         /api/health need no key and count against no rate: a load balancer checks health, a person loads the page."""
+        limit = self.settings.limits.max_header_bytes
+        if head_size(scope) > limit:  # one that arrived whole in one piece (bounded_httptools refuses the others)
+            return JSONResponse({"detail": f"request headers too large: over the limit of {limit:,} bytes"},
+                                status_code=431, headers={"Connection": "close"})
         allowed_hosts = self.settings.allowed_hosts
         if allowed_hosts is not None and _host_name(headers.get(b"host")) not in allowed_hosts:
             return JSONResponse({"detail": f"this server answers requests to {', '.join(allowed_hosts)} only (Host "
@@ -120,6 +180,13 @@ class Guard:
             if len(self.requests) > 10_000:  # forget quiet clients, so the table cannot grow without bound
                 self.requests = {c: t for c, t in self.requests.items() if t and now - t[-1] < 60}
         return None
+
+
+def head_size(scope) -> int:
+    """About the bytes of a request's line and headers: its target and each header's name and value with their
+    separators."""
+    target = len(scope.get("raw_path") or scope["path"].encode()) + len(scope.get("query_string", b""))
+    return target + sum(len(name) + len(value) + 4 for name, value in scope["headers"])
 
 
 def _bearer(authorization: bytes) -> bytes:

@@ -46,7 +46,7 @@ ENDPOINTS = ("/", "/api/predict", "/api/predict/batch", "/api/health", "/api/mod
 PREFIXES = ("/static/", "/docs-assets/")
 # Why a request was refused, from the status the server refused it with (serve.app and serve.gates say which is which).
 REASONS = {400: "bad_request", 401: "no_api_key", 403: "cross_origin", 408: "body_too_slow", 413: "too_large",
-           415: "not_an_image", 422: "unreadable", 429: "rate_limited", 503: "busy"}
+           415: "not_an_image", 422: "unreadable", 429: "rate_limited", 431: "headers_too_large", 503: "busy"}
 # The client went away before it was answered (as nginx logs it): counted as its own outcome, not as a server error.
 CLIENT_CLOSED = 499
 SECONDS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)

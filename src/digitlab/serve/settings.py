@@ -54,6 +54,7 @@ class Limits:
     max_body_seconds: int = 120           # the longest a whole body may take to arrive; past it 408
     max_uploads: int = 32                 # bodies arriving at once; one more is answered 503 before it is read
     max_client_uploads: int = 8           # the same from one client address
+    max_header_bytes: int = 32 * 2**10    # a request's line and headers; past it 431 (gates.http_options)
 
     def __post_init__(self):
         for item in fields(self):
