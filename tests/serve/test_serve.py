@@ -464,7 +464,7 @@ def test_a_body_that_trickles_in_is_answered_408_when_its_time_is_up(live_server
     assert time.monotonic() - start < 4
 
 
-def test_uploads_over_the_cap_are_answered_503_before_they_are_read(live_server, digits):
+def test_uploads_over_the_caps_are_refused_before_they_are_read_and_places_are_shared_by_address(live_server, digits):
     import time
 
     address = live_server(Limits(max_uploads=3, max_client_uploads=2, body_seconds=20))
@@ -473,10 +473,15 @@ def test_uploads_over_the_cap_are_answered_503_before_they_are_read(live_server,
         time.sleep(0.5)  # the server has taken the two in
         with open_upload(address, 100_000, b"x" * 1000) as extra:  # a third from the same address
             status, answer = status_of(extra)
-        assert status == 503 and b"retry-after: 5" in answer.lower() and b"2 uploads from your address" in answer
+        assert status == 429 and b"retry-after: 5" in answer.lower() and b"2 from your address" in answer
         slow.append(open_upload(address, 100_000, b"x" * 1000, client="127.0.0.2"))  # another address: its place
         time.sleep(0.5)
-        with open_upload(address, 100_000, b"x" * 1000, client="127.0.0.3") as extra:  # over the server's cap
+        # every place is taken, 127.0.0.1 holding two: a newcomer takes the older of them, which is answered 503
+        slow.append(open_upload(address, 100_000, b"x" * 1000, client="127.0.0.3"))
+        status, answer = status_of(slow.pop(0))
+        assert status == 503 and b"retry-after: 5" in answer.lower() and b"given to another address" in answer
+        time.sleep(0.5)
+        with open_upload(address, 100_000, b"x" * 1000, client="127.0.0.4") as extra:  # one place each: none to take
             status, answer = status_of(extra)
         assert status == 503 and b"retry-after: 5" in answer.lower() and b"3 uploads are" in answer
         whole = slow.pop()
@@ -489,6 +494,33 @@ def test_uploads_over_the_cap_are_answered_503_before_they_are_read(live_server,
         assert status == 200 and b'"digit":%d' % label in answer
     finally:
         for connection in slow:
+            connection.close()
+
+
+def test_bodies_trickled_from_a_few_addresses_keep_no_one_else_out(live_server, digits):
+    """Every upload place taken by bodies trickling in a byte at a time from two addresses: others' uploads are still
+    read and answered at once, each taking a place from the address holding the most."""
+    import time
+
+    address = live_server(Limits(max_uploads=8, max_client_uploads=4, body_seconds=20, max_body_seconds=60))
+    trickling = [open_upload(address, 100_000, b"x", client=f"127.0.0.{1 + i % 2}") for i in range(8)]
+    try:
+        time.sleep(0.5)
+        data, label = digits[0]
+        for client in range(3, 9):
+            start = time.monotonic()
+            with open_upload(address, len(data), data, client=f"127.0.0.{client}") as upload:
+                status, answer = status_of(upload)
+            assert status == 200 and b'"digit":%d' % label in answer, answer
+            assert time.monotonic() - start < 5
+            for connection in trickling:
+                try:
+                    connection.sendall(b"x")
+                except OSError:  # answered 503 and closed: its place was given away
+                    pass
+        assert answer_time(address) < 5
+    finally:
+        for connection in trickling:
             connection.close()
 
 

@@ -121,7 +121,7 @@ ERRORS = {status: {"description": description, "model": schemas.ErrorAnswer} for
     408: "the request body stopped arriving",
     413: "body or image too large", 415: "not an image",
     422: "empty, truncated or corrupt image, a missing form field, or a bad query parameter",
-    429: "too many requests from one address (a server started with --rate-limit); see Retry-After",
+    429: "too many requests or uploads at once from one address; see Retry-After",
     431: "request headers too large",
     503: "busy: too many requests waiting, or the images took too long; see Retry-After"}.items()}
 SAMPLE_BODY = {"parameters": [
@@ -258,7 +258,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError):
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(Busy)
     async def busy(request: Request, exc: Busy):

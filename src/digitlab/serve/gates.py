@@ -29,11 +29,11 @@ log = logging.getLogger("digitlab.serve")
 
 
 class ApiError(Exception):
-    """Bad input, answered with ``status`` and a one-line ``detail``."""
+    """Bad input, answered with ``status``, a one-line ``detail`` and any ``headers`` (Retry-After)."""
 
-    def __init__(self, status: int, detail: str):
+    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None):
         super().__init__(detail)
-        self.status, self.detail = status, detail
+        self.status, self.detail, self.headers = status, detail, headers
 
 
 # --- a request's head ----------------------------------------------------------------------------------------------
@@ -219,16 +219,19 @@ class BodyLimit:
     just answers honest clients at once, without reading their upload. A body that stops arriving (a Content-Length
     larger than what is sent, a client holding the connection) is given up after ``Limits.body_seconds`` without a
     new piece, and one that trickles in after ``Limits.max_body_seconds`` in all: 408, and what was received is let
-    go. At most ``Limits.max_uploads`` bodies arrive at once, and
-    ``Limits.max_client_uploads`` from one client address; one more is answered 503 before a byte of it is read, so
-    slow senders cannot hold more than that many bodies in memory, and one of them cannot take every place.
-    After a large body the memory it took is handed back to the system (``release_memory``).
+    go. After a large body the memory it took is handed back to the system (``release_memory``).
+
+    At most ``Limits.max_uploads`` bodies arrive at once, so slow senders cannot hold more than that many in memory,
+    and at most ``Limits.max_client_uploads`` from one client address (one more from it is answered 429 before a byte
+    of it is read). When every place is taken, a client holding fewer places than another takes the oldest of that
+    other's, which is answered 503: the places are shared out by address, so a few addresses trickling bodies cannot
+    keep everyone else's uploads out (503 for a newcomer only when every address holds about as many as it would).
     """
 
     def __init__(self, app, limits: Limits):
         self.app, self.limits = app, limits
-        self.uploading = 0  # requests whose body has not arrived whole yet
-        self.uploading_from: dict[str, int] = {}  # the same, per client address (only addresses with one)
+        self.arriving: dict[str, list[Arrival]] = {}  # client address -> its bodies still arriving, oldest first
+        self.uploading = 0  # bodies still arriving, from every address
         self.large = 0      # requests past RELEASE_AFTER bytes that have not ended yet
 
     async def __call__(self, scope, receive, send):
@@ -243,49 +246,46 @@ class BodyLimit:
             response = JSONResponse({"detail": detail}, status_code=413 if declared.isdigit() else 400)
             return await response(scope, receive, send)
         client = (scope.get("client") or ("?", 0))[0]
-        if self.uploading >= self.limits.max_uploads or \
-                self.uploading_from.get(client, 0) >= self.limits.max_client_uploads:
-            whose = ("" if self.uploading >= self.limits.max_uploads else " from your address")
-            most = self.limits.max_uploads if not whose else self.limits.max_client_uploads
-            response = JSONResponse({"detail": f"busy: {most} uploads{whose} are arriving already; try again in "
-                                               f"{UPLOAD_RETRY} s"}, status_code=503,
-                                    headers={"Retry-After": str(UPLOAD_RETRY)})
-            return await response(scope, receive, send)
-        received, arriving, large = 0, True, False
+        refusal = self._admit(client)
+        if refusal is not None:
+            return await refusal(scope, receive, send)
+        arrival = Arrival(client)
+        self.arriving.setdefault(client, []).append(arrival)
         self.uploading += 1
-        self.uploading_from[client] = self.uploading_from.get(client, 0) + 1
-
-        def arrived():
-            nonlocal arriving
-            if arriving:
-                arriving = False
-                self.uploading -= 1
-                self.uploading_from[client] -= 1
-                if not self.uploading_from[client]:
-                    del self.uploading_from[client]
-
+        received, large = 0, False
         deadline = time.monotonic() + self.limits.max_body_seconds
 
         async def counted_receive():
             nonlocal received, large
-            if not arriving:  # the body is whole: what comes now is the client going away
+            if arrival.set_aside.done():
+                raise place_given_away()
+            if arrival.released:  # the body is whole: what comes now is the client going away
                 return await receive()
             left = deadline - time.monotonic()
+            receiving = asyncio.ensure_future(receive())
             try:
-                message = await asyncio.wait_for(receive(), max(0.0, min(self.limits.body_seconds, left)))
-            except asyncio.TimeoutError:
-                arrived()
+                await asyncio.wait((receiving, arrival.set_aside), timeout=max(0.0, min(self.limits.body_seconds,
+                                                                                         left)),
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                if not receiving.done():
+                    receiving.cancel()
+            if not receiving.done() or receiving.cancelled():
+                if arrival.set_aside.done():
+                    raise place_given_away()
+                self._arrived(arrival)
                 raise ApiError(408, f"the request body stopped arriving: nothing came for {self.limits.body_seconds} "
                                     f"s" if left > self.limits.body_seconds else f"the request body did not arrive "
-                                    f"within {self.limits.max_body_seconds} s") from None
+                                    f"within {self.limits.max_body_seconds} s")
+            message = receiving.result()
             received += len(message.get("body", b""))
             if not large and received > RELEASE_AFTER:
                 large = True
                 self.large += 1
             if message["type"] != "http.request" or not message.get("more_body", False):
-                arrived()
+                self._arrived(arrival)
             if received > limit:
-                arrived()
+                self._arrived(arrival)
                 raise ApiError(413, f"body too large: over the limit of {limit:,} bytes")
             return message
 
@@ -294,17 +294,64 @@ class BodyLimit:
         except ClientDisconnect:  # the client went away before its body arrived: no one to answer
             log.info("%s %s: the client went away while sending its body", scope["method"], scope["path"])
         finally:
-            arrived()
+            self._arrived(arrival)
             if large:
                 self.large -= 1
                 if self.large == 0:  # the last large body in memory is let go: give its pages back
                     await to_thread.run_sync(release_memory)
+
+    def _admit(self, client: str) -> JSONResponse | None:
+        """None if a body from ``client`` may start arriving now (taking another address's oldest place when that
+        is fairer), else the refusal: 429 over its own cap, 503 when every place is fairly taken."""
+        held = len(self.arriving.get(client, ()))
+        retry = {"Retry-After": str(UPLOAD_RETRY)}
+        if held >= self.limits.max_client_uploads:
+            return JSONResponse({"detail": f"too many uploads at once: {held} from your address are arriving "
+                                           f"already; try again in {UPLOAD_RETRY} s"}, status_code=429, headers=retry)
+        if self.uploading < self.limits.max_uploads:
+            return None
+        most = max(self.arriving.values(), key=len)
+        if len(most) < held + 2:  # taking one of theirs would leave them no fewer than this client
+            return JSONResponse({"detail": f"busy: {self.uploading} uploads are arriving already; try again in "
+                                           f"{UPLOAD_RETRY} s"}, status_code=503, headers=retry)
+        oldest = most[0]
+        log.info("an upload from %s gives its place to one from %s (%d places, %d of them %s's)", oldest.client,
+                 client, self.limits.max_uploads, len(most), oldest.client)
+        self._arrived(oldest)
+        oldest.set_aside.set_result(None)
+        return None
+
+    def _arrived(self, arrival: Arrival) -> None:
+        """``arrival`` no longer holds a place: its body is whole, refused, given up or set aside (once only)."""
+        if arrival.released:
+            return
+        arrival.released = True
+        self.uploading -= 1
+        mine = self.arriving[arrival.client]
+        mine.remove(arrival)
+        if not mine:
+            del self.arriving[arrival.client]
+
+
+class Arrival:
+    """One body arriving: its client's address, and ``set_aside``, done when its place is given to another's."""
+
+    def __init__(self, client: str):
+        self.client = client
+        self.released = False  # no longer holds a place: whole, refused, given up or set aside
+        self.set_aside: asyncio.Future = asyncio.get_running_loop().create_future()
 
 
 # A body over this many bytes is received in many pieces, which the C allocator keeps for the process after they are
 # freed; once no such body is left, they are handed back (measured: docs/serving.md, 'Memory under large uploads').
 RELEASE_AFTER = 2**20
 UPLOAD_RETRY = 5  # seconds a client refused for too many uploads at once is asked to wait
+
+
+def place_given_away() -> ApiError:
+    """The answer to an upload whose place was given to another address's (``BodyLimit``)."""
+    return ApiError(503, f"busy: this upload's place was given to another address's; try again in {UPLOAD_RETRY} s",
+                    {"Retry-After": str(UPLOAD_RETRY)})
 
 
 def release_memory() -> None:
