@@ -867,6 +867,34 @@ def test_samples_are_saved_only_when_collecting_and_under_the_same_limits(served
     assert len(list(folder.rglob("*.json"))) == 2
 
 
+def test_a_sample_is_saved_by_a_worker_process_under_a_request_s_time_limit(served_onnx, digits, tmp_path):
+    """Keeping a sample decodes it whole: it waits its turn for a worker as a prediction does, and is given up with
+    503 when that worker takes too long, instead of decoding in the HTTP process beside every other request."""
+    import os
+    import signal
+
+    data, label = digits[0]
+    settings = ServeSettings(served_onnx, backend="onnx", processes=True, workers=1, limits=Limits(max_seconds=1),
+                             collect=tmp_path)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
+        pid = test_client.app.state.pool.workers[0].process.pid
+        os.kill(pid, signal.SIGSTOP)  # the one worker is held up (as by a huge image)
+        try:
+            held = test_client.post(f"/api/samples?label={label}", content=data)
+        finally:
+            os.kill(pid, signal.SIGKILL)  # as the pool kills a worker past its time
+        assert held.status_code == 503 and "longer than 1 s" in held.json()["detail"]
+        assert not any(tmp_path.rglob("*.png"))
+        saved = test_client.post(f"/api/samples?label={label}", content=data)  # by the replacement worker
+        assert saved.status_code == 200 and (tmp_path / saved.json()["path"]).is_file()
+        pool = test_client.app.state.pool
+        assert pool.restarts == 1 and pool.workers[0].process.pid != pid
+        pool.waiting = 256  # as many requests wait as the limit allows: a sample is refused at once, as they are
+        busy = test_client.post(f"/api/samples?label={label}", content=data)
+        pool.waiting = 0
+        assert busy.status_code == 503 and "requests are waiting" in busy.json()["detail"]
+
+
 def test_collect_must_be_a_folder(tmp_path):
     from digitlab.cli import build_parser
     from digitlab.cli.serve import serve_settings
