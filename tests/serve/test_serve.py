@@ -478,7 +478,11 @@ def test_uploads_over_the_caps_are_refused_before_they_are_read_and_places_are_s
         time.sleep(0.5)
         # every place is taken, 127.0.0.1 holding two: a newcomer takes the older of them, which is answered 503
         slow.append(open_upload(address, 100_000, b"x" * 1000, client="127.0.0.3"))
-        status, answer = status_of(slow.pop(0))
+        time.sleep(0.5)
+        set_aside = slow.pop(0)
+        set_aside.sendall(b"x")  # its next piece
+        status, answer = status_of(set_aside)
+        set_aside.close()
         assert status == 503 and b"retry-after: 5" in answer.lower() and b"given to another address" in answer
         time.sleep(0.5)
         with open_upload(address, 100_000, b"x" * 1000, client="127.0.0.4") as extra:  # one place each: none to take

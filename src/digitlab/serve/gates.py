@@ -224,8 +224,9 @@ class BodyLimit:
     At most ``Limits.max_uploads`` bodies arrive at once, so slow senders cannot hold more than that many in memory,
     and at most ``Limits.max_client_uploads`` from one client address (one more from it is answered 429 before a byte
     of it is read). When every place is taken, a client holding fewer places than another takes the oldest of that
-    other's, which is answered 503: the places are shared out by address, so a few addresses trickling bodies cannot
-    keep everyone else's uploads out (503 for a newcomer only when every address holds about as many as it would).
+    other's, which is answered 503 (at its next piece, or when none comes in time): the places are shared out by
+    address, so a few addresses trickling bodies cannot keep everyone else's uploads out (503 for a newcomer only
+    when every address holds about as many as it would).
     """
 
     def __init__(self, app, limits: Limits):
@@ -257,27 +258,22 @@ class BodyLimit:
 
         async def counted_receive():
             nonlocal received, large
-            if arrival.set_aside.done():
+            if arrival.set_aside:
                 raise place_given_away()
             if arrival.released:  # the body is whole: what comes now is the client going away
                 return await receive()
             left = deadline - time.monotonic()
-            receiving = asyncio.ensure_future(receive())
             try:
-                await asyncio.wait((receiving, arrival.set_aside), timeout=max(0.0, min(self.limits.body_seconds,
-                                                                                         left)),
-                                   return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                if not receiving.done():
-                    receiving.cancel()
-            if not receiving.done() or receiving.cancelled():
-                if arrival.set_aside.done():
-                    raise place_given_away()
+                message = await asyncio.wait_for(receive(), max(0.0, min(self.limits.body_seconds, left)))
+            except asyncio.TimeoutError:
+                if arrival.set_aside:
+                    raise place_given_away() from None
                 self._arrived(arrival)
                 raise ApiError(408, f"the request body stopped arriving: nothing came for {self.limits.body_seconds} "
                                     f"s" if left > self.limits.body_seconds else f"the request body did not arrive "
-                                    f"within {self.limits.max_body_seconds} s")
-            message = receiving.result()
+                                    f"within {self.limits.max_body_seconds} s") from None
+            if arrival.set_aside:  # its place went to another address's body while it waited for this piece
+                raise place_given_away()
             received += len(message.get("body", b""))
             if not large and received > RELEASE_AFTER:
                 large = True
@@ -318,7 +314,7 @@ class BodyLimit:
         log.info("an upload from %s gives its place to one from %s (%d places, %d of them %s's)", oldest.client,
                  client, self.limits.max_uploads, len(most), oldest.client)
         self._arrived(oldest)
-        oldest.set_aside.set_result(None)
+        oldest.set_aside = True
         return None
 
     def _arrived(self, arrival: Arrival) -> None:
@@ -334,12 +330,13 @@ class BodyLimit:
 
 
 class Arrival:
-    """One body arriving: its client's address, and ``set_aside``, done when its place is given to another's."""
+    """One body arriving: its client's address, whether it still holds a place, and whether that place was given to
+    another address's body (then its request is answered 503 when its next piece comes, or none does in time)."""
 
     def __init__(self, client: str):
         self.client = client
         self.released = False  # no longer holds a place: whole, refused, given up or set aside
-        self.set_aside: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.set_aside = False
 
 
 # A body over this many bytes is received in many pieces, which the C allocator keeps for the process after they are
