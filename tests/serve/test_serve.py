@@ -47,7 +47,10 @@ def digits(test_split):
 
 @pytest.fixture(scope="module")
 def client(served_checkpoint):
-    limits = Limits(max_upload_bytes=200_000, max_batch_bytes=400_000, max_batch_files=8, max_pixels=4_000_000)
+    # every request of a test client comes from one address: sixteen at once must not meet the per-address cap of
+    # bodies arriving at once when the host is so loaded that they are all still arriving
+    limits = Limits(max_upload_bytes=200_000, max_batch_bytes=400_000, max_batch_files=8, max_pixels=4_000_000,
+                    max_client_uploads=16)
     settings = ServeSettings(served_checkpoint, limits=limits)
     with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
         yield test_client
