@@ -7,8 +7,8 @@ import json as json_
 
 import pytest
 
-from digitlab.serve.gates import ApiError, BodyLimit, _host_name, _same_origin
-from digitlab.serve.settings import Limits
+from digitlab.serve.gates import ApiError, BodyLimit, Guard, _host_name, _same_origin
+from digitlab.serve.settings import Limits, ServeSettings
 
 
 def test_a_body_that_stops_arriving_is_given_up_with_408():
@@ -50,3 +50,46 @@ def test_an_origin_is_the_same_only_with_the_scheme_and_host_the_request_came_by
     assert not _same_origin(b"https://127.0.0.1:8000", b"127.0.0.1:8000", scope)
     assert not _same_origin(b"http://evil.example", b"127.0.0.1:8000", scope)
     assert not _same_origin(b"http://127.0.0.1:8000", None, scope)
+
+
+def answered(middleware, scope: dict, messages=()) -> int:
+    """The status ``middleware`` answers ``scope`` with, its body being ``messages`` (then the client waits)."""
+    pending, answers = list(messages), []
+
+    async def receive():
+        if pending:
+            return pending.pop(0)
+        await asyncio.sleep(3600)
+
+    async def send(message):
+        answers.append(message)
+
+    asyncio.run(asyncio.wait_for(middleware(scope, receive, send), 10))
+    return answers[0]["status"]
+
+
+async def ok(scope, receive, send):
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"{}"})
+
+
+@pytest.mark.parametrize("authorization,status", [("Bearer " + "k" * 20, 200), ("bearer " + "k" * 20, 200),
+                                                  ("BEARER  " + "k" * 20, 200), ("Bearer " + "x" * 20, 401),
+                                                  ("Basic " + "k" * 20, 401)])
+def test_the_bearer_scheme_is_read_in_any_case(authorization, status):
+    guard = Guard(ok, ServeSettings(backend="onnx", api_key="k" * 20))
+    scope = {"type": "http", "method": "GET", "path": "/api/model", "scheme": "http",
+             "headers": [(b"host", b"127.0.0.1"), (b"authorization", authorization.encode())]}
+    assert answered(guard, scope) == status
+
+
+def test_headers_over_the_limit_that_arrive_whole_are_refused_431():
+    guard = Guard(ok, ServeSettings(backend="onnx", limits=Limits(max_header_bytes=1000)))
+    scope = {"type": "http", "method": "GET", "path": "/api/health", "scheme": "http", "query_string": b"",
+             "headers": [(b"host", b"127.0.0.1"), (b"x-padding", b"a" * 900)]}
+    assert answered(guard, scope) == 200
+    scope["headers"].append((b"x-more", b"a" * 100))
+    assert answered(guard, scope) == 431
+    scope["headers"].pop()
+    scope["query_string"] = b"q=" + b"a" * 100  # the request line counts too
+    assert answered(guard, scope) == 431

@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import signal
+import urllib.error
 import urllib.request
 
 import pytest
@@ -52,6 +53,32 @@ def test_requests_images_and_refusals_are_counted(seven):
     assert metrics[("digitlab_request_seconds_count", (("endpoint", "/api/predict"),))] == 3
     assert metrics[("digitlab_request_seconds_bucket", (("endpoint", "/api/predict"), ("le", "+Inf")))] == 3
     assert metrics[("digitlab_queue_depth", ())] == 0 and metrics[("digitlab_worker_restarts_total", ())] == 0
+
+
+def test_a_client_that_leaves_mid_body_is_counted_as_client_closed_not_as_a_server_error():
+    import asyncio
+
+    app = create_app(ServeSettings(backend="onnx"))
+    messages = [{"type": "http.request", "body": b"\x89PNG" + b"x" * 1000, "more_body": True},
+                {"type": "http.disconnect"}]  # the connection closed before the rest of the body came
+    sent = []
+
+    async def receive():
+        return messages.pop(0)
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/api/predict", "raw_path": b"/api/predict",
+             "query_string": b"", "scheme": "http", "http_version": "1.1", "client": ("127.0.0.1", 5000),
+             "server": ("127.0.0.1", 8000), "headers": [(b"host", b"127.0.0.1:8000"), (b"content-length", b"5000")]}
+    asyncio.run(asyncio.wait_for(app(scope, receive, send), 10))
+    assert sent == []  # no one to answer
+    metrics = {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+               for family in text_string_to_metric_families(app.state.metrics.exposition().decode())
+               for sample in family.samples}
+    requests = {labels: value for (name, labels), value in metrics.items() if name == "digitlab_requests_total"}
+    assert requests == {(("endpoint", "/api/predict"), ("status", "499")): 1}
 
 
 def test_request_ids_are_kept_or_made(seven):
@@ -118,6 +145,11 @@ def test_serve_log_format_json(seven, start_server):
                                          headers={"X-Request-ID": "from-the-balancer"})
         with urllib.request.urlopen(request, timeout=10) as response:
             assert json.load(response)["digit"] == 7
+        malformed = urllib.request.Request(f"{url}/api/predict", data=b"no boundary in sight", method="POST",
+                                           headers={"Content-Type": "multipart/form-data; boundary=X"})
+        with pytest.raises(urllib.error.HTTPError) as refused:  # python-multipart logs why it gave up
+            urllib.request.urlopen(malformed, timeout=10)
+        assert refused.value.code == 400
     finally:
         server.send_signal(signal.SIGINT)
         err = server.communicate(timeout=20)[0]
@@ -126,3 +158,16 @@ def test_serve_log_format_json(seven, start_server):
     access = [line for line in lines if line["logger"] == "digitlab.access" and line["path"] == "/api/predict"]
     assert access and access[0]["request_id"] == "from-the-balancer" and access[0]["status"] == 200
     assert any(line["logger"].startswith("uvicorn") for line in lines)
+    assert any(line["logger"].startswith("python_multipart") for line in lines)
+
+
+def test_a_worker_logs_its_warnings_in_the_server_s_json_format():
+    import subprocess
+    import sys
+
+    script = ("import numpy, logging; from digitlab.serve.workers import log_as; log_as('json'); "
+              "numpy.log(numpy.zeros(2)); logging.getLogger('digitlab.serve').warning('a worker line')")
+    err = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60).stderr
+    lines = [json.loads(line) for line in err.splitlines()]  # every line is JSON
+    assert [line["logger"] for line in lines] == ["py.warnings", "digitlab.serve"]
+    assert "divide by zero" in lines[0]["message"] and lines[0]["level"] == "warning"

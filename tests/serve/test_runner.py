@@ -99,3 +99,21 @@ def test_settings_that_are_not_json_end_a_worker_with_one_line():
                           capture_output=True, timeout=120, check=False)
     stderr = done.stderr.decode()
     assert done.returncode == 2 and "Traceback" not in stderr and "not JSON" in stderr, stderr[-2000:]
+
+
+def test_a_worker_process_saves_a_sample_and_writes_nothing_for_one_it_cannot_read(served_onnx, test_split, tmp_path):
+    data = png(test_split[0][0].numpy())
+    model = {"arch": "digitnet", "backend": "onnx", "file": "bundled"}
+
+    def sample(label: str, image: bytes) -> bytes:
+        return message({"save": {"label": label, "answer": "1", "model": model, "source": "body"},
+                        "names": ["body"], "sizes": [len(image)]}, [image])
+
+    done = run_worker(ServeSettings(served_onnx, worker_nice=0, collect=tmp_path),
+                      [sample("7", data), sample("3", b"a shopping list")], block_web=True)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    _, saved, refused = replies(done.stdout)
+    path = tmp_path / saved["saved"]["path"]
+    assert path.parent == tmp_path / "7" and path.is_file() and path.with_suffix(".json").is_file()
+    assert refused["saved"]["status"] == 415 and "error" in refused["saved"]
+    assert sorted(p.parent.name for p in tmp_path.rglob("*.png")) == ["7"]

@@ -19,6 +19,7 @@ from PIL import Image
 from digitlab.recognition.engine import load_engine
 from digitlab.recognition.predict import Recognizer
 from digitlab.serve.app import create_app
+from digitlab.serve.gates import http_options
 from digitlab.serve.settings import Limits, ServeSettings
 
 
@@ -46,7 +47,10 @@ def digits(test_split):
 
 @pytest.fixture(scope="module")
 def client(served_checkpoint):
-    limits = Limits(max_upload_bytes=200_000, max_batch_bytes=400_000, max_batch_files=8, max_pixels=4_000_000)
+    # every request of a test client comes from one address: sixteen at once must not meet the per-address cap of
+    # bodies arriving at once when the host is so loaded that they are all still arriving
+    limits = Limits(max_upload_bytes=200_000, max_batch_bytes=400_000, max_batch_files=8, max_pixels=4_000_000,
+                    max_client_uploads=16)
     settings = ServeSettings(served_checkpoint, limits=limits)
     with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
         yield test_client
@@ -380,8 +384,9 @@ def test_a_content_length_with_spaces_around_it_is_read(client, digits):
 
 @pytest.fixture
 def live_server(served_onnx):
-    """A function: ``live_server(limits)`` runs the app with ``limits`` under uvicorn on a free loopback port, in a
-    thread of this process, and returns its (host, port); the server stops at the end of the test."""
+    """A function: ``live_server(limits, **uvicorn_options)`` runs the app with ``limits`` under uvicorn, as
+    `digitlab serve` runs it, on a free loopback port, in a thread of this process, and returns its (host, port); the
+    server stops at the end of the test."""
     import socket
     import time
 
@@ -389,12 +394,13 @@ def live_server(served_onnx):
 
     servers = []
 
-    def start(limits: Limits) -> tuple[str, int]:
+    def start(limits: Limits, **options) -> tuple[str, int]:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
         app = create_app(ServeSettings(served_onnx, backend="onnx", limits=limits))
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+        options = http_options(limits) | options  # as `digitlab serve` runs it
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical", **options))
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
         servers.append((server, thread))
@@ -462,7 +468,7 @@ def test_a_body_that_trickles_in_is_answered_408_when_its_time_is_up(live_server
     assert time.monotonic() - start < 4
 
 
-def test_uploads_over_the_cap_are_answered_503_before_they_are_read(live_server, digits):
+def test_uploads_over_the_caps_are_refused_before_they_are_read_and_places_are_shared_by_address(live_server, digits):
     import time
 
     address = live_server(Limits(max_uploads=3, max_client_uploads=2, body_seconds=20))
@@ -471,10 +477,19 @@ def test_uploads_over_the_cap_are_answered_503_before_they_are_read(live_server,
         time.sleep(0.5)  # the server has taken the two in
         with open_upload(address, 100_000, b"x" * 1000) as extra:  # a third from the same address
             status, answer = status_of(extra)
-        assert status == 503 and b"retry-after: 5" in answer.lower() and b"2 uploads from your address" in answer
+        assert status == 429 and b"retry-after: 5" in answer.lower() and b"2 from your address" in answer
         slow.append(open_upload(address, 100_000, b"x" * 1000, client="127.0.0.2"))  # another address: its place
         time.sleep(0.5)
-        with open_upload(address, 100_000, b"x" * 1000, client="127.0.0.3") as extra:  # over the server's cap
+        # every place is taken, 127.0.0.1 holding two: a newcomer takes the older of them, which is answered 503
+        slow.append(open_upload(address, 100_000, b"x" * 1000, client="127.0.0.3"))
+        time.sleep(0.5)
+        set_aside = slow.pop(0)
+        set_aside.sendall(b"x")  # its next piece
+        status, answer = status_of(set_aside)
+        set_aside.close()
+        assert status == 503 and b"retry-after: 5" in answer.lower() and b"given to another address" in answer
+        time.sleep(0.5)
+        with open_upload(address, 100_000, b"x" * 1000, client="127.0.0.4") as extra:  # one place each: none to take
             status, answer = status_of(extra)
         assert status == 503 and b"retry-after: 5" in answer.lower() and b"3 uploads are" in answer
         whole = slow.pop()
@@ -488,6 +503,74 @@ def test_uploads_over_the_cap_are_answered_503_before_they_are_read(live_server,
     finally:
         for connection in slow:
             connection.close()
+
+
+def test_bodies_trickled_from_a_few_addresses_keep_no_one_else_out(live_server, digits):
+    """Every upload place taken by bodies trickling in a byte at a time from two addresses: others' uploads are still
+    read and answered at once, each taking a place from the address holding the most."""
+    import time
+
+    address = live_server(Limits(max_uploads=8, max_client_uploads=4, body_seconds=20, max_body_seconds=60))
+    trickling = [open_upload(address, 100_000, b"x", client=f"127.0.0.{1 + i % 2}") for i in range(8)]
+    try:
+        time.sleep(0.5)
+        data, label = digits[0]
+        for client in range(3, 9):
+            start = time.monotonic()
+            with open_upload(address, len(data), data, client=f"127.0.0.{client}") as upload:
+                status, answer = status_of(upload)
+            assert status == 200 and b'"digit":%d' % label in answer, answer
+            assert time.monotonic() - start < 5
+            for connection in trickling:
+                try:
+                    connection.sendall(b"x")
+                except OSError:  # answered 503 and closed: its place was given away
+                    pass
+        assert answer_time(address) < 5
+    finally:
+        for connection in trickling:
+            connection.close()
+
+
+def answer_time(address, client: str = "127.0.0.1") -> float:
+    """Seconds until GET /api/health from ``client`` is answered 200."""
+    import socket
+    import time
+
+    start = time.monotonic()
+    with socket.create_connection(address, timeout=30, source_address=(client, 0)) as connection:
+        connection.sendall(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert status_of(connection)[0] == 200
+    return time.monotonic() - start
+
+
+@pytest.mark.parametrize("http,refused", [("bounded", 431), ("h11", 400)])
+def test_huge_request_headers_are_refused_and_others_are_still_answered(live_server, http, refused):
+    """A client sending megabytes of header is cut off once its head passes the limit, by either HTTP parser."""
+    import socket
+
+    options = {} if http == "bounded" else {"http": http}
+    address = live_server(Limits(max_header_bytes=16_384), **options)
+    with socket.create_connection(address, timeout=10) as huge:
+        huge.sendall(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: ")
+        try:
+            for _ in range(200):  # up to 12.8 MB, 64 kB at a time; the server closes long before
+                huge.sendall(b"a" * 65536)
+                assert answer_time(address) < 5  # the others are answered meanwhile
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        status, answer = status_of(huge)
+    assert status == refused and b"connection: close" in answer.lower()
+    if http == "bounded":
+        assert b"request headers too large: over the limit of 16,384 bytes" in answer
+    assert answer_time(address) < 5
+    ok = f"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: {'a' * 12_000}\r\n\r\n".encode()
+    with socket.create_connection(address, timeout=10) as fits:  # a head under the limit, in one piece or in two
+        fits.sendall(ok)
+        assert status_of(fits)[0] == 200
+        fits.sendall(ok[:9000])
+        fits.sendall(ok[9000:])
+        assert status_of(fits)[0] == 200
 
 
 def test_memory_is_handed_back_once_the_last_large_body_is_let_go(client, monkeypatch):
@@ -705,6 +788,7 @@ def test_serve_command_refuses_bad_options(capsys):
 
 def test_serve_command_runs_a_server_on_localhost(served_onnx, digits, start_server):
     import json
+    import urllib.error
     import urllib.request
 
     server, url, health = start_server("--model", str(served_onnx), "--log-level", "warning")
@@ -712,6 +796,10 @@ def test_serve_command_runs_a_server_on_localhost(served_onnx, digits, start_ser
         assert health["backend"] == "onnx"  # chosen from the file's suffix
         request = urllib.request.Request(f"{url}/api/predict", data=digits[0][0], method="POST")
         assert json.load(urllib.request.urlopen(request, timeout=10))["digit"] == digits[0][1]
+        huge = urllib.request.Request(f"{url}/api/health", headers={"X-Padding": "a" * 100_000})
+        with pytest.raises(urllib.error.HTTPError) as refused:  # the head's limit holds in the command's server
+            urllib.request.urlopen(huge, timeout=10)
+        assert refused.value.code == 431
     finally:
         server.terminate()
         server.wait(timeout=10)
@@ -785,6 +873,34 @@ def test_samples_are_saved_only_when_collecting_and_under_the_same_limits(served
     assert sorted(p.relative_to(folder).parent.as_posix() for p in folder.rglob("*.png")) == sorted([
         "not_a_digit", str(label)])
     assert len(list(folder.rglob("*.json"))) == 2
+
+
+def test_a_sample_is_saved_by_a_worker_process_under_a_request_s_time_limit(served_onnx, digits, tmp_path):
+    """Keeping a sample decodes it whole: it waits its turn for a worker as a prediction does, and is given up with
+    503 when that worker takes too long, instead of decoding in the HTTP process beside every other request."""
+    import os
+    import signal
+
+    data, label = digits[0]
+    settings = ServeSettings(served_onnx, backend="onnx", processes=True, workers=1, limits=Limits(max_seconds=1),
+                             collect=tmp_path)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
+        pid = test_client.app.state.pool.workers[0].process.pid
+        os.kill(pid, signal.SIGSTOP)  # the one worker is held up (as by a huge image)
+        try:
+            held = test_client.post(f"/api/samples?label={label}", content=data)
+        finally:
+            os.kill(pid, signal.SIGKILL)  # as the pool kills a worker past its time
+        assert held.status_code == 503 and "longer than 1 s" in held.json()["detail"]
+        assert not any(tmp_path.rglob("*.png"))
+        saved = test_client.post(f"/api/samples?label={label}", content=data)  # by the replacement worker
+        assert saved.status_code == 200 and (tmp_path / saved.json()["path"]).is_file()
+        pool = test_client.app.state.pool
+        assert pool.restarts == 1 and pool.workers[0].process.pid != pid
+        pool.waiting = 256  # as many requests wait as the limit allows: a sample is refused at once, as they are
+        busy = test_client.post(f"/api/samples?label={label}", content=data)
+        pool.waiting = 0
+        assert busy.status_code == 503 and "requests are waiting" in busy.json()["detail"]
 
 
 def test_collect_must_be_a_folder(tmp_path):

@@ -46,6 +46,7 @@ def test_one_default_pixel_limit():
     ({"threads": 0}, "threads", "at least 1"),
     ({"worker_nice": -5}, "worker_nice", "between 0 and 19"),
     ({"worker_nice": 20}, "worker_nice", "between 0 and 19"),
+    ({"log_format": "xml"}, "log_format", "must be one of text, json"),
     ({"limits": {"max_pixels": 10}}, "limits", "must be a Limits"),
 ])
 def test_bad_values_are_refused_with_a_clear_message(changes, name, words):
@@ -99,6 +100,7 @@ def test_the_command_line_refuses_a_port_it_cannot_use_and_an_onnx_backend_for_a
         assert main(["serve", "--backend", "onnx", "--port", str(port)]) == 2
         err = capsys.readouterr().err
         assert f"cannot listen on 127.0.0.1:{port}" in err and "Traceback" not in err and len(err.splitlines()) == 1
+        assert "in use" in err and "permission" not in err
     for port in ("99999", "0", "http"):
         assert main(["serve", "--port", port]) == 2
         assert "--port" in capsys.readouterr().err
@@ -106,6 +108,22 @@ def test_the_command_line_refuses_a_port_it_cannot_use_and_an_onnx_backend_for_a
     shutil.copy(served_checkpoint, alone)
     assert main(["serve", "--backend", "onnx", "--model", str(alone)]) == 2
     assert "the onnx backend runs .onnx files" in capsys.readouterr().err
+
+
+def test_a_port_the_user_may_not_open_is_said_to_need_privileges_not_to_be_taken(capsys, monkeypatch):
+    import errno
+    import socket
+
+    from digitlab.cli import main
+
+    def refused(self, address):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(socket.socket, "bind", refused)  # as binding port 80 goes for a user who is not root
+    assert main(["serve", "--backend", "onnx", "--port", "80"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot listen on 127.0.0.1:80: permission denied" in err and "below 1024 need privileges" in err
+    assert "another server" not in err and len(err.splitlines()) == 1
 
 
 def test_serve_with_a_model_that_cannot_be_loaded_ends_in_one_line(tmp_path, capfd):

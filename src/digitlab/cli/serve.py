@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 def add_serve_parsers(subparsers) -> None:
     # light: no torch, no onnxruntime, no FastAPI; the defaults shown are the settings' own
     from digitlab.recognition.engine import BACKENDS
-    from digitlab.serve.settings import Limits, ServeSettings
+    from digitlab.serve.settings import LOG_FORMATS, Limits, ServeSettings
 
     p = subparsers.add_parser("serve", help="the web page and REST API on http://HOST:PORT (docs at /docs)")
     p.add_argument("--model", help="a .safetensors checkpoint or an exported .onnx file (default: the bundled model)")
@@ -59,7 +59,7 @@ def add_serve_parsers(subparsers) -> None:
                    "with the digit they pick, as DIR/<digit>/NAME.png and NAME.json (POST /api/samples; default: off)")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"),
                    help="how much uvicorn and digitlab log (default: info)")
-    p.add_argument("--log-format", default="text", choices=("text", "json"),
+    p.add_argument("--log-format", default=ServeSettings.log_format, choices=LOG_FORMATS,
                    help="log lines as text or as one JSON object each, for a log collector; every line made while a "
                         "request runs carries its request id (default: text)")
     p.set_defaults(handler=cmd_serve)
@@ -89,8 +89,21 @@ def check_port_free(host: str, port: int) -> None:
         try:
             probe.bind((host, port))
         except OSError as exc:
-            raise ValueError(f"cannot listen on {host}:{port}: {exc.strerror or exc} (another server on that port? "
-                             f"choose one with --port)") from None
+            raise ValueError(f"cannot listen on {host}:{port}: {_why_not(exc, port)}") from None
+
+
+def _why_not(exc: OSError, port: int) -> str:
+    """What a failed bind means for the person who asked for it, by its errno."""
+    import errno
+
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        below = " ports below 1024 need privileges (root or CAP_NET_BIND_SERVICE);" if port < 1024 else ""
+        return f"permission denied:{below} choose another with --port"
+    if exc.errno == errno.EADDRINUSE:
+        return "the port is in use (another server on that port?); choose another with --port"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return "that address is not one of this machine's; choose another with --host"
+    return f"{exc.strerror or exc}; choose another address with --host or --port"
 
 
 def serve_settings(args) -> ServeSettings:
@@ -110,7 +123,7 @@ def serve_settings(args) -> ServeSettings:
                              allowed_hosts=allowed_hosts(args.host, args.allowed_host),
                              api_key=args.api_key or None, rate_per_minute=args.rate_limit,
                              cors_origins=tuple(origin.rstrip("/") for origin in args.cors_origin),
-                             collect=args.collect)
+                             collect=args.collect, log_format=args.log_format)
     except SettingError as exc:  # every other option is named after its field
         raise ValueError(f"--{exc.name.replace('_', '-')} {exc.problem}") from None
 
@@ -146,6 +159,7 @@ def cmd_serve(args) -> int:
     with ThreadPoolExecutor(1) as pool:
         checked = pool.submit(check_model_loads, settings)
         from digitlab.serve.app import create_app
+        from digitlab.serve.gates import http_options
         from digitlab.serve.observe import log_config
         try:
             checked.result()
@@ -160,5 +174,5 @@ def cmd_serve(args) -> int:
         log.info("corrected drawings are saved in %s", os.path.abspath(settings.collect))
     # the access log is digitlab's (serve.observe), with each request's id; uvicorn's own would lack it
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
-                log_config=log_config(args.log_format, args.log_level))
+                log_config=log_config(args.log_format, args.log_level), **http_options(settings.limits))
     return 0

@@ -17,10 +17,11 @@ answer includes the 28x28 image the model saw, as a PNG data URL, so the page ca
 Bad input is an HTTP error with a one-line ``detail``, never a traceback: a body over the size limit is 413 (from
 its Content-Length, or counted as it streams in); an image with too many pixels is 413, refused from its header
 before a byte of it is decoded; something that is not an image is 415; a truncated or corrupt image, an empty body
-or a missing form field is 422. The model is loaded once, in the lifespan. Images are decoded and recognised by
-``serve.runner`` in threads sharing one engine (both backends are thread-safe for inference) or, as ``digitlab
-serve`` runs it, in worker processes with an engine each (``serve.workers``), so the event loop keeps accepting
-requests. How is said once, in a ``ServeSettings``.
+or a missing form field is 422. The model is loaded once, in the lifespan. Images are decoded and recognised (and
+corrected drawings saved) by ``serve.runner`` in threads sharing one engine (both backends are thread-safe for
+inference) or, as ``digitlab serve`` runs it, in worker processes with an engine each (``serve.workers``), so the
+event loop keeps accepting requests and the HTTP process never holds a decoded image. How is said once, in a
+``ServeSettings``.
 
     uvicorn --factory digitlab.serve.app:create_app      # or: digitlab serve --backend onnx --model m.onnx
 """
@@ -45,7 +46,6 @@ from starlette.datastructures import UploadFile
 
 from digitlab.recognition.predict import default_threshold
 from digitlab.recognition.preprocess import POLARITIES
-from digitlab.recognition.decode import ImageError
 from digitlab.serve import runner, samples, schemas
 from digitlab.serve.gates import ApiError, BodyLimit, Guard
 from digitlab.serve.observe import Metrics, Observe
@@ -121,7 +121,8 @@ ERRORS = {status: {"description": description, "model": schemas.ErrorAnswer} for
     408: "the request body stopped arriving",
     413: "body or image too large", 415: "not an image",
     422: "empty, truncated or corrupt image, a missing form field, or a bad query parameter",
-    429: "too many requests from one address (a server started with --rate-limit); see Retry-After",
+    429: "too many requests or uploads at once from one address; see Retry-After",
+    431: "request headers too large",
     503: "busy: too many requests waiting, or the images took too long; see Retry-After"}.items()}
 SAMPLE_BODY = {"parameters": [
     {"name": "label", "in": "query", "required": True,
@@ -181,6 +182,7 @@ async def _process_lifespan(app: FastAPI):
     pool = WorkerPool(settings)
     await pool.start()
     app.state.pool, app.state.metadata, app.state.recognise = pool, pool.metadata, pool.recognise
+    app.state.save_sample = pool.save_sample
     log.info("model %s loaded in %d worker processes (%s backend)", pool.metadata.get("arch"), settings.worker_count,
              settings.backend)
     try:
@@ -191,7 +193,8 @@ async def _process_lifespan(app: FastAPI):
 
 @asynccontextmanager
 async def _thread_lifespan(app: FastAPI):
-    """Load the model once in this process; requests are recognised in its threads, one per CPU at most."""
+    """Load the model once in this process; requests are recognised (and samples saved) in its threads, one per CPU
+    at most."""
     settings: ServeSettings = app.state.settings
     # Process-wide, and this server runs its requests side by side: OpenCV splitting each image across threads
     # too would only compete with them.
@@ -205,7 +208,13 @@ async def _thread_lifespan(app: FastAPI):
         return await to_thread.run_sync(runner.recognise, recognizer, items, multi, polarity, threshold, steps,
                                         limiter=limiter)
 
+    async def save_sample(label: str, data: bytes, answer: str | None, model: dict[str, Any],
+                          source: str) -> dict[str, Any]:
+        return await to_thread.run_sync(runner.save_sample, settings, label, data, answer, model, source,
+                                        limiter=limiter)
+
     app.state.engine, app.state.metadata, app.state.recognise = engine, engine.metadata, recognise
+    app.state.save_sample = save_sample
     log.info("model %s loaded (%s backend)", engine.metadata.get("arch"), settings.backend)
     yield
 
@@ -257,7 +266,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError):
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(Busy)
     async def busy(request: Request, exc: Busy):
@@ -346,12 +355,11 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
             raise ApiError(422, runner.EMPTY)
         model = {"arch": request.app.state.metadata.get("arch"), "backend": backend,
                  "file": Path(settings.model).name if settings.model else "bundled"}
-        try:
-            path = await to_thread.run_sync(lambda: samples.save_sample(
-                Path(settings.collect), label, data, answer, model, limits.max_pixels, name))
-        except ImageError as exc:
-            raise ApiError(runner.STATUS.get(exc.kind, 422), str(exc)) from None
-        return {"label": label, "path": path.relative_to(settings.collect).as_posix()}
+        # decoded and written where images are recognised, waiting its turn and held to a request's time
+        saved = await request.app.state.save_sample(label, data, answer, model, name)
+        if "error" in saved:
+            raise ApiError(saved["status"], saved["error"])
+        return {"label": label, "path": saved["path"]}
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics(request: Request) -> Response:

@@ -1,8 +1,10 @@
-"""What every request passes before the app reads it: the security headers every response carries, the refusals
-``Guard`` answers itself (an unknown Host, a missing API key, a client over its rate, another site's POST), and the
-limits ``BodyLimit`` holds a request body to (its size, how many arrive at once, how long one may take). Both are
-ASGI middleware that ``app.create_app`` wraps around the app; ``ApiError`` is how anything answers bad input.
+"""What every request passes before the app reads it: the size of its head (``http_options``, for uvicorn), the
+security headers every response carries, the refusals ``Guard`` answers itself (an unknown Host, a missing API key, a
+client over its rate, another site's POST), and the limits ``BodyLimit`` holds a request body to (its size, how many
+arrive at once, how long one may take). The two middlewares are ASGI, which ``app.create_app`` wraps around the app;
+``ApiError`` is how anything answers bad input.
 
+    uvicorn.run(app, ..., **http_options(settings.limits))
     app.add_middleware(BodyLimit, limits=settings.limits)
     app.add_middleware(Guard, settings=settings)
 """
@@ -27,11 +29,65 @@ log = logging.getLogger("digitlab.serve")
 
 
 class ApiError(Exception):
-    """Bad input, answered with ``status`` and a one-line ``detail``."""
+    """Bad input, answered with ``status``, a one-line ``detail`` and any ``headers`` (Retry-After)."""
 
-    def __init__(self, status: int, detail: str):
+    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None):
         super().__init__(detail)
-        self.status, self.detail = status, detail
+        self.status, self.detail, self.headers = status, detail, headers
+
+
+# --- a request's head ----------------------------------------------------------------------------------------------
+
+def http_options(limits: Limits) -> dict:
+    """uvicorn's options that hold a request's line and headers to ``limits.max_header_bytes``, for either HTTP
+    parser it may run: h11 has an option for it (it answers 400 past it); httptools has none, so its protocol is
+    ``bounded_httptools``'s (431). Without a bound a client sending a header of many megabytes held the event loop
+    for seconds (measured: docs/serving.md, 'Huge headers and trickled bodies')."""
+    return {"http": bounded_httptools() or "h11", "h11_max_incomplete_event_size": limits.max_header_bytes}
+
+
+@functools.cache
+def bounded_httptools():
+    """uvicorn's httptools protocol with a request's head held to its config's ``h11_max_incomplete_event_size``
+    (431 and the connection closed past it), or None where httptools is not installed.
+
+    llhttp sets no bound on a head, and httptools gathers a header value by joining the pieces that arrive one to
+    the next, which takes time growing with the square of its length. So the head is counted here, before the
+    parser sees it: a chunk that takes it past the bound while it is still incomplete is the last one parsed. (A
+    head over the bound that arrives whole in one chunk costs no more than that chunk; ``Guard`` answers it 431.)"""
+    try:
+        from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+    except ImportError:
+        return None
+
+    class BoundedHead(HttpToolsProtocol):
+        head_bytes = 0      # bytes received since the current request's head began
+        in_body = False     # its head is whole: what comes is its body, not counted
+
+        def data_received(self, data: bytes) -> None:
+            counted = not self.in_body
+            if counted:
+                self.head_bytes += len(data)
+            super().data_received(data)
+            limit = self.config.h11_max_incomplete_event_size
+            if counted and not self.in_body and self.head_bytes > limit and not self.transport.is_closing():
+                self.logger.warning("request headers over %d bytes from %s: refused 431", limit,
+                                    (self.client or ("?",))[0])
+                detail = f'{{"detail": "request headers too large: over the limit of {limit:,} bytes"}}'.encode()
+                self.transport.write(b"".join([
+                    STATUS_LINE[431], b"content-type: application/json\r\n", b"content-length: %d\r\n" % len(detail),
+                    b"connection: close\r\n\r\n", detail]))
+                self.transport.close()
+
+        def on_headers_complete(self) -> None:
+            self.in_body = True
+            super().on_headers_complete()
+
+        def on_message_complete(self) -> None:
+            self.in_body, self.head_bytes = False, 0  # what comes next is the next request's head
+            super().on_message_complete()
+
+    return BoundedHead
 
 
 # --- what every response carries, and which requests are refused before they are read ------------------------------
@@ -47,8 +103,8 @@ DOCS_POLICY = PAGE_POLICY + b"; script-src 'self' 'unsafe-inline'; style-src 'se
 
 class Guard:
     """ASGI middleware: security headers on every response, its refusals included, and what is refused before the
-    app sees it: an unknown Host (400), a missing API key (401), a client over its rate (429), and a POST from
-    another site's page (403).
+    app sees it: headers over ``Limits.max_header_bytes`` (431), an unknown Host (400), a missing API key (401), a
+    client over its rate (429), and a POST from another site's page (403).
 
     A browser sends an ``Origin`` header with a cross-site POST, and a plain form or ``text/plain`` POST needs no
     CORS preflight, so without this check any page a user visits could make their browser post to a server on their
@@ -79,6 +135,10 @@ class Guard:
         """Why this request is answered here without reaching the app, or None: a Host this server does not answer,
         a missing API key, a client over its rate, or a POST from another site's page. The page, its files and
         /api/health need no key and count against no rate: a load balancer checks health, a person loads the page."""
+        limit = self.settings.limits.max_header_bytes
+        if head_size(scope) > limit:  # one that arrived whole in one piece (bounded_httptools refuses the others)
+            return JSONResponse({"detail": f"request headers too large: over the limit of {limit:,} bytes"},
+                                status_code=431, headers={"Connection": "close"})
         allowed_hosts = self.settings.allowed_hosts
         if allowed_hosts is not None and _host_name(headers.get(b"host")) not in allowed_hosts:
             return JSONResponse({"detail": f"this server answers requests to {', '.join(allowed_hosts)} only (Host "
@@ -101,7 +161,7 @@ class Guard:
         """The API key and (``rate``) the per-client rate, where the settings ask for them."""
         key = self.settings.api_key
         if key is not None:
-            given = headers.get(b"x-api-key") or headers.get(b"authorization", b"").removeprefix(b"Bearer ")
+            given = headers.get(b"x-api-key") or _bearer(headers.get(b"authorization", b""))
             if not hmac.compare_digest(given, key.encode()):
                 return JSONResponse({"detail": "an API key is needed: send it as X-API-Key or Authorization: Bearer "
                                                "(the page takes it after # in its address: /#key=...)"},
@@ -120,6 +180,20 @@ class Guard:
             if len(self.requests) > 10_000:  # forget quiet clients, so the table cannot grow without bound
                 self.requests = {c: t for c, t in self.requests.items() if t and now - t[-1] < 60}
         return None
+
+
+def head_size(scope) -> int:
+    """About the bytes of a request's line and headers: its target and each header's name and value with their
+    separators."""
+    target = len(scope.get("raw_path") or scope["path"].encode()) + len(scope.get("query_string", b""))
+    return target + sum(len(name) + len(value) + 4 for name, value in scope["headers"])
+
+
+def _bearer(authorization: bytes) -> bytes:
+    """The credentials of an ``Authorization: Bearer KEY`` header, its scheme in any case (RFC 7235 makes schemes
+    case-insensitive); a header without that scheme is taken whole."""
+    scheme, _, credentials = authorization.partition(b" ")
+    return credentials.strip(b" ") if scheme.lower() == b"bearer" else authorization
 
 
 def _host_name(host: bytes | None) -> str:
@@ -145,16 +219,20 @@ class BodyLimit:
     just answers honest clients at once, without reading their upload. A body that stops arriving (a Content-Length
     larger than what is sent, a client holding the connection) is given up after ``Limits.body_seconds`` without a
     new piece, and one that trickles in after ``Limits.max_body_seconds`` in all: 408, and what was received is let
-    go. At most ``Limits.max_uploads`` bodies arrive at once, and
-    ``Limits.max_client_uploads`` from one client address; one more is answered 503 before a byte of it is read, so
-    slow senders cannot hold more than that many bodies in memory, and one of them cannot take every place.
-    After a large body the memory it took is handed back to the system (``release_memory``).
+    go. After a large body the memory it took is handed back to the system (``release_memory``).
+
+    At most ``Limits.max_uploads`` bodies arrive at once, so slow senders cannot hold more than that many in memory,
+    and at most ``Limits.max_client_uploads`` from one client address (one more from it is answered 429 before a byte
+    of it is read). When every place is taken, a client holding fewer places than another takes the oldest of that
+    other's, which is answered 503 (at its next piece, or when none comes in time): the places are shared out by
+    address, so a few addresses trickling bodies cannot keep everyone else's uploads out (503 for a newcomer only
+    when every address holds about as many as it would).
     """
 
     def __init__(self, app, limits: Limits):
         self.app, self.limits = app, limits
-        self.uploading = 0  # requests whose body has not arrived whole yet
-        self.uploading_from: dict[str, int] = {}  # the same, per client address (only addresses with one)
+        self.arriving: dict[str, list[Arrival]] = {}  # client address -> its bodies still arriving, oldest first
+        self.uploading = 0  # bodies still arriving, from every address
         self.large = 0      # requests past RELEASE_AFTER bytes that have not ended yet
 
     async def __call__(self, scope, receive, send):
@@ -169,49 +247,41 @@ class BodyLimit:
             response = JSONResponse({"detail": detail}, status_code=413 if declared.isdigit() else 400)
             return await response(scope, receive, send)
         client = (scope.get("client") or ("?", 0))[0]
-        if self.uploading >= self.limits.max_uploads or \
-                self.uploading_from.get(client, 0) >= self.limits.max_client_uploads:
-            whose = ("" if self.uploading >= self.limits.max_uploads else " from your address")
-            most = self.limits.max_uploads if not whose else self.limits.max_client_uploads
-            response = JSONResponse({"detail": f"busy: {most} uploads{whose} are arriving already; try again in "
-                                               f"{UPLOAD_RETRY} s"}, status_code=503,
-                                    headers={"Retry-After": str(UPLOAD_RETRY)})
-            return await response(scope, receive, send)
-        received, arriving, large = 0, True, False
+        refusal = self._admit(client)
+        if refusal is not None:
+            return await refusal(scope, receive, send)
+        arrival = Arrival(client)
+        self.arriving.setdefault(client, []).append(arrival)
         self.uploading += 1
-        self.uploading_from[client] = self.uploading_from.get(client, 0) + 1
-
-        def arrived():
-            nonlocal arriving
-            if arriving:
-                arriving = False
-                self.uploading -= 1
-                self.uploading_from[client] -= 1
-                if not self.uploading_from[client]:
-                    del self.uploading_from[client]
-
+        received, large = 0, False
         deadline = time.monotonic() + self.limits.max_body_seconds
 
         async def counted_receive():
             nonlocal received, large
-            if not arriving:  # the body is whole: what comes now is the client going away
+            if arrival.set_aside:
+                raise place_given_away()
+            if arrival.released:  # the body is whole: what comes now is the client going away
                 return await receive()
             left = deadline - time.monotonic()
             try:
                 message = await asyncio.wait_for(receive(), max(0.0, min(self.limits.body_seconds, left)))
             except asyncio.TimeoutError:
-                arrived()
+                if arrival.set_aside:
+                    raise place_given_away() from None
+                self._arrived(arrival)
                 raise ApiError(408, f"the request body stopped arriving: nothing came for {self.limits.body_seconds} "
                                     f"s" if left > self.limits.body_seconds else f"the request body did not arrive "
                                     f"within {self.limits.max_body_seconds} s") from None
+            if arrival.set_aside:  # its place went to another address's body while it waited for this piece
+                raise place_given_away()
             received += len(message.get("body", b""))
             if not large and received > RELEASE_AFTER:
                 large = True
                 self.large += 1
             if message["type"] != "http.request" or not message.get("more_body", False):
-                arrived()
+                self._arrived(arrival)
             if received > limit:
-                arrived()
+                self._arrived(arrival)
                 raise ApiError(413, f"body too large: over the limit of {limit:,} bytes")
             return message
 
@@ -220,17 +290,65 @@ class BodyLimit:
         except ClientDisconnect:  # the client went away before its body arrived: no one to answer
             log.info("%s %s: the client went away while sending its body", scope["method"], scope["path"])
         finally:
-            arrived()
+            self._arrived(arrival)
             if large:
                 self.large -= 1
                 if self.large == 0:  # the last large body in memory is let go: give its pages back
                     await to_thread.run_sync(release_memory)
+
+    def _admit(self, client: str) -> JSONResponse | None:
+        """None if a body from ``client`` may start arriving now (taking another address's oldest place when that
+        is fairer), else the refusal: 429 over its own cap, 503 when every place is fairly taken."""
+        held = len(self.arriving.get(client, ()))
+        retry = {"Retry-After": str(UPLOAD_RETRY)}
+        if held >= self.limits.max_client_uploads:
+            return JSONResponse({"detail": f"too many uploads at once: {held} from your address are arriving "
+                                           f"already; try again in {UPLOAD_RETRY} s"}, status_code=429, headers=retry)
+        if self.uploading < self.limits.max_uploads:
+            return None
+        most = max(self.arriving.values(), key=len)
+        if len(most) < held + 2:  # taking one of theirs would leave them no fewer than this client
+            return JSONResponse({"detail": f"busy: {self.uploading} uploads are arriving already; try again in "
+                                           f"{UPLOAD_RETRY} s"}, status_code=503, headers=retry)
+        oldest = most[0]
+        log.info("an upload from %s gives its place to one from %s (%d places, %d of them %s's)", oldest.client,
+                 client, self.limits.max_uploads, len(most), oldest.client)
+        self._arrived(oldest)
+        oldest.set_aside = True
+        return None
+
+    def _arrived(self, arrival: Arrival) -> None:
+        """``arrival`` no longer holds a place: its body is whole, refused, given up or set aside (once only)."""
+        if arrival.released:
+            return
+        arrival.released = True
+        self.uploading -= 1
+        mine = self.arriving[arrival.client]
+        mine.remove(arrival)
+        if not mine:
+            del self.arriving[arrival.client]
+
+
+class Arrival:
+    """One body arriving: its client's address, whether it still holds a place, and whether that place was given to
+    another address's body (then its request is answered 503 when its next piece comes, or none does in time)."""
+
+    def __init__(self, client: str):
+        self.client = client
+        self.released = False  # no longer holds a place: whole, refused, given up or set aside
+        self.set_aside = False
 
 
 # A body over this many bytes is received in many pieces, which the C allocator keeps for the process after they are
 # freed; once no such body is left, they are handed back (measured: docs/serving.md, 'Memory under large uploads').
 RELEASE_AFTER = 2**20
 UPLOAD_RETRY = 5  # seconds a client refused for too many uploads at once is asked to wait
+
+
+def place_given_away() -> ApiError:
+    """The answer to an upload whose place was given to another address's (``BodyLimit``)."""
+    return ApiError(503, f"busy: this upload's place was given to another address's; try again in {UPLOAD_RETRY} s",
+                    {"Retry-After": str(UPLOAD_RETRY)})
 
 
 def release_memory() -> None:

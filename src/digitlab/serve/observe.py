@@ -7,7 +7,8 @@ access-log line, and logs as text or as one JSON object per line.
 
 The metrics (prometheus_client, each app its own registry):
 
-    digitlab_requests_total{endpoint, status}       requests answered, by route and HTTP status
+    digitlab_requests_total{endpoint, status}       requests answered, by route and HTTP status (499: the client
+                                                    went away before its answer, e.g. in the middle of its body)
     digitlab_request_seconds{endpoint}              latency histogram, first byte in to last byte out
     digitlab_images_recognised_total{outcome}       images read: answered (a digit or a number), unsure, unreadable
     digitlab_refused_total{reason}                  requests refused, by why (too_large, not_an_image, rate_limited...)
@@ -45,7 +46,9 @@ ENDPOINTS = ("/", "/api/predict", "/api/predict/batch", "/api/health", "/api/mod
 PREFIXES = ("/static/", "/docs-assets/")
 # Why a request was refused, from the status the server refused it with (serve.app and serve.gates say which is which).
 REASONS = {400: "bad_request", 401: "no_api_key", 403: "cross_origin", 408: "body_too_slow", 413: "too_large",
-           415: "not_an_image", 422: "unreadable", 429: "rate_limited", 503: "busy"}
+           415: "not_an_image", 422: "unreadable", 429: "rate_limited", 431: "headers_too_large", 503: "busy"}
+# The client went away before it was answered (as nginx logs it): counted as its own outcome, not as a server error.
+CLIENT_CLOSED = 499
 SECONDS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 INCOMING_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
@@ -127,7 +130,7 @@ class Observe:
         given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
         rid = given if INCOMING_ID.fullmatch(given) else uuid.uuid4().hex
         token = request_id.set(rid)
-        start, status = time.perf_counter(), 500
+        start, status = time.perf_counter(), None
 
         async def send_with_id(message):
             nonlocal status
@@ -138,7 +141,11 @@ class Observe:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except BaseException:
+            status = status or 500
+            raise
         finally:
+            status = status or CLIENT_CLOSED  # the app ended without an answer: no one was left to answer
             seconds = time.perf_counter() - start
             endpoint = endpoint_of(scope["path"])
             self.metrics.requests.labels(endpoint, str(status)).inc()
@@ -180,7 +187,9 @@ class JsonFormatter(logging.Formatter):
 
 def log_config(log_format: str, level: str) -> dict[str, Any]:
     """A ``logging.config.dictConfig`` for uvicorn and digitlab: ``text`` (uvicorn's look, with the request id) or
-    ``json``. uvicorn's own access log is left off: ``Observe`` writes the access lines, with the request id."""
+    ``json``. uvicorn's own access log is left off: ``Observe`` writes the access lines, with the request id. The
+    root logger has the same handler, so what other libraries log (python-multipart on a malformed form) and the
+    warnings ``logging.captureWarnings`` routes into logging come out in the same format, not as raw text."""
     formatter = ({"()": JsonFormatter} if log_format == "json" else
                  {"format": "%(levelname)s: %(name)s: [%(request_id)s] %(message)s"})
     handler = {"class": "logging.StreamHandler", "formatter": "main", "filters": ["request_id"],
@@ -189,4 +198,5 @@ def log_config(log_format: str, level: str) -> dict[str, Any]:
                for name in ("uvicorn", "digitlab")}
     return {"version": 1, "disable_existing_loggers": False,
             "filters": {"request_id": {"()": RequestIdFilter}},
-            "formatters": {"main": formatter}, "handlers": {"main": handler}, "loggers": loggers}
+            "formatters": {"main": formatter}, "handlers": {"main": handler}, "loggers": loggers,
+            "root": {"handlers": ["main"], "level": "WARNING"}}

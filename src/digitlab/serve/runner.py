@@ -1,8 +1,8 @@
 """What a worker runs for one request: images in, one JSON-ready answer per image out.
 
-The server hands a request's images to ``recognise``, in a thread of its own process or in a worker process
-(``serve.workers``); both run this module, which imports no FastAPI, Starlette or anyio, so a worker process loads
-only what reading digits needs.
+The server hands a request's images to ``recognise`` (and a corrected drawing to ``save_sample``), in a thread of
+its own process or in a worker process (``serve.workers``); both run this module, which imports no FastAPI,
+Starlette or anyio, so a worker process loads only what reading digits needs.
 
     recognizer = load_recognizer(ServeSettings(model="model.onnx"))
     recognise(recognizer, [("a.png", data)], multi=False)     # [{"name": "a.png", "digit": 7, ...}]
@@ -11,14 +11,16 @@ only what reading digits needs.
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
-from digitlab.recognition.decode import NOT_AN_IMAGE, TOO_LARGE
+from digitlab.recognition.decode import NOT_AN_IMAGE, TOO_LARGE, ImageError
 from digitlab.recognition.engine import Engine, load_engine
 from digitlab.recognition.predict import Prediction, Recognizer
+from digitlab.serve import samples
 from digitlab.serve.settings import ServeSettings
 
 STATUS = {NOT_AN_IMAGE: 415, TOO_LARGE: 413}  # any other unreadable input: 422
@@ -60,6 +62,20 @@ def recognise(recognizer: Recognizer, items: list[tuple[str, bytes]], multi: boo
                            "status": STATUS.get(prediction.error_kind, 422)}
                           if prediction.error is not None else answer(prediction))
     return answers
+
+
+def save_sample(settings: ServeSettings, label: str, data: bytes, answer: str | None, model: dict[str, Any],
+                source: str) -> dict[str, Any]:
+    """``samples.save_sample`` into the settings' ``collect`` folder under their pixel limit: ``{"path"}`` relative
+    to that folder, or ``{"error", "status"}`` for an image that cannot be read (nothing is written then). It runs
+    where images are recognised, under the same limits on time, waiting and memory, since keeping a sample decodes it
+    whole."""
+    folder = Path(settings.collect)
+    try:
+        path = samples.save_sample(folder, label, data, answer, model, settings.limits.max_pixels, source)
+    except ImageError as exc:
+        return {"error": str(exc), "status": STATUS.get(exc.kind, 422)}
+    return {"path": path.relative_to(folder).as_posix()}
 
 
 def answer(prediction: Prediction) -> dict[str, Any]:

@@ -27,6 +27,7 @@ WORKER_NICE = 10
 # A server that listens on this machine only answers requests that name it so: a page on another site could
 # otherwise point a host name of its own at 127.0.0.1 (DNS rebinding) and read the answers.
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+LOG_FORMATS = ("text", "json")  # log lines as text, or as one JSON object each (serve.observe.log_config)
 
 
 class SettingError(ValueError):
@@ -53,6 +54,7 @@ class Limits:
     max_body_seconds: int = 120           # the longest a whole body may take to arrive; past it 408
     max_uploads: int = 32                 # bodies arriving at once; one more is answered 503 before it is read
     max_client_uploads: int = 8           # the same from one client address
+    max_header_bytes: int = 32 * 2**10    # a request's line and headers; past it 431 (gates.http_options)
 
     def __post_init__(self):
         for item in fields(self):
@@ -85,6 +87,7 @@ class ServeSettings:
     rate_per_minute: int | None = None    # requests per minute one client address may make to /api/*; None: no cap
     cors_origins: tuple[str, ...] = ()    # other sites whose pages may call the API from a browser
     collect: str | None = None            # a folder: POST /api/samples saves corrected drawings there; None: off
+    log_format: str = "text"              # one of LOG_FORMATS, in the server and its worker processes alike
 
     def __post_init__(self):
         model = None if self.model is None else os.fspath(self.model)
@@ -139,6 +142,8 @@ class ServeSettings:
         if self.collect is not None and (not self.collect or Path(self.collect).exists()
                                          and not Path(self.collect).is_dir()):
             raise SettingError("collect", f"{self.collect!r} is not a folder")
+        if self.log_format not in LOG_FORMATS:
+            raise SettingError("log_format", f"must be one of {', '.join(LOG_FORMATS)}, not {self.log_format!r}")
         if not _is_int(self.worker_nice) or not 0 <= self.worker_nice <= 19:
             raise SettingError("worker_nice", f"must be between 0 and 19, not {self.worker_nice!r}")
 

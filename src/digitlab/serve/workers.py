@@ -16,6 +16,9 @@ trust each other no further than JSON lets them); lengths are 4-byte big-endian:
     request    server -> worker   header length, total length, {"polarity", "threshold", "multi", "steps", "names",
                                   "sizes"}, then the images' bytes one after another
     answer     worker -> server   length, {"answers": [...]} as ``runner.recognise`` gives them, or {"error": "..."}
+    sample     server -> worker   as a request, with {"save": {"label", "answer", "model", "source"}, "names",
+                                  "sizes"} and one image
+    saved      worker -> server   length, {"saved": ...} as ``runner.save_sample`` gives it, or {"error": "..."}
 
 Requests wait for a free worker in the order they came (a FIFO of idle workers), so one slow image delays only the
 requests queued behind it. A worker that dies (killed, out of memory) fails only the request it held, with a 500,
@@ -126,6 +129,20 @@ class WorkerPool:
     async def recognise(self, polarity: str, threshold: float | None, items: list[tuple[str, bytes]],
                         multi: bool, steps: bool = False) -> list[dict[str, Any]]:
         """``runner.recognise`` in a worker process: one answer per item, in order."""
+        head = {"polarity": polarity, "threshold": threshold, "multi": multi, "steps": steps,
+                "names": [name for name, _ in items], "sizes": [len(data) for _, data in items]}
+        return (await self._run(head, [data for _, data in items]))["answers"]
+
+    async def save_sample(self, label: str, data: bytes, answer: str | None, model: dict[str, Any],
+                          source: str) -> dict[str, Any]:
+        """``runner.save_sample`` in a worker process, waiting its turn as a request does."""
+        head = {"save": {"label": label, "answer": answer, "model": model, "source": source},
+                "names": [source], "sizes": [len(data)]}
+        return (await self._run(head, [data]))["saved"]
+
+    async def _run(self, head: dict[str, Any], payload: list[bytes]) -> dict[str, Any]:
+        """Send ``head`` and ``payload`` to the next idle worker and return its reply, within the limits on waiting
+        requests and on a request's time."""
         limits = self.settings.limits
         if self.waiting >= limits.max_waiting:
             raise Busy(f"the server is busy: {self.waiting} requests are waiting; try again shortly", retry_after=1)
@@ -138,9 +155,7 @@ class WorkerPool:
             self.idle.put_nowait(None)  # for the next request too
             raise WorkerError("no worker process is left (see the log for why they could not be restarted)")
         try:
-            head = {"polarity": polarity, "threshold": threshold, "multi": multi, "steps": steps,
-                    "names": [name for name, _ in items], "sizes": [len(data) for _, data in items]}
-            await worker.send(json.dumps(head).encode(), [data for _, data in items])
+            await worker.send(json.dumps(head).encode(), payload)
             reply = await asyncio.wait_for(worker.receive(), limits.max_seconds)
         except (asyncio.IncompleteReadError, ConnectionError, ValueError, asyncio.CancelledError,
                 asyncio.TimeoutError) as exc:
@@ -158,7 +173,7 @@ class WorkerPool:
         self.idle.put_nowait(worker)
         if "error" in reply:
             raise WorkerError(reply["error"])
-        return reply["answers"]
+        return reply
 
     async def _replace(self, worker: Worker) -> None:
         self.restarts += 1
@@ -220,17 +235,29 @@ def main() -> None:
         if first is None:
             return
         settings = ServeSettings.from_json(first[0])
+        log_as(settings.log_format)
         os.nice(settings.worker_nice)
         _set_process_wide(settings)
         recognizer = runner.load_recognizer(settings)
         _write(channel, {"metadata": recognizer.engine.metadata})
-        serve_requests(recognizer, source, channel)
+        serve_requests(recognizer, source, channel, settings)
     except (BrokenPipeError, KeyboardInterrupt):
         pass
     except (CheckpointError, DataError, ValueError, OSError, ImportError) as exc:  # ImageError is a ValueError
         # a model file that cannot be loaded, or a backend not installed: one line, and the server reports the exit
         print(f"digitlab serve: worker process: error: {one_line(exc)}", file=sys.stderr)
         sys.exit(2)
+
+
+def log_as(log_format: str) -> None:
+    """Log in the server's format (``serve.observe.log_config``), warnings included (numpy's on an odd image), so a
+    worker's lines on the shared stderr read as the server's do: one JSON object each with ``--log-format json``."""
+    import logging.config
+
+    from digitlab.serve.observe import log_config
+
+    logging.config.dictConfig(log_config(log_format, "warning"))
+    logging.captureWarnings(True)
 
 
 def _set_process_wide(settings: ServeSettings) -> None:
@@ -246,8 +273,9 @@ def _set_process_wide(settings: ServeSettings) -> None:
         torch.set_num_threads(settings.threads)
 
 
-def serve_requests(recognizer, source: BinaryIO, channel: BinaryIO) -> None:
-    """Answer requests from ``source`` on ``channel`` until ``source`` closes."""
+def serve_requests(recognizer, source: BinaryIO, channel: BinaryIO, settings: ServeSettings) -> None:
+    """Answer requests from ``source`` on ``channel`` until ``source`` closes: recognise their images, or save a
+    corrected drawing (a request with ``save``)."""
     while (message := _read(source)) is not None:
         head, body = message
         request = json.loads(head)
@@ -256,8 +284,13 @@ def serve_requests(recognizer, source: BinaryIO, channel: BinaryIO) -> None:
             offsets.append(offsets[-1] + item_size)
         items = [(name, body[start:end]) for name, start, end in zip(request["names"], offsets, offsets[1:])]
         try:
-            reply = {"answers": runner.recognise(recognizer, items, request["multi"], request["polarity"],
-                                                 request["threshold"], request.get("steps", False))}
+            if "save" in request:
+                save = request["save"]
+                reply = {"saved": runner.save_sample(settings, save["label"], items[0][1], save["answer"],
+                                                     save["model"], save["source"])}
+            else:
+                reply = {"answers": runner.recognise(recognizer, items, request["multi"], request["polarity"],
+                                                     request["threshold"], request.get("steps", False))}
         except Exception:  # the traceback stays in this process's log; the server answers 500
             log.exception("unhandled error in a worker process")
             reply = {"error": "internal error in a worker process"}
