@@ -191,7 +191,8 @@ def unevenly_lit(ink: np.ndarray, ink_colour, paper_colour, fall: float) -> byte
     return buffer.getvalue()
 
 
-@pytest.mark.parametrize("ink_colour, paper_colour", [((40, 40, 40), (230, 230, 230)), ((30, 45, 160), (250, 215, 225))],
+@pytest.mark.parametrize("ink_colour, paper_colour",
+                         [((40, 40, 40), (230, 230, 230)), ((30, 45, 160), (250, 215, 225))],
                          ids=["gray-page", "blue-ink-on-pink-paper"])
 def test_a_dark_digit_running_into_the_edge_of_an_unevenly_lit_page(reader, digits, ink_colour, paper_colour):
     """Dark strokes running into the bottom and left edges of a page whose light falls by a fifth towards the bottom:
