@@ -180,6 +180,38 @@ def test_a_one_pixel_pen_on_a_small_picture(reader, digits):
     assert sum(r.digit == label for r, label in zip(results, np.repeat(labels, 3))) >= 3 * COUNT - 6
 
 
+def unevenly_lit(ink: np.ndarray, ink_colour, paper_colour, fall: float) -> bytes:
+    """Ink coverage as a PNG of coloured ink on coloured paper lit from above: the brightness falls linearly by
+    ``fall`` from the top row to the bottom one, as across a photo of a page taken under a lamp."""
+    ink_colour, paper_colour = np.array(ink_colour, np.float32), np.array(paper_colour, np.float32)
+    light = 1 - fall * np.linspace(0, 1, ink.shape[0], dtype=np.float32)
+    pixels = (paper_colour + (ink_colour - paper_colour) * ink[..., None]) * light[:, None, None]
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(np.round(pixels), 0, 255).astype(np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("ink_colour, paper_colour",
+                         [((40, 40, 40), (230, 230, 230)), ((30, 45, 160), (250, 215, 225))],
+                         ids=["gray-page", "blue-ink-on-pink-paper"])
+def test_a_dark_digit_running_into_the_edge_of_an_unevenly_lit_page(reader, digits, ink_colour, paper_colour):
+    """Dark strokes running into the bottom and left edges of a page whose light falls by a fifth towards the bottom:
+    the border holds the ink's tone and the paper's whole range of light. Given back the paper's one tone, the
+    page's own light beyond it once counted as ink of the other side, and the ink's tone was taken for the paper:
+    the whole page became light ink ("not a digit", or a wrong one)."""
+    images, labels = digits
+    files = []
+    for digit in images:
+        ink = np.pad(tight(enlarged(digit, 160), 0.5), ((40, 0), (0, 40)))  # paper above and to the right only
+        assert ink[-1].max() > 0.5 and ink[:, 0].max() > 0.5   # the case: strokes on the bottom and left edges
+        files.append(unevenly_lit(ink, ink_colour, paper_colour, fall=0.2))
+    for data in files:
+        prepared = prepare(data)
+        assert prepared.polarity == "dark-on-light", prepared.notes
+        assert prepared.glyphs and prepared.glyphs[0].box[1] >= 30, prepared.notes   # not the whole page
+    read(reader, files, labels, COUNT - 1)
+
+
 def test_a_fifo_named_as_an_image_is_refused_in_one_line(tmp_path):
     import os
 

@@ -2,6 +2,7 @@
 
 import io
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -90,6 +91,43 @@ def test_tight_crops_have_dark_ink_on_exactly_the_edges_they_claim(test_split):
             assert (sides[edge].min() < half_way) == (edge in drawing.notes["edges"]), (edge, drawing.notes)
         touched.add(len(drawing.notes["edges"]))
     assert touched == {1, 2, 4}
+
+
+def _light_fall(gray: np.ndarray, half_way: float) -> float:
+    """How much darker, as a fraction, the paper's dim corner is than its bright one: a plane fitted to the paper a
+    few pixels away from any ink (where the strokes' soft edges do not reach)."""
+    away = cv2.erode(gray.astype(np.uint8), np.ones((7, 7), np.uint8)) > half_way
+    rows, columns = np.nonzero(away)
+    height, width = gray.shape
+    design = np.column_stack([np.ones(len(rows)), columns / width, rows / height])
+    values = gray[rows, columns].astype(np.float64)
+    plane, *_ = np.linalg.lstsq(design, values, rcond=None)
+    paper = design @ plane - values < 10   # fitted again without the ink's faint halo, darker than the paper
+    plane, *_ = np.linalg.lstsq(design[paper], values[paper], rcond=None)
+    corners = [plane @ (1, x, y) for x in (0, 1) for y in (0, 1)]
+    return 1 - min(corners) / max(corners)
+
+
+def test_edge_on_uneven_page_runs_into_the_edges_it_claims_on_paper_lit_unevenly(test_split):
+    from digitlab.training.handwriting_render import EDGES, draw_case
+
+    rng = np.random.default_rng(6)
+    touched, even = set(), []
+    for digit in test_split[0][:30].numpy():
+        drawing = draw_case(digit, "edge-on-uneven-page", rng)
+        gray = _gray(drawing.data)
+        sides = {"left": gray[:, 0], "top": gray[0], "right": gray[:, -1], "bottom": gray[-1]}
+        assert drawing.polarity == "dark-on-light"
+        half_way = (int(gray.min()) + int(gray.max())) / 2
+        for edge in EDGES:
+            assert (sides[edge].min() < half_way) == (edge in drawing.notes["edges"]), (edge, drawing.notes)
+        assert 0.15 <= drawing.notes["lighting"] <= 0.25
+        assert _light_fall(gray, half_way) > 0.12, drawing.notes   # the paper itself is lit unevenly
+        crop = _gray(draw_case(digit, "tight-crop", rng).data)   # evenly lit, measured the same way
+        even.append(_light_fall(crop, (int(crop.min()) + int(crop.max())) / 2))
+        touched.add(len(drawing.notes["edges"]))
+    assert touched == {1, 2}
+    assert np.nanmedian(even) < 0.02   # (nan: a crop with ink on every edge has no paper away from it)
 
 
 def test_small_scans_are_small_and_binary_scans_have_two_levels(test_split):

@@ -53,6 +53,7 @@ BOX, FIELD = 20, 28          # MNIST: fit into 20x20, centre in 28x28
 TWO_TONES = 0.25             # a border whose two tones lie this far apart (and beyond their spread) holds ink
 ONE_SIDED_GIVEN_BACK = 0.8  # ... and with paper given back, all but a tenth of what stands out must be ink
 TONES_TIED = 0.02            # either tone given back makes the ink this nearly as one-sided: the border decides
+PAPER_SIDE = 0.75            # a tone given back that holds this much of the border is judged with the border's range
 MARGIN = 0.15                # paper given back around a tight crop, as a fraction of its longer side
 SMALL_INK = 0.3              # ink within this fraction of the working image's height and width is read again ...
 ZOOM_ABOVE = 1.5             # ... from the full-size pixels, when they hold this many times more
@@ -176,10 +177,19 @@ def paper_given_back(gray: np.ndarray, tones, at_least: float) -> tuple[np.ndarr
     """The image with a margin of whichever of ``tones`` the ink then stands out from most one-sidedly, with the
     margin, polarity and one-sidedness, or None if even that is below ``at_least``: the paper is kept given back
     only where it turns what stood out into ink of one side."""
+    ring = border(gray)
+    on_dark_side, split = otsu(ring)
     judged = []
     for tone in tones:
         padded, margin = with_margin(gray, tone)
-        judged.append((*find_polarity(padded), padded, margin, tone))
+        # The margin is one flat tone, but a page lit unevenly spans a range of brightness, and beyond the margin's
+        # tone its own light would count as ink of the other side (then the ink's tone, around which all the page
+        # stands out lighter, wins). A tone that holds most of the border is the paper there, and the range it
+        # spans along the border is the paper's under its light; a tone holding less may be a blurred stroke's
+        # ramp, which is no paper.
+        side = ring[on_dark_side] if tone <= split else ring[~on_dark_side]
+        paper = np.append(side, tone) if len(side) >= PAPER_SIDE * len(ring) else None
+        judged.append((*find_polarity(padded, paper), padded, margin, tone))
     best = max(trial[1] for trial in judged)
     # A bold stroke stretched to fill its image covers as much of it as the paper does, and given either tone back
     # the other stands out plainly one-sided; then the paper is the tone that holds more of the border.
@@ -189,15 +199,17 @@ def paper_given_back(gray: np.ndarray, tones, at_least: float) -> tuple[np.ndarr
     return (padded, margin, polarity, one_sidedness) if one_sidedness >= at_least else None
 
 
-def find_polarity(gray: np.ndarray) -> tuple[str, float]:
+def find_polarity(gray: np.ndarray, paper: np.ndarray | None = None) -> tuple[str, float]:
     """Which way the ink differs from the paper, and how one-sided that is (1: all ink one way, 0: like noise, or
     nothing stands out at all).
 
     The image's border is nearly always paper, and under smooth uneven light the paper inside stays within the
     brightness range its border spans. Ink lies outside that range on one side only; noise, JPEG ringing and the
-    texture of a photo lie on both.
+    texture of a photo lie on both. ``paper``: pixels known to be paper, whose range is taken instead of the
+    border's (a margin given back is one tone, where the page it stands for spans a range).
     """
-    paper = border(gray)
+    if paper is None:
+        paper = border(gray)
     low, high = percentiles(paper, [2, 98])
     darker = _excess(float(low) - 0.03 - gray)  # float32 differences, summed in float64
     lighter = _excess(gray - (float(high) + 0.03))

@@ -2,10 +2,10 @@
 other writers' handwriting (``handwriting.py``, ``benchmarks/other_writers.py``) reports one by one.
 
 ``render.py`` draws MNIST digits as photos of a page. People also hand in crops cut tight around the ink, small
-scans, binarised forms, digits stretched to fill their box, marker and hairline strokes, and a small digit
-somewhere on a big page. Each case below draws one of those from a grayscale digit of any size (28x28 MNIST, 8x8
-scikit-learn digits, values 0-255 or 0-16; the brightest pixel counts as full ink), from a seeded generator, so
-the same generator gives the same file bytes.
+scans, binarised forms, digits stretched to fill their box, marker and hairline strokes, a small digit
+somewhere on a big page, and a digit running into the edge of an unevenly lit photo. Each case below draws one of
+those from a grayscale digit of any size (28x28 MNIST, 8x8 scikit-learn digits, values 0-255 or 0-16; the brightest
+pixel counts as full ink), from a seeded generator, so the same generator gives the same file bytes.
 
     rng = np.random.default_rng(0)
     data = draw(digit, "tight-crop", rng)            # PNG or JPEG bytes, as a person's file would be
@@ -22,7 +22,8 @@ import numpy as np
 from digitlab.training.render import DARK_ON_LIGHT, LIGHT_ON_DARK, Style, encode, photograph, random_style, \
     render
 
-CASES = ("photo", "small-on-page", "tight-crop", "small-scan", "binary", "fills-box", "thick", "thin", "blocky")
+CASES = ("photo", "small-on-page", "tight-crop", "small-scan", "binary", "fills-box", "thick", "thin", "blocky",
+         "edge-on-uneven-page")
 EDGES = ("left", "top", "right", "bottom")
 MNIST_SIDE = 28      # the source size the stroke widths of render.Style are measured in
 
@@ -89,11 +90,13 @@ def colours(rng: np.random.Generator, light_on_dark: float = 0.3, gray: bool = F
 
 
 def finish(ink: np.ndarray, case: str, rng: np.random.Generator, pair, noise: float = 0.0,
-           jpeg_quality: int | None = None, notes: dict | None = None) -> Drawing:
-    """Coverage (H, W) -> a file: the pair's colours, a little sensor noise, PNG or JPEG."""
+           jpeg_quality: int | None = None, notes: dict | None = None, lighting: float = 0.0,
+           light_angle: float = 0.0) -> Drawing:
+    """Coverage (H, W) -> a file: the pair's colours, a little sensor noise, PNG or JPEG; evenly lit unless
+    ``lighting`` says how much darker the dim side is (``render.Style``)."""
     height, width = ink.shape
     style = Style(width=width, height=height, fill=1.0, centre=(0.5, 0.5), ink=tuple(pair[0]),
-                  paper=tuple(pair[1]), marker=0.0, lighting=0.0, light_angle=0.0, noise=noise,
+                  paper=tuple(pair[1]), marker=0.0, lighting=lighting, light_angle=light_angle, noise=noise,
                   jpeg_quality=jpeg_quality)
     data = encode(photograph(ink, style, rng), style)
     return Drawing(data, case, style.polarity, (width, height), notes or {})
@@ -239,8 +242,30 @@ def blocky(ink: np.ndarray, rng: np.random.Generator) -> Drawing:
                   notes={"side": side, "times": times})
 
 
+def edge_on_uneven_page(ink: np.ndarray, rng: np.random.Generator) -> Drawing:
+    """Dark ink running into one edge of a page, or two that meet at a corner, lit unevenly: a digit cut from a
+    photographed form, its brightness falling by 15-25 % across the picture, on gray or coloured paper. The ink at
+    the edge and the page's own range of light share the border, where only the paper is expected."""
+    digit = scaled_to_height(ink, int(rng.integers(40, 241)))
+    digit = ink_crop(digit, level=0.5)   # the solid stroke, not its faint rim, reaches the edge
+    first = int(rng.integers(4))
+    edges = (first,) if rng.random() < 0.5 else tuple(sorted((first, (first + 1) % 4)))
+    height = digit.shape[0]
+    pads = [0 if side in edges else int(rng.integers(max(1, height // 10), max(2, height // 3)))
+            for side in range(4)]
+    left, top, right, bottom = pads
+    page = np.pad(digit, ((top, bottom), (left, right)))
+    pair = colours(rng, light_on_dark=0.0, gray=rng.random() < 0.5)
+    lighting, light_angle = float(rng.uniform(0.15, 0.25)), float(rng.uniform(0, 2 * np.pi))
+    return finish(page, "edge-on-uneven-page", rng, pair, noise=float(rng.uniform(0, 4)),
+                  jpeg_quality=maybe_jpeg(rng), lighting=lighting, light_angle=light_angle,
+                  notes={"edges": tuple(EDGES[side] for side in edges), "lighting": lighting,
+                         "light_angle": light_angle})
+
+
 DRAWERS = {"photo": photo, "small-on-page": small_on_page, "tight-crop": tight_crop, "small-scan": small_scan,
-           "binary": binary, "fills-box": fills_box, "thick": thick, "thin": thin, "blocky": blocky}
+           "binary": binary, "fills-box": fills_box, "thick": thick, "thin": thin, "blocky": blocky,
+           "edge-on-uneven-page": edge_on_uneven_page}
 assert tuple(DRAWERS) == CASES
 
 
