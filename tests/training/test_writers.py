@@ -7,7 +7,7 @@ import pytest
 
 from digitlab.errors import DataError
 from digitlab.training import writers
-from digitlab.training.writers import (DIGIT_SHAPED, DIGIT_SOURCES, FILES, PARTS, clean_form,
+from digitlab.training.writers import (DIGIT_SHAPED, DIGIT_SOURCES, FILES, PARTS, TRAINED_ON, clean_form, image_parts,
                                        load_digits, load_letters, locate, part_of, training_pool)
 
 
@@ -38,13 +38,14 @@ def test_every_writer_is_in_one_part_only():
 def test_parts_split_by_writer_on_the_real_files(realdata_dir):
     for source in ("chars74k", "chars74k-letters", "femnist"):
         data = np.load(realdata_dir / FILES[source], allow_pickle=False)
-        parts = np.array([part_of(w) for w in data["writer"]])
-        for part in PARTS:   # a writer's images all lie in the part of the writer
-            assert {part_of(w) for w in data["writer"][parts == part]} == {part}
+        writers = {part: set(data["writer"][image_parts(source, data) == part]) for part in PARTS}
+        for one, other in ((a, b) for a in PARTS for b in PARTS if a < b):   # no writer in two parts
+            assert not writers[one] & writers[other], (source, one, other)
+        assert bool(writers["train"]) == (source in TRAINED_ON)   # only what the package may ship is learned
     counts = {(s, p): len(load_digits(s, p, realdata_dir)[1]) for s in DIGIT_SOURCES for p in PARTS}
     assert counts[("optdigits", "train")] == 2880 and counts[("hwd1000", "report")] == 1000
     assert counts[("chars74k", "choose")] > 50 and counts[("chars74k", "report")] > 50
-    assert sum(counts[("chars74k", p)] for p in PARTS) == 550
+    assert sum(counts[("chars74k", p)] for p in PARTS) == 550 and counts[("chars74k", "train")] == 0
     images, labels = load_digits("chars74k", "report", realdata_dir)
     assert images.dtype == np.uint8 and set(labels) == set(range(10))
 
@@ -70,8 +71,8 @@ def test_a_clean_glyph_takes_mnists_form(test_split):
 def test_the_pool_is_drawn_once_and_kept(tmp_path, tiny_realdata, monkeypatch):
     folder = tiny_realdata(tmp_path / "real", per_file=10)
     pool = training_pool(folder, seed=0, cache=tmp_path / "cache")
-    # optdigits' ten digits are all in its train part, chars74k's writers 2-4 of ten (at least the clean form each)
-    assert len(pool.digits) == len(pool.labels) >= 10 + 3 and pool.digits.dtype == np.uint8
+    # optdigits' ten digits are all in its train part (at least the clean form of each); chars74k is never learned
+    assert len(pool.digits) == len(pool.labels) >= 10 and pool.digits.dtype == np.uint8
     assert pool.digits.shape[1:] == (28, 28) and set(pool.labels) <= set(range(10))
     assert len(pool.letters) >= 3
     monkeypatch.setattr(writers, "make_pool", lambda *a, **k: pytest.fail("the kept pool was drawn again"))

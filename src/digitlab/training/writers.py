@@ -13,12 +13,17 @@ so no writer's hand is both learned and reported:
     source     what                                         train            choose          report
     optdigits  UCI optical digits, original 32x32 bitmaps   all 30 writers   -               -  (UCI's other 13
                (the project's training writers)                                                 writers: sklearn)
-    chars74k   Chars74K handwritten digits, tablet pens     writer % 5 >= 2  writer % 5 = 1  writer % 5 = 0
+    chars74k   Chars74K handwritten digits, tablet pens     -                writer % 5 = 1  the other writers
     hwd1000    HwD-1000 digits drawn on a screen            -                -               all (one writer)
     letters:
-    chars74k-letters   Chars74K's letters, same writers     as chars74k digits
-    femnist            NIST SD19 letters (FEMNIST)          by a checksum of the writer id, as above
+    chars74k-letters   Chars74K's letters, same writers     -                as chars74k digits
+    femnist            NIST SD19 letters (FEMNIST)          writer % 5 >= 2  writer % 5 = 1  writer % 5 = 0
+                                                            (the writer id checksummed)
     comnist            CoMNIST capitals (no writer ids)     -                -               all
+
+Only sources whose terms let a model trained on them ship inside the package are ever trained on
+(``TRAINED_ON``; the package's ``pretrained/DATA.md`` names them): Chars74K's terms are for academic use, CoMNIST's
+CC BY-SA would bind the model, and HwD-1000 is one writer to report on, so those are only chosen and reported on.
 
 scikit-learn's 8x8 digits (``handwriting.py``'s ``sklearn`` source) are UCI's 13 writer-independent test writers:
 the optdigits population's held-out writers.
@@ -47,6 +52,7 @@ from digitlab.errors import DataError
 PARTS = ("train", "choose", "report")
 DIGIT_SOURCES = ("optdigits", "chars74k", "hwd1000")
 LETTER_SOURCES = ("chars74k-letters", "femnist", "comnist")
+TRAINED_ON = ("optdigits", "femnist")
 FILES = {"optdigits": "optdigits_orig_32x32.npz", "chars74k": "chars74k_hnd_digits.npz",
          "hwd1000": "hwd1000_28x28.npz", "chars74k-letters": "chars74k_hnd_letters.npz",
          "femnist": "femnist_letters_28x28.npz", "comnist": "comnist_latin_upper.npz"}
@@ -90,14 +96,15 @@ def part_of(writer) -> str:
     return "report" if key % 5 == 0 else "choose" if key % 5 == 1 else "train"
 
 
-def _parts(source: str, arrays: dict[str, np.ndarray]) -> np.ndarray:
+def image_parts(source: str, arrays: dict[str, np.ndarray]) -> np.ndarray:
     """Each image's part (see the module's table)."""
     count = len(arrays["labels"])
     if source == "optdigits":
         return np.full(count, "train")
     if source in ("hwd1000", "comnist"):
         return np.full(count, "report")
-    return np.array([part_of(writer) for writer in arrays["writer"]])
+    parts = np.array([part_of(writer) for writer in arrays["writer"]])
+    return parts if source in TRAINED_ON else np.where(parts == "train", "report", parts)
 
 
 def _check(source: str, part: str, sources: tuple[str, ...]) -> None:
@@ -112,7 +119,7 @@ def load_digits(source: str, part: str, realdata_dir: str | os.PathLike | None =
     """The digits of one part of ``source``: (N, h, w) uint8 bright ink on dark, and (N,) int64 labels."""
     _check(source, part, DIGIT_SOURCES)
     arrays = _read(source, realdata_dir)
-    chosen = _parts(source, arrays) == part
+    chosen = image_parts(source, arrays) == part
     return arrays["images"][chosen], arrays["labels"][chosen].astype(np.int64)
 
 
@@ -123,7 +130,7 @@ def load_letters(source: str, part: str, realdata_dir: str | os.PathLike | None 
     _check(source, part, LETTER_SOURCES)
     arrays = _read(source, realdata_dir)
     names = arrays["labels"].astype(str)
-    chosen = (_parts(source, arrays) == part) & (np.isin(names, list(DIGIT_SHAPED)) == digit_shaped)
+    chosen = (image_parts(source, arrays) == part) & (np.isin(names, list(DIGIT_SHAPED)) == digit_shaped)
     return arrays["images"][chosen], names[chosen]
 
 
@@ -207,11 +214,15 @@ def make_pool(realdata_dir: str | os.PathLike | None = None, seed: int = 0) -> P
     times as people hand digits in."""
     digits, labels, letters = [], [], []
     for offset, source in enumerate(DIGIT_SOURCES):
+        if source not in TRAINED_ON:
+            continue
         images, source_labels = load_digits(source, "train", realdata_dir)
         forms, index = in_mnist_form(images, TRAINING_CASES_DRAWN, seed * 100 + offset)
         digits.append(forms)
         labels.append(source_labels[index])
     for offset, source in enumerate(LETTER_SOURCES):
+        if source not in TRAINED_ON:
+            continue
         images, _ = load_letters(source, "train", realdata_dir)
         letters.append(in_mnist_form(images, 1, seed * 100 + 50 + offset)[0])
     return Pool(np.concatenate(digits), np.concatenate(labels), np.concatenate(letters))
