@@ -161,7 +161,8 @@ def main() -> int:
           "MNIST test before | after | finetune (CPU time) | + ONNX export | load |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        met = "met" if r["after"]["rest"] >= r["goal_rest"] else "missed"
+        met = ("no errors to remove" if r["before"]["rest"] == 100  # a goal nothing can miss says nothing
+               else "met" if r["after"]["rest"] >= r["goal_rest"] else "missed")
         print(f"| {r['per_class']} ({r['labelled']} images) | {r['mnist_ratio']:g} | {r['learning_rate']:g} | "
               f"{r['epochs']} | {r['keep_base']:g} | {r['before']['rest']:.2f} % ({r['before']['rest_images']}) | "
               f"**{r['after']['rest']:.2f} %** | {r['goal_rest']:.2f} % ({met}) | {r['before']['mnist']:.2f} % | "
