@@ -82,9 +82,9 @@ def drawn_choose(source: str, count: int = OTHER_COUNT, seed: int = OTHER_SEED,
 def check_other_writers(source: str, count: int, weight: float = OTHER_WEIGHT) -> None:
     """Refuse, before any work, an other-writer set that cannot be drawn: MNIST (its writers are the validation
     split already), an unknown source, no digits, or a share of the fit that leaves one of the two sets nothing."""
-    from digitlab.training.handwriting import SOURCES
+    from digitlab.training.handwriting import REPORT_ONLY, SOURCES
 
-    others = [name for name in SOURCES if name != "mnist"]
+    others = [name for name in SOURCES if name != "mnist" and name not in REPORT_ONLY]
     if source not in others:
         raise ValueError(f"--other-writers {source}: choose one of: {', '.join(others)} (MNIST's writers are the "
                          "validation split already)")

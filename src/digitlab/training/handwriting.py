@@ -36,6 +36,7 @@ from PIL import Image
 from digitlab.training.handwriting_render import CASES, draw
 
 SOURCES = ("mnist", "sklearn", "chars74k", "hwd1000")
+REPORT_ONLY = ("hwd1000",)   # one writer, never chosen on: it has no choose part
 PARTS = ("choose", "report")
 MNIST_CHOOSE = 5000          # MNIST test digits 0-4999 are for choosing, 5000-9999 for reporting
 
