@@ -58,7 +58,11 @@ def measure(args):
     images, labels = load_source("mnist", args.part, args.data_dir)
     sets = {"MNIST test, raw 28x28": (images.astype(np.float32) / 255, labels, 0)}
     for source in SOURCES:
+        if source not in ("mnist", "sklearn") and not os.environ.get("DIGITLAB_REALDATA"):
+            continue   # the real handwriting folder is not configured
         digits, labels = picked(source, args.part, args.count, args.seed, args.data_dir)
+        if not len(digits):   # a source with nothing in this part (hwd1000: report only)
+            continue
         files = [data for case in CASES for _, data in drawn(source, case, digits, args.seed)]
         sets[f"{source}, all cases drawn"] = found(recognizer, files, np.tile(labels, len(CASES)))
     temperatures = {"uncalibrated": 1.0, "calibrated": fitted}
