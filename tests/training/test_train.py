@@ -181,6 +181,7 @@ def test_a_run_with_other_writers_and_real_letters_draws_from_both(tmp_path, tin
     assert len(pools) == 2   # letters (pen-drawn and real) and other writers' digits, both drawn from
     _, meta = checkpoint.load(tmp_path / "run" / "model.safetensors")
     assert meta["config"]["other_writers"] == 0.2 and meta["config"]["real_letters"] is True
+    assert set(meta["other_writers_sha256"]) == {"optdigits_orig_32x32.npz", "femnist_letters_28x28.npz"}
     with pytest.raises(ValueError, match="real_letters needs not_a_digit"):
         small(real_letters=True)
     with pytest.raises(ValueError, match="other_writers must be in"):

@@ -459,9 +459,12 @@ def folder_summaries(cfg: TrainConfig) -> list[dict]:
 def _model_metadata(cfg: TrainConfig, row: dict[str, float], command: str | None,
                     folders: list[dict] | None = None) -> dict:
     """What model.safetensors records about the run and the epoch its weights come from."""
+    from digitlab.training.writers import checksums
+
     return {"config": cfg.as_record(), "epoch": row["epoch"], "command": command,
             "metrics": {k: v for k, v in row.items() if k.startswith(("val_", "test_"))}} | (
-        {"data_folders": folders} if folders else {})
+        {"data_folders": folders} if folders else {}) | (
+        {"other_writers_sha256": checksums(cfg.realdata_dir)} if cfg.other_writers or cfg.real_letters else {})
 
 
 def save_epoch(out_dir: Path, cfg: TrainConfig, state: TrainState, history: list, best: dict,

@@ -202,6 +202,13 @@ def _code_digest() -> str:
     return digest.hexdigest()
 
 
+def checksums(realdata_dir: str | os.PathLike | None = None) -> dict[str, str]:
+    """SHA-256 of each file a run learns from, recorded in its checkpoint so that the model names its data."""
+    folder = locate(realdata_dir)
+    return {FILES[source]: hashlib.sha256((folder / FILES[source]).read_bytes()).hexdigest()
+            for source in TRAINED_ON}
+
+
 def _pool_key(folder: Path, seed: int) -> str:
     digest = hashlib.sha256(f"{seed}:{_code_digest()}".encode())
     for name in sorted(set(FILES.values())):
