@@ -28,6 +28,8 @@ QUERY = [
 ]
 STEPS = {"name": "steps", "in": "query", "required": False, "schema": {"type": "boolean", "default": False},
          "description": "also answer how the image was read: the preprocessing's images between its steps"}
+# The body's media types name the common ones, for generated clients; an image in any of decode.IMAGE_FORMATS is read
+# whatever its Content-Type says (tests/recognition/test_decode.py checks the schema names no other).
 IMAGE_BODY = {"parameters": [*QUERY, STEPS], "requestBody": {"required": True, "content": {
     "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
                                        "properties": {"file": {"type": "string", "format": "binary"}}}},
