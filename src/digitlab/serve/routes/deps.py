@@ -15,6 +15,7 @@ from typing import Annotated, NamedTuple
 from fastapi import Depends, Request
 from starlette.datastructures import UploadFile
 
+from digitlab.recognition.predict import check_threshold
 from digitlab.recognition.preprocess import POLARITIES
 from digitlab.serve.gates import ApiError
 from digitlab.serve.settings import ServeSettings
@@ -54,11 +55,9 @@ async def options(request: Request) -> Options:
     threshold = query.get("threshold")
     if threshold is not None:
         try:
-            threshold = float(threshold)
-        except ValueError:
+            threshold = check_threshold(float(threshold))
+        except ValueError:  # not a number, or not one from 0 to 1: said of the text that was sent
             raise ApiError(422, f"threshold must be a number from 0 to 1, not {threshold!r}") from None
-        if not 0.0 <= threshold <= 1.0:  # NaN fails this too
-            raise ApiError(422, f"threshold must be from 0 to 1, not {threshold}")
     return Options(polarity, threshold, multi)
 
 
