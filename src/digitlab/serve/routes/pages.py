@@ -3,7 +3,7 @@ from the files the swagger-ui-bundle package ships, so it works offline too (Fas
 from a CDN). ``create_app`` mounts the files themselves, /static and /docs-assets.
 
 The page is index.html with the facts it shares with the Python side written into it (``page_facts``), as JSON its
-scripts read at start: the image formats, so the page keeps no list of its own.
+scripts read at start: the image formats and the languages, so the page keeps no list of its own.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, HTMLResponse
 
+from digitlab.languages import LANGUAGES
 from digitlab.recognition.decode import IMAGE_FORMATS, SUFFIXES
 
 STATIC = Path(__file__).parents[1] / "static"
@@ -25,9 +26,10 @@ FACTS = "{{ facts }}"  # where index.html takes them, inside <script id="facts" 
 
 def page_facts() -> dict[str, Any]:
     """What the page's scripts read from index.html: the formats an image may be in, by name (for messages) and
-    as the file picker's ``accept``."""
+    as the file picker's ``accept``; the languages it offers, code -> name."""
     return {"formats": [image_format.name for image_format in IMAGE_FORMATS],
-            "accept": ",".join([*(image_format.media_type for image_format in IMAGE_FORMATS), *SUFFIXES])}
+            "accept": ",".join([*(image_format.media_type for image_format in IMAGE_FORMATS), *SUFFIXES]),
+            "languages": LANGUAGES}
 
 
 @functools.cache

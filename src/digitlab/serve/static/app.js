@@ -486,6 +486,11 @@ function setLanguage(lang) {
   showResult(shown);
 }
 
+for (const [code, name] of Object.entries(FACTS.languages)) {
+  const option = new Option(name, code);
+  option.lang = code;
+  $("language").append(option);
+}
 $("language").addEventListener("change", () => {
   localStorage.setItem("digitlab-language", $("language").value);
   setLanguage($("language").value);

@@ -2,7 +2,7 @@
 // the text, data-i18n-title, -label, -alt for attributes); app.js asks for the rest with t(key, values).
 // The language is the one picked on the page (kept in localStorage), else the browser's first that is here.
 // FACTS are what the server shares with the page (serve/routes/pages.py writes them into index.html): the image
-// formats it reads.
+// formats it reads and the languages there are (digitlab/languages.py), each of which has its words here.
 "use strict";
 
 const FACTS = JSON.parse(document.getElementById("facts").textContent);
@@ -150,7 +150,7 @@ const REASONS = {
   ],
 };
 
-const LANGUAGES = Object.keys(STRINGS);
+const LANGUAGES = Object.keys(FACTS.languages);
 
 function chooseLanguage() {
   const picked = localStorage.getItem("digitlab-language");
