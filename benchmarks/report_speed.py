@@ -2,7 +2,7 @@
 HTML page written, timed as a user runs it (a new process: start-up, imports and model loading included).
 
     python benchmarks/report_speed.py                 # 3 runs
-    python benchmarks/report_speed.py --runs 5 --lang zh
+    python benchmarks/report_speed.py --runs 5 --lang zh-CN
 """
 
 from __future__ import annotations
@@ -24,9 +24,11 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     from machine import StolenTime, hardware, versions
 
+    from digitlab.languages import ALIASES, LANGUAGES
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--lang", choices=("en", "zh"), default="en")
+    parser.add_argument("--lang", choices=[*LANGUAGES, *ALIASES], default="en")
     args = parser.parse_args()
 
     print(hardware())

@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "digitlab"
 
 # The recognition side (and what it shares with the training side): none of these may reach PyTorch.
-TORCH_FREE = ("digitlab.recognition", "digitlab.files", "digitlab.errors", "digitlab.labels", "digitlab.serve.runner")
+TORCH_FREE = ("digitlab.recognition", "digitlab.files", "digitlab.errors", "digitlab.labels", "digitlab.languages",
+              "digitlab.serve.runner")
 TORCH = ("torch", "torchvision", "safetensors.torch")
 # The one door upstairs: the torch backend imports the training floor's checkpoint loader when a user asks for it.
 # Imports inside these (module, class or function) are not followed; everything else is.

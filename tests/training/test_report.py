@@ -12,7 +12,8 @@ from html.parser import HTMLParser
 
 import pytest
 
-from digitlab.training.report import LANGUAGES, PICTURES, REPORT_FILES, TEXT, write_report
+from digitlab.languages import LANGUAGES
+from digitlab.training.report import PICTURES, REPORT_FILES, TEXT, write_report
 
 LIMIT = 1000
 SIZES = {"samples.png": (900, 400), "confusion.png": (1000, 450), "per_class.png": (700, 300),
@@ -98,14 +99,14 @@ def test_a_run_folder_brings_its_curves_and_chinese_captions(tmp_path, mnist_dir
     assert page.lang == "zh-CN"
     assert len(page.images) == len(PICTURES) + 1  # and the curves
     text = " ".join(page.text)
-    assert TEXT["zh"]["confusion.png"] in text and TEXT["zh"]["title"] in text
+    assert TEXT["zh-CN"]["confusion.png"] in text and TEXT["zh-CN"]["title"] in text
     for name in PICTURES:
         check_picture(out / name, 200, 100)
 
 
 def test_every_language_says_everything():
     assert set(LANGUAGES) == set(TEXT)
-    assert set(TEXT["zh"]) == set(TEXT["en"])
+    assert set(TEXT["zh-CN"]) == set(TEXT["en"])
     assert set(PICTURES) | {"curves.png"} <= set(TEXT["en"])
 
 

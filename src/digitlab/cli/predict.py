@@ -20,7 +20,6 @@ import itertools
 import sys
 from pathlib import Path
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 # The longest line a --files-from list may have: above any path a file system takes (Linux's PATH_MAX is 4,096
 # bytes) or a URI --ray reads, with room to spare.
 MAX_LIST_LINE = 65_536
@@ -202,6 +201,8 @@ def collect_inputs(paths: list[str], recursive: bool) -> tuple[list[str], list[t
     plus what cannot be read and why: folders holding no image files at all, and entries of a folder named like an
     image that are no file (a folder called x.png, a FIFO, a symbolic link to nothing or to itself), which a user
     would otherwise never learn were passed over."""
+    from digitlab.recognition.decode import SUFFIXES
+
     files, unread = [], []
     for name in paths:
         path = Path(name)
@@ -209,7 +210,7 @@ def collect_inputs(paths: list[str], recursive: bool) -> tuple[list[str], list[t
             files.append(name)
             continue
         named = sorted(f for f in (path.rglob("*") if recursive else path.iterdir())
-                       if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith("."))
+                       if f.suffix.lower() in SUFFIXES and not f.name.startswith("."))
         found = [str(f) for f in named if f.is_file()]
         unread += [(str(f), _not_a_file(f)) for f in named if not f.is_file()]
         if found:

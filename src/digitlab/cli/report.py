@@ -1,7 +1,7 @@
 """The report job of ``digitlab``: pictures of what a network learned and one HTML page (needs PyTorch).
 
     digitlab report                                  # the bundled model -> report/
-    digitlab report runs/default --lang zh           # a run: its curves too -> runs/default/report/
+    digitlab report runs/default --lang zh-CN        # a run: its curves too -> runs/default/report/
     digitlab report model.safetensors --out my-report --image my_seven.jpg --json
 """
 
@@ -18,14 +18,15 @@ def add_report_parsers(subparsers) -> None:
 
 def _options(p) -> None:
     from digitlab.cli.train import DATA_DIR_HELP
-    from digitlab.training.report import LANGUAGES  # the training floor (PyTorch): read only for this command
+    from digitlab.languages import ALIASES, LANGUAGES
 
     p.add_argument("source", nargs="?", metavar="CKPT|RUN_DIR",
                    help="a .safetensors checkpoint or a run's folder (default: the bundled model)")
     p.add_argument("--out", metavar="DIR", help="the folder to write to (default: RUN_DIR/report, the checkpoint's "
                    "folder/report, or ./report for the bundled model)")
-    p.add_argument("--lang", choices=LANGUAGES, default="en",
-                   help="language of report.html: English or Simplified Chinese (default: %(default)s)")
+    p.add_argument("--lang", choices=[*LANGUAGES, *ALIASES], default="en",
+                   help=f"language of report.html: {', '.join(f'{code} ({name})' for code, name in LANGUAGES.items())}"
+                        f"; {', '.join(f'{alias} is {code}' for alias, code in ALIASES.items())} (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print the numbers and the files written as one JSON object")
     p.add_argument("--overwrite", action="store_true", help="replace the report files already in --out")
     p.add_argument("--image", metavar="PATH", help="show the feature maps and the kernel lesson on your own image "

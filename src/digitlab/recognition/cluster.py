@@ -23,9 +23,10 @@ from typing import Any
 
 import numpy as np
 
+from digitlab.recognition.decode import SUFFIXES
 from digitlab.recognition.formats import COLUMNS, arrow_schema, record
 
-IMAGE_EXTENSIONS = ["png", "jpg", "jpeg", "bmp", "gif", "tif", "tiff", "webp"]
+IMAGE_EXTENSIONS = [suffix.removeprefix(".") for suffix in SUFFIXES]  # as Ray's file_extensions takes them
 
 
 class RecognizeBatch:

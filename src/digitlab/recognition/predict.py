@@ -50,6 +50,14 @@ def default_threshold(metadata: dict) -> float:
     return DEFAULT_THRESHOLD if (metadata.get("calibration") or {}).get("temperature") else UNCALIBRATED_THRESHOLD
 
 
+def check_threshold(threshold) -> float:
+    """``threshold`` as a float if it is one a Recognizer takes (a real number from 0 to 1), else a ValueError that
+    says why. The one check of a threshold: the Recognizer's options, ServeSettings and the API's query use it."""
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be between 0 and 1, not {threshold!r}")  # NaN fails the range too
+    return float(threshold)
+
+
 @dataclass
 class DigitResult:
     """One digit's answer. ``digit`` is None when the model is not sure enough (``reason`` says so)."""
@@ -266,11 +274,10 @@ class _Options:
 
 def _checked(polarity: str, threshold: float) -> tuple[str, float]:
     """``polarity`` and ``threshold`` if they are ones a Recognizer takes, else a ValueError that says why."""
-    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold must be between 0 and 1, not {threshold!r}")
+    threshold = check_threshold(threshold)
     if polarity not in POLARITIES:
         raise ValueError(f"polarity must be one of {', '.join(POLARITIES)}, not {polarity!r}")
-    return polarity, float(threshold)
+    return polarity, threshold
 
 
 def _outputs(classes) -> tuple[list[int], int | None]:

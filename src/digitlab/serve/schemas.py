@@ -8,6 +8,7 @@ for generated clients, and for the tests that check real answers against that sc
     BatchAnswer       POST /api/predict/batch: one PredictAnswer or ImageFailure per file, in order
     SampleAnswer      POST /api/samples: where a corrected drawing was saved
     HealthAnswer, ModelAnswer, ErrorAnswer
+    ERRORS            the refusals, by status, that the routes document
 """
 
 from __future__ import annotations
@@ -28,6 +29,18 @@ class ErrorAnswer(BaseModel):
     """Every refusal: 4xx and 5xx answers carry one line saying why."""
 
     detail: str = Field(description="why the request was refused, in one line")
+
+
+ERRORS = {status: {"description": description, "model": ErrorAnswer} for status, description in {
+    400: "a malformed request: invalid multipart data, too many files, a bad Content-Length",
+    401: "an API key is needed (a server started with --api-key)",
+    403: "a cross-origin request from a browser",
+    408: "the request body stopped arriving",
+    413: "body or image too large", 415: "not an image",
+    422: "empty, truncated or corrupt image, a missing form field, or a bad query parameter",
+    429: "too many requests or uploads at once from one address; see Retry-After",
+    431: "request headers too large",
+    503: "busy: too many requests waiting, or the images took too long; see Retry-After"}.items()}
 
 
 class Ranked(BaseModel):

@@ -19,6 +19,7 @@ from typing import Any
 
 from digitlab.recognition.decode import MAX_PIXELS
 from digitlab.recognition.engine import BACKENDS, BUNDLED_ONNX, backend_for
+from digitlab.recognition.predict import check_threshold
 
 # Added to the worker processes' niceness, so that when every CPU is busy the server process still gets one at once
 # to read a request, hand it on and send an answer (measured: docs/serving.md, 'Worker priority'). Lowering a process's
@@ -114,9 +115,11 @@ class ServeSettings:
         if self.backend == "onnx" and self.model is None and not BUNDLED_ONNX.is_file():
             raise SettingError("model", "is needed: this install has no bundled ONNX model (make a .onnx file with "
                                         "`digitlab export`)")
-        if self.threshold is not None and (isinstance(self.threshold, bool) or not isinstance(
-                self.threshold, (int, float)) or not 0.0 <= self.threshold <= 1.0):  # NaN fails this too
-            raise SettingError("threshold", f"must be between 0 and 1, not {self.threshold!r}")
+        if self.threshold is not None:
+            try:
+                object.__setattr__(self, "threshold", check_threshold(self.threshold))  # a float, as JSON carries it
+            except ValueError as exc:  # its words, with the field's name left for the command line to put its own
+                raise SettingError("threshold", str(exc).removeprefix("threshold ")) from None
         if not isinstance(self.limits, Limits):
             raise SettingError("limits", f"must be a Limits, not {type(self.limits).__name__}")
         if not isinstance(self.processes, bool):

@@ -42,14 +42,13 @@ import numpy as np
 from digitlab.errors import one_line
 from digitlab.files import atomic_write
 from digitlab.labels import DIGITS, NOT_A_DIGIT
-from digitlab.recognition.decode import ImageError
+from digitlab.recognition.decode import SUFFIXES, ImageError
 from digitlab.recognition.preprocess import POLARITIES, prepare
 
 NOT_A_DIGIT_LABEL = 10                    # the label of DIR/not_a_digit/ images; digits are labelled by themselves
 NOT_A_DIGIT_FOLDER = "not_a_digit"
 CLASS_FOLDERS = (*DIGITS, NOT_A_DIGIT_FOLDER)
 CSV_NAME = "labels.csv"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 IGNORED_SUFFIXES = (".json",)              # sidecars written beside collected drawings
 LAYOUTS = ("csv", "class folders", "file names")
 UNREADABLE, REFUSED, BAD_LABEL = "unreadable", "refused", "bad label"   # the kinds of Skipped
@@ -174,9 +173,9 @@ def _listed(folder: Path) -> list[Path]:
 
 def _is_image_name(path: Path) -> str | None:
     """None for a file named as an image, else why it is not read."""
-    if path.suffix.lower() in IMAGE_SUFFIXES:
+    if path.suffix.lower() in SUFFIXES:
         return None
-    return f"not an image file name (a {path.suffix or 'missing'} extension; images end in {', '.join(IMAGE_SUFFIXES)})"
+    return f"not an image file name (a {path.suffix or 'missing'} extension; images end in {', '.join(SUFFIXES)})"
 
 
 def find_files(path: str | os.PathLike) -> tuple[Path, str, list[Entry]]:

@@ -6,7 +6,7 @@ with the model's metadata, its Keras-style layer table, the run's curves when it
 accuracy with a per-class table. The page speaks English or Chinese; the pictures stay English (docs/learning.md
 says why).
 
-    result = write_report("runs/default", "runs/default/report", lang="zh")
+    result = write_report("runs/default", "runs/default/report", lang="zh-CN")
     result["files"], result["accuracy"]
 """
 
@@ -30,16 +30,16 @@ from digitlab.training.figures import (confusion_figure, curves_figure, feature_
                                        samples_figure, caption_of_test_digit)
 from digitlab.training.summary import layer_rows
 from digitlab.files import atomic_write, atomic_write_text
+from digitlab.languages import language
 
 # Every file a report may write, in the order the page shows them; a folder holding any of them is not written into
 # without ``overwrite``.
 PICTURES = ("samples.png", "confusion.png", "per_class.png", "mistakes.png", "filters.png", "feature_maps.png",
             "kernels.png")
 REPORT_FILES = PICTURES + ("report.html",)
-LANGUAGES = ("en", "zh")
 
-# The page's words. Keys are the pictures' file names and the page's own labels; every language has every key
-# (tests/training/test_report.py checks).
+# The page's words, in each of digitlab.languages. Keys are the pictures' file names and the page's own labels; every
+# language has every key (tests/training/test_report.py checks).
 TEXT: dict[str, dict[str, str]] = {
     "en": {
         "title": "What the network learned",
@@ -71,7 +71,7 @@ TEXT: dict[str, dict[str, str]] = {
         "kernels.png": "What a convolution does: three hand-set kernels (horizontal edge, vertical edge, blur) and "
                        "three learned ones, each applied to the same digit.",
     },
-    "zh": {
+    "zh-CN": {
         "title": "网络学到了什么",
         "model": "模型", "layers": "网络层", "curves": "训练曲线", "scores": "测试集上的表现", "pictures": "图片",
         "network": "网络", "parameters": "参数量", "classes": "类别", "command": "训练命令",
@@ -162,8 +162,7 @@ def write_report(path: str | os.PathLike | None = None, out_dir: str | os.PathLi
     ``index``, or the person's ``image`` when given; ``mistakes`` caps the misread digits shown. Returns the
     numbers and the files written.
     """
-    if lang not in LANGUAGES:
-        raise ValueError(f"lang must be one of {', '.join(LANGUAGES)}, not {lang!r}")
+    lang = language(lang)
     if limit < 0 or mistakes < 1:
         raise ValueError("--limit must be 0 or more and --mistakes at least 1")
     model_path, history, default_out = find_source(path)
@@ -267,7 +266,7 @@ def render_html(meta: dict[str, Any], model: torch.nn.Module, result: dict[str, 
     curves_part = (f"<figure>{_image(curves, 'curves.png')}<figcaption><code>curves.png</code>: "
                    f"{html.escape(t['curves.png'])}</figcaption></figure>" if curves else f"<p>{t['no_curves']}</p>")
     return f"""<!doctype html>
-<html lang="{'zh-CN' if lang == 'zh' else 'en'}">
+<html lang="{lang}">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">

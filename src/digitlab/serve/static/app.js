@@ -185,6 +185,7 @@ function fitSurface() {
 }
 
 // "Open image…" is a real button (reachable with Tab, pressed with Enter or Space) that opens the file picker.
+$("file-input").accept = FACTS.accept;  // the formats the server reads (i18n.js)
 $("open").addEventListener("click", () => $("file-input").click());
 $("camera").addEventListener("click", () => $("camera-input").click());
 $("camera").hidden = !matchMedia("(pointer: coarse)").matches;  // a phone's camera; elsewhere "Open image" does it
@@ -228,7 +229,7 @@ async function currentImage() {
 function refusal(response, answer) {
   if (language === "en" && typeof answer?.detail === "string") return answer.detail;
   const key = `status-${response.status}`;
-  return STRINGS.en[key] ? t(key) : t("status-other", { status: response.status });
+  return STRINGS.en[key] ? t(key, { formats: formatNames() }) : t("status-other", { status: response.status });
 }
 
 async function predictNow() {
@@ -485,6 +486,11 @@ function setLanguage(lang) {
   showResult(shown);
 }
 
+for (const [code, name] of Object.entries(FACTS.languages)) {
+  const option = new Option(name, code);
+  option.lang = code;
+  $("language").append(option);
+}
 $("language").addEventListener("change", () => {
   localStorage.setItem("digitlab-language", $("language").value);
   setLanguage($("language").value);

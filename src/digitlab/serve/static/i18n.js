@@ -1,7 +1,11 @@
 // Every string the page shows, in English and Simplified Chinese. The HTML names its strings by key (data-i18n for
 // the text, data-i18n-title, -label, -alt for attributes); app.js asks for the rest with t(key, values).
 // The language is the one picked on the page (kept in localStorage), else the browser's first that is here.
+// FACTS are what the server shares with the page (serve/routes/pages.py writes them into index.html): the image
+// formats it reads and the languages there are (digitlab/languages.py), each of which has its words here.
 "use strict";
+
+const FACTS = JSON.parse(document.getElementById("facts").textContent);
 
 const STRINGS = {
   en: {
@@ -65,7 +69,7 @@ const STRINGS = {
     "announce-number": "The model reads {number}.",
     "announce-none": "The model cannot read it: {reason}",
     "status-413": "the image is too large",
-    "status-415": "it is not an image (PNG, JPEG, BMP, GIF, TIFF or WebP)",
+    "status-415": "it is not an image ({formats})",
     "status-422": "the image is empty or damaged",
     "status-other": "the server answered {status}",
   },
@@ -130,7 +134,7 @@ const STRINGS = {
     "announce-number": "模型识别为 {number}。",
     "announce-none": "模型无法识别：{reason}",
     "status-413": "图片太大",
-    "status-415": "这不是图片（支持 PNG、JPEG、BMP、GIF、TIFF、WebP）",
+    "status-415": "这不是图片（支持 {formats}）",
     "status-422": "图片是空的或已损坏",
     "status-other": "服务器返回 {status}",
   },
@@ -146,7 +150,7 @@ const REASONS = {
   ],
 };
 
-const LANGUAGES = Object.keys(STRINGS);
+const LANGUAGES = Object.keys(FACTS.languages);
 
 function chooseLanguage() {
   const picked = localStorage.getItem("digitlab-language");
@@ -164,6 +168,11 @@ let language = chooseLanguage();
 function t(key, values = {}) {
   const text = STRINGS[language][key] ?? STRINGS.en[key] ?? key;
   return text.replace(/\{(\w+)\}/g, (_, name) => String(values[name] ?? ""));
+}
+
+// The formats the server reads, as a list in the page's language: "A, B, or C", "A、B或C".
+function formatNames() {
+  return new Intl.ListFormat(language, { type: "disjunction" }).format(FACTS.formats);
 }
 
 // A reason from the server in the page's language: the known ones by their first words, others as they came.
