@@ -16,7 +16,8 @@ from PIL import Image
 
 from digitlab.recognition.decode import (NOT_AN_IMAGE, TOO_LARGE, UNREADABLE, ImageError, _stored_png, decode,
                                          load_image, to_gray)
-from digitlab.recognition.preprocess import normalise, prepare
+from digitlab.recognition.engine import normalise
+from digitlab.recognition.preprocess import prepare
 from digitlab.training.render import Style, render, render_number, render_set
 
 

@@ -19,7 +19,7 @@ is none of that, so every image goes through the same steps, in this order:
 Ink that is small in a large picture is read a second time, from the full-size pixels around it (``prepare``).
 
 ``prepare(source)`` runs them all and returns the 28x28 images with their boxes in the original picture, or a
-reason why there is nothing to read (a blank page, noise). ``normalise`` applies a checkpoint's mean and std.
+reason why there is nothing to read (a blank page, noise); ``engine.normalise`` applies a checkpoint's mean and std.
 This module imports no torch, so the ONNX deployment path runs without it.
 
     prepared = prepare("photo.jpg", multi=True)
@@ -658,14 +658,6 @@ def to_mnist(crop: np.ndarray, steps: dict | None = None) -> np.ndarray:
     if steps is not None:
         steps |= {"crop": crop, "fit": digit, "centre": {"mass": [cx, cy], "corner": [left, top]}}
     return field_
-
-
-def normalise(images: np.ndarray, mean: float, std: float) -> np.ndarray:
-    """(N, 28, 28) images in [0, 1] -> (N, 1, 28, 28) float32 standardised as the model was trained."""
-    images = np.asarray(images, dtype=np.float32)
-    if images.ndim == 2:
-        images = images[None]
-    return ((images - mean) / std)[:, None].astype(np.float32)
 
 
 # --- all steps ----------------------------------------------------------------------------------------------------
