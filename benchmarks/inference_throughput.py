@@ -45,9 +45,8 @@ def main() -> None:
     import torch
 
     from digitlab.training.data import load_mnist
-    from digitlab.recognition.engine import OnnxEngine, TorchEngine
+    from digitlab.recognition.engine import OnnxEngine, TorchEngine, normalise
     from digitlab.training.export import export_onnx
-    from digitlab.recognition.preprocess import normalise
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -153,7 +153,7 @@ def test_an_int8_export_is_not_taken_for_the_checkpoint(bundled_pair):
 
 def test_the_default_engine_and_torch_agree_on_the_bundled_model(test_split):
     from digitlab.recognition.engine import OnnxEngine
-    from digitlab.recognition.preprocess import normalise
+    from digitlab.recognition.engine import normalise
     from digitlab.training.data import DataConfig
 
     default, torch_engine = load_engine(), load_engine(backend="torch")

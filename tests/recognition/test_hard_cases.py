@@ -14,7 +14,9 @@ from PIL import Image
 
 from digitlab.recognition.engine import load_engine
 from digitlab.recognition.predict import Recognizer
-from digitlab.recognition.preprocess import STROKE_WIDTHS, prepare, stroke_width
+from digitlab.recognition.ink import stroke_width
+from digitlab.recognition.mnist_form import STROKE_WIDTHS
+from digitlab.recognition.preprocess import prepare
 from digitlab.training.handwriting_render import skeleton
 
 COUNT = 20
@@ -302,10 +304,10 @@ def test_a_blurred_bold_digit_thinned_keeps_its_soft_edge(reader):
     """Other writers' 8x8 digits (scikit-learn's, the half the benchmark chooses on) enlarged smoothly into an image
     they fill, strokes so bold they are thinned: a blurred scan's edge is as wide as its stroke, and thinned to a
     hard edge one fitted pixel wide the digit's outline changed. The thinned digit's edge must keep the scan's
-    softness (docs/handwriting.md, 'Preprocessing fixes of 2026-12-03, third round')."""
+    softness (docs/handwriting.md, 'A thinned blurred digit's edge made hard')."""
     from sklearn.datasets import load_digits
 
-    from digitlab.recognition.preprocess import BOX, edge_width
+    from digitlab.recognition.mnist_form import BOX, edge_width
 
     digits = load_digits()
     files, labels, edges = [], [], []
@@ -328,7 +330,7 @@ def test_a_zero_with_one_faint_side_keeps_it(reader):
     """Other writers' 8x8 zeros (scikit-learn's, the half the benchmark chooses on) with their right third scanned
     at half the level, enlarged smoothly into an image they fill: the faint side stays under half coverage, beyond
     the rim of the strokes, and left out of the crop the 0 is read as a C - a 6, a 1. Faint ink joined to a stroke
-    is kept (docs/handwriting.md, 'Preprocessing fixes of 2026-12-03, fourth round')."""
+    is kept (docs/handwriting.md, 'A faint side kept, and lifted to a stroke's coverage')."""
     from sklearn.datasets import load_digits
 
     digits = load_digits()

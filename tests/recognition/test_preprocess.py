@@ -16,7 +16,8 @@ from PIL import Image
 
 from digitlab.recognition.decode import (NOT_AN_IMAGE, TOO_LARGE, UNREADABLE, ImageError, _stored_png, decode,
                                          load_image, to_gray)
-from digitlab.recognition.preprocess import normalise, prepare
+from digitlab.recognition.engine import normalise
+from digitlab.recognition.preprocess import prepare
 from digitlab.training.render import Style, render, render_number, render_set
 
 
@@ -446,9 +447,9 @@ def test_only_the_formats_the_readme_lists_are_opened(paper_seven, fmt):
 def test_ink_of_specks_alone_is_a_reason_not_a_crash(monkeypatch, seven):
     """Ink where every piece is smaller than a stroke leaves no region to read: a reason, in either mode (it was an
     IndexError, and with multi an answer of no digits and no reason)."""
-    from digitlab.recognition import preprocess
+    from digitlab.recognition import glyphs
 
-    monkeypatch.setattr(preprocess, "components",
+    monkeypatch.setattr(glyphs, "components",
                         lambda ink: (np.zeros(ink.shape, np.int32), np.zeros(1, np.int32), []))
     for multi in (False, True):
         prepared = prepare(render(seven, style(noise=0.0)), multi=multi)
@@ -565,7 +566,7 @@ def test_preprocess_imports_no_torch():
 @pytest.mark.parametrize("size", [1, 2, 7, 1000, 7321])
 def test_percentiles_are_numpys(size):
     """The partition-only percentiles used on every image must give numpy's numbers exactly, ties and all."""
-    from digitlab.recognition.preprocess import percentiles
+    from digitlab.recognition.ink import percentiles
 
     rng = np.random.default_rng(size)
     for values in (rng.random(size).astype(np.float32), np.round(rng.random(size), 1).astype(np.float32),
@@ -578,7 +579,7 @@ def test_percentiles_are_numpys(size):
 def test_odd_reflection_is_numpys(shape):
     """The background's padding, built from OpenCV borders, must be numpy's odd reflection to the bit (and left to
     numpy where the pad is wider than the image)."""
-    from digitlab.recognition.preprocess import _reflect_odd
+    from digitlab.recognition.ink import _reflect_odd
 
     image = (np.random.default_rng(0).random(shape) ** 3).astype(np.float32)
     assert np.array_equal(_reflect_odd(image, 33), np.pad(image, 33, mode="reflect", reflect_type="odd"))
@@ -588,7 +589,8 @@ def test_the_steps_shown_are_the_ones_taken(seven):
     """prepare(steps=True) keeps the images between the steps, and they add up to the glyph the model reads: the
     fitted digit, put at the recorded corner of 28x28, is the glyph; its longer side is 20; its centre of mass lands
     within half a pixel of the centre. Without steps nothing is kept."""
-    from digitlab.recognition.preprocess import BOX, FIELD, STEPS
+    from digitlab.recognition.mnist_form import BOX, FIELD
+    from digitlab.recognition.preprocess import STEPS
 
     image = np.full((280, 280), 255, np.uint8)  # drawn as on the page: dark ink on a white canvas
     image[40:240, 40:240] = 255 - cv2.resize(np.asarray(seven, np.uint8), (200, 200))

@@ -7,6 +7,7 @@ including ``normalisation``) and ``logits(batch)``; ``load_engine`` picks one by
     engine = load_engine("runs/cnn5x5_dense1000/model.safetensors")       # or None: the bundled model
     engine = load_engine("model.onnx")                                    # onnxruntime, chosen by the file
     engine = load_engine("model.safetensors", backend="torch")            # PyTorch, even with an export beside it
+    batch = normalise(images, *normalisation_of(engine.metadata))     # (N, 28, 28) in [0, 1] -> (N, 1, 28, 28)
     logits = engine.logits(batch)                      # (N, 10) float32, or (N, 11) with "not a digit"
 """
 
@@ -37,6 +38,15 @@ class Engine(Protocol):
     def logits(self, batch: np.ndarray) -> np.ndarray:
         """(N, 1, 28, 28) float32, normalised as ``metadata["normalisation"]`` says -> (N, classes) float32."""
         ...
+
+
+def normalise(images: np.ndarray, mean: float, std: float) -> np.ndarray:
+    """(N, 28, 28) images in [0, 1] -> (N, 1, 28, 28) float32 standardised as the model was trained: an engine's
+    input. ``mean`` and ``std``: the model's own, from its metadata (``labels.normalisation_of``)."""
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim == 2:
+        images = images[None]
+    return ((images - mean) / std)[:, None].astype(np.float32)
 
 
 def check_batch(batch: np.ndarray) -> np.ndarray:

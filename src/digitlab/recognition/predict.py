@@ -29,8 +29,8 @@ import numpy as np
 from digitlab.labels import DIGITS, NOT_A_DIGIT, normalisation_of
 from digitlab.errors import one_line
 from digitlab.recognition.decode import MAX_PIXELS, UNREADABLE, ImageError
-from digitlab.recognition.engine import Engine
-from digitlab.recognition.preprocess import POLARITIES, Prepared, normalise, prepare
+from digitlab.recognition.engine import Engine, normalise
+from digitlab.recognition.preprocess import POLARITIES, Prepared, prepare
 
 # A calibrated model answers when its best digit is at least this likely to be right: a bar that itself refuses at
 # most 1 % of the real digits by every writer the project can test (beyond those no bar answers: nothing found, or

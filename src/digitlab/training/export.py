@@ -81,7 +81,7 @@ def check_against_torch(model: torch.nn.Module, onnx_bytes: bytes, images: np.nd
 
 def mnist_test_inputs(meta: dict, count: int, data_dir: str | os.PathLike | None = None) -> np.ndarray:
     """The first ``count`` MNIST test images, normalised as the checkpoint's metadata says: (N, 1, 28, 28)."""
-    from digitlab.recognition.preprocess import normalise
+    from digitlab.recognition.engine import normalise
     from digitlab.training.data import DataConfig, load_mnist
 
     images, _ = load_mnist("test", data_dir)

@@ -258,10 +258,10 @@ def preprocessing_version() -> str:
     import cv2
     import PIL
 
-    from digitlab.recognition import decode, preprocess
+    from digitlab.recognition import decode, glyphs, ink, mnist_form, paper, preprocess
 
     digest = hashlib.sha256()
-    for module in (decode, preprocess):
+    for module in (decode, preprocess, paper, ink, glyphs, mnist_form):
         digest.update(Path(module.__file__).read_bytes())
     digest.update(f"opencv {cv2.__version__} pillow {PIL.__version__} numpy {np.__version__}".encode())
     return digest.hexdigest()[:16]

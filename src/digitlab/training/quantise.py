@@ -41,7 +41,7 @@ class AccuracyLossError(Exception):
 
 def normalised(images: np.ndarray, meta: dict) -> np.ndarray:
     """(N, 28, 28) uint8 -> (N, 1, 28, 28) float32, normalised by the one function the engine's callers use."""
-    from digitlab.recognition.preprocess import normalise
+    from digitlab.recognition.engine import normalise
     from digitlab.training.data import DataConfig
 
     data = DataConfig.from_metadata(meta)

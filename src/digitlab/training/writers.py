@@ -192,11 +192,11 @@ class Pool:
 
 def _code_digest() -> str:
     """A digest of the code that turns a glyph into its MNIST form, so a pool made by other code is made again."""
-    from digitlab.recognition import decode, preprocess
+    from digitlab.recognition import decode, glyphs, ink, mnist_form, paper, preprocess
     from digitlab.training import handwriting_render, render
 
     digest = hashlib.sha256()
-    for module in (decode, preprocess, render, handwriting_render):
+    for module in (decode, preprocess, paper, ink, glyphs, mnist_form, render, handwriting_render):
         digest.update(Path(module.__file__).read_bytes())
     digest.update(Path(__file__).read_bytes())
     return digest.hexdigest()
