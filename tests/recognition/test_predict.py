@@ -270,3 +270,30 @@ def test_json_never_holds_nan_even_when_a_model_answers_it():
     line = json.dumps(Prediction("x.png", digits=[digit]).to_dict(), allow_nan=False)  # raises on NaN
     assert json.loads(line)["confidence"] is None and json.loads(line)["probabilities"] == [None] * 10
     assert json.loads(json.dumps(Prediction("x.png", multi=True, digits=[digit]).to_dict(), allow_nan=False))
+
+
+class _FixedEngine:
+    """Eleven outputs with fixed logits: "not a digit" a little above a 3, whatever the image."""
+
+    def __init__(self, calibration: dict):
+        self.metadata = {"classes": [str(d) for d in range(10)] + ["not a digit"], "calibration": calibration,
+                         "normalisation": {"mean": 0.1307, "std": 0.3081}}
+
+    def logits(self, batch):
+        row = np.zeros(11, np.float32)
+        row[3], row[10] = 3.0, 3.5
+        return np.tile(row, (len(batch), 1))
+
+
+def test_the_calibrated_offset_and_threshold_are_how_a_model_is_read(rendered):
+    """A model's calibration may lower its "not a digit" output and name its own threshold (calibrate's refusal
+    bar): the Recognizer reads the model so, and a threshold asked for still wins over the model's."""
+    files, _ = rendered
+    plain = Recognizer(_FixedEngine({"temperature": 1.0}))
+    assert plain.threshold == 0.45 and plain.predict_one(files[0]).reason.startswith("not a digit")
+    barred = Recognizer(_FixedEngine({"temperature": 1.0, "not_a_digit_offset": 1.0, "threshold": 0.3}))
+    answer = barred.predict_one(files[0])
+    assert barred.threshold == 0.3 and answer.digit == 3 and answer.reason is None
+    assert barred.predict_one(files[0], threshold=0.9).reason.startswith("unsure")
+    with pytest.raises(ValueError, match="offset must be 0 or more"):
+        Recognizer(_FixedEngine({"temperature": 1.0, "not_a_digit_offset": -1.0}))

@@ -170,3 +170,16 @@ def test_a_share_of_other_writers_in_the_fit_calibrates_held_out_digits_of_their
 
     assert alone < mixed
     assert error(mixed) < 0.6 * error(alone)  # 4.0 % against 8.5 % with these seeds
+
+
+def test_refused_share_counts_not_a_digit_and_unsure_as_a_recognizer_does():
+    from digitlab.training.calibrate import refused_share
+
+    rows = np.array([[0.9, 0.05, 0.05],     # a sure digit 0
+                     [0.3, 0.2, 0.5],       # "not a digit" wins (the last output)
+                     [0.35, 0.33, 0.32]])   # unsure at 0.4
+    assert refused_share(rows, 2, offset=0.0, threshold=0.4) == pytest.approx(2 / 3)
+    assert refused_share(rows, 2, offset=0.0, threshold=0.0) == pytest.approx(1 / 3)   # "not a digit" alone
+    # lowered by 1 log-odds, the second row's "not a digit" (0.5 / e = 0.18) no longer outweighs its 0.3, whose
+    # share of what is left is 0.3 / 0.68 = 0.44; the third row's best is 0.35 / 0.80 = 0.44: both answered
+    assert refused_share(rows, 2, offset=1.0, threshold=0.4) == 0.0

@@ -251,6 +251,10 @@ def _calibrate_options(p) -> None:
                    "never used (default: the validation split alone)")
     p.add_argument("--other-count", type=whole_number(), metavar="N", help="digits of the other writers, each drawn in every "
                    f"case (default: {calibrate.OTHER_COUNT})")
+    p.add_argument("--refusal-bar", action="store_true", help="also choose the 'not a digit' offset and the "
+                   "threshold the model is read with: of those refusing at most 0.8%% of each source's real digits "
+                   "(their choose parts), the one refusing the most real letters (needs an 11-output model and "
+                   "$DIGITLAB_REALDATA)")
     p.add_argument("--other-weight", type=float, metavar="SHARE", help="the other writers' share of the fit, the "
                    f"validation split having the rest whatever the sizes (default: {calibrate.OTHER_WEIGHT})")
 
@@ -439,13 +443,19 @@ def cmd_calibrate(args) -> int:
         raise ValueError("--other-count and --other-weight are about the other writers: add --other-writers SOURCE")
     entry = calibrate(args.checkpoint, args.data_dir, args.other_writers,
                       OTHER_COUNT if args.other_count is None else args.other_count,
-                      OTHER_WEIGHT if args.other_weight is None else args.other_weight)
+                      OTHER_WEIGHT if args.other_weight is None else args.other_weight, bar=args.refusal_bar)
     print(f"{args.checkpoint}: temperature {entry['temperature']:.4f} fitted on {entry['count']} held-out images; "
           f"expected calibration error {entry['ece_before']:.2%} -> {entry['ece_after']:.2%}, "
           f"log loss {entry['nll_before']:.4f} -> {entry['nll_after']:.4f}")
     for part in entry.get("parts", []):
         print(f"  {part['name']}: {part['count']} images weighing {part['weight']:.0%}, expected calibration error "
               f"{part['ece_before']:.2%} -> {part['ece_after']:.2%}")
+    if "refusal_bar" in entry:
+        bar = entry["refusal_bar"]
+        print(f"  read with 'not a digit' lowered by {entry['not_a_digit_offset']:g} log-odds and threshold "
+              f"{entry['threshold']:g}: digits refused " + ", ".join(f"{s} {v:.1%}" for s, v in
+                                                                    bar["digits_refused"].items())
+              + "; letters refused " + ", ".join(f"{s} {v:.1%}" for s, v in bar["letters_refused"].items()))
     return 0
 
 

@@ -46,8 +46,12 @@ _log = logging.getLogger(__name__)
 
 
 def default_threshold(metadata: dict) -> float:
-    """The threshold a model is read with unless one is asked for: DEFAULT_THRESHOLD if it is calibrated."""
-    return DEFAULT_THRESHOLD if (metadata.get("calibration") or {}).get("temperature") else UNCALIBRATED_THRESHOLD
+    """The threshold a model is read with unless one is asked for: the one its calibration chose
+    (``calibrate.refusal_bar``), else DEFAULT_THRESHOLD if it is calibrated at all."""
+    calibration = metadata.get("calibration") or {}
+    if not calibration.get("temperature"):
+        return UNCALIBRATED_THRESHOLD
+    return float(calibration.get("threshold", DEFAULT_THRESHOLD))
 
 
 def check_threshold(threshold) -> float:
@@ -158,9 +162,15 @@ class Recognizer:
         self.mean, self.std = normalisation_of(engine.metadata)
         # A calibrated model's logits are divided by its fitted temperature, so a confidence of 0.9 means about 9
         # in 10 such answers are right (training/calibrate.py); an uncalibrated one's are used as they are.
-        self.temperature = float((engine.metadata.get("calibration") or {}).get("temperature", 1.0))
+        calibration = engine.metadata.get("calibration") or {}
+        self.temperature = float(calibration.get("temperature", 1.0))
         if not (np.isfinite(self.temperature) and self.temperature > 0):
             raise ValueError(f"the model's calibration temperature must be positive, not {self.temperature}")
+        # ... and its "not a digit" output lowered by the log-odds its calibration chose, so that it refuses at most
+        # the share of real digits the project allows, by every writer it can test (``calibrate.refusal_bar``).
+        self.not_a_digit_offset = float(calibration.get("not_a_digit_offset", 0.0))
+        if not (np.isfinite(self.not_a_digit_offset) and self.not_a_digit_offset >= 0):
+            raise ValueError(f"the model's 'not a digit' offset must be 0 or more, not {self.not_a_digit_offset}")
 
     def predict_one(self, source, multi: bool = False, polarity: str | None = None,
                     threshold: float | None = None, steps: bool = False) -> Prediction:
@@ -227,6 +237,8 @@ class Recognizer:
         batches = [normalise(images[i:i + self.batch_size], self.mean, self.std)
                    for i in range(0, len(images), self.batch_size)]
         logits = np.concatenate([self.engine.logits(b) for b in batches]).astype(np.float64) / self.temperature
+        if self.not_a_digit_output is not None:
+            logits[:, self.not_a_digit_output] -= self.not_a_digit_offset
         logits -= logits.max(axis=1, keepdims=True)
         exp = np.exp(logits)
         return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)

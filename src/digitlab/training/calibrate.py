@@ -37,6 +37,11 @@ from digitlab.training.evaluate import infer
 from digitlab.training.loop import split_training_set
 
 BINS = 15
+REFUSED_AT_MOST = 0.008   # of the real digits of each source's choose part: under the 1 % allowed on every source,
+                          # as the part reported on is other digits by other writers
+BAR_OFFSETS = tuple(0.25 * i for i in range(25))     # log-odds taken off "not a digit": 0 to 6
+BAR_THRESHOLDS = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6)
+BAR_COUNT = 100           # digits (and letters) of each choose part, each drawn in every case
 OTHER_COUNT = 300    # digits of the other writers' choose part, each drawn in every case
 OTHER_SEED = 1       # the benchmarks choose their settings on seed 0's drawings: the fit draws others
 OTHER_WEIGHT = 0.5   # the other writers' share of the fit; the validation split has the rest
@@ -77,6 +82,85 @@ def drawn_choose(source: str, count: int = OTHER_COUNT, seed: int = OTHER_SEED,
     if not images:
         raise ValueError(f"the preprocessing found no digit in any of the {missed} drawings of {source}'s digits")
     return torch.from_numpy(np.stack(images)), torch.tensor(kept), missed
+
+
+def drawn_letters(source: str, count: int = BAR_COUNT, seed: int = OTHER_SEED) -> tuple[torch.Tensor, int]:
+    """``count`` real letters (not shaped like digits) of the ``choose`` part of ``source`` (``writers.py``), each
+    drawn in every case and read as a user's file: (N, 28, 28) on the 0-255 scale, and how many drawings the
+    preprocessing found nothing in (already refused, whatever the network says)."""
+    from digitlab.recognition.preprocess import prepare
+    from digitlab.training.handwriting_render import CASES, draw
+    from digitlab.training.writers import load_letters
+
+    letters, _ = load_letters(source, "choose")
+    letters = letters[np.random.default_rng([seed, len(letters)]).permutation(len(letters))[:count]]
+    images, missed = [], 0
+    for index, case in enumerate(CASES):
+        rng = np.random.default_rng([seed, index])
+        for letter in letters:
+            glyphs = prepare(draw(letter, case, rng)).glyphs
+            if glyphs:
+                images.append(glyphs[0].image * 255.0)
+            else:
+                missed += 1
+    return torch.from_numpy(np.stack(images)), missed
+
+
+def refused_share(probabilities: np.ndarray, not_a_digit: int, offset: float, threshold: float) -> float:
+    """The share of rows a Recognizer refuses when "not a digit" is lowered by ``offset`` log-odds: that output
+    outweighs the best digit, or the best digit is below ``threshold``."""
+    none = probabilities[:, not_a_digit] * np.exp(-offset)
+    digits = np.delete(probabilities, not_a_digit, axis=1)
+    total = digits.sum(axis=1) + none
+    best = digits.max(axis=1)
+    return float(np.mean((none > best) | (best / total < threshold)))
+
+
+def refusal_bar(model, meta: dict[str, Any], temperature: float, count: int = BAR_COUNT, seed: int = OTHER_SEED,
+                data_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The "not a digit" offset and the confidence threshold a Recognizer reads this model with: of every pair that
+    refuses at most ``REFUSED_AT_MOST`` of the real digits of each source's choose part (drawn in every case), the
+    one that refuses the most real letters (their choose part, capitals and small letters weighing alike). Real
+    digits win: letters are refused only as far as that allows."""
+    from digitlab.labels import NOT_A_DIGIT
+    from digitlab.training.handwriting import REPORT_ONLY, SOURCES
+
+    not_a_digit = [str(c) for c in meta["classes"]].index(NOT_A_DIGIT)
+
+    def probabilities(images: torch.Tensor) -> np.ndarray:
+        with torch.no_grad():
+            return torch.softmax(infer(model, images).double() / temperature, dim=1).numpy()
+
+    digit_sets = {}
+    for source in (s for s in SOURCES if s not in REPORT_ONLY):
+        images, _, missed = drawn_choose(source, count, seed, data_dir)
+        digit_sets[source] = (probabilities(images), missed)
+    letter_sets = {}
+    for source in ("femnist", "chars74k-letters"):
+        images, missed = drawn_letters(source, count, seed)
+        letter_sets[source] = (probabilities(images), missed)
+
+    def share(found: tuple[np.ndarray, int], offset: float, threshold: float) -> float:
+        rows, missed = found
+        return (refused_share(rows, not_a_digit, offset, threshold) * len(rows) + missed) / (len(rows) + missed)
+
+    best = None
+    for offset in BAR_OFFSETS:
+        for threshold in BAR_THRESHOLDS:
+            digits = {s: share(found, offset, threshold) for s, found in digit_sets.items()}
+            if max(digits.values()) > REFUSED_AT_MOST:
+                continue
+            letters = {s: share(found, offset, threshold) for s, found in letter_sets.items()}
+            score = float(np.mean(list(letters.values())))
+            if best is None or score > best["letters_refused_mean"]:
+                best = {"not_a_digit_offset": offset, "threshold": threshold, "letters_refused_mean": score,
+                        "digits_refused": digits, "letters_refused": letters}
+    if best is None:
+        raise ValueError(f"no offset and threshold refuse at most {REFUSED_AT_MOST:.1%} of every source's digits")
+    best["chosen_on"] = (f"choose parts: {count} digits of {', '.join(digit_sets)} and {count} letters of "
+                         f"{', '.join(letter_sets)} (not shaped like digits), each drawn in every case, seed {seed}; "
+                         f"at most {REFUSED_AT_MOST:.1%} of each source's digits refused")
+    return best
 
 
 def check_other_writers(source: str, count: int, weight: float = OTHER_WEIGHT) -> None:
@@ -162,10 +246,12 @@ def digit_confidence(logits: torch.Tensor, classes: list[str], temperature: floa
 
 def calibrate(path: str | os.PathLike, data_dir: str | os.PathLike | None = None, other_writers: str | None = None,
               other_count: int = OTHER_COUNT, other_weight: float = OTHER_WEIGHT,
-              other_seed: int = OTHER_SEED) -> dict[str, Any]:
+              other_seed: int = OTHER_SEED, bar: bool = False) -> dict[str, Any]:
     """Fit the temperature of the checkpoint at ``path`` on its held-out split - and, when ``other_writers`` names a
     source, on that source's ``choose`` part drawn in every case, weighing ``other_weight`` of the fit - and record it
-    in its metadata (the weights are untouched). Returns the ``calibration`` entry written."""
+    in its metadata (the weights are untouched). With ``bar`` (a model with a "not a digit" output, and the real
+    handwriting configured), also choose the offset and threshold it is read with (``refusal_bar``). Returns the
+    ``calibration`` entry written."""
     if other_writers is not None:
         check_other_writers(other_writers, other_count, other_weight)
     model, meta = checkpoint.load(path)
@@ -195,6 +281,10 @@ def calibrate(path: str | os.PathLike, data_dir: str | os.PathLike | None = None
     entry = calibration_entry(logits, digits, [str(c) for c in meta["classes"]], fitted_on, weights, parts)
     if other is not None:
         entry["other_writers"] = other
+    if bar:
+        chosen = refusal_bar(model, meta, entry["temperature"], data_dir=data_dir)
+        entry |= {"not_a_digit_offset": chosen.pop("not_a_digit_offset"), "threshold": chosen.pop("threshold"),
+                  "refusal_bar": chosen}
     checkpoint.update_metadata(path, {"calibration": entry})
     return entry
 
