@@ -74,8 +74,12 @@ def test_export_command(served_checkpoint, tmp_path, capsys):
 
 
 def test_onnx_engine_explains_wrong_files(served_checkpoint, tmp_path):
+    import shutil
+
+    alone = tmp_path / "alone.safetensors"   # a checkpoint with no export of its own beside it
+    shutil.copy(served_checkpoint, alone)
     with pytest.raises(ValueError, match="digitlab export"):
-        load_engine(served_checkpoint, "onnx")
+        load_engine(alone, "onnx")
     garbage = tmp_path / "garbage.onnx"
     garbage.write_bytes(b"\x08\x07 this is not protobuf" * 10)
     with pytest.raises(ValueError, match="not a readable ONNX model"):

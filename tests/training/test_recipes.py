@@ -70,14 +70,18 @@ def test_record_needs_a_path():
 
 
 @pytest.mark.parametrize("name", sorted(RECIPES))
-def test_every_recipe_resumes(tmp_path, name, mnist_dir, monkeypatch):
+def test_every_recipe_resumes(tmp_path, name, mnist_dir, monkeypatch, tiny_realdata):
     """A run of any recipe continues with --resume: its settings read back as written (a tuple comes back a list)."""
     from digitlab.training import loop
     from digitlab.training.loop import train
 
     monkeypatch.setattr(loop, "NONDIGIT_POOL", 600)  # letters for three batches, not for a whole run
-    cfg = recipe_config(name, limit=2000, device="cpu", data_dir=str(mnist_dir))
-    first = train(cfg, tmp_path, dry_run=True, quiet=True)  # three batches of the first epoch, then saved
-    resumed = train(cfg, tmp_path, resume=True, dry_run=True, quiet=True)
+    # a recipe that learns from other writers reads a small folder shaped like the real handwriting's
+    writers = RECIPES[name].get("other_writers") or RECIPES[name].get("real_letters")
+    real = {"realdata_dir": str(tiny_realdata(tmp_path / "real", per_file=10))} if writers else {}
+    cfg = recipe_config(name, limit=2000, device="cpu", data_dir=str(mnist_dir), **real)
+    out = tmp_path / "run"
+    first = train(cfg, out, dry_run=True, quiet=True)  # three batches of the first epoch, then saved
+    resumed = train(cfg, out, resume=True, dry_run=True, quiet=True)
     assert resumed.history[0] == first.history[0]
     assert [row["epoch"] for row in resumed.history] == list(range(1, min(2, cfg.epochs) + 1))

@@ -306,8 +306,6 @@ def cmd_train(args) -> int:
     if args.data:  # folders are recorded whole, so calibrating or resuming from elsewhere finds them
         args.data = [d if d == MNIST else str(Path(d).expanduser().resolve()) for d in args.data]
     cfg = recipe_config(recipe, **{f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)})
-    cfg = without_missing_writers(cfg, asked=any(getattr(args, name, None) is not None for name in
-                                                 ("other_writers", "real_letters", "realdata_dir")))
     if args.resume and args.overwrite:
         raise UsageError("digitlab train: error: --resume continues the run in --out, --overwrite replaces it: "
                          "choose one")
@@ -321,6 +319,8 @@ def cmd_train(args) -> int:
         check_out_dir(Path(out_dir), args.resume, args.overwrite)  # before anything is printed: one line
         if args.tensorboard:
             check_tensorboard()
+        cfg = without_missing_writers(cfg, asked=any(getattr(args, name, None) is not None for name in
+                                                     ("other_writers", "real_letters", "realdata_dir")))
         speak = is_main_process()  # under torchrun only rank 0 talks
         if speak:
             report_folders(cfg)
