@@ -299,10 +299,7 @@ def test_serve_onnx_without_torch(without, seven, start_server):
     server, base, health = start_server("--backend", "onnx", "--workers", "1", "--log-level", "warning", env=run.env)
     try:
         assert health
-        request = urllib.request.Request(f"{base}/api/predict", data=seven.read_bytes(), method="POST",
-                                         headers={"Content-Type": "image/png"})
-        with urllib.request.urlopen(request, timeout=30) as response:
-            assert response.status == 200 and json.load(response)["digit"] == 7
+        assert_reads_seven(base, seven)
     finally:
         server.terminate()
         errors, _ = server.communicate(timeout=30)
@@ -359,14 +356,19 @@ def test_predict_and_help_never_import_torch_when_it_is_installed(watched, seven
     assert [json.loads(line)["digit"] for line in result.stdout.splitlines()] == [7] * 40
 
 
+def assert_reads_seven(base: str, seven) -> None:
+    """POST the image of a 7 to a running server's /api/predict: answered 200, digit 7."""
+    request = urllib.request.Request(f"{base}/api/predict", data=seven.read_bytes(), method="POST",
+                                     headers={"Content-Type": "image/png"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 200 and json.load(response)["digit"] == 7
+
+
 def test_serve_never_imports_torch_when_it_is_installed(watched, seven, start_server):
     env, log = watched
     server, base, health = start_server("--workers", "2", "--log-level", "warning", env=env)
     try:
-        request = urllib.request.Request(f"{base}/api/predict", data=seven.read_bytes(), method="POST",
-                                         headers={"Content-Type": "image/png"})
-        with urllib.request.urlopen(request, timeout=30) as response:
-            assert response.status == 200 and json.load(response)["digit"] == 7
+        assert_reads_seven(base, seven)
     finally:
         server.terminate()
         server.communicate(timeout=30)

@@ -132,6 +132,15 @@ def small_on_page(ink: np.ndarray, rng: np.random.Generator) -> Drawing:
     return Drawing(encode(picture, style), "small-on-page", style.polarity, (width, height), {"fill": fill})
 
 
+def against_edges(digit: np.ndarray, edges, rng: np.random.Generator) -> np.ndarray:
+    """``digit`` on paper it runs into at ``edges`` (0-3: left, top, right, bottom), with a margin of a tenth to a
+    third of its height at the other sides."""
+    height = digit.shape[0]
+    left, top, right, bottom = [0 if side in edges else int(rng.integers(max(1, height // 10), max(2, height // 3)))
+                                for side in range(4)]
+    return np.pad(digit, ((top, bottom), (left, right)))
+
+
 def tight_crop(ink: np.ndarray, rng: np.random.Generator) -> Drawing:
     """Dark ink cropped to its own box, as a person cuts a digit out of a form: the ink touches one, two or all
     four edges; the other edges keep a margin."""
@@ -139,11 +148,7 @@ def tight_crop(ink: np.ndarray, rng: np.random.Generator) -> Drawing:
     digit = ink_crop(digit, level=0.5)   # the solid stroke, not its faint rim, reaches the edge
     touching = [int(rng.choice([1, 2, 4]))]
     edges = tuple(sorted(rng.choice(4, size=touching[0], replace=False)))
-    height = digit.shape[0]
-    pads = [0 if side in edges else int(rng.integers(max(1, height // 10), max(2, height // 3)))
-            for side in range(4)]
-    left, top, right, bottom = pads
-    page = np.pad(digit, ((top, bottom), (left, right)))
+    page = against_edges(digit, edges, rng)
     pair = colours(rng, light_on_dark=0.0, gray=rng.random() < 0.5)
     return finish(page, "tight-crop", rng, pair, noise=float(rng.uniform(0, 4)), jpeg_quality=maybe_jpeg(rng),
                   notes={"edges": tuple(EDGES[side] for side in edges)})
@@ -250,11 +255,7 @@ def edge_on_uneven_page(ink: np.ndarray, rng: np.random.Generator) -> Drawing:
     digit = ink_crop(digit, level=0.5)   # the solid stroke, not its faint rim, reaches the edge
     first = int(rng.integers(4))
     edges = (first,) if rng.random() < 0.5 else tuple(sorted((first, (first + 1) % 4)))
-    height = digit.shape[0]
-    pads = [0 if side in edges else int(rng.integers(max(1, height // 10), max(2, height // 3)))
-            for side in range(4)]
-    left, top, right, bottom = pads
-    page = np.pad(digit, ((top, bottom), (left, right)))
+    page = against_edges(digit, edges, rng)
     pair = colours(rng, light_on_dark=0.0, gray=rng.random() < 0.5)
     lighting, light_angle = float(rng.uniform(0.15, 0.25)), float(rng.uniform(0, 2 * np.pi))
     return finish(page, "edge-on-uneven-page", rng, pair, noise=float(rng.uniform(0, 4)),
