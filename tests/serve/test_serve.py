@@ -903,6 +903,21 @@ def test_a_sample_is_saved_by_a_worker_process_under_a_request_s_time_limit(serv
         assert busy.status_code == 503 and "requests are waiting" in busy.json()["detail"]
 
 
+def test_a_sample_larger_than_a_drawing_needs_is_refused_before_it_is_decoded(served_onnx, tmp_path):
+    """A sample is decoded whole to be kept: one of 8000x8000 pixels held the only worker for seconds while
+    predictions waited behind it. Over the samples' own pixel limit it is refused from its header (413)."""
+    big = io.BytesIO()
+    Image.new("L", (3000, 2000), 255).save(big, "PNG")   # 6 megapixels, a few kB
+    settings = ServeSettings(served_onnx, backend="onnx", collect=tmp_path)
+    with TestClient(create_app(settings)) as test_client:
+        refused = test_client.post("/api/samples?label=3", content=big.getvalue())
+        assert refused.status_code == 413 and "pixels" in refused.json()["detail"]
+        assert not any(tmp_path.rglob("*.png"))
+        small = io.BytesIO()
+        Image.new("L", (1000, 1000), 255).save(small, "PNG")
+        assert test_client.post("/api/samples?label=3", content=small.getvalue()).status_code == 200
+
+
 def test_collect_must_be_a_folder(tmp_path):
     from digitlab.cli import build_parser
     from digitlab.cli.serve import serve_settings

@@ -66,13 +66,14 @@ def recognise(recognizer: Recognizer, items: list[tuple[str, bytes]], multi: boo
 
 def save_sample(settings: ServeSettings, label: str, data: bytes, answer: str | None, model: dict[str, Any],
                 source: str) -> dict[str, Any]:
-    """``samples.save_sample`` into the settings' ``collect`` folder under their pixel limit: ``{"path"}`` relative
+    """``samples.save_sample`` into the settings' ``collect`` folder under their pixel limit for samples: ``{"path"}`` relative
     to that folder, or ``{"error", "status"}`` for an image that cannot be read (nothing is written then). It runs
     where images are recognised, under the same limits on time, waiting and memory, since keeping a sample decodes it
     whole."""
     folder = Path(settings.collect)
     try:
-        path = samples.save_sample(folder, label, data, answer, model, settings.limits.max_pixels, source)
+        path = samples.save_sample(folder, label, data, answer, model,
+                                   min(settings.limits.max_pixels, settings.limits.max_sample_pixels), source)
     except ImageError as exc:
         return {"error": str(exc), "status": STATUS.get(exc.kind, 422)}
     return {"path": path.relative_to(folder).as_posix()}

@@ -49,6 +49,9 @@ class Limits:
     max_batch_bytes: int = 50 * 2**20     # the body of POST /api/predict/batch
     max_batch_files: int = 64
     max_pixels: int = MAX_PIXELS          # width x height, read from the header before decoding
+    max_sample_pixels: int = 4_000_000    # the same for POST /api/samples, which decodes an image whole to keep it:
+                                          # a drawing or a photo of one digit needs no more, and a sample then holds
+                                          # a worker a fraction of a second, not seconds
     max_waiting: int = 256                # requests waiting for a worker; one more is answered 503 at once
     max_seconds: int = 30                 # a request's time in a worker; past it the worker is replaced, 503
     body_seconds: int = 30                # the longest wait for the next piece of a body; past it 408
