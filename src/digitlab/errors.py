@@ -6,7 +6,8 @@ server, the torch-free ONNX path - can catch them without loading PyTorch.
 
 
 class DataError(Exception):
-    """The MNIST files are missing, corrupt or of the wrong kind. The message names the file and what to do."""
+    """Training data (the MNIST files, the real handwriting by other writers) missing, corrupt or of the wrong kind.
+    The message names the file or the setting, and what to do."""
 
 
 class UsageError(Exception):
