@@ -33,12 +33,16 @@ def block_torch() -> str:
     return BLOCK_TORCH
 
 
-def _find_mnist() -> Path | None:
-    candidates = [os.environ.get("DIGITLAB_DATA"), ROOT.parent / "shared" / "mnist"]
-    for candidate in candidates:
-        if candidate and all((Path(candidate) / name).is_file() for name, _ in FILES.values()):
+def _find(variable: str, shared: str, names) -> Path | None:
+    """The folder named by ``variable``, else ``../shared/<shared>`` beside the checkout, if it holds every file."""
+    for candidate in (os.environ.get(variable), ROOT.parent / "shared" / shared):
+        if candidate and all((Path(candidate) / name).is_file() for name in names):
             return Path(candidate)
     return None
+
+
+def _find_mnist() -> Path | None:
+    return _find("DIGITLAB_DATA", "mnist", [name for name, _ in FILES.values()])
 
 
 @pytest.fixture(scope="session")
@@ -52,10 +56,7 @@ def mnist_dir() -> Path:
 def _find_realdata() -> Path | None:
     from digitlab.training.writers import FILES as REAL_FILES
 
-    for candidate in (os.environ.get("DIGITLAB_REALDATA"), ROOT.parent / "shared" / "realdata"):
-        if candidate and all((Path(candidate) / name).is_file() for name in REAL_FILES.values()):
-            return Path(candidate)
-    return None
+    return _find("DIGITLAB_REALDATA", "realdata", REAL_FILES.values())
 
 
 @pytest.fixture(scope="session")
