@@ -144,11 +144,11 @@ def split_training_set(cfg: TrainConfig) -> tuple[Split, Split | None]:
     return split_validation(images, labels, cfg.validation_split, cfg.seed)
 
 
-def load_data(cfg: TrainConfig, device: torch.device, dry_run: bool = False) -> tuple[Split, Split | None,
-                                                                                      torch.Tensor | None]:
+def load_data(cfg: TrainConfig, device: torch.device, dry_run: bool = False,
+              pool=None) -> tuple[Split, Split | None, torch.Tensor | None]:
     """(training split on ``device``, validation split or None, letters taught as "not a digit" or None).
 
-    A dry run validates on 512 images only.
+    A dry run validates on 512 images only. ``pool``: the run's ``writers_pool`` when the caller has it already.
     """
     train_split, val_split = split_training_set(cfg)
     if dry_run and val_split is not None:
@@ -160,23 +160,25 @@ def load_data(cfg: TrainConfig, device: torch.device, dry_run: bool = False) -> 
 
         letters = letters_in_mnist_form(NONDIGIT_POOL, seed=cfg.seed)
         if cfg.real_letters:
-            letters = np.concatenate([letters, writers_pool(cfg).letters])
+            letters = np.concatenate([letters, (pool or writers_pool(cfg)).letters])
         nondigits = torch.from_numpy(letters).to(device)
     return train_split, val_split, nondigits
 
 
 def writers_pool(cfg: TrainConfig):
-    """The training part of the real handwriting by other writers, in MNIST's form (``writers.training_pool``)."""
+    """The training part of the real handwriting by other writers, in MNIST's form (``writers.training_pool``), or
+    None when the run learns nothing from it. Read once a run: its letters and its digits come from the one pool."""
+    if not (cfg.other_writers or cfg.real_letters):
+        return None
     from digitlab.training.writers import training_pool
 
     return training_pool(cfg.realdata_dir, seed=0)
 
 
-def other_writers_split(cfg: TrainConfig, device: torch.device) -> Split | None:
-    """Real digits by writers outside MNIST that each batch carries ``other_writers`` of, or None."""
+def other_writers_split(cfg: TrainConfig, pool, device: torch.device) -> Split | None:
+    """Real digits by writers outside MNIST that each batch carries ``other_writers`` of, from ``pool``, or None."""
     if not cfg.other_writers:
         return None
-    pool = writers_pool(cfg)
     return Split(torch.from_numpy(pool.digits).to(device), torch.from_numpy(pool.labels).to(device))
 
 
@@ -620,8 +622,9 @@ def _run(cfg: TrainConfig, out_dir: Path, resume: bool, dry_run: bool, command: 
     else:  # PyTorch counts the host's cores, not this process's share of them
         torch.set_num_threads(min(torch.get_num_threads(), available_cpus()))
     torch.manual_seed(cfg.seed)
-    train_split, val_split, nondigits = load_data(cfg, device, dry_run)
-    others = other_writers_split(cfg, device)
+    pool = writers_pool(cfg)
+    train_split, val_split, nondigits = load_data(cfg, device, dry_run, pool)
+    others = other_writers_split(cfg, pool, device)
     folders = folder_summaries(cfg)
     steps = steps_per_epoch(len(train_split), cfg.batch_size, world)
     state = build_state(cfg, device, steps, world)
