@@ -3,8 +3,8 @@
 First from the source (``ast``: every ``import`` and ``from`` at any depth of every module of src/digitlab), then by
 running it: in a fresh interpreter where ``import torch`` fails, every recognition module imports, `digitlab
 predict` (with ``--explain``) reads an image, the Python API answers, and `digitlab serve --backend onnx` answers
-HTTP; the training jobs say in one line which extra to install. Last, the README's "Where things live" names every
-module of the package, and nothing that is not there.
+HTTP; the training jobs say in one line which extra to install. Last, docs/architecture.md's "Where things live"
+names every module of the package, and nothing that is not there.
 """
 
 from __future__ import annotations
@@ -375,15 +375,18 @@ def test_serve_never_imports_torch_when_it_is_installed(watched, seven, start_se
     assert not log.exists(), f"digitlab serve imported torch in: {log.read_text()}"
 
 
-# --- the README's map of the package ----------------------------------------------------------------------------------
+# --- the map of the package in docs/architecture.md ----------------------------------------------------------------
 
-def readme_layout(readme: str) -> list[Path]:
-    """The paths in the README's "Where things live" tree, relative to the repository root.
+ARCHITECTURE = ROOT / "docs" / "architecture.md"
+
+
+def package_map(markdown: str) -> list[Path]:
+    """The paths in the "Where things live" tree of docs/architecture.md, relative to the repository root.
 
     The tree is the first fenced block after that heading. A line whose first word ends in ``/`` or ``.py`` names a
     folder or a file; its indentation puts it inside the folder named above it at a smaller indentation (a line at
     the left margin is at the root). Other lines continue a description and are skipped."""
-    section = readme.split("## Where things live", 1)[1]
+    section = markdown.split("## Where things live", 1)[1]
     block = section.split("```", 2)[1].split("\n", 1)[1]
     paths: list[Path] = []
     folders: list[tuple[int, Path]] = []
@@ -412,18 +415,18 @@ def unlisted_modules(listed: list[Path]) -> list[str]:
     return missing
 
 
-def test_the_readme_names_every_module_and_only_what_exists():
-    listed = readme_layout((ROOT / "README.md").read_text())
+def test_the_map_names_every_module_and_only_what_exists():
+    listed = package_map(ARCHITECTURE.read_text(encoding="utf-8"))
     assert Path("src/digitlab/serve/runner.py") in listed  # the parser reads the tree at all
-    assert unlisted_modules(listed) == [], "modules missing from README.md's 'Where things live'"
-    assert [str(path) for path in listed if not (ROOT / path).exists()] == [], "listed in the README, not in the tree"
+    assert unlisted_modules(listed) == [], "modules missing from docs/architecture.md's 'Where things live'"
+    assert [str(path) for path in listed if not (ROOT / path).exists()] == [], "listed in the map, not in the tree"
     assert len(listed) == len(set(listed)), "listed twice"
 
 
-def test_the_readme_check_sees_a_missing_module():
-    readme = (ROOT / "README.md").read_text()
-    without_runner = "\n".join(line for line in readme.splitlines() if not line.lstrip().startswith("runner.py "))
-    assert unlisted_modules(readme_layout(without_runner)) == ["src/digitlab/serve/runner.py"]
+def test_the_map_check_sees_a_missing_module():
+    page = ARCHITECTURE.read_text(encoding="utf-8")
+    without_runner = "\n".join(line for line in page.splitlines() if not line.lstrip().startswith("runner.py "))
+    assert unlisted_modules(package_map(without_runner)) == ["src/digitlab/serve/runner.py"]
     # a module indented under the wrong folder is not where the tree says it is
-    moved = readme.replace("    runner.py        ", "  runner.py        ", 1)
-    assert "src/digitlab/serve/runner.py" in unlisted_modules(readme_layout(moved))
+    moved = page.replace("    runner.py        ", "  runner.py        ", 1)
+    assert "src/digitlab/serve/runner.py" in unlisted_modules(package_map(moved))

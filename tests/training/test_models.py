@@ -66,12 +66,12 @@ def test_model_remembers_how_it_was_built():
     assert model.arch_name == "conv3_dense64" and model.arch_kwargs == {}
 
 
-def test_the_readme_lists_every_network_with_its_parameter_count():
+def test_the_networks_page_lists_every_network_with_its_parameter_count():
     import re
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    table = readme[readme.index("## The networks"):].split("\n\n")[1]
+    page = (Path(__file__).resolve().parents[2] / "docs" / "networks.md").read_text(encoding="utf-8")
+    table = page[page.index("## The networks"):].split("\n\n")[1]
     rows = {re.match(r"\| `(\w+)`", line).group(1): line for line in table.splitlines() if line.startswith("| `")}
     assert sorted(rows) == sorted(list_models())
     for name, line in rows.items():

@@ -39,7 +39,7 @@ class ImageFormat(NamedTuple):
     suffixes: tuple[str, ...]    # the file name endings it comes with, lower case
 
 
-# The formats the README promises, and the only ones opened: Pillow knows dozens more (TGA, PCX, SPIDER, EPS - for
+# The formats docs/usage.md promises, and the only ones opened: Pillow knows dozens more (TGA, PCX, SPIDER, EPS - for
 # which it would run Ghostscript on PostScript from a stranger), each one more parser facing untrusted bytes. Every
 # other list of image formats is read from this one: the file names `digitlab predict`, training on folders and Ray
 # take as images, and the page's file picker and its messages (tests/recognition/test_decode.py checks each).

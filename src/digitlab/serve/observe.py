@@ -18,7 +18,7 @@ The metrics (prometheus_client, each app its own registry):
 
 ``endpoint`` is a route's path, never a raw URL, so a scanner trying random paths cannot grow the series without
 bound. Each server process counts its own requests: run several behind a load balancer and let Prometheus scrape
-each one (README, 'Several servers').
+each one (docs/scale.md, 'The server as a service').
 
 A request keeps the ``X-Request-ID`` a proxy gave it (letters, digits, ``.-_``, at most 64) or gets a new one; it
 is sent back in the response's ``X-Request-ID`` and stamped on every log record made while the request runs, so an
