@@ -160,7 +160,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     # large steps, no EMA, and a one-cycle schedule that ends exactly where the clock should stop. 99.0% wants one
     # epoch of a net whose first layer is only 8 channels wide (that layer runs on 28x28 maps and costs most of a
     # step) and no augmentation at all in so few steps; 99.5% needs augmentation and a wider net
-    # (measured: docs/results.md, 'How `fast` got from 33 s to 18 s').
+    # (measured: CHANGELOG.md, 'How `fast` got from 33 s to 18 s').
     "fast": dict(model="digitnet_fast", model_kwargs=dict(widths=(8, 32, 96)), optimizer="adamw", learning_rate=4e-3,
                  weight_decay=0.01, batch_size=128, epochs=1, schedule="onecycle", label_smoothing=0.1,
                  augment=False, validation_split=0.0),
