@@ -11,7 +11,7 @@ itself ("loaded", ``machine.background_load``, as busy_machine.py). Then, on the
 and `fast_995` to 99.5 % (benchmarks/time_to_accuracy.py's timed runs, with its variants: bf16 autocast, memory
 format, batch size, torch.compile) against Keras's first two quiet epochs.
 
-TensorFlow stays out of digitlab's environment: give the interpreter of another one (README, 'Beside Keras').
+TensorFlow stays out of digitlab's environment: give the interpreter of another one (docs/results.md, 'Beside Keras').
 
     python benchmarks/keras_side_by_side.py --keras-python /work/tfvenv/bin/python           # the full run
     python benchmarks/keras_side_by_side.py --keras-python /work/tfvenv/bin/python --quick   # a smoke run, minutes
@@ -351,7 +351,7 @@ def main() -> None:
     why = "no --keras-python given" if args.keras_python is None else keras_importable(args.keras_python)
     if why:
         print(f"keras_side_by_side: Keras is not importable ({why}); install TensorFlow in a separate environment "
-              f"(README, 'Beside Keras') and pass its interpreter as --keras-python", file=sys.stderr)
+              f"(docs/results.md, 'Beside Keras') and pass its interpreter as --keras-python", file=sys.stderr)
         return
 
     busy = os.cpu_count() or 1
