@@ -145,16 +145,20 @@ def test_the_readmes_own_images_figures_are_the_results_pages():
 
 
 def test_the_readmes_figures_of_the_bundled_model_are_its_own():
-    """The test accuracy and the threshold the README states are the ones the bundled model records (torch-free)."""
+    """The test accuracy, the share of MNIST held out and the threshold the README states are the ones the bundled
+    model records (read torch-free)."""
     from digitlab.recognition.engine import load_engine
     from digitlab.recognition.predict import default_threshold
 
     metadata = load_engine(None, "onnx").metadata
     accuracy = f"**{metadata['test']['accuracy']:.2%}**".replace("%", " %")
+    held_out = f"{metadata['config']['validation_split']:.0%}".replace("%", " %")
     threshold = f"{default_threshold(metadata):.0%}".replace("%", " %")
     for readme in READMES:
         text = read(readme)
-        assert accuracy in text and re.search(rf"(?<![\d.]){threshold}", text), (readme, accuracy, threshold)
+        assert accuracy in text, (readme, accuracy)
+        for share in (held_out, threshold):
+            assert re.search(rf"(?<![\d.]){share}", text), (readme, share)
 
 
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
