@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from digitlab.errors import DataError
+from digitlab.files import cache_root
 from digitlab.labels import normalisation_of
 
 FILES = {
@@ -46,12 +47,6 @@ MIRRORS = (
 # here once (``TrainConfig.data_config``); every later reader takes it from the model or its checkpoint.
 MNIST_MEAN = 0.1307
 MNIST_STD = 0.3081
-
-
-def cache_root() -> Path:
-    """The per-user folder digitlab keeps what it can make again in ($XDG_CACHE_HOME/digitlab, ~/.cache/digitlab)."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "digitlab"
 
 
 def default_cache_dir() -> Path:

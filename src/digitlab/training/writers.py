@@ -48,6 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from digitlab.errors import DataError
+from digitlab.files import atomic_write, cache_root
 
 PARTS = ("train", "choose", "report")
 DIGIT_SOURCES = ("optdigits", "chars74k", "hwd1000")
@@ -239,9 +240,6 @@ def training_pool(realdata_dir: str | os.PathLike | None = None, seed: int = 0,
                   cache: Path | None = None) -> Pool:
     """``make_pool``, kept in the per-user cache (digitlab's cache folder, ``writers/``) under a key of the files,
     the seed and the code that drew them, so that a run after the first starts at once."""
-    from digitlab.files import atomic_write
-    from digitlab.training.data import cache_root
-
     folder = locate(realdata_dir)
     path = (cache or cache_root() / "writers") / f"pool-{_pool_key(folder, seed)}.npz"
     if path.is_file():
