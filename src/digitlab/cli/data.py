@@ -24,7 +24,7 @@ def _options(p) -> None:
 
 
 def cmd_export_samples(args) -> int:
-    from digitlab.training.samples import export_samples
+    from digitlab.datasets.samples import export_samples
 
     paths = export_samples(args.split, args.count, args.out_dir, args.data_dir, args.start)
     print(f"wrote {len(paths)} PNG files and labels.csv to {args.out_dir}")
