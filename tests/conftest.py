@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from digitlab.training.data import FILES
+from digitlab.datasets.mnist import FILES
 
 ROOT = Path(__file__).resolve().parents[1]
 

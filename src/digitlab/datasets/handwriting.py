@@ -50,11 +50,11 @@ def load_source(source: str, part: str, data_dir: str | None = None) -> tuple[np
     if part not in PARTS:
         raise ValueError(f"unknown part {part!r}; choose one of: {', '.join(PARTS)}")
     if source == "mnist":
-        from digitlab.training.data import load_mnist
+        from digitlab.datasets.mnist import read_mnist
 
-        images, labels = load_mnist("test", data_dir)
+        images, labels = read_mnist("test", data_dir)
         chosen = slice(0, MNIST_CHOOSE) if part == "choose" else slice(MNIST_CHOOSE, None)
-        return images.numpy()[chosen], labels.numpy()[chosen].astype(np.int64)
+        return images[chosen], labels[chosen]
     if source == "sklearn":
         try:
             from sklearn.datasets import load_digits
