@@ -49,8 +49,8 @@ def measure(args):
     from digitlab.recognition.engine import load_engine
     from digitlab.recognition.predict import Recognizer
     from digitlab.training.calibrate import calibration_error, reliability, risk_coverage
-    from digitlab.training.handwriting import SOURCES, drawn, load_source, picked
-    from digitlab.training.handwriting_render import CASES
+    from digitlab.datasets.handwriting import SOURCES, drawn, load_source, picked
+    from digitlab.datasets.handwriting_render import CASES
 
     recognizer = Recognizer(load_engine(args.model), threads=1)
     fitted = recognizer.temperature

@@ -24,7 +24,7 @@ def main() -> None:
 
     from digitlab.training import calibrate, checkpoint
     from digitlab.training.evaluate import infer
-    from digitlab.training.handwriting import load_source
+    from digitlab.datasets.handwriting import load_source
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="a .safetensors checkpoint trained with --validation-split (default: the "

@@ -37,7 +37,7 @@ WRITERS = ("sklearn", "hwd1000")
 
 def write_folder(folder: Path, digits: np.ndarray, labels: np.ndarray, seed: int) -> None:
     """Each digit drawn as a person's file (the cases in turn) into folder/<label>/."""
-    from digitlab.training.handwriting_render import CASES, draw
+    from digitlab.datasets.handwriting_render import CASES, draw
 
     rng = np.random.default_rng(seed)
     for index, (digit, label) in enumerate(zip(digits, labels)):
@@ -50,7 +50,7 @@ def write_folder(folder: Path, digits: np.ndarray, labels: np.ndarray, seed: int
 
 def labelled_and_rest(source: str, part: str, per_class: int, seed: int):
     """(images, labels) of ``per_class`` digits of each class picked at random from the part, and of the rest."""
-    from digitlab.training.handwriting import load_source
+    from digitlab.datasets.handwriting import load_source
 
     images, labels = load_source(source, part)
     fewest = min(int((labels == d).sum()) for d in range(10))
@@ -70,7 +70,7 @@ def scores(model_path, rest_folder: Path, mnist) -> dict:
     from digitlab.training import checkpoint
     from digitlab.training.calibrate import temperature_of
     from digitlab.training.evaluate import evaluate, evaluate_folder
-    from digitlab.training.folders import load_folder
+    from digitlab.datasets.folders import load_folder
 
     model, meta = checkpoint.load(model_path)
     data = load_folder(rest_folder)
@@ -88,7 +88,7 @@ def main() -> int:
     from digitlab.training.data import load_mnist
     from digitlab.training.export import export_onnx
     from digitlab.training.finetune import FinetuneConfig, finetune
-    from digitlab.training.handwriting import PARTS
+    from digitlab.datasets.handwriting import PARTS
 
     defaults = FinetuneConfig()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

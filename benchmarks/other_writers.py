@@ -1,9 +1,9 @@
 """Real handwriting by other writers, drawn the ways people hand digits in, read by digitlab: right, refused, right
 when forced, and a plain reference pipeline on the same network, per source and case, beside raw MNIST.
 
-The sources and cases are those of ``digitlab.training.handwriting`` (MNIST test, scikit-learn's 8x8 digits, and
+The sources and cases are those of ``digitlab.datasets.handwriting`` (MNIST test, scikit-learn's 8x8 digits, and
 with ``--realdata-dir`` or DIGITLAB_REALDATA the Chars74K and HwD-1000 digits of ``writers.py``, split by writer) and
-``digitlab.training.handwriting_render`` (photo, small-on-page, tight-crop, small-scan, binary, fills-box, thick,
+``digitlab.datasets.handwriting_render`` (photo, small-on-page, tight-crop, small-scan, binary, fills-box, thick,
 thin, blocky). Report on the ``report`` part; choose settings and recipes on ``choose``. Results: docs/handwriting.md.
 
     python benchmarks/other_writers.py --count 100                      # bundled model, report part
@@ -41,7 +41,7 @@ def save_files(folder: Path):
 def read_via_cli(model: str | None, threshold: float | None):
     """A reader that writes the files into a temporary folder and reads them with ``digitlab predict DIR
     --recursive --json``, as a person would, parsing its JSON lines."""
-    from digitlab.training.handwriting import answer_of
+    from digitlab.datasets.handwriting import answer_of
 
     def read(files: list[tuple[str, bytes]]) -> list:
         with tempfile.TemporaryDirectory(prefix="digitlab-other-writers-") as folder:
@@ -86,9 +86,9 @@ def letters_table(rows: list[dict]) -> str:
 def main() -> int:
     from digitlab.recognition.engine import load_engine
     from digitlab.recognition.predict import Recognizer
-    from digitlab.training.handwriting import PARTS, SOURCES, combined, evaluate, evaluate_letters, load_source
-    from digitlab.training.writers import LETTER_SOURCES
-    from digitlab.training.handwriting_render import CASES
+    from digitlab.datasets.handwriting import PARTS, SOURCES, combined, evaluate, evaluate_letters, load_source
+    from digitlab.datasets.writers import LETTER_SOURCES
+    from digitlab.datasets.handwriting_render import CASES
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="checkpoint or .onnx export (default: the bundled model)")

@@ -1,7 +1,7 @@
 """Accuracy on digits as people supply them: the tutorial pipeline (invert if needed, resize to 28x28) against
 digitlab's preprocessing, on the same rendered images, next to the model's accuracy on raw MNIST.
 
-The images are real MNIST test digits redrawn by ``digitlab.training.render`` (large canvases, dark-on-light and
+The images are real MNIST test digits redrawn by ``digitlab.datasets.render`` (large canvases, dark-on-light and
 light-on-dark, off centre, uneven light, noise, JPEG, colour, markers), so each one has its true label.
 
     python benchmarks/own_images.py                          # bundled model, all 10,000 test digits
@@ -42,7 +42,7 @@ def main() -> None:
     from digitlab.training.data import load_mnist
     from digitlab.recognition.engine import load_engine
     from digitlab.recognition.predict import Recognizer, default_threshold
-    from digitlab.training.render import render_set
+    from digitlab.datasets.render import render_set
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="checkpoint (default: the bundled model)")

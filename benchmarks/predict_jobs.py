@@ -1,7 +1,7 @@
 """``digitlab predict --jobs N`` against ``--jobs 1`` on the same 1,000 photo-like files: how the speed grows with
 worker processes.
 
-The files are real MNIST test digits redrawn by ``digitlab.training.render`` (as in predict_throughput.py). Each
+The files are real MNIST test digits redrawn by ``digitlab.datasets.render`` (as in predict_throughput.py). Each
 run is the command a user types, start-up and model loading included, writing ``--out`` to a JSON Lines file; the
 job counts take turns run after run, so a change in what else the machine does falls on both alike. Every run
 prints the load average before it, how busy the whole machine was during it and the share of CPU time the host

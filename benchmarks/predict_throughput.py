@@ -1,6 +1,6 @@
 """Throughput of ``digitlab predict`` on a folder of 1,000 photo-like files: images per second, end to end.
 
-The files are real MNIST test digits redrawn by ``digitlab.training.render`` (100-1,000 px canvases, JPEG and
+The files are real MNIST test digits redrawn by ``digitlab.datasets.render`` (100-1,000 px canvases, JPEG and
 PNG), written once to a folder; the command is then timed as a user runs it, start-up and model loading included.
 The CPU time per image comes from one more run with ``--jobs 1``: by default predict reads in worker processes that
 a forkserver starts, and their CPU time never reaches this process's accounting of its children.
@@ -23,7 +23,7 @@ from pathlib import Path
 
 def write_folder(folder: Path, count: int, seed: int) -> None:
     from digitlab.training.data import load_mnist
-    from digitlab.training.render import render_set
+    from digitlab.datasets.render import render_set
 
     images, _ = load_mnist("test")
     for first in range(0, count, 250):

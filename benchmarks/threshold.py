@@ -36,9 +36,9 @@ def read(recognizer, files: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
 def main() -> None:
     from digitlab.recognition.engine import load_engine
     from digitlab.recognition.predict import Recognizer
-    from digitlab.training.handwriting import SOURCES, drawn, picked
-    from digitlab.training.handwriting_render import CASES
-    from digitlab.training.render import render_letters
+    from digitlab.datasets.handwriting import SOURCES, drawn, picked
+    from digitlab.datasets.handwriting_render import CASES
+    from digitlab.datasets.render import render_letters
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="a .onnx or .safetensors model (default: the bundled one)")

@@ -41,7 +41,7 @@ def main() -> None:
     from digitlab.training.data import load_mnist
     from digitlab.recognition.engine import load_engine
     from digitlab.recognition.predict import Recognizer
-    from digitlab.training.render import render_letters, render_set
+    from digitlab.datasets.render import render_letters, render_set
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="a checkpoint (default: the bundled model)")

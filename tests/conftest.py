@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from digitlab.training.data import FILES
+from digitlab.datasets.mnist import FILES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,7 +54,7 @@ def mnist_dir() -> Path:
 
 
 def _find_realdata() -> Path | None:
-    from digitlab.training.writers import FILES as REAL_FILES
+    from digitlab.datasets.writers import FILES as REAL_FILES
 
     return _find("DIGITLAB_REALDATA", "realdata", REAL_FILES.values())
 
@@ -74,7 +74,7 @@ def _tiny_realdata(folder, test_split, per_file: int = 20):
     images, labels = test_split[0].numpy()[:per_file], test_split[1].numpy()[:per_file]
     writer = np.arange(per_file, dtype=np.int16) % 10
     letters = np.array(list("AEHKMNPRTUVWXYAEHKMN"))[:per_file]
-    from digitlab.training.writers import FILES as REAL_FILES, LETTER_SOURCES
+    from digitlab.datasets.writers import FILES as REAL_FILES, LETTER_SOURCES
 
     for source, name in REAL_FILES.items():
         arrays = {"images": images, "labels": letters if source in LETTER_SOURCES else labels}

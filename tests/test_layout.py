@@ -1,10 +1,12 @@
-"""The two floors, checked: the recognition side never imports PyTorch, and no modules import each other in a circle.
+"""The two floors, checked: the recognition side and the data sets never import PyTorch, and no modules import each
+other in a circle.
 
 First from the source (``ast``: every ``import`` and ``from`` at any depth of every module of src/digitlab), then by
-running it: in a fresh interpreter where ``import torch`` fails, every recognition module imports, `digitlab
-predict` (with ``--explain``) reads an image, the Python API answers, and `digitlab serve --backend onnx` answers
-HTTP; the training jobs say in one line which extra to install. Last, docs/architecture.md's "Where things live"
-names every module of the package, and nothing that is not there.
+running it: in a fresh interpreter where ``import torch`` fails, every recognition and data set module imports,
+`digitlab predict` (with ``--explain``) reads an image, the Python API answers, `digitlab export-samples` writes
+MNIST's images, and `digitlab serve --backend onnx` answers HTTP; the training jobs say in one line which extra to
+install. Last, docs/architecture.md's "Where things live" names every module of the package, and nothing that is
+not there.
 """
 
 from __future__ import annotations
@@ -23,9 +25,9 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "digitlab"
 
-# The recognition side (and what it shares with the training side): none of these may reach PyTorch.
-TORCH_FREE = ("digitlab.recognition", "digitlab.files", "digitlab.errors", "digitlab.labels", "digitlab.languages",
-              "digitlab.serve.runner")
+# The recognition side, the data sets, and what they share with the training side: none of these may reach PyTorch.
+TORCH_FREE = ("digitlab.recognition", "digitlab.datasets", "digitlab.files", "digitlab.errors", "digitlab.labels",
+              "digitlab.languages", "digitlab.serve.runner")
 TORCH = ("torch", "torchvision", "safetensors.torch")
 # The one door upstairs: the torch backend imports the training floor's checkpoint loader when a user asks for it.
 # Imports inside these (module, class or function) are not followed; everything else is.
@@ -154,10 +156,10 @@ def test_no_module_imports_itself_in_a_circle():
     assert cycles(inside) == [], "import cycles (each list imports itself round the circle)"
 
 
-def test_nothing_on_the_recognition_side_reaches_torch():
+def test_nothing_on_the_torch_free_side_reaches_torch():
     inside, outside = import_graph(PACKAGE, DOORS)
     roots = torch_free_roots(inside)
-    assert "digitlab.recognition.engine" in roots and "digitlab.labels" in roots
+    assert {"digitlab.recognition.engine", "digitlab.datasets.mnist", "digitlab.labels"} <= set(roots)
     assert torch_paths(inside, outside, roots) == []
 
 
@@ -236,7 +238,7 @@ def test_the_blocker_blocks(without):
     assert result.returncode == 1 and "No module named 'torch'" in result.stderr
 
 
-def test_every_recognition_module_imports_without_torch(without):
+def test_every_torch_free_module_imports_without_torch(without):
     names = torch_free_roots(module_files(PACKAGE))
     result = without("torch")("-c", "import importlib, sys\nfor name in sys.argv[1:]: importlib.import_module(name)",
                               *names)
@@ -272,6 +274,13 @@ def test_python_api_without_torch(without, seven):
     result = without("torch")("-c", code, str(seven))
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["7", "7"]
+
+
+def test_export_samples_without_torch(without, tmp_path):
+    """MNIST's files are read by datasets.mnist; training.data only makes tensors of them."""
+    result = without("torch")("-m", "digitlab", "export-samples", "--count", "2", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "labels.csv").read_text().splitlines() == ["file,label", "test_00000.png,7", "test_00001.png,2"]
 
 
 @pytest.mark.parametrize("argv,job,extra", [

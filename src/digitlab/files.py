@@ -1,4 +1,5 @@
-"""Writing files so that nothing is ever half-written: a reader, or a crash, sees the old file or the new one.
+"""Writing files so that nothing is ever half-written: a reader, or a crash, sees the old file or the new one; and
+the per-user folder where digitlab keeps what it can make again.
 
 Every file digitlab writes for a user (checkpoints, history, figures, exported samples) goes through here. It needs
 neither PyTorch nor anything else heavy, so both floors of the package use it.
@@ -9,6 +10,13 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+
+
+def cache_root() -> Path:
+    """The per-user folder digitlab keeps what it can make again in ($XDG_CACHE_HOME/digitlab, ~/.cache/digitlab):
+    downloaded MNIST files, people's folders in MNIST's form, the other writers' training pool."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "digitlab"
 
 
 def atomic_write(path: str | os.PathLike, write) -> None:

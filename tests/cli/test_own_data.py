@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 from digitlab.cli import main
+from digitlab.datasets.folders import load_folder
 from digitlab.training import checkpoint
-from digitlab.training.folders import load_folder
 
 
 def test_eval_data_reports_accuracy_per_class_confusion_and_mistakes_by_file(small_model_path, labelled_folders,

@@ -35,7 +35,7 @@ def test_the_command_line_takes_the_files_named_so_from_a_folder(tmp_path):
 
 
 def test_training_on_folders_takes_the_files_named_so():
-    from digitlab.training.folders import _is_image_name
+    from digitlab.datasets.folders import _is_image_name
 
     assert all(_is_image_name(Path(f"x{suffix.upper()}")) is None for suffix in SUFFIXES)
     for suffix in NOT_IMAGES:

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from digitlab.datasets.handwriting_render import skeleton
 from digitlab.recognition.engine import load_engine
 from digitlab.recognition.predict import Recognizer
 from digitlab.recognition.ink import stroke_width
 from digitlab.recognition.mnist_form import STROKE_WIDTHS
 from digitlab.recognition.preprocess import prepare
-from digitlab.training.handwriting_render import skeleton
 
 COUNT = 20
 
@@ -172,7 +172,7 @@ def test_a_blurred_8x8_scan_that_fills_its_image(reader):
 
 def test_a_one_pixel_pen_on_a_small_picture(reader, digits):
     """Enlarged to the working size, a line one pixel wide falls apart into beads at half coverage."""
-    from digitlab.training.handwriting_render import draw
+    from digitlab.datasets.handwriting_render import draw
 
     images, labels = digits
     rng = np.random.default_rng(5)
@@ -252,7 +252,7 @@ def test_a_digit_stretched_to_fill_its_image_keeps_its_polarity(reader, digits):
     """Digits stretched to fill their image (as some scanned collections store them), drawn as the benchmark's
     `fills-box` case does: a bold digit's soft stroke edges lie in the border, so the border's range spans the ink
     and the paper's speckle alone looked like ink of the other side. The polarity found must be the one drawn."""
-    from digitlab.training.handwriting_render import draw_case
+    from digitlab.datasets.handwriting_render import draw_case
 
     images, labels = digits
     rng = np.random.default_rng(1)  # this generator draws light-on-dark digits whose polarity was judged wrong

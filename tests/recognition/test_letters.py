@@ -2,8 +2,8 @@
 
 import numpy as np
 
+from digitlab.datasets.render import LETTER_STROKES, pen_letter, render_letters
 from digitlab.recognition.preprocess import prepare
-from digitlab.training.render import LETTER_STROKES, pen_letter, render_letters
 
 
 def test_every_letter_draws_as_one_glyph_in_mnist_form():

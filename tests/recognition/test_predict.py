@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from digitlab.datasets.render import render_number, render_set
 from digitlab.recognition.engine import load_engine
 from digitlab.recognition.predict import Prediction, Recognizer
-from digitlab.training.render import render_number, render_set
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +114,7 @@ def test_a_number(engine, test_split):
     images, labels = test_split
     images, labels = images.numpy(), labels.numpy()
     picks = [int(np.nonzero(labels == d)[0][0]) for d in (2, 0, 2, 6)]
-    from digitlab.training.render import Style
+    from digitlab.datasets.render import Style
 
     style = Style(width=900, height=300, fill=0.5, centre=(0.5, 0.5), ink=(20, 20, 20), paper=(250, 250, 248),
                   marker=0.0, lighting=0.2, light_angle=1.0, noise=3.0, jpeg_quality=None)

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from digitlab.datasets.render import Style, render, render_number, render_set
 from digitlab.recognition.decode import (NOT_AN_IMAGE, TOO_LARGE, UNREADABLE, ImageError, _stored_png, decode,
                                          load_image, to_gray)
 from digitlab.recognition.engine import normalise
 from digitlab.recognition.preprocess import prepare
-from digitlab.training.render import Style, render, render_number, render_set
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +109,7 @@ def test_model_reads_rendered_digits_as_it_reads_the_originals(digits, small_mod
     ("long strip", {"width": 1000, "height": 120, "fill": 0.7}),
 ])
 def test_each_condition_is_undone(seven, name, changes):
-    from digitlab.training.render import encode
+    from digitlab.datasets.render import encode
 
     drawn = style(**changes)
     data = encode(render(seven, drawn, seed=1), drawn)
@@ -142,7 +142,7 @@ def test_mnist_png_itself_is_nearly_unchanged(seven):
 
 def test_huge_canvas(seven):
     drawn = style(width=4000, height=3000, fill=0.4, jpeg_quality=85)
-    from digitlab.training.render import encode
+    from digitlab.datasets.render import encode
 
     assert correlation(only_glyph(encode(render(seven, drawn), drawn)), seven) > 0.7
 
@@ -558,7 +558,7 @@ def test_normalise_matches_the_training_input(seven):
 
 def test_preprocess_imports_no_torch():
     code = ("import sys, digitlab.recognition.preprocess, digitlab.recognition.predict, digitlab.recognition.engine, "
-            "digitlab.training.render; print('torch' in sys.modules)")
+            "digitlab.datasets.render; print('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "False", result.stderr
 

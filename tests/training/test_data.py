@@ -1,11 +1,11 @@
-import gzip
-import shutil
+"""MNIST as tensors, the seeded validation split and the normalised input (the files themselves:
+tests/datasets/test_mnist.py)."""
 
 import pytest
 import torch
 
 from digitlab.training.config import TrainConfig
-from digitlab.training.data import FILES, DataError, load_mnist, locate, split_validation, to_input
+from digitlab.training.data import split_validation, to_input
 
 
 def test_test_split_loads_as_uint8_tensors(test_split):
@@ -14,83 +14,6 @@ def test_test_split_loads_as_uint8_tensors(test_split):
     assert labels.shape == (10000,) and labels.dtype == torch.int64
     assert torch.bincount(labels).tolist()[:3] == [980, 1135, 1032]  # MNIST's known class counts
     assert labels[:5].tolist() == [7, 2, 1, 0, 4]
-
-
-@pytest.fixture
-def copy_dir(mnist_dir, tmp_path):
-    for name, _ in FILES.values():
-        shutil.copy(mnist_dir / name, tmp_path / name)
-    return tmp_path
-
-
-def test_truncated_file_is_named(copy_dir):
-    path = copy_dir / FILES["test-images"][0]
-    path.write_bytes(path.read_bytes()[:100_000])
-    with pytest.raises(DataError, match="t10k-images-idx3-ubyte.gz.*checksum"):
-        load_mnist("test", copy_dir)
-
-
-def test_corrupt_byte_is_caught_by_checksum(copy_dir):
-    path = copy_dir / FILES["test-labels"][0]
-    data = bytearray(path.read_bytes())
-    data[-1] ^= 0xFF
-    path.write_bytes(bytes(data))
-    with pytest.raises(DataError, match="t10k-labels-idx1-ubyte.gz"):
-        load_mnist("test", copy_dir)
-
-
-def test_wrong_file_in_place_is_refused(copy_dir):
-    with gzip.open(copy_dir / FILES["test-labels"][0], "wb") as f:
-        f.write(b"\x00\x00\x08\x01" + (10000).to_bytes(4, "big") + bytes(10000))
-    with pytest.raises(DataError, match="checksum"):
-        load_mnist("test", copy_dir)
-
-
-def test_missing_files_name_the_ones_needed_and_where(tmp_path):
-    with pytest.raises(DataError) as info:
-        load_mnist("train", tmp_path)
-    message = str(info.value)
-    assert str(tmp_path) in message
-    assert FILES["train-images"][0] in message and FILES["train-labels"][0] in message
-
-
-def test_scoring_needs_only_the_test_files(tmp_path, mnist_dir):
-    """`digitlab eval` and `export-samples --split test` read the test split only, and need nothing else."""
-    import shutil
-
-    for key in ("test-images", "test-labels"):
-        shutil.copy(mnist_dir / FILES[key][0], tmp_path)
-    images, labels = load_mnist("test", tmp_path)
-    assert images.shape == (10_000, 28, 28) and len(labels) == 10_000
-    with pytest.raises(DataError, match="train-images"):
-        load_mnist("train", tmp_path)
-
-
-def test_explicit_dir_never_downloads(tmp_path, monkeypatch):
-    def no_network(*args, **kwargs):
-        raise AssertionError("tried to download")
-
-    monkeypatch.setattr("urllib.request.urlopen", no_network)
-    with pytest.raises(DataError):
-        locate(tmp_path)
-
-
-def test_environment_variable_is_used(mnist_dir, monkeypatch):
-    monkeypatch.setenv("DIGITLAB_DATA", str(mnist_dir))
-    assert locate() == mnist_dir
-
-
-def test_cache_download_failure_is_a_clear_error(tmp_path, monkeypatch):
-    monkeypatch.delenv("DIGITLAB_DATA")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-
-    def offline(*args, **kwargs):
-        raise OSError("network is unreachable")
-
-    monkeypatch.setattr("urllib.request.urlopen", offline)
-    with pytest.raises(DataError, match="could not download.*network is unreachable"):
-        locate()
-    assert not list((tmp_path / "digitlab" / "mnist").glob("*.gz"))  # nothing half-written left behind
 
 
 def test_validation_split_is_seeded_and_disjoint(test_split):

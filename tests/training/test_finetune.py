@@ -11,7 +11,7 @@ import pytest
 from digitlab.cli import main
 from digitlab.training import checkpoint
 from digitlab.training.finetune import FinetuneConfig, finetune
-from digitlab.training.folders import load_folder
+from digitlab.datasets.folders import load_folder
 
 
 def test_the_command_writes_a_checkpoint_naming_its_base_and_data_and_its_onnx(tmp_path, small_model_path,

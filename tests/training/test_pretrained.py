@@ -64,7 +64,7 @@ def test_bundled_model_says_letters_are_not_digits():
     """Through the whole user path (photo-like files -> preprocess -> Recognizer): B, E, F, K, R used to be 8s."""
     from digitlab.recognition.engine import load_engine
     from digitlab.recognition.predict import Recognizer
-    from digitlab.training.render import render_letters
+    from digitlab.datasets.render import render_letters
 
     recognizer = Recognizer(load_engine())
     for typed in (False, True):  # the pen model it learnt from (other draws), and a font it never saw

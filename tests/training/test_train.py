@@ -189,7 +189,7 @@ def test_a_run_with_other_writers_and_real_letters_draws_from_both(tmp_path, tin
 
 
 def test_training_with_not_a_digit_learns_to_refuse_letters(tmp_path):
-    from digitlab.training.nondigits import letters_in_mnist_form
+    from digitlab.datasets.nondigits import letters_in_mnist_form
     from digitlab.training.evaluate import infer
 
     cfg = small(model="digitnet", model_kwargs={"classes": 11}, not_a_digit=0.25, limit=4000, epochs=2,

@@ -4,7 +4,7 @@
                      models, summary, recipes
     cli/predict.py   predict                                         (torch-free: ONNX, or PyTorch when installed)
     cli/serve.py     serve                                           (``digitlab[serve]``)
-    cli/data.py      export-samples
+    cli/data.py      export-samples                                  (torch-free)
     cli/report.py    report                                          (needs PyTorch: ``digitlab[train]``)
     cli/numbers.py   the type of every whole-number option, bounded to what PyTorch takes
 
@@ -37,7 +37,7 @@ EXTRAS = {
 JOBS = {"train": "training", "eval": "evaluating a checkpoint", "finetune": "fine-tuning",
         "export": "exporting to ONNX", "models": "listing the networks", "summary": "building a network",
         "recipes": "listing the recipes", "predict": "running a .safetensors checkpoint", "serve": "serving",
-        "export-samples": "reading MNIST", "report": "drawing the report"}
+        "report": "drawing the report"}
 
 
 class Parser(argparse.ArgumentParser):

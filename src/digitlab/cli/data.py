@@ -14,7 +14,7 @@ def add_data_parsers(subparsers) -> None:
 
 def _options(p) -> None:
     from digitlab.cli.train import DATA_DIR_HELP
-    from digitlab.training.data import SPLIT_SIZES  # the training floor (PyTorch): read only for this command
+    from digitlab.datasets.mnist import SPLIT_SIZES
 
     p.add_argument("out_dir", metavar="OUT_DIR", help="the folder to write to")
     p.add_argument("--split", choices=tuple(SPLIT_SIZES), default="test", help="which MNIST set (default: %(default)s)")
@@ -24,7 +24,7 @@ def _options(p) -> None:
 
 
 def cmd_export_samples(args) -> int:
-    from digitlab.training.samples import export_samples
+    from digitlab.datasets.samples import export_samples
 
     paths = export_samples(args.split, args.count, args.out_dir, args.data_dir, args.start)
     print(f"wrote {len(paths)} PNG files and labels.csv to {args.out_dir}")

@@ -214,7 +214,7 @@ def cmd_finetune(args) -> int:
     from dataclasses import fields
 
     from digitlab.training.finetune import FinetuneConfig, finetune
-    from digitlab.training.folders import skipped_report
+    from digitlab.datasets.folders import skipped_report
 
     config = FinetuneConfig(**{f.name: getattr(args, f.name) for f in fields(FinetuneConfig)})
     check_folder_option("--out", args.out)
@@ -349,7 +349,7 @@ def without_missing_writers(cfg, asked: bool):
     from dataclasses import replace
 
     from digitlab.errors import DataError
-    from digitlab.training.writers import locate
+    from digitlab.datasets.writers import locate
 
     if not (cfg.other_writers or cfg.real_letters):
         return cfg
@@ -368,7 +368,7 @@ def report_folders(cfg) -> None:
     """Read the run's labelled folders once before training (filling their cache) and say, on stderr, what each
     holds and which files are left out; a folder with nothing usable is an error before the run starts."""
     from digitlab.training.config import MNIST
-    from digitlab.training.folders import for_model, load_folder, skipped_report
+    from digitlab.datasets.folders import for_model, load_folder, skipped_report
 
     for source in cfg.data:
         if source == MNIST:
@@ -422,7 +422,7 @@ def _eval_folder(args, model, meta, shifts) -> int:
     from digitlab.training import checkpoint
     from digitlab.training.calibrate import temperature_of
     from digitlab.training.evaluate import evaluate_folder, format_report
-    from digitlab.training.folders import load_folder, skipped_report
+    from digitlab.datasets.folders import load_folder, skipped_report
 
     data = load_folder(args.data)
     result = evaluate_folder(model, data, shifts, temperature_of(meta))

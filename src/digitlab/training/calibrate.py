@@ -12,10 +12,10 @@ checkpoint's metadata (``calibration``), which the ONNX export copies, and the R
 
 A temperature fitted on MNIST's own writers is too sharp for other writers' digits: the network is surer of them
 than it is right. ``--other-writers`` fits it on the validation split together with real digits by other writers
-(the ``choose`` part of a source in ``handwriting.py``, never the part the benchmarks report), drawn in every case a
-person hands digits in (``handwriting_render.CASES``) and read by the same preprocessing as a user's file; each of
-the two sets weighs as much in the fit as the ``other_weight`` share says, whatever its size. docs/handwriting.md,
-"Confidence", has the measurements behind the defaults.
+(the ``choose`` part of a source in ``datasets/handwriting.py``, never the part the benchmarks report), drawn in
+every case a person hands digits in (``handwriting_render.CASES``) and read by the same preprocessing as a user's
+file; each of the two sets weighs as much in the fit as the ``other_weight`` share says, whatever its size.
+docs/handwriting.md, "Confidence", has the measurements behind the defaults.
 
 The expected calibration error (ECE) is the gap between confidence and accuracy, averaged over equal-width bins of
 confidence weighted by how many answers fall in each; ``reliability`` gives the bins for a diagram.
@@ -65,9 +65,9 @@ def drawn_choose(source: str, count: int = OTHER_COUNT, seed: int = OTHER_SEED,
     """``count`` digits of the ``choose`` part of ``source``, each drawn in every case and read by the
     preprocessing a user's file goes through: (N, 28, 28) float images on the 0-255 scale ``infer`` takes, (N,)
     digits, and how many drawings the preprocessing found no digit in (they are left out: they get no confidence)."""
+    from digitlab.datasets.handwriting import drawn, picked
+    from digitlab.datasets.handwriting_render import CASES
     from digitlab.recognition.preprocess import prepare
-    from digitlab.training.handwriting import drawn, picked
-    from digitlab.training.handwriting_render import CASES
 
     digits, labels = picked(source, "choose", count, seed, None if data_dir is None else str(data_dir))
     images, kept, missed = [], [], 0
@@ -85,12 +85,12 @@ def drawn_choose(source: str, count: int = OTHER_COUNT, seed: int = OTHER_SEED,
 
 
 def drawn_letters(source: str, count: int = BAR_COUNT, seed: int = OTHER_SEED) -> tuple[torch.Tensor, int]:
-    """``count`` real letters (not shaped like digits) of the ``choose`` part of ``source`` (``writers.py``), each
-    drawn in every case and read as a user's file: (N, 28, 28) on the 0-255 scale, and how many drawings the
-    preprocessing found nothing in (already refused, whatever the network says)."""
+    """``count`` real letters (not shaped like digits) of the ``choose`` part of ``source``
+    (``datasets/writers.py``), each drawn in every case and read as a user's file: (N, 28, 28) on the 0-255 scale,
+    and how many drawings the preprocessing found nothing in (already refused, whatever the network says)."""
+    from digitlab.datasets.handwriting_render import CASES, draw
+    from digitlab.datasets.writers import load_letters
     from digitlab.recognition.preprocess import prepare
-    from digitlab.training.handwriting_render import CASES, draw
-    from digitlab.training.writers import load_letters
 
     letters, _ = load_letters(source, "choose")
     letters = letters[np.random.default_rng([seed, len(letters)]).permutation(len(letters))[:count]]
@@ -123,7 +123,7 @@ def refusal_bar(model, meta: dict[str, Any], temperature: float, count: int = BA
     one that refuses the most real letters (their choose part, capitals and small letters weighing alike). Real
     digits win: letters are refused only as far as that allows."""
     from digitlab.labels import NOT_A_DIGIT
-    from digitlab.training.handwriting import REPORT_ONLY, SOURCES
+    from digitlab.datasets.handwriting import REPORT_ONLY, SOURCES
 
     not_a_digit = [str(c) for c in meta["classes"]].index(NOT_A_DIGIT)
 
@@ -166,7 +166,7 @@ def refusal_bar(model, meta: dict[str, Any], temperature: float, count: int = BA
 def check_other_writers(source: str, count: int, weight: float = OTHER_WEIGHT) -> None:
     """Refuse, before any work, an other-writer set that cannot be drawn: MNIST (its writers are the validation
     split already), an unknown source, no digits, or a share of the fit that leaves one of the two sets nothing."""
-    from digitlab.training.handwriting import REPORT_ONLY, SOURCES
+    from digitlab.datasets.handwriting import REPORT_ONLY, SOURCES
 
     others = [name for name in SOURCES if name != "mnist" and name not in REPORT_ONLY]
     if source not in others:
@@ -264,7 +264,7 @@ def calibrate(path: str | os.PathLike, data_dir: str | os.PathLike | None = None
         images, other_digits, missed = drawn_choose(other_writers, other_count, other_seed, data_dir)
         with torch.no_grad():
             other_logits = infer(model, images)
-        from digitlab.training.handwriting_render import CASES
+        from digitlab.datasets.handwriting_render import CASES
 
         drawings = len(other_digits) + missed  # fewer digits than asked for when the part has fewer
         other = {"source": other_writers, "part": "choose", "digits": drawings // len(CASES), "seed": other_seed,

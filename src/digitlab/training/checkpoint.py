@@ -50,7 +50,7 @@ def base_metadata(model: nn.Module) -> dict[str, Any]:
 
     The normalisation and class names come from the data configuration the model carries (``data.DataConfig``).
     """
-    from digitlab.training.data import checksums
+    from digitlab.datasets.mnist import checksums
 
     data = data_config_of(model).metadata()
     return {

@@ -87,7 +87,7 @@ def evaluate_folder(model: nn.Module, data, shifts: tuple[tuple[int, int], ...] 
     refused), and those whose label the model has no output for are returned under ``dropped`` (``folders.Skipped``).
     ``temperature`` (the checkpoint's calibration) makes each mistake's confidence the one `predict` would show.
     """
-    from digitlab.training.folders import for_model
+    from digitlab.datasets.folders import for_model
 
     classes = list(data_config_of(model).classes)
     images, targets, paths, dropped = for_model(data, classes)

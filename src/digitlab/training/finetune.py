@@ -33,11 +33,11 @@ from typing import Any
 
 import torch
 
+from digitlab.datasets.folders import LabelledImages, Skipped, for_model, load_folder
 from digitlab.threads import available_cpus
 from digitlab.training import checkpoint
 from digitlab.training.config import TrainConfig
 from digitlab.training.data import Split, split_validation
-from digitlab.training.folders import LabelledImages, Skipped, for_model, load_folder
 from digitlab.training.loop import (build_state, epoch_seed, resolve_device, split_training_set, steps_per_epoch,
                                     train_one_epoch, validate)
 
@@ -162,7 +162,7 @@ def finetune(data_path: str | os.PathLike, out_dir: str | os.PathLike, base: str
     state = build_state(cfg, device, steps, weights=base_model.state_dict())
     nondigits = None
     if cfg.not_a_digit:
-        from digitlab.training.nondigits import letters_in_mnist_form
+        from digitlab.datasets.nondigits import letters_in_mnist_form
 
         nondigits = torch.from_numpy(letters_in_mnist_form(LETTERS, seed=cfg.seed)).to(device)
 

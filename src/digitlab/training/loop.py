@@ -125,7 +125,7 @@ def training_images(cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
             if cfg.limit:
                 found = found[0][:cfg.limit], found[1][:cfg.limit]
         else:
-            from digitlab.training.folders import for_model, load_folder
+            from digitlab.datasets.folders import for_model, load_folder
 
             usable = for_model(load_folder(source), cfg.data_config().classes)
             found = torch.from_numpy(usable[0]), torch.from_numpy(usable[1])
@@ -156,7 +156,7 @@ def load_data(cfg: TrainConfig, device: torch.device, dry_run: bool = False,
     train_split = Split(train_split.images.to(device), train_split.labels.to(device))
     nondigits = None
     if cfg.not_a_digit:
-        from digitlab.training.nondigits import letters_in_mnist_form
+        from digitlab.datasets.nondigits import letters_in_mnist_form
 
         letters = letters_in_mnist_form(NONDIGIT_POOL, seed=cfg.seed)
         if cfg.real_letters:
@@ -170,7 +170,7 @@ def writers_pool(cfg: TrainConfig):
     None when the run learns nothing from it. Read once a run: its letters and its digits come from the one pool."""
     if not (cfg.other_writers or cfg.real_letters):
         return None
-    from digitlab.training.writers import training_pool
+    from digitlab.datasets.writers import training_pool
 
     return training_pool(cfg.realdata_dir, seed=0)
 
@@ -453,7 +453,7 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
 
 def folder_summaries(cfg: TrainConfig) -> list[dict]:
     """What a checkpoint records of each labelled folder the run trains on: its size, checksum and class counts."""
-    from digitlab.training.folders import load_folder
+    from digitlab.datasets.folders import load_folder
 
     return [load_folder(source).summary() for source in cfg.data if source != MNIST]
 
@@ -461,7 +461,7 @@ def folder_summaries(cfg: TrainConfig) -> list[dict]:
 def _model_metadata(cfg: TrainConfig, row: dict[str, float], command: str | None,
                     folders: list[dict] | None = None) -> dict:
     """What model.safetensors records about the run and the epoch its weights come from."""
-    from digitlab.training.writers import checksums
+    from digitlab.datasets.writers import checksums
 
     return {"config": cfg.as_record(), "epoch": row["epoch"], "command": command,
             "metrics": {k: v for k, v in row.items() if k.startswith(("val_", "test_"))}} | (

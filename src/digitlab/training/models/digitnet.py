@@ -29,7 +29,7 @@ def _conv(in_channels: int, out_channels: int, kernel: int, pool: bool) -> list[
 def digitnet(widths: tuple[int, int, int] = (32, 48, 96), dropout: float = 0.1, classes: int = 10) -> nn.Module:
     """Conv5x5-Pool-Conv3-Pool-Conv3-Conv3-Pool-Dense with batch norm (the default; 148k parameters).
 
-    ``classes=11`` adds an output for "not a digit" (see ``nondigits.py``).
+    ``classes=11`` adds an output for "not a digit" (see ``datasets/nondigits.py``).
     """
     w1, w2, w3 = widths
     return nn.Sequential(

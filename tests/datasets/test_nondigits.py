@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from digitlab.training.nondigits import EXCLUDED, TRAINING_LETTERS, letter_in_mnist_form, letters_in_mnist_form
+from digitlab.datasets.nondigits import EXCLUDED, TRAINING_LETTERS, letter_in_mnist_form, letters_in_mnist_form
 
 
 def test_letters_come_in_mnist_form():

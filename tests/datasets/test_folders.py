@@ -8,10 +8,10 @@ import os
 import numpy as np
 import pytest
 
-from digitlab.recognition.preprocess import prepare
-from digitlab.training import folders
-from digitlab.training.folders import (BAD_LABEL, NOT_A_DIGIT_LABEL, REFUSED, UNREADABLE, label_from_name,
+from digitlab.datasets import folders
+from digitlab.datasets.folders import (BAD_LABEL, NOT_A_DIGIT_LABEL, REFUSED, UNREADABLE, label_from_name,
                                        load_folder, skipped_report)
+from digitlab.recognition.preprocess import prepare
 
 
 @pytest.mark.parametrize("name,label", [
@@ -65,7 +65,7 @@ def test_a_csv_is_read_as_export_samples_writes_it(labelled_folders, tmp_path, m
     assert any("two columns" in reason for _, reason in reasons.values())
     assert any("listed again" in reason for _, reason in reasons.values())
 
-    from digitlab.training.samples import export_samples
+    from digitlab.datasets.samples import export_samples
 
     export_samples("test", 20, tmp_path / "samples", mnist_dir)
     exported = load_folder(tmp_path / "samples", cache=False)

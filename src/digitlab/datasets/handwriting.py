@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from digitlab.training.handwriting_render import CASES, draw
+from digitlab.datasets.handwriting_render import CASES, draw
 
 SOURCES = ("mnist", "sklearn", "chars74k", "hwd1000")
 REPORT_ONLY = ("hwd1000",)   # one writer, never chosen on: it has no choose part
@@ -50,11 +50,11 @@ def load_source(source: str, part: str, data_dir: str | None = None) -> tuple[np
     if part not in PARTS:
         raise ValueError(f"unknown part {part!r}; choose one of: {', '.join(PARTS)}")
     if source == "mnist":
-        from digitlab.training.data import load_mnist
+        from digitlab.datasets.mnist import read_mnist
 
-        images, labels = load_mnist("test", data_dir)
+        images, labels = read_mnist("test", data_dir)
         chosen = slice(0, MNIST_CHOOSE) if part == "choose" else slice(MNIST_CHOOSE, None)
-        return images.numpy()[chosen], labels.numpy()[chosen].astype(np.int64)
+        return images[chosen], labels[chosen]
     if source == "sklearn":
         try:
             from sklearn.datasets import load_digits
@@ -67,7 +67,7 @@ def load_source(source: str, part: str, data_dir: str | None = None) -> tuple[np
         images = np.round(bunch.images[chosen] * (255 / 16)).astype(np.uint8)  # 0-16 counts -> 0-255
         return images, bunch.target[chosen].astype(np.int64)
     if source in SOURCES:
-        from digitlab.training.writers import load_digits
+        from digitlab.datasets.writers import load_digits
 
         return load_digits(source, part)
     raise ValueError(f"unknown source {source!r}; choose one of: {', '.join(SOURCES)}")
@@ -210,7 +210,7 @@ def evaluate_letters(recognizer, source: str, cases: Iterable[str] = CASES, part
                      seed: int = 0, read: Callable[[list[tuple[str, bytes]]], list[Answer]] | None = None) -> list[dict]:
     """Real handwritten letters of ``source`` (``writers.LETTER_SOURCES``) drawn as each case and read: one row per
     case and kind of letter (capital or small, shaped like a digit or not), with the share refused."""
-    from digitlab.training.writers import LETTER_SOURCES, load_letters
+    from digitlab.datasets.writers import LETTER_SOURCES, load_letters
 
     read = read or read_with(recognizer)
     rows = []

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 import cv2
 import numpy as np
 
-from digitlab.training.render import DARK_ON_LIGHT, LIGHT_ON_DARK, Style, encode, photograph, random_style, \
+from digitlab.datasets.render import DARK_ON_LIGHT, LIGHT_ON_DARK, Style, encode, photograph, random_style, \
     render
 
 CASES = ("photo", "small-on-page", "tight-crop", "small-scan", "binary", "fills-box", "thick", "thin", "blocky",

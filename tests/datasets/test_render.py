@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from digitlab.training.render import random_style, render_set
+from digitlab.datasets.render import random_style, render_set
 
 
 def test_seeded_and_within_the_promised_ranges(test_split):
@@ -43,7 +43,7 @@ def _sources(test_split):
 
 
 def test_every_case_draws_a_readable_file_from_either_source_and_is_seeded(test_split):
-    from digitlab.training.handwriting_render import CASES, draw, draw_case
+    from digitlab.datasets.handwriting_render import CASES, draw, draw_case
 
     for digit in _sources(test_split):
         for case in CASES:
@@ -59,7 +59,7 @@ def test_every_case_draws_a_readable_file_from_either_source_and_is_seeded(test_
 def test_a_glyph_smaller_than_eight_pixels_is_drawn_in_every_case():
     """A small letter of a 28x28 source (an i, a dot) can be fewer than 8 pixels tall: blocky drew its block count
     from 8 up to the glyph's size, and raised for one that small."""
-    from digitlab.training.handwriting_render import CASES, draw
+    from digitlab.datasets.handwriting_render import CASES, draw
 
     glyph = np.zeros((28, 28), np.uint8)
     glyph[10:16, 12:14] = 255   # 6x2 pixels of ink
@@ -68,7 +68,7 @@ def test_a_glyph_smaller_than_eight_pixels_is_drawn_in_every_case():
 
 
 def test_an_unknown_case_or_an_empty_digit_is_refused():
-    from digitlab.training.handwriting_render import draw
+    from digitlab.datasets.handwriting_render import draw
 
     with pytest.raises(ValueError, match="unknown case"):
         draw(np.ones((8, 8)), "sideways", np.random.default_rng(0))
@@ -77,7 +77,7 @@ def test_an_unknown_case_or_an_empty_digit_is_refused():
 
 
 def test_tight_crops_have_dark_ink_on_exactly_the_edges_they_claim(test_split):
-    from digitlab.training.handwriting_render import EDGES, draw_case
+    from digitlab.datasets.handwriting_render import EDGES, draw_case
 
     rng = np.random.default_rng(3)
     touched = set()
@@ -109,7 +109,7 @@ def _light_fall(gray: np.ndarray, half_way: float) -> float:
 
 
 def test_edge_on_uneven_page_runs_into_the_edges_it_claims_on_paper_lit_unevenly(test_split):
-    from digitlab.training.handwriting_render import EDGES, draw_case
+    from digitlab.datasets.handwriting_render import EDGES, draw_case
 
     rng = np.random.default_rng(6)
     touched, even = set(), []
@@ -131,7 +131,7 @@ def test_edge_on_uneven_page_runs_into_the_edges_it_claims_on_paper_lit_unevenly
 
 
 def test_small_scans_are_small_and_binary_scans_have_two_levels(test_split):
-    from digitlab.training.handwriting_render import draw_case
+    from digitlab.datasets.handwriting_render import draw_case
 
     rng = np.random.default_rng(4)
     enlarged = set()
@@ -151,7 +151,7 @@ def test_small_scans_are_small_and_binary_scans_have_two_levels(test_split):
 
 
 def test_cases_cover_both_polarities_and_strokes_differ_in_width(test_split):
-    from digitlab.training.handwriting_render import draw_case, skeleton
+    from digitlab.datasets.handwriting_render import draw_case, skeleton
 
     rng = np.random.default_rng(5)
     digits = test_split[0][:20].numpy()

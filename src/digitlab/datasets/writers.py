@@ -48,6 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from digitlab.errors import DataError
+from digitlab.files import atomic_write, cache_root
 
 PARTS = ("train", "choose", "report")
 DIGIT_SOURCES = ("optdigits", "chars74k", "hwd1000")
@@ -152,8 +153,8 @@ def clean_form(image: np.ndarray) -> np.ndarray | None:
 def drawn_form(image: np.ndarray, case: str, rng: np.random.Generator) -> np.ndarray | None:
     """One glyph drawn as ``case`` into a file (``handwriting_render.draw``) and read back by ``preprocess.prepare``
     as any user's file is: (28, 28) uint8, the very input the network gets, or None when reading refuses it."""
+    from digitlab.datasets.handwriting_render import draw
     from digitlab.recognition.preprocess import prepare
-    from digitlab.training.handwriting_render import draw
 
     prepared = prepare(draw(image, case, rng))
     if len(prepared.glyphs) != 1:
@@ -164,7 +165,7 @@ def drawn_form(image: np.ndarray, case: str, rng: np.random.Generator) -> np.nda
 def in_mnist_form(images: np.ndarray, drawings: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Every glyph in its clean form and drawn ``drawings`` times, each time in another case: (M, 28, 28) uint8 and
     (M,) the index of the glyph each came from (a drawing the reader refuses is left out)."""
-    from digitlab.training.handwriting_render import CASES
+    from digitlab.datasets.handwriting_render import CASES
 
     cases = [case for case in CASES if case != "small-on-page"]
     rng = np.random.default_rng(seed)
@@ -192,8 +193,8 @@ class Pool:
 
 def _code_digest() -> str:
     """A digest of the code that turns a glyph into its MNIST form, so a pool made by other code is made again."""
+    from digitlab.datasets import handwriting_render, render
     from digitlab.recognition import decode, glyphs, ink, mnist_form, paper, preprocess
-    from digitlab.training import handwriting_render, render
 
     digest = hashlib.sha256()
     for module in (decode, preprocess, paper, ink, glyphs, mnist_form, render, handwriting_render):
@@ -239,9 +240,6 @@ def training_pool(realdata_dir: str | os.PathLike | None = None, seed: int = 0,
                   cache: Path | None = None) -> Pool:
     """``make_pool``, kept in the per-user cache (digitlab's cache folder, ``writers/``) under a key of the files,
     the seed and the code that drew them, so that a run after the first starts at once."""
-    from digitlab.files import atomic_write
-    from digitlab.training.data import cache_root
-
     folder = locate(realdata_dir)
     path = (cache or cache_root() / "writers") / f"pool-{_pool_key(folder, seed)}.npz"
     if path.is_file():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from digitlab.training.handwriting import PARTS, answer_of, combined, evaluate, load_source, reference_mnist
+from digitlab.datasets.handwriting import PARTS, answer_of, combined, evaluate, load_source, reference_mnist
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from digitlab.datasets.mnist import read_mnist
 from digitlab.files import atomic_write, atomic_write_text
 
 
@@ -18,9 +19,7 @@ def export_samples(split: str, count: int, out_dir: str | os.PathLike, data_dir:
                    start: int = 0) -> list[Path]:
     """Write images ``start`` .. ``start + count - 1`` of the split as 28x28 PNGs (bright ink on black, as MNIST
     stores them) and ``labels.csv`` (file,label). Returns the PNG paths."""
-    from digitlab.training.data import load_mnist
-
-    images, labels = load_mnist(split, data_dir)
+    images, labels = read_mnist(split, data_dir)
     if count < 1 or start < 0 or start + count > len(labels):
         raise ValueError(f"the {split} split has {len(labels)} images; cannot export {count} from index {start}")
     out_dir = Path(out_dir)
@@ -28,7 +27,7 @@ def export_samples(split: str, count: int, out_dir: str | os.PathLike, data_dir:
     for index in range(start, start + count):
         path = out_dir / f"{split}_{index:05d}.png"
         buffer = io.BytesIO()
-        Image.fromarray(images[index].numpy()).save(buffer, format="PNG")
+        Image.fromarray(images[index]).save(buffer, format="PNG")
         atomic_write(path, lambda tmp, data=buffer.getvalue(): Path(tmp).write_bytes(data))
         rows.append(f"{path.name},{int(labels[index])}")
         paths.append(path)

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from digitlab.datasets.render import LETTER_STROKES, pen_letter
 from digitlab.recognition.preprocess import to_mnist
-from digitlab.training.render import LETTER_STROKES, pen_letter
 
 EXCLUDED = "SZ"  # written like 5 and 2
 TRAINING_LETTERS = "".join(sorted(set(LETTER_STROKES) - set(EXCLUDED)))

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from digitlab.errors import one_line
-from digitlab.files import atomic_write
+from digitlab.files import atomic_write, cache_root
 from digitlab.labels import DIGITS, NOT_A_DIGIT
 from digitlab.recognition.decode import SUFFIXES, ImageError
 from digitlab.recognition.preprocess import POLARITIES, prepare
@@ -269,8 +269,6 @@ def preprocessing_version() -> str:
 
 def cache_file(root: Path, layout: str, polarity: str) -> Path:
     """Where the prepared images of a folder are kept."""
-    from digitlab.training.data import cache_root
-
     key = hashlib.sha256(f"{root.resolve()}|{layout}|{polarity}".encode()).hexdigest()[:20]
     return cache_root() / "folders" / f"{key}.npz"
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from digitlab.errors import DataError
-from digitlab.training import writers
-from digitlab.training.writers import (DIGIT_SHAPED, DIGIT_SOURCES, FILES, PARTS, TRAINED_ON, clean_form, image_parts,
+from digitlab.datasets import writers
+from digitlab.datasets.writers import (DIGIT_SHAPED, DIGIT_SOURCES, FILES, PARTS, TRAINED_ON, clean_form, image_parts,
                                        load_digits, load_letters, locate, part_of, training_pool)
+from digitlab.errors import DataError
 
 
 def test_the_folder_comes_from_the_setting_or_the_environment_and_is_checked(tmp_path, monkeypatch, tiny_realdata):
