@@ -50,6 +50,7 @@ from digitlab.training.data import (DataConfig, Split, attach_data_config, data_
 from digitlab.training.evaluate import infer
 from digitlab.training.figures import write_curves
 from digitlab.training.models import create_model
+from digitlab.training.optimisers import make_optimizer
 from digitlab.training.progress import EpochBar
 
 NONDIGIT_POOL = 12_000           # letters drawn once per run; each batch samples its share from them
@@ -227,22 +228,6 @@ def to_batch(images: torch.Tensor, cfg: TrainConfig, data: DataConfig,
 
 
 # --- the network and what trains it ----------------------------------------------------------------------------------
-
-FUSED_DEVICES = ("cpu", "cuda")
-
-
-def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """The run's optimiser. Adam and AdamW update every tensor in one fused kernel where PyTorch has one: the
-    per-tensor loop costs more than the update itself for a network of large dense layers (docs/results.md,
-    'Beside Keras')."""
-    params = list(model.parameters())
-    if cfg.optimizer in ("adam", "adamw"):
-        fused = all(p.device.type in FUSED_DEVICES for p in params) or None
-        make = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
-        return make(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=fused)
-    return torch.optim.SGD(params, lr=cfg.learning_rate, momentum=cfg.momentum,
-                           nesterov=cfg.momentum > 0, weight_decay=cfg.weight_decay)
-
 
 def make_schedule(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
     """The learning-rate schedule; 'onecycle' steps every batch, the others once per epoch (``step_schedule``)."""
