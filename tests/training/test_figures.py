@@ -46,6 +46,12 @@ def test_curves_and_history_csv(tmp_path, check_picture):
     assert rows[0]["test_accuracy"] == "" and rows[2]["test_images"] == "10000"  # every key gets a column
 
 
+def test_one_epoch_gets_its_table_but_no_curves(tmp_path):
+    assert [p.name for p in write_curves(HISTORY[:1], tmp_path)] == ["history.csv"]
+    assert not (tmp_path / "curves.png").exists()
+    assert len(list(csv.DictReader((tmp_path / "history.csv").open()))) == 1
+
+
 def test_curves_without_validation_have_no_validation_line(tmp_path, check_picture):
     history = [{k: v for k, v in row.items() if not k.startswith("val_")} for row in HISTORY]
     save_png(curves_figure(history), tmp_path / "curves.png")
@@ -56,11 +62,12 @@ def test_curves_without_validation_have_no_validation_line(tmp_path, check_pictu
 
 def test_a_tiny_fast_run_leaves_curves_beside_the_model(tmp_path, mnist_dir, check_picture):
     out = tmp_path / "run"
-    # the real path end to end on a few batches (a whole epoch of the recipe is a benchmark's job, not a test's)
-    assert main(["train", "--recipe", "fast", "--dry-run", "--out", str(out), "--quiet"]) == 0
+    # the real path end to end on a few batches (a whole epoch of the recipe is a benchmark's job, not a test's);
+    # two epochs, as one point is not a curve
+    assert main(["train", "--recipe", "fast", "--epochs", "2", "--limit", "1024", "--out", str(out), "--quiet"]) == 0
     check_picture(out / "curves.png", 1000, 300)
     history = json.loads((out / "history.json").read_text())
-    assert [row["epoch"] for row in csv.DictReader((out / "history.csv").open())] == ["1"] == [
+    assert [row["epoch"] for row in csv.DictReader((out / "history.csv").open())] == ["1", "2"] == [
         str(row["epoch"]) for row in history]
 
 
@@ -144,7 +151,7 @@ def test_montage_places_cells_in_rows():
 
 
 def test_resuming_a_finished_run_without_curves_draws_them(tmp_path, mnist_dir, check_picture):
-    cfg = TrainConfig(model="mlp_3x256", epochs=1, batch_size=128, limit=400, validation_split=0.25, seed=0,
+    cfg = TrainConfig(model="mlp_3x256", epochs=2, batch_size=128, limit=400, validation_split=0.25, seed=0,
                       augment=False, ema_decay=0.0)
     train(cfg, tmp_path, quiet=True)
     (tmp_path / "curves.png").unlink()  # as a run from before the curves were drawn

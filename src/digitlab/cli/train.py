@@ -32,6 +32,8 @@ FIELD_HELP = {
     "batch_size": "images per optimiser step",
     "optimizer": "the optimiser",
     "learning_rate": "peak learning rate",
+    "adam_beta2": "adam/adamw: how slowly the average of squared gradients forgets (beta2); 0.9 suits runs of a few "
+                  "hundred steps",
     "weight_decay": "decoupled weight decay (adamw) or L2 penalty",
     "momentum": "SGD momentum (Nesterov); sgd only",
     "schedule": "how the learning rate changes over the run",
@@ -335,9 +337,10 @@ def cmd_train(args) -> int:
                                      "--resume"), file=sys.stderr)
             return 130
     if speak:
+        written = [str(result.out_dir / name) for name in ("model.safetensors", "history.json", "curves.png")
+                   if (result.out_dir / name).is_file()]  # a one-epoch run draws no curves
         print("dry run: nothing kept (--out DIR keeps its files)" if scratch
-              else f"wrote {result.out_dir / 'model.safetensors'}, {result.out_dir / 'history.json'} and "
-                   f"{result.out_dir / 'curves.png'}")
+              else f"wrote {', '.join(written[:-1])} and {written[-1]}")
         print(accuracy_line(result.metrics))
     return 0
 
