@@ -55,3 +55,24 @@ def digitnet_fast(widths: tuple[int, int, int] = (16, 32, 64)) -> nn.Module:
         nn.Flatten(),
         nn.Linear(w3 * 3 * 3, 10),
     )
+
+
+@register_model
+def digitnet_quick(widths: tuple[int, int, int] = (16, 32, 128)) -> nn.Module:
+    """Conv5x5-Pool-Conv3x3-Pool-Dense-Dense, unpadded, with batch norm: the least work per image that reaches 99 %.
+
+    The `fast` recipe's network (docs/networks.md). Unpadded convolutions leave 24x24 and then 10x10 maps instead of
+    28x28 and 14x14, a third less work in the layers that cost most, and the hidden dense layer does the rest of the
+    sorting in one matrix product instead of a third convolution on 7x7 maps.
+
+        (B, 1, 28, 28) -> conv5x5 -> pool -> (B, w1, 12, 12) -> conv3x3 -> pool -> (B, w2, 5, 5)
+                       -> linear -> (B, w3) -> linear -> (B, 10)
+    """
+    w1, w2, w3 = widths
+    return nn.Sequential(
+        nn.Conv2d(1, w1, 5, bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(w1), nn.ReLU(inplace=True),
+        nn.Conv2d(w1, w2, 3, bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(w2), nn.ReLU(inplace=True),
+        nn.Flatten(),
+        nn.Linear(w2 * 5 * 5, w3), nn.ReLU(inplace=True),
+        nn.Linear(w3, 10),
+    )
