@@ -34,12 +34,11 @@ from typing import Any
 import torch
 
 from digitlab.datasets.folders import LabelledImages, Skipped, for_model, load_folder
-from digitlab.threads import available_cpus
 from digitlab.training import checkpoint
 from digitlab.training.config import TrainConfig
 from digitlab.training.data import Split, split_validation
 from digitlab.training.loop import (build_state, epoch_seed, resolve_device, split_training_set, steps_per_epoch,
-                                    train_one_epoch, validate)
+                                    train_one_epoch, use_threads, validate)
 
 OUT_FILES = ("model.safetensors", "model.onnx")
 LETTERS = 2_000                   # letters drawn once for "not a digit": enough for a few short epochs
@@ -158,7 +157,7 @@ def finetune(data_path: str | os.PathLike, out_dir: str | os.PathLike, base: str
     steps = steps_per_epoch(len(user.train) + mix, config.batch_size)
     cfg = training_config(base_config(meta, data_dir), config, steps)
     device = resolve_device(cfg.device)
-    torch.set_num_threads(cfg.threads or min(torch.get_num_threads(), available_cpus()))
+    use_threads(cfg.threads)
     mnist_train, mnist_val = _mnist_parts(base_config(meta, data_dir), config.mnist_ratio)
     say(f"fine-tuning {base_path.name} on {len(user.train)} of your images ({user.data.layout}), "
         f"{len(user.val) if user.val else 0} held out, with {config.mnist_ratio:g} MNIST image(s) per image")
