@@ -2,9 +2,11 @@
 option explains itself and shows its default; `python -m digitlab` and `digitlab recipes` work."""
 
 import argparse
+import re
 import subprocess
 import sys
 from dataclasses import fields
+from pathlib import Path
 
 import pytest
 
@@ -81,6 +83,16 @@ def test_recipes_lists_each_with_its_settings_and_points_to_the_measured_results
                            cfg.schedule, f"{cfg.validation_split:g}"]
     assert out.rstrip().endswith(RESULTS) and "docs/results.md" in RESULTS
     assert "%" not in out and " s " not in out  # no measured accuracy or time
+
+
+def test_the_sections_recipes_points_to_are_headings_of_those_docs():
+    root = Path(__file__).resolve().parents[2]
+    pointers = re.findall(r"(docs/[\w.]+\.md)\s*\(([^)]*)\)", RESULTS)
+    assert {doc for doc, _ in pointers} == {"docs/results.md", "docs/networks.md"}
+    for doc, sections in pointers:
+        headings = {line.lstrip("#").strip() for line in (root / doc).read_text().splitlines() if line.startswith("#")}
+        for name in re.findall(r"'([^']+)'", sections):
+            assert name in headings, f"{doc} has no section {name!r}"
 
 
 def test_python_dash_m_digitlab():

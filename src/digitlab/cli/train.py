@@ -74,8 +74,8 @@ RECIPE_ONLY = ("model_kwargs", "augment_config")
 
 # Where `digitlab recipes` sends a reader for what each recipe was measured to reach, and how long it took: the
 # figures change as recipes are retuned and machines differ, so they live in the docs beside their commands.
-RESULTS = ("What each recipe reaches, how long it trains, on what machine and by which command: docs/results.md,\n"
-           "'The default network', 'The tutorials, reproduced' and 'Time to accuracy'")
+RESULTS = ("What each recipe reaches and how long it trains, with the command and the machine: docs/results.md\n"
+           "('Accuracy', 'Training time', 'Time to accuracy'); each recipe described: docs/networks.md ('The recipes')")
 
 
 def add_train_parsers(subparsers) -> None:
