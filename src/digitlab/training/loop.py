@@ -668,7 +668,7 @@ def _run(cfg: TrainConfig, out_dir: Path, resume: bool, dry_run: bool, command: 
     if stop_early(cfg, history, best) and not quiet:
         print(f"early stop: no better validation accuracy since epoch {best['epoch']}")
     model, saved = restore_best(state.eval_model, history, best, best_weights)
-    if saved is not history[-1] and world.is_main:
+    if saved["epoch"] != history[-1]["epoch"] and world.is_main:  # early stopping handed back an earlier epoch
         checkpoint.save(out_dir / "model.safetensors", model, _model_metadata(cfg, saved, command, folders))
     return TrainResult(model.eval(), history, out_dir, _model_metadata(cfg, saved, command)["metrics"])
 

@@ -224,8 +224,7 @@ def render_html(meta: dict[str, Any], model: torch.nn.Module, result: dict[str, 
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{t['title']}: {html.escape(meta['arch'])}</title>
-<style>
-{STYLE}</style>
+<style>{STYLE}</style>
 </head>
 <body>
 <h1>{t['title']}: <code>{html.escape(meta['arch'])}</code></h1>
@@ -245,7 +244,8 @@ def render_html(meta: dict[str, Any], model: torch.nn.Module, result: dict[str, 
 
 
 # System fonts (with the usual Chinese ones, for the Chinese page): the page fetches nothing.
-STYLE = """body { font-family: system-ui, -apple-system, "Segoe UI", "PingFang SC", "Hiragino Sans GB", "Microsoft YaHei",
+STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", "PingFang SC", "Hiragino Sans GB", "Microsoft YaHei",
        "Noto Sans CJK SC", "Source Han Sans SC", sans-serif; max-width: 1200px; margin: 2em auto; padding: 0 1em;
        color: #222; }
 table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 14px; }
