@@ -1,4 +1,4 @@
-"""`digitlab train` and `export` refuse what would lose a user's work or do something other than asked (issue 18).
+"""`digitlab train` and `export` refuse what would lose a user's work or do something other than asked.
 
 Each bad value ends in one line and exit code 2, never a traceback; a trained model is never replaced unasked.
 """

@@ -61,7 +61,8 @@ def test_bundled_model_scores_what_it_claims_on_the_test_set(bundled, test_split
 
 
 def test_bundled_model_says_letters_are_not_digits():
-    """Through the whole user path (photo-like files -> preprocess -> Recognizer): B, E, F, K, R used to be 8s."""
+    """Through the whole user path (photo-like files -> preprocess -> Recognizer), letters are refused, those a
+    digit reader takes for an 8 (B, E, F, K, R) among them."""
     from digitlab.recognition.engine import load_engine
     from digitlab.recognition.predict import Recognizer
     from digitlab.datasets.render import render_letters

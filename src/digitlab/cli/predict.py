@@ -79,8 +79,6 @@ def add_predict_parsers(subparsers) -> None:
 
 
 def cmd_predict(args) -> int:
-    from digitlab.recognition.parallel import CHUNK, WorkerSettings, load_single_threaded, recognise_files
-
     if args.files_from:
         args.paths = [*args.paths, *read_list(args.files_from)]
     if not args.paths:
@@ -93,16 +91,7 @@ def cmd_predict(args) -> int:
         return predict_on_ray(args)
 
     inputs, unread = collect_inputs(args.paths, args.recursive)  # unread: (name, why it is not read)
-    if args.explain and len(inputs) != 1:
-        raise ValueError(f"--explain draws one image, but the paths name {len(inputs)}")
-    if args.explain:
-        from digitlab.recognition.explain import check_destination
-
-        check_destination(args.explain)  # before any image is read: the figure would have nowhere to go
-    if (args.resume or args.overwrite) and not args.out:
-        raise ValueError("--resume and --overwrite are about an output file: name it with --out FILE")
-    if args.jobs < 1:
-        raise ValueError(f"--jobs must be at least 1, not {args.jobs}")
+    check_options(args, len(inputs))
     style = "json" if args.json else "csv" if args.csv else None
     out = None
     if args.out:
@@ -111,29 +100,17 @@ def cmd_predict(args) -> int:
         out = ResultsFile(args.out, style, resume=args.resume, overwrite=args.overwrite)
     done = out.done if out else set()
     todo = [path for path in inputs if path not in done]
-    settings = WorkerSettings(args.model, args.backend, args.threshold, args.polarity, args.batch_size, args.multi)
-    workers = min(args.jobs, -(-len(todo) // CHUNK))  # no more processes than chunks of files
-    if workers > 1 and not args.explain:
-        _check_extra(settings)  # the parent never loads the model; say now what the workers would fail on
-        predictions = recognise_files(todo, workers, settings, ordered=not args.unordered)
-    else:  # one process is enough: no worker to start
-        predictions = load_single_threaded(settings).iter_predict(todo, multi=args.multi)
-    if not args.multi:
-        predictions = map(suggest_multi, predictions)
+    predictions = recognise(todo, args)
     if args.explain:
         predictions = list(predictions)  # one image, kept for the figure
     results = itertools.chain((r for r in not_read(unread) if r.source not in done), predictions)
 
-    failed = 0
     try:
         if out is None:
             failed = write_results(results, style or "table",
                                    width=max((len(str(p)) for p in [*inputs, *(n for n, _ in unread)]), default=4))
         else:
-            with out:
-                for result in results:
-                    failed += result.error is not None
-                    out.write(result)
+            failed = write_to_file(results, out)
     except KeyboardInterrupt:
         kept = f": {out.path} holds the {len(done) + out.written} answers finished so far; run the same command " \
                f"with --resume to go on" if out else ""
@@ -147,6 +124,37 @@ def cmd_predict(args) -> int:
     if failed:
         print(f"{failed} of {len(todo) + len(unread)} inputs could not be read", file=sys.stderr)
     return 1 if failed else 0
+
+
+def check_options(args, inputs: int) -> None:
+    """Refuse options that do not fit together, before any image is read: --explain draws one of ``inputs`` images
+    and needs somewhere to write it, --resume and --overwrite need --out, and --jobs at least one process."""
+    if args.explain and inputs != 1:
+        raise ValueError(f"--explain draws one image, but the paths name {inputs}")
+    if args.explain:
+        from digitlab.recognition.explain import check_destination
+
+        check_destination(args.explain)  # before any image is read: the figure would have nowhere to go
+    if (args.resume or args.overwrite) and not args.out:
+        raise ValueError("--resume and --overwrite are about an output file: name it with --out FILE")
+    if args.jobs < 1:
+        raise ValueError(f"--jobs must be at least 1, not {args.jobs}")
+
+
+def recognise(todo: list[str], args):
+    """The predictions for the files ``todo``, as they come: in ``--jobs`` worker processes when the files make more
+    than one chunk (in input order unless ``--unordered``), else in this process; without ``--multi``, a refusal
+    for several digits names ``--multi``."""
+    from digitlab.recognition.parallel import CHUNK, WorkerSettings, load_single_threaded, recognise_files
+
+    settings = WorkerSettings(args.model, args.backend, args.threshold, args.polarity, args.batch_size, args.multi)
+    workers = min(args.jobs, -(-len(todo) // CHUNK))  # no more processes than chunks of files
+    if workers > 1 and not args.explain:
+        _check_extra(settings)  # the parent never loads the model; say now what the workers would fail on
+        predictions = recognise_files(todo, workers, settings, ordered=not args.unordered)
+    else:  # one process is enough: no worker to start
+        predictions = load_single_threaded(settings).iter_predict(todo, multi=args.multi)
+    return predictions if args.multi else map(suggest_multi, predictions)
 
 
 def predict_on_ray(args) -> int:
@@ -267,6 +275,17 @@ def write_results(results, style: str, width: int) -> int:
         failed += result.error is not None
         writer(result)
         sys.stdout.flush()
+    return failed
+
+
+def write_to_file(results, out) -> int:
+    """Write each result into the ``--out`` file ``out`` as it comes, closing it after; return how many inputs
+    failed."""
+    failed = 0
+    with out:
+        for result in results:
+            failed += result.error is not None
+            out.write(result)
     return failed
 
 

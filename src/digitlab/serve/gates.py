@@ -239,62 +239,61 @@ class BodyLimit:
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
             return await self.app(scope, receive, send)
         limit = self.limits.max_batch_bytes if scope["path"].endswith("/batch") else self.limits.max_upload_bytes
-        declared = dict(scope["headers"]).get(b"content-length")
-        declared = None if declared is None else declared.strip(b" \t")  # HTTP allows whitespace around a value
-        if declared is not None and (not declared.isdigit() or int(declared) > limit):
-            detail = (f"body too large: {int(declared):,} bytes is over the limit of {limit:,}" if declared.isdigit()
-                      else "invalid Content-Length header")
-            response = JSONResponse({"detail": detail}, status_code=413 if declared.isdigit() else 400)
-            return await response(scope, receive, send)
+        refusal = content_length_refusal(scope, limit)
         client = (scope.get("client") or ("?", 0))[0]
-        refusal = self._admit(client)
+        if refusal is None:
+            refusal = self._admit(client)
         if refusal is not None:
             return await refusal(scope, receive, send)
-        arrival = Arrival(client)
+        arrival = Arrival(client, deadline=time.monotonic() + self.limits.max_body_seconds)
         self.arriving.setdefault(client, []).append(arrival)
         self.uploading += 1
-        received, large = 0, False
-        deadline = time.monotonic() + self.limits.max_body_seconds
-
-        async def counted_receive():
-            nonlocal received, large
-            if arrival.set_aside:
-                raise place_given_away()
-            if arrival.released:  # the body is whole: what comes now is the client going away
-                return await receive()
-            left = deadline - time.monotonic()
-            try:
-                message = await asyncio.wait_for(receive(), max(0.0, min(self.limits.body_seconds, left)))
-            except asyncio.TimeoutError:
-                if arrival.set_aside:
-                    raise place_given_away() from None
-                self._arrived(arrival)
-                raise ApiError(408, f"the request body stopped arriving: nothing came for {self.limits.body_seconds} "
-                                    f"s" if left > self.limits.body_seconds else f"the request body did not arrive "
-                                    f"within {self.limits.max_body_seconds} s") from None
-            if arrival.set_aside:  # its place went to another address's body while it waited for this piece
-                raise place_given_away()
-            received += len(message.get("body", b""))
-            if not large and received > RELEASE_AFTER:
-                large = True
-                self.large += 1
-            if message["type"] != "http.request" or not message.get("more_body", False):
-                self._arrived(arrival)
-            if received > limit:
-                self._arrived(arrival)
-                raise ApiError(413, f"body too large: over the limit of {limit:,} bytes")
-            return message
-
         try:
-            await self.app(scope, counted_receive, send)
+            await self.app(scope, functools.partial(self._counted_receive, arrival, receive, limit), send)
         except ClientDisconnect:  # the client went away before its body arrived: no one to answer
             log.info("%s %s: the client went away while sending its body", scope["method"], scope["path"])
         finally:
             self._arrived(arrival)
-            if large:
+            if arrival.large:
                 self.large -= 1
                 if self.large == 0:  # the last large body in memory is let go: give its pages back
                     await to_thread.run_sync(release_memory)
+
+    async def _counted_receive(self, arrival: Arrival, receive, limit: int) -> dict:
+        """The app's ``receive`` for one body: its next piece, counted against ``limit`` (413 past it); the body's
+        place is given up once it is whole or refused."""
+        if arrival.set_aside:
+            raise place_given_away()
+        if arrival.released:  # the body is whole: what comes now is the client going away
+            return await receive()
+        message = await self._next_piece(arrival, receive)
+        arrival.received += len(message.get("body", b""))
+        if not arrival.large and arrival.received > RELEASE_AFTER:
+            arrival.large = True
+            self.large += 1
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            self._arrived(arrival)
+        if arrival.received > limit:
+            self._arrived(arrival)
+            raise ApiError(413, f"body too large: over the limit of {limit:,} bytes")
+        return message
+
+    async def _next_piece(self, arrival: Arrival, receive) -> dict:
+        """The body's next message, waited for ``Limits.body_seconds`` at most and no later than its deadline (408
+        past either, and its place given up); 503 when its place went to another address's body meanwhile."""
+        left = arrival.deadline - time.monotonic()
+        try:
+            message = await asyncio.wait_for(receive(), max(0.0, min(self.limits.body_seconds, left)))
+        except asyncio.TimeoutError:
+            if arrival.set_aside:
+                raise place_given_away() from None
+            self._arrived(arrival)
+            raise ApiError(408, f"the request body stopped arriving: nothing came for {self.limits.body_seconds} "
+                                f"s" if left > self.limits.body_seconds else f"the request body did not arrive "
+                                f"within {self.limits.max_body_seconds} s") from None
+        if arrival.set_aside:  # its place went to another address's body while it waited for this piece
+            raise place_given_away()
+        return message
 
     def _admit(self, client: str) -> JSONResponse | None:
         """None if a body from ``client`` may start arriving now (taking another address's oldest place when that
@@ -330,12 +329,16 @@ class BodyLimit:
 
 
 class Arrival:
-    """One body arriving: its client's address, whether it still holds a place, and whether that place was given to
-    another address's body (then its request is answered 503 when its next piece comes, or none does in time)."""
+    """One body arriving: its client's address, its deadline and the bytes received, whether it still holds a place,
+    and whether that place was given to another address's body (then its request is answered 503 when its next piece
+    comes, or none does in time)."""
 
-    def __init__(self, client: str):
+    def __init__(self, client: str, deadline: float):
         self.client = client
-        self.released = False  # no longer holds a place: whole, refused, given up or set aside
+        self.deadline = deadline  # time.monotonic() by which the whole body must have come
+        self.received = 0         # bytes of it so far
+        self.large = False        # past RELEASE_AFTER bytes: counted in BodyLimit.large until its request ends
+        self.released = False     # no longer holds a place: whole, refused, given up or set aside
         self.set_aside = False
 
 
@@ -343,6 +346,20 @@ class Arrival:
 # freed; once no such body is left, they are handed back (measured: docs/serving.md, 'Memory under large uploads').
 RELEASE_AFTER = 2**20
 UPLOAD_RETRY = 5  # seconds a client refused for too many uploads at once is asked to wait
+
+
+def content_length_refusal(scope, limit: int) -> JSONResponse | None:
+    """The answer to a Content-Length over ``limit`` (413) or one that is no number (400), before a byte of the body
+    is read; None for a request without the header or within the limit."""
+    declared = dict(scope["headers"]).get(b"content-length")
+    if declared is None:
+        return None
+    declared = declared.strip(b" \t")  # HTTP allows whitespace around a value
+    if declared.isdigit() and int(declared) <= limit:
+        return None
+    detail = (f"body too large: {int(declared):,} bytes is over the limit of {limit:,}" if declared.isdigit()
+              else "invalid Content-Length header")
+    return JSONResponse({"detail": detail}, status_code=413 if declared.isdigit() else 400)
 
 
 def place_given_away() -> ApiError:

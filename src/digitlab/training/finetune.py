@@ -34,12 +34,11 @@ from typing import Any
 import torch
 
 from digitlab.datasets.folders import LabelledImages, Skipped, for_model, load_folder
-from digitlab.threads import available_cpus
 from digitlab.training import checkpoint
 from digitlab.training.config import TrainConfig
 from digitlab.training.data import Split, split_validation
 from digitlab.training.loop import (build_state, epoch_seed, resolve_device, split_training_set, steps_per_epoch,
-                                    train_one_epoch, validate)
+                                    train_one_epoch, use_threads, validate)
 
 OUT_FILES = ("model.safetensors", "model.onnx")
 LETTERS = 2_000                   # letters drawn once for "not a digit": enough for a few short epochs
@@ -119,6 +118,24 @@ def base_config(meta: dict[str, Any], data_dir: str | None) -> TrainConfig:
     return replace(cfg, data_dir=data_dir) if data_dir is not None else cfg
 
 
+@dataclass
+class UserImages:
+    """The user's labelled images a model can learn: the folder as read, how many have a label the model has an
+    output for, the part trained on and the part held out (None when ``validation_split`` is 0), and the files
+    dropped for a label the model has no output for."""
+
+    data: LabelledImages
+    used: int
+    train: Split
+    val: Split | None
+    dropped: list[Skipped]
+
+    def summary(self) -> dict[str, Any]:
+        """The folder's summary with the counts used, trained on and held out, as the checkpoint records it."""
+        return self.data.summary() | {"used": self.used, "trained_on": len(self.train),
+                                      "held_out": len(self.val) if self.val else 0}
+
+
 def finetune(data_path: str | os.PathLike, out_dir: str | os.PathLike, base: str | os.PathLike | None = None,
              config: FinetuneConfig = FinetuneConfig(), data_dir: str | None = None, overwrite: bool = False,
              export: bool = True, quiet: bool = False, command: str | None = None,
@@ -135,60 +152,102 @@ def finetune(data_path: str | os.PathLike, out_dir: str | os.PathLike, base: str
     base_path = checkpoint.BUNDLED if base is None else Path(base)
     base_model, meta = checkpoint.load(base_path)
     classes = [str(c) for c in meta["classes"]]
-
-    data = load_folder(data_path)
-    images, targets, paths, dropped = for_model(data, classes)
-    if len(images) < 2:
-        raise ValueError(f"{data_path}: {len(images)} usable labelled image(s) ({len(data.skipped) + len(dropped)} "
-                         f"skipped); fine-tuning needs at least a few per digit")
-    user_train, user_val = split_validation(torch.from_numpy(images), torch.from_numpy(targets),
-                                            config.validation_split, config.seed)
-    mix = round(config.mnist_ratio * len(user_train))
-    steps = steps_per_epoch(len(user_train) + mix, config.batch_size)
-    # One cycle: a short warm-up and an anneal suit a few epochs; a run of a handful of steps cannot plan one.
-    # No weight EMA: over so few steps it would keep mostly the base's weights.
-    cfg = replace(base_config(meta, data_dir), epochs=config.epochs, learning_rate=config.learning_rate,
-                  batch_size=config.batch_size, schedule="onecycle" if config.epochs * steps >= MIN_ONECYCLE_STEPS
-                  else "constant", ema_decay=0.0, early_stopping=0, device=config.device, threads=config.threads,
-                  seed=config.seed)
+    user = load_user_images(data_path, classes, config)
+    mix = round(config.mnist_ratio * len(user.train))
+    steps = steps_per_epoch(len(user.train) + mix, config.batch_size)
+    cfg = training_config(base_config(meta, data_dir), config, steps)
     device = resolve_device(cfg.device)
-    torch.set_num_threads(cfg.threads or min(torch.get_num_threads(), available_cpus()))
-    mnist_train, mnist_val = split_training_set(base_config(meta, data_dir)) if config.mnist_ratio else (None, None)
-    if mnist_val is None and config.mnist_ratio == 0:
-        mnist_val = _held_out_mnist(meta, data_dir)
-    say(f"fine-tuning {base_path.name} on {len(user_train)} of your images ({data.layout}), "
-        f"{len(user_val) if user_val else 0} held out, with {config.mnist_ratio:g} MNIST image(s) per image")
+    use_threads(cfg.threads)
+    mnist_train, mnist_val = _mnist_parts(base_config(meta, data_dir), config.mnist_ratio)
+    say(f"fine-tuning {base_path.name} on {len(user.train)} of your images ({user.data.layout}), "
+        f"{len(user.val) if user.val else 0} held out, with {config.mnist_ratio:g} MNIST image(s) per image")
 
     state = build_state(cfg, device, steps, weights=base_model.state_dict())
-    nondigits = None
-    if cfg.not_a_digit:
-        from digitlab.datasets.nondigits import letters_in_mnist_form
-
-        nondigits = torch.from_numpy(letters_in_mnist_form(LETTERS, seed=cfg.seed)).to(device)
-
-    metrics = _scores("before", base_model.to(device), user_val, mnist_val)
+    nondigits = _letters(cfg, device)
+    metrics = _scores("before", base_model.to(device), user.val, mnist_val)
     history = []
     for epoch in range(1, cfg.epochs + 1):
-        split = user_train
-        if mix:
-            picked = torch.randint(len(mnist_train), (mix,), generator=torch.Generator().manual_seed(
-                epoch_seed(cfg.seed, epoch)))
-            split = Split(torch.cat([user_train.images, mnist_train.images[picked]]),
-                          torch.cat([user_train.labels, mnist_train.labels[picked]]))
-        split = Split(split.images.to(device), split.labels.to(device))
+        split = _on(device, _with_mnist(user.train, mnist_train, mix, epoch_seed(cfg.seed, epoch)))
         row = {"epoch": epoch} | train_one_epoch(cfg, state, split, epoch, nondigits=nondigits,
                                                  freeze_norm=config.freeze_norm)
-        if user_val is not None:
-            row |= validate(state.eval_model, Split(user_val.images.to(device), user_val.labels.to(device)))
+        if user.val is not None:
+            row |= validate(state.eval_model, _on(device, user.val))
         history.append(row)
         say(f"epoch {epoch}/{cfg.epochs}: loss {row['train_loss']:.4f}"
             + (f", your held-out images {row['val_accuracy']:.2%}" if "val_accuracy" in row else ""))
     model = state.eval_model.eval()
     if config.keep_base:
         average_with(model, base_model, config.keep_base)
-    metrics |= _scores("after", model, user_val, mnist_val)
-    calibration = _calibrate(model, classes, user_val, mnist_val)
+    metrics |= _scores("after", model, user.val, mnist_val)
+    calibration = _calibrate(model, classes, user.val, mnist_val)
 
+    record = _record(meta, base_path, config, command, user, mix, metrics, history, calibration)
+    model = model.to("cpu")
+    _write(out_dir, model, record, export, data_dir, overwrite, check_images)
+    return FinetuneResult(model, out_dir, metrics, history, calibration, user.data.skipped + user.dropped, user.data,
+                          time.perf_counter() - started)
+
+
+def load_user_images(data_path: str | os.PathLike, classes: list[str], config: FinetuneConfig) -> UserImages:
+    """The labelled images at ``data_path`` that a model with ``classes`` can learn, with ``validation_split`` of
+    them held out (seeded); fewer than two such images is an error that says how many were skipped."""
+    data = load_folder(data_path)
+    images, targets, _, dropped = for_model(data, classes)
+    if len(images) < 2:
+        raise ValueError(f"{data_path}: {len(images)} usable labelled image(s) ({len(data.skipped) + len(dropped)} "
+                         f"skipped); fine-tuning needs at least a few per digit")
+    train, val = split_validation(torch.from_numpy(images), torch.from_numpy(targets), config.validation_split,
+                                  config.seed)
+    return UserImages(data, len(images), train, val, dropped)
+
+
+def training_config(base: TrainConfig, config: FinetuneConfig, steps: int) -> TrainConfig:
+    """The base's recipe (augmentation, label smoothing, letters) with the fine-tuning run's own length, rate, batch,
+    device and seed, for ``steps`` optimiser steps an epoch."""
+    # One cycle: a short warm-up and an anneal suit a few epochs; a run of a handful of steps cannot plan one.
+    # No weight EMA: over so few steps it would keep mostly the base's weights.
+    schedule = "onecycle" if config.epochs * steps >= MIN_ONECYCLE_STEPS else "constant"
+    return replace(base, epochs=config.epochs, learning_rate=config.learning_rate, batch_size=config.batch_size,
+                   schedule=schedule, ema_decay=0.0, early_stopping=0, device=config.device, threads=config.threads,
+                   seed=config.seed)
+
+
+def _mnist_parts(base: TrainConfig, mnist_ratio: float) -> tuple[Split | None, Split | None]:
+    """(MNIST's images to mix in, MNIST's held-out digits to score on), split as the base model's training split
+    them: no images to mix in when ``mnist_ratio`` is 0, no held-out digits when the base trained on all of them."""
+    if mnist_ratio:
+        return split_training_set(base)
+    return None, (split_training_set(base)[1] if base.validation_split else None)
+
+
+def _letters(cfg: TrainConfig, device: torch.device) -> torch.Tensor | None:
+    """The letters taught as "not a digit", drawn once for the run, when the base's recipe teaches them."""
+    if not cfg.not_a_digit:
+        return None
+    from digitlab.datasets.nondigits import letters_in_mnist_form
+
+    return torch.from_numpy(letters_in_mnist_form(LETTERS, seed=cfg.seed)).to(device)
+
+
+def _with_mnist(user_train: Split, mnist_train: Split | None, mix: int, seed: int) -> Split:
+    """One epoch's images: the user's, and ``mix`` MNIST training images drawn afresh with ``seed``."""
+    if not mix:
+        return user_train
+    picked = torch.randint(len(mnist_train), (mix,), generator=torch.Generator().manual_seed(seed))
+    return Split(torch.cat([user_train.images, mnist_train.images[picked]]),
+                 torch.cat([user_train.labels, mnist_train.labels[picked]]))
+
+
+def _on(device: torch.device, split: Split) -> Split:
+    """``split`` with its images and labels on ``device``."""
+    return Split(split.images.to(device), split.labels.to(device))
+
+
+def _record(meta: dict[str, Any], base_path: Path, config: FinetuneConfig, command: str | None, user: UserImages,
+            mix: int, metrics: dict[str, float], history: list[dict[str, float]],
+            calibration: dict[str, Any] | None) -> dict[str, Any]:
+    """The checkpoint's metadata: the base's training config, the scores after fine-tuning, and under ``finetune``
+    what it started from (the base model, the user's folder) and how it ran."""
     record = {
         "config": base_config(meta, None).as_record(),
         "command": command,
@@ -196,24 +255,26 @@ def finetune(data_path: str | os.PathLike, out_dir: str | os.PathLike, base: str
         "finetune": {
             "base": {"file": base_path.name, "arch": meta["arch"], "weights_sha256": meta.get("weights_sha256"),
                      "metrics": meta.get("metrics")},
-            "data": data.summary() | {"used": len(images), "trained_on": len(user_train),
-                                      "held_out": len(user_val) if user_val else 0},
+            "data": user.summary(),
             "settings": asdict(config), "mnist_images_per_epoch": mix, "scores": metrics, "history": history,
         },
     }
     if calibration is not None:
         record["calibration"] = calibration
-    model = model.to("cpu")
+    return {k: v for k, v in record.items() if v is not None}
+
+
+def _write(out_dir: Path, model: torch.nn.Module, record: dict[str, Any], export: bool, data_dir: str | None,
+           overwrite: bool, check_images: int | None) -> None:
+    """model.safetensors into ``out_dir`` and, when ``export``, its ONNX file checked on ``check_images``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint.save(out_dir / "model.safetensors", model, {k: v for k, v in record.items() if v is not None})
+    checkpoint.save(out_dir / "model.safetensors", model, record)
     if export:
         from digitlab.training.export import export_onnx
 
         extra = {} if check_images is None else {"check_images": check_images}
         export_onnx(out_dir / "model.safetensors", out_dir / "model.onnx", data_dir=data_dir, overwrite=overwrite,
                     **extra)
-    return FinetuneResult(model, out_dir, metrics, history, calibration, data.skipped + dropped, data,
-                          time.perf_counter() - started)
 
 
 def average_with(model: torch.nn.Module, base: torch.nn.Module, keep: float) -> None:
@@ -230,19 +291,13 @@ def average_with(model: torch.nn.Module, base: torch.nn.Module, keep: float) -> 
                 tensor.mul_(1 - keep).add_(theirs[name].to(tensor.device, tensor.dtype), alpha=keep)
 
 
-def _held_out_mnist(meta: dict[str, Any], data_dir: str | None) -> Split | None:
-    """The MNIST digits the base model held out, or None when it trained on all of them."""
-    cfg = base_config(meta, data_dir)
-    return split_training_set(cfg)[1] if cfg.validation_split else None
-
-
 def _scores(when: str, model: torch.nn.Module, user_val: Split | None, mnist_val: Split | None) -> dict[str, float]:
     """Accuracy (and loss) on the user's held-out images and MNIST's held-out digits, named ``when``_..."""
     device = next(model.parameters()).device
     scores = {}
     for name, split in (("val", user_val), ("mnist_val", mnist_val)):
         if split is not None and len(split):
-            found = validate(model, Split(split.images.to(device), split.labels.to(device)))
+            found = validate(model, _on(device, split))
             scores[f"{when}_{name}_accuracy"] = round(found["val_accuracy"], 6)
             scores[f"{when}_{name}_loss"] = round(found["val_loss"], 6)
     return scores

@@ -289,7 +289,7 @@ def share_batch_norm(model: nn.Module) -> nn.Module:
     (SyncBatchNorm), so that small per-process batches normalise as one large batch would.
 
     The layers keep their weights, buffers and names, so the checkpoint reads back as the plain network. PyTorch
-    synchronises them on GPUs only; ``_run`` refuses the setting on the CPU before any work.
+    synchronises them on GPUs only; ``training_device`` refuses the setting on the CPU before any work.
     """
     return nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
@@ -599,13 +599,7 @@ class EventLog:
 
 def _run(cfg: TrainConfig, out_dir: Path, resume: bool, dry_run: bool, command: str | None, quiet: bool,
          world: Distributed, tensorboard: bool = False) -> TrainResult:
-    device = resolve_device(cfg.device, world.local_rank)
-    if cfg.sync_batchnorm and device.type == "cpu":  # --device auto on a machine without a GPU
-        raise ValueError(SYNC_BATCHNORM_ON_CPU)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    else:  # PyTorch counts the host's cores, not this process's share of them
-        torch.set_num_threads(min(torch.get_num_threads(), available_cpus()))
+    device = training_device(cfg, world)
     torch.manual_seed(cfg.seed)
     pool = writers_pool(cfg)
     train_split, val_split, nondigits = load_data(cfg, device, dry_run, pool)
@@ -615,23 +609,11 @@ def _run(cfg: TrainConfig, out_dir: Path, resume: bool, dry_run: bool, command: 
     state = build_state(cfg, device, steps, world)
     steps_run = min(3, steps) if dry_run else steps
 
-    history: list[dict[str, float]] = []
-    best = {"val_accuracy": -1.0, "epoch": 0}
-    best_weights = None  # the eval model's weights at the best validation epoch, kept only for early stopping
     if world.is_main and out_dir.is_dir():
         remove_leftovers(out_dir)
-    if resume:
-        history, best, best_weights = load_resume(out_dir, cfg, state)
-        if world.is_main:  # a kill between the resume file and history.json left the latter an epoch short
-            record = json.dumps(history, indent=1)
-            history_path = out_dir / "history.json"
-            if not history_path.is_file() or history_path.read_text() != record:
-                atomic_write_text(history_path, record)
-                write_curves(history, out_dir)
-            elif not (out_dir / "curves.png").is_file() or not (out_dir / "history.csv").is_file():
-                write_curves(history, out_dir)  # a run begun before the curves were drawn gets them
-        if not quiet:
-            print(f"resuming after epoch {len(history)} from {out_dir / 'resume.safetensors'}")
+    # best_weights: the eval model's weights at the best validation epoch, kept only for early stopping
+    history, best, best_weights = (resume_run(out_dir, cfg, state, world, quiet) if resume
+                                   else ([], {"val_accuracy": -1.0, "epoch": 0}, None))
 
     events = EventLog(out_dir, tensorboard)
     try:
@@ -644,18 +626,11 @@ def _run(cfg: TrainConfig, out_dir: Path, resume: bool, dry_run: bool, command: 
             row["lr"] = state.optimizer.param_groups[0]["lr"]
             if val_split is not None:
                 row |= validate(state.eval_model, val_split)
-            if world.world_size > 1:
-                # Each process's batch-norm statistics saw its own batches; rank 0's verdict decides for all, so
-                # schedules and early stopping stay in step.
-                shared = [row]
-                dist.broadcast_object_list(shared, src=0)
-                row = shared[0]
+            row = rank_zero_row(row, world)
             if not math.isfinite(row["train_loss"]):
                 # Weights that are no longer numbers are never written: the last finished epoch stays as it was.
                 bar.close("the loss is not a number")
-                kept = (f"epoch {len(history)} is kept in {out_dir}" if history and not dry_run else "nothing was kept")
-                raise TrainingError(f"training diverged in epoch {epoch}: the loss is no longer a number (is the "
-                                    f"learning rate, {cfg.learning_rate:g}, too high?); {kept}")
+                raise diverged(cfg, epoch, out_dir if history and not dry_run else None)
             history.append(row)
             step_schedule(cfg, state.schedule, row)
             bar.close(f"loss {row['train_loss']:.4f}" + (
@@ -677,13 +652,70 @@ def _run(cfg: TrainConfig, out_dir: Path, resume: bool, dry_run: bool, command: 
         events.close()
     if stop_early(cfg, history, best) and not quiet:
         print(f"early stop: no better validation accuracy since epoch {best['epoch']}")
-
-    model = state.eval_model
-    saved = history[-1]
-    if best_weights is not None and best["epoch"] != history[-1]["epoch"]:
-        # Early stopping hands back the best validation epoch, as Keras' restore_best_weights does.
-        model.load_state_dict(best_weights)
-        saved = history[best["epoch"] - 1]
-        if world.is_main:
-            checkpoint.save(out_dir / "model.safetensors", model, _model_metadata(cfg, saved, command, folders))
+    model, saved = restore_best(state.eval_model, history, best, best_weights)
+    if saved["epoch"] != history[-1]["epoch"] and world.is_main:  # early stopping handed back an earlier epoch
+        checkpoint.save(out_dir / "model.safetensors", model, _model_metadata(cfg, saved, command, folders))
     return TrainResult(model.eval(), history, out_dir, _model_metadata(cfg, saved, command)["metrics"])
+
+
+def training_device(cfg: TrainConfig, world: Distributed) -> torch.device:
+    """The device this process trains on (under torchrun, its own GPU), with PyTorch's CPU threads set; SyncBatchNorm
+    is refused before any work where it would run on the CPU."""
+    device = resolve_device(cfg.device, world.local_rank)
+    if cfg.sync_batchnorm and device.type == "cpu":  # --device auto on a machine without a GPU
+        raise ValueError(SYNC_BATCHNORM_ON_CPU)
+    use_threads(cfg.threads)
+    return device
+
+
+def use_threads(threads: int) -> None:
+    """Train on ``threads`` CPU threads, or with 0 on as many as PyTorch would take but no more than this process
+    may run on: PyTorch counts the host's cores, not this process's share of them."""
+    torch.set_num_threads(threads or min(torch.get_num_threads(), available_cpus()))
+
+
+def resume_run(out_dir: Path, cfg: TrainConfig, state: TrainState, world: Distributed,
+               quiet: bool) -> tuple[list, dict, dict[str, torch.Tensor] | None]:
+    """``load_resume``, and on rank 0 history.json and its table and curves written again where they do not match
+    the resume file: a kill between the resume file and history.json left the latter an epoch short, and a run
+    begun before the curves were drawn has none."""
+    history, best, best_weights = load_resume(out_dir, cfg, state)
+    if world.is_main:
+        record = json.dumps(history, indent=1)
+        history_path = out_dir / "history.json"
+        if not history_path.is_file() or history_path.read_text() != record:
+            atomic_write_text(history_path, record)
+            write_curves(history, out_dir)
+        elif not (out_dir / "curves.png").is_file() or not (out_dir / "history.csv").is_file():
+            write_curves(history, out_dir)
+    if not quiet:
+        print(f"resuming after epoch {len(history)} from {out_dir / 'resume.safetensors'}")
+    return history, best, best_weights
+
+
+def rank_zero_row(row: dict[str, float], world: Distributed) -> dict[str, float]:
+    """Rank 0's figures of the epoch, for every process: each process's batch-norm statistics saw its own batches,
+    and one verdict keeps schedules and early stopping in step."""
+    if world.world_size > 1:
+        shared = [row]
+        dist.broadcast_object_list(shared, src=0)
+        row = shared[0]
+    return row
+
+
+def diverged(cfg: TrainConfig, epoch: int, kept_in: Path | None) -> TrainingError:
+    """The error of a run whose loss is no longer a number in ``epoch``, saying where its last finished epoch is kept
+    (``kept_in``; None: nothing was)."""
+    kept = f"epoch {epoch - 1} is kept in {kept_in}" if kept_in is not None else "nothing was kept"
+    return TrainingError(f"training diverged in epoch {epoch}: the loss is no longer a number (is the learning "
+                         f"rate, {cfg.learning_rate:g}, too high?); {kept}")
+
+
+def restore_best(model: nn.Module, history: list[dict[str, float]], best: dict,
+                 best_weights: dict[str, torch.Tensor] | None) -> tuple[nn.Module, dict[str, float]]:
+    """(the model, the epoch's row its weights are from): the last epoch's, or under early stopping the best
+    validation epoch's, loaded into ``model``, as Keras' restore_best_weights does."""
+    if best_weights is None or best["epoch"] == history[-1]["epoch"]:
+        return model, history[-1]
+    model.load_state_dict(best_weights)
+    return model, history[best["epoch"] - 1]

@@ -213,27 +213,55 @@ def write_report(path: str | os.PathLike | None = None, out_dir: str | os.PathLi
 
 # --- the page --------------------------------------------------------------------------------------------------------
 
-def _image(data: bytes, alt: str) -> str:
-    encoded = base64.b64encode(data).decode("ascii")
-    return f'<img src="data:image/png;base64,{encoded}" alt="{html.escape(alt)}">'
-
-
-def _table(rows: list[tuple[str, str]]) -> str:
-    body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
-    return f"<table class=meta>{body}</table>"
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, sort_keys=True)
-
-
 def render_html(meta: dict[str, Any], model: torch.nn.Module, result: dict[str, Any], pictures: dict[str, bytes],
                 curves: bytes | None, history: list[dict] | None, lang: str, model_path: Path | None) -> str:
     """The report as one HTML document: every picture embedded as base64, no script, no style or font fetched."""
     t = TEXT[lang]
     parameters = sum(p.numel() for p in model.parameters())
+    return f"""<!doctype html>
+<html lang="{lang}">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{t['title']}: {html.escape(meta['arch'])}</title>
+<style>{STYLE}</style>
+</head>
+<body>
+<h1>{t['title']}: <code>{html.escape(meta['arch'])}</code></h1>
+<h2>{t['model']}</h2>
+{_table(_model_rows(meta, parameters, history, model_path, t))}
+<h2>{t['layers']}</h2>
+{_layer_table(model, parameters, t)}
+<h2>{t['curves']}</h2>
+{_figure("curves.png", curves, t) if curves else f"<p>{t['no_curves']}</p>"}
+<h2>{t['scores']}</h2>
+{_scores(result, t)}
+<h2>{t['pictures']}</h2>
+{"".join(_figure(name, data, t) for name, data in pictures.items())}
+</body>
+</html>
+"""
+
+
+# System fonts (with the usual Chinese ones, for the Chinese page): the page fetches nothing.
+STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", "PingFang SC", "Hiragino Sans GB", "Microsoft YaHei",
+       "Noto Sans CJK SC", "Source Han Sans SC", sans-serif; max-width: 1200px; margin: 2em auto; padding: 0 1em;
+       color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 14px; }
+th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: left; vertical-align: top; }
+td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; }
+table.meta td { font-family: ui-monospace, monospace; word-break: break-all; }
+figure { margin: 1.5em 0; } img { max-width: 100%; border: 1px solid #eee; }
+figcaption { color: #444; margin-top: 0.3em; }
+"""
+
+
+def _model_rows(meta: dict[str, Any], parameters: int, history: list[dict] | None, model_path: Path | None,
+                t: dict[str, str]) -> list[tuple[str, str]]:
+    """The model's metadata as (label, value) rows: where it came from, how it was trained, what it recorded."""
     seconds = sum(row.get("seconds", 0.0) for row in history) if history else None
-    model_rows = [
+    return [
         (t["checkpoint"], str(model_path) if model_path else t["bundled"]),
         (t["network"], f"{meta['arch']} {_json(meta.get('arch_kwargs') or {})}"),
         (t["parameters"], f"{parameters:,}"),
@@ -248,10 +276,18 @@ def render_html(meta: dict[str, Any], model: torch.nn.Module, result: dict[str, 
         (t["versions"], _json(meta.get("versions") or {})),
         (t["weights"], meta.get("weights_sha256") or t["unknown"]),
     ]
+
+
+def _layer_table(model: torch.nn.Module, parameters: int, t: dict[str, str]) -> str:
+    """The Keras-style table: each layer's name and type, output shape and parameter count, then the total."""
     layers = "".join(f"<tr><td>{html.escape(name)}</td><td>{html.escape(str((None, *shape)))}</td>"
                      f"<td class=n>{params:,}</td></tr>" for name, shape, params in layer_rows(model))
-    layer_table = (f"<table><tr><th>{t['layer']}</th><th>{t['shape']}</th><th>{t['param']}</th></tr>{layers}"
-                   f"<tr><th colspan=2>{t['total']}</th><th class=n>{parameters:,}</th></tr></table>")
+    return (f"<table><tr><th>{t['layer']}</th><th>{t['shape']}</th><th>{t['param']}</th></tr>{layers}"
+            f"<tr><th colspan=2>{t['total']}</th><th class=n>{parameters:,}</th></tr></table>")
+
+
+def _scores(result: dict[str, Any], t: dict[str, str]) -> str:
+    """The test-set figures as a table, then each digit's precision, recall and count."""
     totals = [sum(row) for row in result["confusion"]]
     per_class = "".join(f"<tr><td>{d}</td><td class=n>{100 * result['precision'][d]:.2f}%</td>"
                         f"<td class=n>{100 * result['recall'][d]:.2f}%</td><td class=n>{totals[d]:,}</td></tr>"
@@ -259,42 +295,25 @@ def render_html(meta: dict[str, Any], model: torch.nn.Module, result: dict[str, 
     scores = _table([(t["images"], f"{result['count']:,}"), (t["accuracy"], f"{100 * result['accuracy']:.2f}%"),
                      (t["errors"], f"{len(result['misclassified']):,}"), (t["loss"], f"{result['loss']:.4f}")]
                     + ([(t["refused"], str(result["refused"]))] if result["refused"] else []))
-    scores += (f"<table><tr><th>{t['digit']}</th><th>{t['precision']}</th><th>{t['recall']}</th>"
-               f"<th>{t['count']}</th></tr>{per_class}</table>")
-    figures = "".join(f"<figure>{_image(data, name)}<figcaption><code>{name}</code>: {html.escape(t[name])}"
-                      f"</figcaption></figure>" for name, data in pictures.items())
-    curves_part = (f"<figure>{_image(curves, 'curves.png')}<figcaption><code>curves.png</code>: "
-                   f"{html.escape(t['curves.png'])}</figcaption></figure>" if curves else f"<p>{t['no_curves']}</p>")
-    return f"""<!doctype html>
-<html lang="{lang}">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{t['title']}: {html.escape(meta['arch'])}</title>
-<style>
-body {{ font-family: system-ui, -apple-system, "Segoe UI", "PingFang SC", "Hiragino Sans GB", "Microsoft YaHei",
-       "Noto Sans CJK SC", "Source Han Sans SC", sans-serif; max-width: 1200px; margin: 2em auto; padding: 0 1em;
-       color: #222; }}
-table {{ border-collapse: collapse; margin: 0.5em 0 1em; font-size: 14px; }}
-th, td {{ border: 1px solid #ccc; padding: 3px 8px; text-align: left; vertical-align: top; }}
-td.n, th.n {{ text-align: right; font-variant-numeric: tabular-nums; }}
-table.meta td {{ font-family: ui-monospace, monospace; word-break: break-all; }}
-figure {{ margin: 1.5em 0; }} img {{ max-width: 100%; border: 1px solid #eee; }}
-figcaption {{ color: #444; margin-top: 0.3em; }}
-</style>
-</head>
-<body>
-<h1>{t['title']}: <code>{html.escape(meta['arch'])}</code></h1>
-<h2>{t['model']}</h2>
-{_table(model_rows)}
-<h2>{t['layers']}</h2>
-{layer_table}
-<h2>{t['curves']}</h2>
-{curves_part}
-<h2>{t['scores']}</h2>
-{scores}
-<h2>{t['pictures']}</h2>
-{figures}
-</body>
-</html>
-"""
+    return scores + (f"<table><tr><th>{t['digit']}</th><th>{t['precision']}</th><th>{t['recall']}</th>"
+                     f"<th>{t['count']}</th></tr>{per_class}</table>")
+
+
+def _figure(name: str, data: bytes, t: dict[str, str]) -> str:
+    """A picture with its file name and the page's caption for it."""
+    return (f"<figure>{_image(data, name)}<figcaption><code>{name}</code>: {html.escape(t[name])}"
+            f"</figcaption></figure>")
+
+
+def _image(data: bytes, alt: str) -> str:
+    encoded = base64.b64encode(data).decode("ascii")
+    return f'<img src="data:image/png;base64,{encoded}" alt="{html.escape(alt)}">'
+
+
+def _table(rows: list[tuple[str, str]]) -> str:
+    body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
+    return f"<table class=meta>{body}</table>"
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)
