@@ -157,11 +157,11 @@ RECIPES: dict[str, dict[str, Any]] = {
                     weight_decay=0.05, batch_size=128, epochs=15, schedule="onecycle", label_smoothing=0.1,
                     augment=True, augment_config=dict(rotate=10.0, shift=0.1, scale=0.1, shear=10.0),
                     ema_decay=0.998, not_a_digit=0.1, real_letters=True, other_writers=0.25, validation_split=0.0),
-    # The quickest roads to 99.0% and to 99.5% test accuracy on a CPU (benchmarks/time_to_accuracy.py): small nets,
-    # large steps, no EMA, and a one-cycle schedule that ends exactly where the clock should stop. 99.0% wants one
-    # epoch of a net whose first layer is only 8 channels wide (that layer runs on 28x28 maps and costs most of a
-    # step) and no augmentation at all in so few steps; 99.5% needs augmentation and a wider net
-    # (measured: CHANGELOG.md, 'How `fast` got from 33 s to 18 s').
+    # The quickest roads to 99.0% and to 99.5% test accuracy on a CPU (benchmarks/time_to_accuracy.py): a small net
+    # that does little work per image (digitnet_quick), large steps, no EMA, Adam's squared-gradient average that
+    # forgets within a few hundred steps, and a one-cycle schedule that ends exactly where the clock should stop.
+    # 99.0% wants one epoch and no augmentation at all in so few steps; 99.5% needs augmentation and more epochs
+    # (docs/results.md, 'Time to accuracy').
     "fast": dict(model="digitnet_quick", model_kwargs=dict(widths=(16, 32, 128)), optimizer="adamw",
                  learning_rate=4e-3, adam_beta2=0.9, weight_decay=0.01, batch_size=128, epochs=1,
                  schedule="onecycle", label_smoothing=0.1, augment=False, validation_split=0.0),
