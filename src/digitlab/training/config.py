@@ -165,9 +165,9 @@ RECIPES: dict[str, dict[str, Any]] = {
     "fast": dict(model="digitnet_quick", model_kwargs=dict(widths=(16, 32, 128)), optimizer="adamw",
                  learning_rate=4e-3, adam_beta2=0.9, weight_decay=0.01, batch_size=128, epochs=1,
                  schedule="onecycle", label_smoothing=0.1, augment=False, validation_split=0.0),
-    "fast_995": dict(model="digitnet_fast", model_kwargs=dict(widths=(24, 48, 64)), optimizer="adamw",
-                     learning_rate=5e-3, weight_decay=0.01, batch_size=256, epochs=5, schedule="onecycle",
-                     label_smoothing=0.1, augment=True,
+    "fast_995": dict(model="digitnet_quick", model_kwargs=dict(widths=(16, 32, 128)), optimizer="adamw",
+                     learning_rate=4e-3, adam_beta2=0.9, weight_decay=0.01, batch_size=128, epochs=5,
+                     schedule="onecycle", label_smoothing=0.1, augment=True,
                      augment_config=dict(rotate=8.0, shift=0.08, scale=0.08, shear=0.0), validation_split=0.0),
 }
 DEFAULT_RECIPE = "default"
