@@ -132,6 +132,10 @@ class WorkerPool:
         """A worker process, importing what it needs until its settings come."""
         environment = dict(os.environ)
         yield_when_waiting(environment)  # in the worker's environment from its first instruction, before torch
+        # numpy's OpenBLAS starts a thread per CPU when it is imported, each spinning a while in wait for work: CPU
+        # taken from the server and the other workers as they all start, for products a worker never splits (the
+        # workers already run side by side, as for OpenCV in _set_process_wide)
+        environment.setdefault("OPENBLAS_NUM_THREADS", "1")
         process = await asyncio.create_subprocess_exec(*self.command, stdin=asyncio.subprocess.PIPE,
                                                        stdout=asyncio.subprocess.PIPE, limit=2**20, env=environment)
         return Worker(process)
