@@ -2,15 +2,20 @@
 ``--backend torch``) and `digitlab serve` from its start to its first answer, beside ``python -c "import numpy, cv2,
 onnxruntime, PIL.Image"``, all in one run.
 
-Each command is the one a user types, in a fresh process, start-up included. The four take turns run after run, so a
-change in what else the machine does falls on all of them alike, and each ratio is taken within one round before the
-median is taken. The serve figure is from starting `digitlab serve` (its default worker processes) to the first 200
+Each command is the one a user types, in a fresh process, start-up included. The commands take turns run after run,
+so a change in what else the machine does falls on all of them alike, and each ratio is taken within one round before
+the median is taken. The serve figure is from starting `digitlab serve` (its default worker processes) to the first 200
 answer to ``POST /api/predict`` with the image, polled every 10 ms. The image is MNIST test digit 0 drawn as a
 person sends one (dark ink on white, 112 px). The package's bytecode is compiled first, as ``pip install`` does, so
 no run pays for compiling digitlab's sources.
 
+With ``--baseline SRC`` (another checkout's ``src`` folder, e.g. one of the main branch) `digitlab serve` from that
+code is timed too, in the same rounds, so a change to serve's start-up is compared with the code before it on the same
+machine at the same moments.
+
     python benchmarks/speed_floor.py                  # 5 rounds
     python benchmarks/speed_floor.py --runs 9
+    python benchmarks/speed_floor.py --baseline ../main/src
 """
 
 from __future__ import annotations
@@ -51,15 +56,17 @@ def timed(argv: list[str]) -> float:
     return time.perf_counter() - start
 
 
-def serve_to_first_answer(image: Path, timeout: float = 120.0) -> float:
-    """Seconds from starting `digitlab serve` to its first answer to the image."""
+def serve_to_first_answer(image: Path, source: Path | None = None, timeout: float = 120.0) -> float:
+    """Seconds from starting `digitlab serve` (from the package in ``source``, None: this one) to its first answer to
+    the image."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     data = image.read_bytes()
     start = time.perf_counter()
+    environment = None if source is None else {**os.environ, "PYTHONPATH": str(source)}
     server = subprocess.Popen([sys.executable, "-m", "digitlab", "serve", "--port", str(port), "--log-level",
-                               "warning"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               "warning"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=environment)
     try:
         while time.perf_counter() - start < timeout:
             request = urllib.request.Request(f"http://127.0.0.1:{port}/api/predict", data=data, method="POST",
@@ -80,12 +87,19 @@ def serve_to_first_answer(image: Path, timeout: float = 120.0) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=5, help="rounds of the four commands (default: 5)")
+    parser.add_argument("--runs", type=int, default=5, help="rounds of the commands (default: 5)")
+    parser.add_argument("--baseline", type=Path, metavar="SRC", help="also time `digitlab serve` from the package "
+                        "in this folder (another checkout's src), in the same rounds")
     args = parser.parse_args()
 
     import digitlab
 
     compileall.compile_dir(Path(digitlab.__file__).parent, quiet=1)
+    if args.baseline is not None:
+        args.baseline = args.baseline.resolve()
+        if not (args.baseline / "digitlab" / "__init__.py").is_file():
+            parser.error(f"--baseline {args.baseline}: no digitlab package there")
+        compileall.compile_dir(args.baseline / "digitlab", quiet=1)
     folder = Path(tempfile.mkdtemp(prefix="speed_floor-"))
     image = one_image(folder)
     digitlab_cli = [sys.executable, "-m", "digitlab", "predict"]
@@ -95,7 +109,11 @@ def main() -> None:
         "predict --backend torch": lambda: timed([*digitlab_cli, "--backend", "torch", str(image)]),
         "serve to first answer": lambda: serve_to_first_answer(image),
     }
+    if args.baseline is not None:
+        commands["serve, baseline"] = lambda: serve_to_first_answer(image, args.baseline)
     print(f"{hardware()}; CPU flags: {cpu_flags()}")
+    if args.baseline is not None:
+        print(f"baseline: {args.baseline}")
     print(versions())
     print(f"before: {conditions()}")
     for measure in commands.values():  # one warm-up round: the files in the page cache for every command
@@ -110,8 +128,11 @@ def main() -> None:
     print(f"{'command':28} {'median s':>9} {'min':>7} {'max':>7}  ratio (median of per-round ratios)")
     for name, times in seconds.items():
         ratios = [f"{statistics.median(t / f for t, f in zip(times, floor)):.2f}x the import floor"]
-        if name == "serve to first answer":
+        if name.startswith("serve"):
             ratios.append(f"{statistics.median(t / p for t, p in zip(times, predict)):.2f}x one-image predict")
+        if name == "serve to first answer" and "serve, baseline" in seconds:
+            ratios.append(f"{statistics.median(t / b for t, b in zip(times, seconds['serve, baseline'])):.2f}x the "
+                          f"baseline's")
         print(f"{name:28} {statistics.median(times):9.3f} {min(times):7.3f} {max(times):7.3f}  {', '.join(ratios)}")
     print("targets: one image <= 1.5x the import floor; serve to its first answer <= 2x a one-image predict")
 

@@ -34,7 +34,7 @@ def test_the_command_line_sets_it_before_torch_is_imported():
     assert run_python(code, OMP_WAIT_POLICY="ACTIVE").splitlines()[-1] == "ACTIVE True"
 
 
-def test_a_serve_worker_process_starts_with_it(served_onnx):
+def test_a_serve_worker_process_starts_with_it(served_onnx, monkeypatch):
     import asyncio
 
     from digitlab.serve.settings import ServeSettings
@@ -49,7 +49,10 @@ def test_a_serve_worker_process_starts_with_it(served_onnx):
         return dict(item.split("=", 1) for item in raw.decode().split("\0") if "=" in item)
 
     os.environ.pop(WAIT_POLICY, None)
-    assert asyncio.run(environment_of_a_worker())[WAIT_POLICY] == "PASSIVE"
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    environment = asyncio.run(environment_of_a_worker())
+    assert environment[WAIT_POLICY] == "PASSIVE"
+    assert environment["OPENBLAS_NUM_THREADS"] == "1"  # numpy's BLAS threads would only spin beside the others
 
 
 def test_the_cpus_are_those_this_process_may_run_on():

@@ -141,6 +141,21 @@ def test_serve_with_a_model_that_cannot_be_loaded_ends_in_one_line(tmp_path, cap
     assert "not a readable safetensors checkpoint" in err and "Traceback" not in err and len(err.splitlines()) == 1
 
 
+def test_a_model_no_worker_can_load_is_said_once_not_once_per_worker(tmp_path, capfd):
+    import socket
+
+    from digitlab.cli import main
+
+    broken = tmp_path / "model.onnx"
+    broken.write_bytes(b"not an onnx model")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    assert main(["serve", "--model", str(broken), "--workers", "3", "--port", str(port)]) == 2
+    err = capfd.readouterr().err
+    assert "not a readable ONNX model" in err and "Traceback" not in err and len(err.splitlines()) == 1, err
+
+
 def test_the_command_line_takes_the_protection_options(monkeypatch):
     from digitlab.cli import build_parser
     from digitlab.cli.serve import serve_settings

@@ -146,33 +146,68 @@ def allowed_hosts(host: str, named: list[str]) -> tuple[str, ...] | None:
 
 
 def cmd_serve(args) -> int:
-    from concurrent.futures import ThreadPoolExecutor
-
-    import uvicorn  # first: a missing extra is said before anything else
-
-    from digitlab.serve.workers import WorkerError, check_model_loads
+    import asyncio
 
     settings = serve_settings(args)
     check_port_free(args.host, args.port)
-    # The model's check runs in a worker process while this one imports the web stack: on two CPUs side by side
-    # rather than one after the other (benchmarks/speed_floor.py).
-    with ThreadPoolExecutor(1) as pool:
-        checked = pool.submit(check_model_loads, settings)
-        from digitlab.serve.app import create_app
-        from digitlab.serve.gates import http_options
-        from digitlab.serve.observe import log_config
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         try:
-            checked.result()
+            return runner.run(_start_and_serve(settings, args))
+        except KeyboardInterrupt:  # Ctrl-C, once the server has shut down
+            return 0
+
+
+async def _start_and_serve(settings: ServeSettings, args) -> int:
+    """Start the worker processes, which load the model, while this process imports the web stack, on the other
+    CPUs rather than after it (benchmarks/speed_floor.py); then serve, on the loop the workers' pipes belong to.
+    A model that cannot be loaded ends it here, before uvicorn starts, in the one line its first worker said."""
+    import asyncio
+
+    from digitlab.serve.workers import WorkerError, WorkerPool
+
+    pool = WorkerPool(settings)
+    starting = asyncio.create_task(pool.start())
+    try:
+        uvicorn, create_app, http_options, log_config = await asyncio.to_thread(_web_stack)
+        try:
+            await starting
         except WorkerError:  # the worker has said why, in one line
             return 2
-    app = create_app(settings)
-    logging.config.dictConfig(log_config(args.log_format, args.log_level))
-    log = logging.getLogger("digitlab.serve")
-    log.info("serving %s (%s) on http://%s:%s - API docs at /docs", settings.model or "the bundled model",
-             settings.backend, args.host, args.port)
-    if settings.collect is not None:
-        log.info("corrected drawings are saved in %s", os.path.abspath(settings.collect))
-    # the access log is digitlab's (serve.observe), with each request's id; uvicorn's own would lack it
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
-                log_config=log_config(args.log_format, args.log_level), **http_options(settings.limits))
-    return 0
+        app = create_app(settings, pool)  # its lifespan stops the workers when the server stops
+        logging.config.dictConfig(log_config(args.log_format, args.log_level))
+        log = logging.getLogger("digitlab.serve")
+        log.info("serving %s (%s) on http://%s:%s - API docs at /docs", settings.model or "the bundled model",
+                 settings.backend, args.host, args.port)
+        if settings.collect is not None:
+            log.info("corrected drawings are saved in %s", os.path.abspath(settings.collect))
+        # the access log is digitlab's (serve.observe), with each request's id; uvicorn's own would lack it
+        config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
+                                log_config=log_config(args.log_format, args.log_level),
+                                **http_options(settings.limits))
+        await uvicorn.Server(config).serve()
+        return 0
+    finally:  # on the way out, however early: no worker is left running
+        starting.cancel()  # nothing, once it is done
+        await asyncio.gather(starting, return_exceptions=True)
+        await pool.close()
+
+
+def _web_stack():
+    """What serving needs beyond the workers: uvicorn, FastAPI and the app, imported in a thread of its own while the
+    event loop starts the workers."""
+    import uvicorn
+
+    from digitlab.serve.app import create_app
+    from digitlab.serve.gates import http_options
+    from digitlab.serve.observe import log_config
+
+    return uvicorn, create_app, http_options, log_config
+
+
+def _loop_factory():
+    """uvloop's event loop when installed, as uvicorn picks it (the ``serve`` extra installs it); else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop

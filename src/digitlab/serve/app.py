@@ -17,7 +17,8 @@ answer includes the 28x28 image the model saw, as a PNG data URL, so the page ca
 Bad input is an HTTP error with a one-line ``detail``, never a traceback: a body over the size limit is 413 (from
 its Content-Length, or counted as it streams in); an image with too many pixels is 413, refused from its header
 before a byte of it is decoded; something that is not an image is 415; a truncated or corrupt image, an empty body
-or a missing form field is 422. The model is loaded once, in the lifespan. Images are decoded and recognised (and
+or a missing form field is 422. The model is loaded before the app answers: in the lifespan, or by the worker
+processes `digitlab serve` starts while it imports this module. Images are decoded and recognised (and
 corrected drawings saved) by ``serve.runner`` in threads sharing one engine (both backends are thread-safe for
 inference) or, as ``digitlab serve`` runs it, in worker processes with an engine each (``serve.workers``), so the
 event loop keeps accepting requests and the HTTP process never holds a decoded image. How is said once, in a
@@ -52,10 +53,13 @@ log = logging.getLogger("digitlab.serve")
 
 @asynccontextmanager
 async def _process_lifespan(app: FastAPI):
-    """Start the worker processes (each loads the model) and stop them at the end."""
+    """Start the worker processes (each loads the model), unless they were started with the app, and stop them at
+    the end."""
     settings: ServeSettings = app.state.settings
-    pool = WorkerPool(settings)
-    await pool.start()
+    pool = getattr(app.state, "pool", None)
+    if pool is None:
+        pool = WorkerPool(settings)
+        await pool.start()
     app.state.pool, app.state.metadata, app.state.recognise = pool, pool.metadata, pool.recognise
     app.state.save_sample = pool.save_sample
     log.info("model %s loaded in %d worker processes (%s backend)", pool.metadata.get("arch"), settings.worker_count,
@@ -104,18 +108,21 @@ def _observed(lifespan):
     return observed
 
 
-def create_app(settings: ServeSettings | None = None) -> FastAPI:
+def create_app(settings: ServeSettings | None = None, pool: WorkerPool | None = None) -> FastAPI:
     """The app serving ``settings`` (None: the bundled model, recognised in threads of this process).
 
     Nothing is loaded here; the model is loaded when the app starts (its lifespan): in ``settings.workers``
     worker processes with an engine each when ``settings.processes`` (what ``digitlab serve`` runs, since threads
     share one GIL), else in threads of this process sharing one engine. Either way at most as many requests are
     recognised at once as there are worker processes (or, in threads, CPUs); further requests wait their turn in
-    order.
+    order. ``pool``: the settings' worker processes, already started (``digitlab serve`` starts them while it imports
+    this module), which the app then serves with and stops at its end.
     """
     from swagger_ui_bundle import swagger_ui_path
 
     settings = ServeSettings() if settings is None else settings
+    if pool is not None and (not settings.processes or pool.settings != settings):
+        raise ValueError("create_app: a worker pool is for the settings it was started with, with processes=True")
     app = FastAPI(title="digitlab", version=_version(), docs_url=None, redoc_url=None,  # ReDoc would load a CDN
                   lifespan=_observed(_process_lifespan if settings.processes else _thread_lifespan),
                   description="Recognise handwritten digits in images: one digit, or a number with ?multi=true.",
@@ -125,6 +132,8 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     app.openapi_version = "3.0.3"
     app.openapi = lambda: _openapi_3_0(app)
     app.state.settings = settings
+    if pool is not None:
+        app.state.pool = pool
     app.add_middleware(BodyLimit, limits=settings.limits)
     if settings.cors_origins:  # the named sites' pages may call the API (preflight answered here)
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],

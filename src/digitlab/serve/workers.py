@@ -99,29 +99,55 @@ class WorkerPool:
         self.restarts = 0  # workers replaced after dying or overrunning (served at /metrics)
 
     async def start(self) -> None:
-        """Start every worker and wait until each has its model loaded (a model that fails to load fails here)."""
-        started = await asyncio.gather(*(self._start_one() for _ in range(self.settings.worker_count)),
-                                       return_exceptions=True)
-        failed = [s for s in started if isinstance(s, BaseException)]
-        for worker in (s for s in started if isinstance(s, Worker)):
-            self.workers.append(worker)
-            self.idle.put_nowait(worker)
-        if failed:
+        """Start every worker and wait until each has its model loaded (a model that fails to load fails here).
+
+        The processes start together, so their interpreters and libraries load side by side; the first gets its
+        settings at once and the others only once its model has loaded and passed the check (``engine.check_model``):
+        a model that cannot be loaded is then said once, by that one worker, while the others exit unheard."""
+        try:
+            for _ in range(self.settings.worker_count):
+                self.workers.append(await self._spawn())
+            first, *others = self.workers
+            await self._load(first)
+            loaded = await asyncio.gather(*(self._load(worker) for worker in others), return_exceptions=True)
+            failed = [result for result in loaded if isinstance(result, BaseException)]
+            if failed:
+                raise failed[0]
+        except BaseException:
             await self.close()
-            raise failed[0]
+            raise
+        for worker in self.workers:
+            self.idle.put_nowait(worker)
 
     async def _start_one(self) -> Worker:
+        """A worker with its model loaded."""
+        worker = await self._spawn()
+        try:
+            return await self._load(worker)
+        except BaseException:
+            await _stop(worker)
+            raise
+
+    async def _spawn(self) -> Worker:
+        """A worker process, importing what it needs until its settings come."""
         environment = dict(os.environ)
         yield_when_waiting(environment)  # in the worker's environment from its first instruction, before torch
+        # numpy's OpenBLAS starts a thread per CPU when it is imported, each spinning a while in wait for work: CPU
+        # taken from the server and the other workers as they all start, for products a worker never splits (the
+        # workers already run side by side, as for OpenCV in _set_process_wide)
+        environment.setdefault("OPENBLAS_NUM_THREADS", "1")
         process = await asyncio.create_subprocess_exec(*self.command, stdin=asyncio.subprocess.PIPE,
                                                        stdout=asyncio.subprocess.PIPE, limit=2**20, env=environment)
-        worker = Worker(process)
+        return Worker(process)
+
+    async def _load(self, worker: Worker) -> Worker:
+        """Send ``worker`` the settings and wait until its model is loaded."""
         try:
             await worker.send(self.settings.to_json().encode())
             hello = await worker.receive()
         except (asyncio.IncompleteReadError, ConnectionError, ValueError):
-            await process.wait()
-            raise WorkerError(f"a worker process failed to start (exit code {process.returncode}); see its "
+            await worker.process.wait()
+            raise WorkerError(f"a worker process failed to start (exit code {worker.process.returncode}); see its "
                               f"error above") from None
         self.metadata = hello["metadata"]
         return worker
@@ -194,17 +220,6 @@ class WorkerPool:
     async def close(self) -> None:
         await asyncio.gather(*(_stop(worker) for worker in self.workers))
         self.workers.clear()
-
-
-def check_model_loads(settings: ServeSettings) -> None:
-    """Start one worker and stop it again: a model that cannot be loaded fails here, before a server starts, with the
-    worker's one line on stderr, instead of as a failed start-up with a traceback. Raises WorkerError."""
-
-    async def start_and_stop() -> None:
-        worker = await WorkerPool(settings)._start_one()
-        await _stop(worker)
-
-    asyncio.run(start_and_stop())
 
 
 async def _stop(worker: Worker) -> None:
