@@ -52,6 +52,12 @@ def test_one_epoch_gets_its_table_but_no_curves(tmp_path):
     assert len(list(csv.DictReader((tmp_path / "history.csv").open()))) == 1
 
 
+def test_between_short_epochs_only_the_table_is_written(tmp_path):
+    # the loop draws curves after long epochs and at the end of a run; in between it asks for the table alone
+    assert [p.name for p in write_curves(HISTORY, tmp_path, draw=False)] == ["history.csv"]
+    assert not (tmp_path / "curves.png").exists()
+
+
 def test_curves_without_validation_have_no_validation_line(tmp_path, check_picture):
     history = [{k: v for k, v in row.items() if not k.startswith("val_")} for row in HISTORY]
     save_png(curves_figure(history), tmp_path / "curves.png")

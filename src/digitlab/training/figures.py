@@ -93,14 +93,14 @@ def _epoch_ticks(epochs: list[int]) -> list[int]:
     return list(range(epochs[0], epochs[-1] + 1, step))
 
 
-def write_curves(history: Sequence[dict[str, float]], out_dir: str | os.PathLike) -> list[Path]:
-    """``curves.png`` and ``history.csv`` of a run, written atomically beside its ``history.json``.
+def write_curves(history: Sequence[dict[str, float]], out_dir: str | os.PathLike, draw: bool = True) -> list[Path]:
+    """``curves.png`` (when ``draw``) and ``history.csv`` of a run, written atomically beside its ``history.json``.
 
     A run of one epoch gets its table only: one point per line is not a curve, and drawing it would cost a
     one-epoch run (the `fast` recipe) a tenth of its time.
     """
     out_dir = Path(out_dir)
-    written = [save_png(curves_figure(history), out_dir / "curves.png")] if len(history) > 1 else []
+    written = [save_png(curves_figure(history), out_dir / "curves.png")] if draw and len(history) > 1 else []
     columns: list[str] = []
     for row in history:
         columns += [key for key in row if key not in columns]

@@ -7,8 +7,8 @@ functions. The whole training set stays in memory as uint8 tensors (on the GPU w
 indexes a batch, augments it as one tensor and takes an optimiser step - no per-sample Python, no loader workers.
 After every epoch the run validates and writes, atomically, ``model.safetensors`` (the self-describing model),
 ``resume.safetensors`` (optimiser, schedule and EMA state, and the best weights so far under early stopping),
-``history.json`` and, drawn from it, ``history.csv`` and ``curves.png``; so Ctrl-C or a kill loses at most the
-running epoch and ``resume=True`` carries on from the last.
+``history.json`` and, drawn from it, ``history.csv`` and (after long epochs and at the end) ``curves.png``; so
+Ctrl-C or a kill loses at most the running epoch and ``resume=True`` carries on from the last.
 
 Under ``torchrun`` the same call trains with DistributedDataParallel, nothing to change: every process takes its
 share of each epoch's batches (so the effective batch is ``batch_size`` times the number of processes), gradients
@@ -57,6 +57,9 @@ NONDIGIT_POOL = 12_000           # letters drawn once per run; each batch sample
 # what a run writes into its folder (with --tensorboard, also a folder of event files: TENSORBOARD_DIR)
 RUN_FILES = ("model.safetensors", "resume.safetensors", "history.json", "history.csv", "curves.png")
 TENSORBOARD_DIR = "tensorboard"
+# Drawing curves.png costs about half a second: it is redrawn after every epoch of at least this many seconds (where
+# it costs under 3 %; the default recipe's epochs) and at the end of every run, not after each of a short run's epochs.
+CURVES_AFTER = 20.0
 
 
 @dataclass
@@ -456,9 +459,9 @@ def _model_metadata(cfg: TrainConfig, row: dict[str, float], command: str | None
 
 def save_epoch(out_dir: Path, cfg: TrainConfig, state: TrainState, history: list, best: dict,
                best_weights: dict[str, torch.Tensor] | None, command: str | None,
-               folders: list[dict] | None = None) -> None:
+               folders: list[dict] | None = None, last: bool = True) -> None:
     """Write the epoch's model, everything a resume needs (with the best weights so far) and the history, with its
-    table and curves."""
+    table and, after a long epoch or the ``last``, its curves (CURVES_AFTER)."""
     meta = _model_metadata(cfg, history[-1], command, folders)
     checkpoint.save(out_dir / "model.safetensors", state.eval_model, meta)
     opt_tensors, opt_meta = _flatten_optimizer(state.optimizer.state_dict())
@@ -471,7 +474,7 @@ def save_epoch(out_dir: Path, cfg: TrainConfig, state: TrainState, history: list
     resume_meta = meta | {"optimizer": opt_meta, "schedule": schedule_state, "history": history, "best": best}
     checkpoint.save(out_dir / "resume.safetensors", state.model, resume_meta, extra)
     atomic_write_text(out_dir / "history.json", json.dumps(history, indent=1))
-    write_curves(history, out_dir)
+    write_curves(history, out_dir, draw=last or history[-1].get("seconds", 0) >= CURVES_AFTER)
 
 
 def match_param_layout(optimizer: torch.optim.Optimizer) -> None:
@@ -644,7 +647,7 @@ def _run(cfg: TrainConfig, out_dir: Path, resume: bool, dry_run: bool, command: 
             if last and val_split is None and world.is_main and MNIST in cfg.data:
                 row |= measure_test_accuracy(state.eval_model, cfg, dry_run)
             if world.is_main:
-                save_epoch(out_dir, cfg, state, history, best, best_weights, command, folders)
+                save_epoch(out_dir, cfg, state, history, best, best_weights, command, folders, last)
                 events.add(row)
             if dry_run:
                 break
