@@ -45,7 +45,7 @@ from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from machine import conditions, cpu_flags, hardware, versions  # noqa: E402
+from machine import StolenTime, conditions, cpu_flags, hardware, versions  # noqa: E402
 
 THRESHOLDS = (0.990, 0.995)
 
@@ -264,10 +264,11 @@ def main() -> None:
     if not args.per_epoch:
         print(f"{hardware()}; CPU flags: {cpu_flags()}\n{versions()}\nbefore: {conditions()}", flush=True)
         try:
-            results = commands_side_by_side(args.runs, log=lambda line: print(line, flush=True))
+            with StolenTime() as stolen:
+                results = commands_side_by_side(args.runs, log=lambda line: print(line, flush=True))
         except RuntimeError as exc:
             sys.exit(f"time_to_accuracy: {exc}")
-        print(f"after: {conditions()}")
+        print(f"after: {conditions(stolen)}")
         print("\n".join(targets_table(results)))
         return
 
