@@ -183,11 +183,15 @@ def test_int8_export_command_refuses_a_loss_and_an_existing_file(small_model_pat
     assert main(["export", str(small_model_path), "--onnx", str(out), "--int8-tolerance", "1"]) == 2  # no --int8
     assert "add --int8" in capsys.readouterr().err
 
-    assert main(base) == 0
+    # This half-trained model's int8 copy loses up to a tenth of a point, depending on the CPU's int8 kernels
+    # (0.06 on an AVX-512 VNNI AMD host): the command's behaviour is under test here, with room for that; the
+    # bundled model's int8 export is held to the default tolerance below.
+    within = base + ["--int8-tolerance", "0.5"]
+    assert main(within) == 0
     printed = capsys.readouterr().out
     assert "int8" in printed and "fp32 ->" in printed and "10,000 images" in printed
     written = out.read_bytes()
-    assert main(base) == 2 and "already exists" in capsys.readouterr().err  # the export's own rule, also for int8
+    assert main(within) == 2 and "already exists" in capsys.readouterr().err  # the export's own rule, also for int8
     assert out.read_bytes() == written
 
 
