@@ -314,6 +314,28 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return seed * 100_003 + epoch
 
 
+def _set_training_mode(model: nn.Module, freeze_norm: bool) -> None:
+    """Put ``model`` in training mode; with ``freeze_norm``, its batch-norm layers stay in evaluation mode, so they
+    normalise with their running statistics and leave them as they are."""
+    model.train()
+    if freeze_norm:
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+
+
+def _learn_from(loss: torch.Tensor, cfg: TrainConfig, state: TrainState) -> None:
+    """One optimiser step down ``loss``'s gradient, and the per-batch updates that follow it: the one-cycle
+    schedule's step and the EMA's average."""
+    state.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    state.optimizer.step()
+    if cfg.schedule == "onecycle":
+        state.schedule.step()
+    if state.ema is not None:
+        state.ema.update_parameters(state.model)
+
+
 def train_one_epoch(cfg: TrainConfig, state: TrainState, split: Split, epoch: int,
                     world: Distributed = Distributed(), *, nondigits: torch.Tensor | None = None,
                     others: Split | None = None, max_steps: int | None = None, bar: EpochBar | None = None,
@@ -340,11 +362,7 @@ def train_one_epoch(cfg: TrainConfig, state: TrainState, split: Split, epoch: in
     data = data_config_of(state.model)
     not_a_digit = data.classes.index(NOT_A_DIGIT) if nondigits is not None else None
 
-    state.model.train()
-    if freeze_norm:
-        for module in state.model.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                module.eval()
+    _set_training_mode(state.model, freeze_norm)
     start = time.perf_counter()
     device = split.labels.device
     seen = 0
@@ -358,13 +376,7 @@ def train_one_epoch(cfg: TrainConfig, state: TrainState, split: Split, epoch: in
         with autocast:
             logits = state.forward(to_batch(x_uint8, cfg, data, generator))
             loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-        state.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        state.optimizer.step()
-        if cfg.schedule == "onecycle":
-            state.schedule.step()
-        if state.ema is not None:
-            state.ema.update_parameters(state.model)
+        _learn_from(loss, cfg, state)
         seen += len(y)
         loss_sum += loss.detach() * len(y)
         correct += (logits.argmax(1) == y).sum()
