@@ -330,6 +330,42 @@ def _prepare_file(path: Path, polarity: str) -> tuple[dict, np.ndarray | None]:
     return record, np.round(prepared.glyphs[0].image * 255).astype(np.uint8)
 
 
+def _new_or_changed(wanted: list[Entry], records: dict[str, dict]
+                    ) -> tuple[dict[str, tuple[int, int]], list[Entry], list[Skipped]]:
+    """Which of ``wanted`` must be prepared again: (each file's (size, mtime_ns), the files whose cache record is
+    missing or was made from another size or time, a Skipped for each file that cannot even be looked at).
+
+    A file's size and modification time are what say that its cached image still holds."""
+    stats: dict[str, tuple[int, int]] = {}
+    to_read: list[Entry] = []
+    unreadable: list[Skipped] = []
+    for entry in wanted:
+        try:
+            info = entry.path.stat()
+        except OSError as exc:
+            reason = f"cannot be read ({one_line(exc.strerror or exc, 80)})"
+            unreadable.append(Skipped(entry.name, UNREADABLE, reason))
+            continue
+        stats[entry.name] = (info.st_size, info.st_mtime_ns)
+        record = records.get(entry.name)
+        if not (record and (record.get("size"), record.get("mtime_ns")) == stats[entry.name]):
+            to_read.append(entry)
+    return stats, to_read, unreadable
+
+
+def _prepare_files(entries: list[Entry], polarity: str,
+                   threads: int | None) -> dict[str, tuple[dict, np.ndarray | None]]:
+    """``_prepare_file``'s result for each of ``entries``, by name, read on ``threads`` threads (by default one a
+    CPU, at most four)."""
+    fresh: dict[str, tuple[dict, np.ndarray | None]] = {}
+    if entries:
+        workers = threads or min(4, os.cpu_count() or 1)
+        with ThreadPoolExecutor(workers) as pool:
+            for entry, result in zip(entries, pool.map(lambda e: _prepare_file(e.path, polarity), entries)):
+                fresh[entry.name] = result
+    return fresh
+
+
 def load_folder(path: str | os.PathLike, polarity: str = "auto", cache: bool = True,
                 threads: int | None = None) -> LabelledImages:
     """The labelled images under ``path`` (a folder or a CSV), prepared as prediction prepares them.
@@ -347,24 +383,9 @@ def load_folder(path: str | os.PathLike, polarity: str = "auto", cache: bool = T
     where = cache_file(Path(path).expanduser(), layout, polarity)
     records, cached_images = _read_cache(where, version) if cache else ({}, None)
 
-    stats: dict[str, tuple[int, int]] = {}
-    to_read: list[Entry] = []
-    for entry in wanted:
-        try:
-            info = entry.path.stat()
-        except OSError as exc:
-            skipped.append(Skipped(entry.name, UNREADABLE, f"cannot be read ({one_line(exc.strerror or exc, 80)})"))
-            continue
-        stats[entry.name] = (info.st_size, info.st_mtime_ns)
-        record = records.get(entry.name)
-        if not (record and (record.get("size"), record.get("mtime_ns")) == stats[entry.name]):
-            to_read.append(entry)
-    fresh: dict[str, tuple[dict, np.ndarray | None]] = {}
-    if to_read:
-        workers = threads or min(4, os.cpu_count() or 1)
-        with ThreadPoolExecutor(workers) as pool:
-            for entry, result in zip(to_read, pool.map(lambda e: _prepare_file(e.path, polarity), to_read)):
-                fresh[entry.name] = result
+    stats, to_read, unreadable = _new_or_changed(wanted, records)
+    skipped += unreadable
+    fresh = _prepare_files(to_read, polarity, threads)
 
     images, labels, names, kept_records, kept_images = [], [], [], {}, []
     digest = hashlib.sha256()
