@@ -246,9 +246,9 @@ def _calibrate_options(p) -> None:
     p.add_argument("--other-count", type=whole_number(), metavar="N", help="digits of the other writers, each drawn in every "
                    f"case (default: {calibrate.OTHER_COUNT})")
     p.add_argument("--refusal-bar", action="store_true", help="also choose the 'not a digit' offset and the "
-                   "threshold the model is read with: of those refusing at most 0.8%% of each source's real digits "
-                   "(their choose parts), the one refusing the most real letters (needs an 11-output model and "
-                   "$DIGITLAB_REALDATA)")
+                   "threshold the model is read with: of those refusing at most "
+                   f"{100 * calibrate.REFUSED_AT_MOST:g}%% of each source's real digits (their choose parts), the one "
+                   "refusing the most real letters (needs an 11-output model and $DIGITLAB_REALDATA)")
     p.add_argument("--other-weight", type=float, metavar="SHARE", help="the other writers' share of the fit, the "
                    f"validation split having the rest whatever the sizes (default: {calibrate.OTHER_WEIGHT})")
 
