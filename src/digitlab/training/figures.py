@@ -96,8 +96,8 @@ def _epoch_ticks(epochs: list[int]) -> list[int]:
 def write_curves(history: Sequence[dict[str, float]], out_dir: str | os.PathLike, draw: bool = True) -> list[Path]:
     """``curves.png`` (when ``draw``) and ``history.csv`` of a run, written atomically beside its ``history.json``.
 
-    A run of one epoch gets its table only: one point per line is not a curve, and drawing it would cost a
-    one-epoch run (the `fast` recipe) a tenth of its time.
+    A run of one epoch gets its table only: one point per line is not a curve, and drawing it is a sizeable share
+    of a one-epoch run such as the `fast` recipe (docs/results.md, 'Time to accuracy').
     """
     out_dir = Path(out_dir)
     written = [save_png(curves_figure(history), out_dir / "curves.png")] if draw and len(history) > 1 else []

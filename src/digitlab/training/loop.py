@@ -57,8 +57,9 @@ NONDIGIT_POOL = 12_000           # letters drawn once per run; each batch sample
 # what a run writes into its folder (with --tensorboard, also a folder of event files: TENSORBOARD_DIR)
 RUN_FILES = ("model.safetensors", "resume.safetensors", "history.json", "history.csv", "curves.png")
 TENSORBOARD_DIR = "tensorboard"
-# Drawing curves.png costs about half a second: it is redrawn after every epoch of at least this many seconds (where
-# it costs under 3 %; the default recipe's epochs) and at the end of every run, not after each of a short run's epochs.
+# curves.png is redrawn after every epoch of at least this many seconds (the default recipe's), where a drawing is a
+# small share of the epoch, and at the end of every run; not after each of a short run's epochs, where it is not
+# (docs/results.md, 'Time to accuracy').
 CURVES_AFTER = 20.0
 
 

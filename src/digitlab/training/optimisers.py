@@ -3,8 +3,7 @@
 ``torch.optim.Optimizer`` wraps ``add_param_group``, ``zero_grad``, ``state_dict`` and ``load_state_dict`` in
 ``torch._disable_dynamo``, and each optimiser's ``step`` in ``_use_grad_for_differentiable``; both import
 ``torch._dynamo`` on their first call, so that ``torch.compile`` can trace around them. An eager run never needs it,
-yet pays for the import (about as long as ``import torch`` itself: a sixth of the time `digitlab train --recipe
-fast` takes; docs/results.md, 'Time to accuracy'). The classes here are PyTorch's own, with those methods taken
+yet pays for the import, about as long as ``import torch`` itself (docs/results.md, 'Time to accuracy'). The classes here are PyTorch's own, with those methods taken
 from under their wrappers (``__wrapped__``, which ``functools.wraps`` keeps): the same code, the same kernels, the
 same state dicts, and torch's learning-rate schedulers accept them as the optimisers they are. A compiled run
 (``torch.compile``) imports ``torch._dynamo`` itself and traces these as it would the originals.
