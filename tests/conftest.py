@@ -45,12 +45,16 @@ def _find_mnist() -> Path | None:
     return _find("DIGITLAB_DATA", "mnist", [name for name, _ in FILES.values()])
 
 
+def _found_or_skip(found: Path | None, missing: str) -> Path:
+    if found is None:
+        pytest.skip(missing)
+    return found
+
+
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:
-    found = _find_mnist()
-    if found is None:
-        pytest.skip("MNIST files not found: set DIGITLAB_DATA to a folder holding the four IDX files")
-    return found
+    return _found_or_skip(_find_mnist(), "MNIST files not found: set DIGITLAB_DATA to a folder holding the four IDX "
+                                         "files")
 
 
 def _find_realdata() -> Path | None:
@@ -62,10 +66,8 @@ def _find_realdata() -> Path | None:
 @pytest.fixture(scope="session")
 def realdata_dir() -> Path:
     """The folder of real handwriting by other writers (CI points DIGITLAB_REALDATA at ../shared/realdata)."""
-    found = _find_realdata()
-    if found is None:
-        pytest.skip("real handwriting not found: set DIGITLAB_REALDATA to a folder holding its .npz files")
-    return found
+    return _found_or_skip(_find_realdata(), "real handwriting not found: set DIGITLAB_REALDATA to a folder holding "
+                                            "its .npz files")
 
 
 def _tiny_realdata(folder, test_split, per_file: int = 20):
