@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from digitlab.datasets.mnist import FILES, locate, read_mnist
+from digitlab.datasets.mnist import FILES, arrays_cache_dir, locate, read_mnist
 from digitlab.errors import DataError
 
 
@@ -94,3 +94,43 @@ def test_cache_download_failure_is_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="could not download.*network is unreachable"):
         locate()
     assert not list((tmp_path / "digitlab" / "mnist").glob("*.gz"))  # nothing half-written left behind
+
+
+def test_a_verified_file_is_inflated_once_and_then_read_from_the_array_cache(copy_dir, monkeypatch):
+    first = read_mnist("test", copy_dir)
+    kept = sorted(p.name for p in arrays_cache_dir().iterdir())
+    assert kept == sorted(f"{FILES[key][1]}.npy" for key in ("test-images", "test-labels"))
+
+    def no_inflating(*args, **kwargs):
+        raise AssertionError("inflated a file whose array is kept")
+
+    monkeypatch.setattr(gzip, "open", no_inflating)
+    again = read_mnist("test", copy_dir)
+    assert np.array_equal(first[0], again[0]) and np.array_equal(first[1], again[1])
+    assert again[0].flags.writeable
+
+
+def test_the_checksum_is_checked_even_when_the_array_is_kept(copy_dir):
+    read_mnist("test", copy_dir)
+    path = copy_dir / FILES["test-images"][0]
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataError, match="t10k-images-idx3-ubyte.gz.*checksum"):
+        read_mnist("test", copy_dir)
+
+
+def test_a_damaged_or_unwritable_array_cache_costs_only_the_inflating(copy_dir, monkeypatch):
+    images, _ = read_mnist("test", copy_dir)
+    damaged = arrays_cache_dir() / f"{FILES['test-images'][1]}.npy"
+    damaged.write_bytes(b"")
+    assert np.array_equal(read_mnist("test", copy_dir)[0], images)
+    assert np.load(damaged).shape == (10000, 28, 28)  # made again
+
+    def read_only(*args, **kwargs):
+        raise PermissionError("read-only")
+
+    damaged.unlink()
+    monkeypatch.setattr("digitlab.datasets.mnist.atomic_write", read_only)
+    assert np.array_equal(read_mnist("test", copy_dir)[0], images)
+    assert not damaged.exists()

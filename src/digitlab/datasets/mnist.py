@@ -4,6 +4,9 @@ The four canonical IDX files are found in this order: an explicit ``data_dir`` (
 ``DIGITLAB_DATA`` environment variable, then a per-user cache directory. Files missing from the cache are
 downloaded from public mirrors, written atomically and checked against their MD5 before use. Every file is
 verified (checksum, IDX header, size), so a truncated or wrong file is an error that names it, never silent garbage.
+Once a file has been verified and inflated, its array is kept in the cache as ``.npy``, named by the file's MD5: a
+later read checks the checksum again and loads the array instead of inflating the file anew, which took about as
+long as the rest of a short training run's start (docs/results.md, 'Time to accuracy').
 
     images, labels = read_mnist("test")           # (10000, 28, 28) uint8, (10000,) int64: numpy, no PyTorch
 
@@ -23,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from digitlab.errors import DataError
-from digitlab.files import cache_root
+from digitlab.files import atomic_write, cache_root
 
 FILES = {
     "train-images": ("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
@@ -108,27 +111,55 @@ def locate(data_dir: str | os.PathLike | None = None, download: bool = True,
     return directory
 
 
+def arrays_cache_dir() -> Path:
+    return cache_root() / "mnist" / "arrays"
+
+
 def _read_idx(path: Path, md5: str, expected_count: int, item_shape: tuple[int, ...]) -> np.ndarray:
+    """The verified file's array: from the array cache when it holds this file's, else inflated and parsed (and
+    then kept there)."""
     if md5_of(path) != md5:
         raise DataError(f"{path}: checksum mismatch (expected MD5 {md5}); the file is corrupt, truncated or not "
                         f"the canonical MNIST file - delete it and fetch it again")
+    shape = (expected_count, *item_shape)
+    kept = arrays_cache_dir() / f"{md5}.npy"
+    try:
+        array = np.load(kept, allow_pickle=False)
+        if array.shape == shape and array.dtype == np.uint8:
+            return array
+    except (OSError, ValueError, EOFError):
+        pass  # not kept yet, or unreadable: made again below
+    array = _parse_idx(path, shape)
+    try:
+        atomic_write(kept, lambda tmp: _save_array(tmp, array))
+    except OSError:
+        pass  # a read-only cache costs the next run the inflating, nothing else
+    return array
+
+
+def _save_array(path: str, array: np.ndarray) -> None:
+    with open(path, "wb") as f:  # a file object: given a name, np.save would add ".npy" to it
+        np.save(f, array, allow_pickle=False)
+
+
+def _parse_idx(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    """The unsigned-byte array of ``shape`` an IDX file holds; DataError if it holds anything else."""
     try:
         with gzip.open(path, "rb") as f:
             raw = f.read()
     except (OSError, EOFError) as exc:
         raise DataError(f"{path}: not a readable gzip file ({exc})") from None
-    ndim = len(item_shape) + 1
+    ndim = len(shape)
     header = 4 + 4 * ndim
     if len(raw) < header:
         raise DataError(f"{path}: too short for an IDX header")
     zero, dtype_code, dims = struct.unpack(">HBB", raw[:4])
     if zero != 0 or dtype_code != 0x08 or dims != ndim:
         raise DataError(f"{path}: not an IDX file of unsigned bytes with {ndim} dimensions")
-    shape = struct.unpack(f">{ndim}I", raw[4:header])
-    if shape != (expected_count, *item_shape) or len(raw) != header + int(np.prod(shape)):
-        raise DataError(f"{path}: expected shape {(expected_count, *item_shape)}, header says {shape} "
-                        f"with {len(raw) - header} bytes of data")
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+    found = struct.unpack(f">{ndim}I", raw[4:header])
+    if found != shape or len(raw) != header + int(np.prod(found)):
+        raise DataError(f"{path}: expected shape {shape}, header says {found} with {len(raw) - header} bytes of data")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape).copy()  # writable: the buffer is not
 
 
 def read_mnist(split: str = "train", data_dir: str | os.PathLike | None = None,
@@ -145,7 +176,7 @@ def read_mnist(split: str = "train", data_dir: str | os.PathLike | None = None,
     labels = _read_idx(directory / label_name, label_md5, count, ())
     if labels.max() > 9:
         raise DataError(f"{directory / label_name}: labels outside 0-9")
-    return images.copy(), labels.astype(np.int64)  # writable: the file's buffer is read-only
+    return images, labels.astype(np.int64)
 
 
 def checksums() -> dict[str, str]:
