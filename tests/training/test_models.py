@@ -76,3 +76,21 @@ def test_the_networks_page_lists_every_network_with_its_parameter_count():
     assert sorted(rows) == sorted(list_models())
     for name, line in rows.items():
         assert f"{count_parameters(create_model(name)):,}" in line, name
+
+
+def test_the_quick_network_with_a_crop_reads_only_the_centre_and_summarises():
+    """`fast`'s network: the outer two-pixel ring of the 28x28 input changes nothing, a pixel inside it does."""
+    torch.manual_seed(0)
+    model = create_model("digitnet_quick", crop=2).eval()
+    x = torch.rand(2, 1, 28, 28)
+    ring = x.clone()
+    ring[..., :2, :] = ring[..., -2:, :] = ring[..., :, :2] = ring[..., :, -2:] = 1.0
+    inside = x.clone()
+    inside[..., 2, 2] += 1.0
+    with torch.no_grad():
+        assert torch.equal(model(ring), model(x))
+        assert not torch.allclose(model(inside), model(x))
+    assert count_parameters(model) == 72_058  # the dense layer reads 4x4 maps instead of 5x5
+    assert "margin=2" in repr(model) and "Total params: 72,058" in summary_table(model, title="quick")
+    with pytest.raises(ValueError, match="crop"):
+        create_model("digitnet_quick", crop=4)

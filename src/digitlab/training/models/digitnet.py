@@ -61,22 +61,43 @@ def digitnet_fast(widths: tuple[int, int, int] = (16, 32, 64)) -> nn.Module:
     )
 
 
+class CentreCrop(nn.Module):
+    """Keep the central part of each image, ``margin`` pixels in from every side."""
+
+    def __init__(self, margin: int):
+        super().__init__()
+        self.margin = margin
+
+    def forward(self, x):
+        return x[..., self.margin:-self.margin, self.margin:-self.margin]
+
+    def extra_repr(self) -> str:
+        return f"margin={self.margin}"
+
+
 @register_model
-def digitnet_quick(widths: tuple[int, int, int] = (16, 32, 128)) -> nn.Module:
-    """Conv5x5-Pool-Conv3x3-Pool-Dense-Dense, unpadded, with batch norm: the least work per image that reaches 99 %.
+def digitnet_quick(widths: tuple[int, int, int] = (16, 32, 128), crop: int = 0) -> nn.Module:
+    """[Crop]-Conv5x5-Pool-Conv3x3-Pool-Dense-Dense, unpadded, with batch norm: the least work per image that reaches
+    99 %.
 
     The `fast` recipe's network (docs/networks.md). Unpadded convolutions leave 24x24 and then 10x10 maps instead of
     28x28 and 14x14, a third less work in the layers that cost most, and the hidden dense layer does the rest of the
-    sorting in one matrix product instead of a third convolution on 7x7 maps.
+    sorting in one matrix product instead of a third convolution on 7x7 maps. ``crop=2`` reads only the central
+    24x24 pixels, about another third less work: MNIST (and ``recognition.mnist_form``) fits each digit in a 20x20
+    box centred by its ink, so the outer ring is nearly always paper.
 
-        (B, 1, 28, 28) -> conv5x5 -> pool -> (B, w1, 12, 12) -> conv3x3 -> pool -> (B, w2, 5, 5)
-                       -> linear -> (B, w3) -> linear -> (B, 10)
+        (B, 1, 28, 28) -> [crop] -> conv5x5 -> pool -> (B, w1, s1, s1) -> conv3x3 -> pool -> (B, w2, s2, s2)
+                       -> linear -> (B, w3) -> linear -> (B, 10)           s1 = 12, s2 = 5 (crop 2: 10 and 4)
     """
     w1, w2, w3 = widths
+    if not 0 <= crop <= 3:
+        raise ValueError(f"crop must be 0 to 3 pixels, not {crop!r}")
+    side = ((28 - 2 * crop - 4) // 2 - 2) // 2
     return nn.Sequential(
+        *([CentreCrop(crop)] if crop else []),
         nn.Conv2d(1, w1, 5, bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(w1), nn.ReLU(inplace=True),
         nn.Conv2d(w1, w2, 3, bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(w2), nn.ReLU(inplace=True),
         nn.Flatten(),
-        nn.Linear(w2 * 5 * 5, w3), nn.ReLU(inplace=True),
+        nn.Linear(w2 * side * side, w3), nn.ReLU(inplace=True),
         nn.Linear(w3, 10),
     )
