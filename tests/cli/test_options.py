@@ -13,7 +13,7 @@ import pytest
 from digitlab.cli import build_parser, main
 from digitlab.cli.train import RECIPE_ONLY, RESULTS, field_help
 from digitlab.recognition import engine
-from digitlab.recognition.preprocess import POLARITIES
+from digitlab.recognition.facts import POLARITIES
 from digitlab.training.config import OPTIMIZERS, RECIPES, SCHEDULES, TrainConfig, recipe_config
 
 

@@ -825,7 +825,7 @@ def test_threads_in_the_threaded_server_with_the_torch_backend(served_checkpoint
 
 
 def test_the_default_app_serves_the_bundled_model_in_threads():
-    from digitlab.recognition.decode import MAX_PIXELS
+    from digitlab.recognition.facts import MAX_PIXELS
     from digitlab.training import checkpoint
 
     if not checkpoint.BUNDLED.is_file():

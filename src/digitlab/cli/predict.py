@@ -30,8 +30,8 @@ def add_predict_parsers(subparsers) -> None:
 
     from digitlab.cli.numbers import whole_number
     from digitlab.recognition.engine import BACKENDS  # light: neither torch nor onnxruntime is imported here
-    from digitlab.recognition.predict import DEFAULT_THRESHOLD, UNCALIBRATED_THRESHOLD, Recognizer
-    from digitlab.recognition.preprocess import POLARITIES
+    from digitlab.recognition.facts import DEFAULT_THRESHOLD, POLARITIES, UNCALIBRATED_THRESHOLD
+    from digitlab.recognition.predict import Recognizer
     from digitlab.threads import available_cpus
 
     p = subparsers.add_parser("predict", help="recognise the digit (or, with --multi, the number) in images")
@@ -209,7 +209,7 @@ def collect_inputs(paths: list[str], recursive: bool) -> tuple[list[str], list[t
     plus what cannot be read and why: folders holding no image files at all, and entries of a folder named like an
     image that are no file (a folder called x.png, a FIFO, a symbolic link to nothing or to itself), which a user
     would otherwise never learn were passed over."""
-    from digitlab.recognition.decode import SUFFIXES
+    from digitlab.recognition.facts import SUFFIXES
 
     files, unread = [], []
     for name in paths:

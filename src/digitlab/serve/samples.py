@@ -23,7 +23,8 @@ import numpy as np
 
 from digitlab.files import atomic_write, atomic_write_text
 from digitlab.labels import DIGITS
-from digitlab.recognition.decode import MAX_PIXELS, decode, to_gray
+from digitlab.recognition.decode import decode, to_gray
+from digitlab.recognition.facts import MAX_PIXELS
 
 NOT_A_DIGIT_FOLDER = "not_a_digit"
 LABELS = (*DIGITS, NOT_A_DIGIT_FOLDER)

@@ -17,9 +17,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from digitlab.recognition.decode import MAX_PIXELS
 from digitlab.recognition.engine import BACKENDS, BUNDLED_ONNX, backend_for
-from digitlab.recognition.predict import check_threshold
+from digitlab.recognition.facts import MAX_PIXELS, check_threshold
 
 # Added to the worker processes' niceness, so that when every CPU is busy the server process still gets one at once
 # to read a request, hand it on and send an answer (measured: docs/serving.md, 'Worker priority'). Lowering a process's
