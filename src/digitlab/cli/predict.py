@@ -29,7 +29,7 @@ def add_predict_parsers(subparsers) -> None:
     import inspect
 
     from digitlab.cli.numbers import whole_number
-    from digitlab.recognition.engine import BACKENDS  # light: neither torch nor onnxruntime is imported here
+    from digitlab.recognition.backends import BACKENDS
     from digitlab.recognition.facts import DEFAULT_THRESHOLD, POLARITIES, UNCALIBRATED_THRESHOLD
     from digitlab.recognition.predict import Recognizer
     from digitlab.threads import available_cpus
@@ -84,7 +84,7 @@ def cmd_predict(args) -> int:
     if not args.paths:
         raise ValueError("name the images: PATH ... and/or --files-from LIST")
     if args.int8:
-        from digitlab.recognition.engine import bundled_int8
+        from digitlab.recognition.backends import bundled_int8
 
         args.model, args.backend = bundled_int8(args.model, args.backend), "onnx"
     if args.ray is not None:
@@ -196,7 +196,7 @@ def predict_on_ray(args) -> int:
 
 
 def _check_extra(settings) -> None:
-    from digitlab.recognition.engine import backend_for, torch_installed
+    from digitlab.recognition.backends import backend_for, torch_installed
 
     if backend_for(settings.model, settings.backend) == "torch" and not torch_installed():
         raise ModuleNotFoundError("No module named 'torch'", name="torch")
