@@ -41,14 +41,12 @@ import numpy as np
 
 from digitlab.errors import one_line
 from digitlab.files import atomic_write, cache_root
-from digitlab.labels import DIGITS, NOT_A_DIGIT
+from digitlab.labels import CLASS_FOLDERS, DIGITS, NOT_A_DIGIT, NOT_A_DIGIT_FOLDER
 from digitlab.recognition.decode import ImageError
 from digitlab.recognition.facts import POLARITIES, SUFFIXES
 from digitlab.recognition.preprocess import prepare
 
 NOT_A_DIGIT_LABEL = 10                    # the label of DIR/not_a_digit/ images; digits are labelled by themselves
-NOT_A_DIGIT_FOLDER = "not_a_digit"
-CLASS_FOLDERS = (*DIGITS, NOT_A_DIGIT_FOLDER)
 CSV_NAME = "labels.csv"
 IGNORED_SUFFIXES = (".json",)              # sidecars written beside collected drawings
 LAYOUTS = ("csv", "class folders", "file names")
