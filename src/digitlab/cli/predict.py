@@ -26,6 +26,14 @@ MAX_LIST_LINE = 65_536
 
 
 def add_predict_parsers(subparsers) -> None:
+    p = subparsers.add_parser("predict", help="recognise the digit (or, with --multi, the number) in images",
+                              fill=_options)
+    p.set_defaults(handler=cmd_predict)
+
+
+def _options(p) -> None:
+    """predict's options, added when predict is the command: their defaults come from the Recognizer, whose module
+    imports numpy and OpenCV, which no other command (`digitlab serve` above all) should wait for."""
     import inspect
 
     from digitlab.cli.numbers import whole_number
@@ -34,7 +42,6 @@ def add_predict_parsers(subparsers) -> None:
     from digitlab.recognition.predict import Recognizer
     from digitlab.threads import available_cpus
 
-    p = subparsers.add_parser("predict", help="recognise the digit (or, with --multi, the number) in images")
     p.add_argument("paths", nargs="*", metavar="PATH", help="image files and folders")
     p.add_argument("--files-from", metavar="LIST", help="also read the paths in LIST, a text file with one path (or, "
                    "with --ray, a URI) per line; '-' reads them from standard input (default: none)")
@@ -75,7 +82,6 @@ def add_predict_parsers(subparsers) -> None:
                         "files, with the columns of --out x.parquet, into the folder --out DIR; ADDRESS as ray.init "
                         "takes it (default: $RAY_ADDRESS, else a Ray on this machine). Put the paths before --ray, "
                         "or write --ray=ADDRESS")
-    p.set_defaults(handler=cmd_predict)
 
 
 def cmd_predict(args) -> int:

@@ -4,7 +4,8 @@ Decoding, preprocessing and recognising an image are most of a request's CPU, an
 the GIL between small numpy and OpenCV calls: threads in one process take turns more than they run side by side.
 So the server (one process: HTTP, limits, JSON) hands each request's images to one of N worker processes, each with
 its own model, and waits for the answer without blocking its event loop. A worker runs ``serve.runner``, which
-imports no FastAPI; this module imports no FastAPI either, and never ``serve.app``.
+imports no FastAPI; this module imports no FastAPI either, and never ``serve.app``. Nor does the server's side of it
+import ``serve.runner``: only the workers read images, so only they load numpy, OpenCV and Pillow.
 
     python -m digitlab.serve.workers          # as WorkerPool starts one; the settings come first on stdin
 
@@ -42,7 +43,6 @@ import sys
 from typing import Any, BinaryIO, Sequence
 
 from digitlab.errors import CheckpointError, DataError, one_line
-from digitlab.serve import runner
 from digitlab.serve.settings import ServeSettings
 from digitlab.threads import yield_when_waiting
 
@@ -241,6 +241,8 @@ def main() -> None:
     yield_when_waiting()  # started by hand rather than by a WorkerPool: still before the engine imports torch
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the server ends us by EOF
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(name)s: %(message)s")
+    from digitlab.serve import runner  # what reads images, imported before the settings come, while they are sent
+
     # The protocol owns the real stdout; anything a library prints goes to stderr instead of corrupting it.
     channel = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
@@ -291,6 +293,8 @@ def _set_process_wide(settings: ServeSettings) -> None:
 def serve_requests(recognizer, source: BinaryIO, channel: BinaryIO, settings: ServeSettings) -> None:
     """Answer requests from ``source`` on ``channel`` until ``source`` closes: recognise their images, or save a
     corrected drawing (a request with ``save``)."""
+    from digitlab.serve import runner
+
     while (message := _read(source)) is not None:
         head, body = message
         request = json.loads(head)
