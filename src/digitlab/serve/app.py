@@ -53,8 +53,8 @@ log = logging.getLogger("digitlab.serve")
 
 @asynccontextmanager
 async def _process_lifespan(app: FastAPI):
-    """Start the worker processes (each loads the model), unless they were started with the app, and stop them at
-    the end."""
+    """Start the worker processes (each loads the model; the app answers once the first has), unless they were started
+    with the app, and stop them at the end."""
     settings: ServeSettings = app.state.settings
     pool = getattr(app.state, "pool", None)
     if pool is None:
@@ -62,8 +62,8 @@ async def _process_lifespan(app: FastAPI):
         await pool.start()
     app.state.pool, app.state.metadata, app.state.recognise = pool, pool.metadata, pool.recognise
     app.state.save_sample = pool.save_sample
-    log.info("model %s loaded in %d worker processes (%s backend)", pool.metadata.get("arch"), settings.worker_count,
-             settings.backend)
+    log.info("model %s loaded (%s backend) in the first of %d worker processes; the others join as they load it",
+             pool.metadata.get("arch"), settings.backend, settings.worker_count)
     try:
         yield
     finally:

@@ -94,30 +94,48 @@ class WorkerPool:
         self.idle: asyncio.Queue[Worker | None] = asyncio.Queue()   # None: no worker is left
         self.workers: list[Worker] = []
         self.metadata: dict[str, Any] = {}
-        self.replacing: set[asyncio.Task] = set()  # held here: the loop keeps only weak references to tasks
+        self.joining: set[asyncio.Task] = set()  # workers loading or being replaced; held here, as the loop keeps
+                                                  # only weak references to tasks
         self.waiting = 0  # requests waiting for an idle worker
         self.restarts = 0  # workers replaced after dying or overrunning (served at /metrics)
 
     async def start(self) -> None:
-        """Start every worker and wait until each has its model loaded (a model that fails to load fails here).
+        """Start the first worker and wait until it has its model loaded (a model that fails to load fails here), then
+        start the others, each ready for requests once it has loaded its own.
 
-        The processes start together, so their interpreters and libraries load side by side; the first gets its
-        settings at once and the others only once its model has loaded and passed the check (``engine.check_model``):
-        a model that cannot be loaded is then said once, by that one worker, while the others exit unheard."""
+        The first worker doubles as the check of the model (``engine.check_model``): one that cannot be loaded is said
+        once, by that worker, before any other starts. The server answers with it meanwhile, and the others start
+        once it is ready, on CPUs the server's own start-up no longer needs, rather than all of them competing for
+        them with the server from the start (measured: docs/serving.md, 'Start-up'). A later worker that fails to
+        load is replaced, as one that dies is."""
         try:
-            for _ in range(self.settings.worker_count):
-                self.workers.append(await self._spawn())
-            first, *others = self.workers
+            first = await self._spawn()
+            self.workers.append(first)
             await self._load(first)
-            loaded = await asyncio.gather(*(self._load(worker) for worker in others), return_exceptions=True)
-            failed = [result for result in loaded if isinstance(result, BaseException)]
-            if failed:
-                raise failed[0]
         except BaseException:
             await self.close()
             raise
-        for worker in self.workers:
-            self.idle.put_nowait(worker)
+        self.idle.put_nowait(first)
+        for _ in range(self.settings.worker_count - 1):
+            self._in_background(self._join())
+
+    async def _join(self) -> None:
+        """Start a worker; once its model is loaded it waits for requests with the others."""
+        worker = await self._spawn()
+        self.workers.append(worker)
+        try:
+            await self._load(worker)
+        except WorkerError:
+            log.error("worker process %d could not load the model (exit code %s); starting another",
+                      worker.process.pid, worker.process.returncode)
+            await self._replace(worker)
+            return
+        self.idle.put_nowait(worker)
+
+    def _in_background(self, work) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self.joining.add(task)
+        task.add_done_callback(self.joining.discard)
 
     async def _start_one(self) -> Worker:
         """A worker with its model loaded."""
@@ -186,9 +204,7 @@ class WorkerPool:
         except (asyncio.IncompleteReadError, ConnectionError, ValueError, asyncio.CancelledError,
                 asyncio.TimeoutError) as exc:
             # dead, or the client left mid-request: the pipe's state is unknown either way, so it is not reused
-            task = asyncio.get_running_loop().create_task(self._replace(worker))
-            self.replacing.add(task)
-            task.add_done_callback(self.replacing.discard)
+            self._in_background(self._replace(worker))
             if isinstance(exc, asyncio.CancelledError):
                 raise
             if isinstance(exc, asyncio.TimeoutError):
@@ -218,6 +234,10 @@ class WorkerPool:
         self.idle.put_nowait(fresh)
 
     async def close(self) -> None:
+        """Stop every worker, those still loading or being replaced included."""
+        for task in self.joining:
+            task.cancel()
+        await asyncio.gather(*self.joining, return_exceptions=True)
         await asyncio.gather(*(_stop(worker) for worker in self.workers))
         self.workers.clear()
 
