@@ -24,7 +24,7 @@ trust each other no further than JSON lets them); lengths are 4-byte big-endian:
 Requests wait for a free worker in the order they came (a FIFO of idle workers), so one slow image delays only the
 requests queued behind it. A worker that dies (killed, out of memory) fails only the request it held, with a 500,
 and is replaced. A model a worker cannot load ends it with one line on stderr and exit code 2, which fails the
-server's start.
+server's start when it is the first worker's (``WorkerPool.start``); a later worker that fails is replaced.
 
 Workers run at a lower scheduling priority than the server (``ServeSettings.worker_nice``): when every CPU is busy
 the server still gets one at once to read a request, hand it on and send an answer, instead of queueing behind
@@ -94,8 +94,8 @@ class WorkerPool:
         self.idle: asyncio.Queue[Worker | None] = asyncio.Queue()   # None: no worker is left
         self.workers: list[Worker] = []
         self.metadata: dict[str, Any] = {}
-        self.joining: set[asyncio.Task] = set()  # workers loading or being replaced; held here, as the loop keeps
-                                                  # only weak references to tasks
+        self.joining: set[asyncio.Task] = set()  # workers starting after the first, or replacing one; held here,
+                                                  # as the loop keeps only weak references to tasks
         self.waiting = 0  # requests waiting for an idle worker
         self.restarts = 0  # workers replaced after dying or overrunning (served at /metrics)
 
@@ -105,9 +105,9 @@ class WorkerPool:
 
         The first worker doubles as the check of the model (``engine.check_model``): one that cannot be loaded is said
         once, by that worker, before any other starts. The server answers with it meanwhile, and the others start
-        once it is ready, on CPUs the server's own start-up no longer needs, rather than all of them competing for
-        them with the server from the start (measured: docs/serving.md, 'Start-up'). A later worker that fails to
-        load is replaced, as one that dies is."""
+        only then, so that on a machine with few CPUs they do not take them from the server's start and the first
+        worker's, the two the first answer waits for (measured: docs/serving.md, 'Start-up'). A later worker that
+        fails to load is replaced, as one that dies is."""
         try:
             first = await self._spawn()
             self.workers.append(first)
@@ -261,7 +261,7 @@ def main() -> None:
     yield_when_waiting()  # started by hand rather than by a WorkerPool: still before the engine imports torch
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the server ends us by EOF
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(name)s: %(message)s")
-    from digitlab.serve import runner  # what reads images, imported before the settings come, while they are sent
+    from digitlab.serve import runner  # what reads images: imported while the server is busy with its own start
 
     # The protocol owns the real stdout; anything a library prints goes to stderr instead of corrupting it.
     channel = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
