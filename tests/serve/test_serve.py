@@ -905,7 +905,9 @@ def test_samples_are_saved_only_when_collecting_and_under_the_same_limits(served
         }
         for status, response in refusals.items():
             assert response.status_code == status, (status, response.text)
-        for response in [saved, form, *refusals.values()]:
+        empty = collecting.post("/api/samples?label=1", content=b"")  # answered where images are read
+        assert empty.status_code == 422 and empty.json()["detail"].startswith("empty body")
+        for response in [saved, form, empty, *refusals.values()]:
             schema["/api/samples"]["POST"].validate_response(response)
         assert collecting.post("/api/samples?label=1", content=png_bytes(np.zeros((2100, 2100), np.uint8))
                                ).status_code == 413  # over the pixel limit, refused before decoding
@@ -934,6 +936,8 @@ def test_a_sample_is_saved_by_a_worker_process_under_a_request_s_time_limit(serv
         assert not any(tmp_path.rglob("*.png"))
         saved = test_client.post(f"/api/samples?label={label}", content=data)  # by the replacement worker
         assert saved.status_code == 200 and (tmp_path / saved.json()["path"]).is_file()
+        empty = test_client.post(f"/api/samples?label={label}", content=b"")
+        assert empty.status_code == 422 and empty.json()["detail"].startswith("empty body")
         pool = test_client.app.state.pool
         assert pool.restarts == 1 and pool.workers[0].process.pid != pid
         pool.waiting = 256  # as many requests wait as the limit allows: a sample is refused at once, as they are
