@@ -391,9 +391,10 @@ def test_serve_never_imports_torch_when_it_is_installed(watched, seven, start_se
 
 
 def test_the_serve_process_leaves_reading_images_to_its_workers(tmp_path, seven, start_server):
-    """`digitlab serve` hands every image to its worker processes, so the server process never imports numpy, OpenCV
-    or Pillow: they would cost it CPU time on the way to its first answer, while the workers import the same."""
-    env, log = tripwire(tmp_path, "numpy", "cv2", "PIL")
+    """`digitlab serve` hands every image to its worker processes, so the server process never imports numpy, OpenCV,
+    Pillow or onnxruntime: they would cost it CPU time on the way to its first answer, while the workers import the
+    same."""
+    env, log = tripwire(tmp_path, "numpy", "cv2", "PIL", "onnxruntime")
     server, base, _ = start_server("--workers", "2", "--log-level", "warning", env=env)
     try:
         assert_reads_seven(base, seven)
@@ -404,7 +405,7 @@ def test_the_serve_process_leaves_reading_images_to_its_workers(tmp_path, seven,
     by_server = {package for package, argv in imports if argv[1:2] == ["serve"]}
     by_workers = {package for package, argv in imports if Path(argv[0]).parts[-2:] == ("serve", "workers.py")}
     assert by_server == set(), f"the server process imported {sorted(by_server)}"
-    assert by_workers == {"numpy", "cv2", "PIL"}, imports  # the tripwire works, in the processes that read
+    assert by_workers == {"numpy", "cv2", "PIL", "onnxruntime"}, imports  # the tripwire works where images are read
 
 
 # --- the map of the package in docs/architecture.md ----------------------------------------------------------------
