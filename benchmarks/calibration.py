@@ -99,7 +99,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="the figures as one JSON object")
     args = parser.parse_args()
 
-    from digitlab.recognition.predict import DEFAULT_THRESHOLD
+    from digitlab.recognition.facts import DEFAULT_THRESHOLD
 
     load_before = os.getloadavg()
     started = time.perf_counter()

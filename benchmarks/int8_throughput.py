@@ -81,7 +81,8 @@ def main() -> None:
 
     import onnxruntime
 
-    from digitlab.recognition.engine import BUNDLED_INT8, BUNDLED_ONNX, OnnxEngine
+    from digitlab.recognition.backends import BUNDLED_INT8, BUNDLED_ONNX
+    from digitlab.recognition.engine import OnnxEngine
     from digitlab.training import quantise
     from digitlab.training.data import load_mnist
 

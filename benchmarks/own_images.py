@@ -41,7 +41,8 @@ def conditions(style) -> list[str]:
 def main() -> None:
     from digitlab.training.data import load_mnist
     from digitlab.recognition.engine import load_engine
-    from digitlab.recognition.predict import Recognizer, default_threshold
+    from digitlab.recognition.facts import default_threshold
+    from digitlab.recognition.predict import Recognizer
     from digitlab.datasets.render import render_set
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

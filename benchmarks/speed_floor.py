@@ -9,13 +9,14 @@ answer to ``POST /api/predict`` with the image, polled every 10 ms. The image is
 person sends one (dark ink on white, 112 px). The package's bytecode is compiled first, as ``pip install`` does, so
 no run pays for compiling digitlab's sources.
 
-With ``--baseline SRC`` (another checkout's ``src`` folder, e.g. one of the main branch) `digitlab serve` from that
-code is timed too, in the same rounds, so a change to serve's start-up is compared with the code before it on the same
-machine at the same moments.
+With ``--baseline SRC`` (another checkout's ``src`` folder, e.g. one of the main branch; repeat it for more) `digitlab
+serve` from that code is timed too, in the same rounds, so a change to serve's start-up is compared with the code
+before it on the same machine at the same moments.
 
     python benchmarks/speed_floor.py                  # 5 rounds
     python benchmarks/speed_floor.py --runs 9
     python benchmarks/speed_floor.py --baseline ../main/src
+    python benchmarks/speed_floor.py --baseline ../main/src --baseline old/src   # git archive COMMIT src | tar -x -C old
 """
 
 from __future__ import annotations
@@ -88,18 +89,21 @@ def serve_to_first_answer(image: Path, source: Path | None = None, timeout: floa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5, help="rounds of the commands (default: 5)")
-    parser.add_argument("--baseline", type=Path, metavar="SRC", help="also time `digitlab serve` from the package "
-                        "in this folder (another checkout's src), in the same rounds")
+    parser.add_argument("--baseline", type=Path, metavar="SRC", action="append", default=[],
+                        help="also time `digitlab serve` from the package in this folder (another checkout's src), in "
+                        "the same rounds; repeat for more (default: none)")
     args = parser.parse_args()
 
     import digitlab
 
     compileall.compile_dir(Path(digitlab.__file__).parent, quiet=1)
-    if args.baseline is not None:
-        args.baseline = args.baseline.resolve()
-        if not (args.baseline / "digitlab" / "__init__.py").is_file():
-            parser.error(f"--baseline {args.baseline}: no digitlab package there")
-        compileall.compile_dir(args.baseline / "digitlab", quiet=1)
+    baselines = {}  # the name of each baseline's row -> its src folder
+    for number, source in enumerate(args.baseline, 1):
+        source = source.resolve()
+        if not (source / "digitlab" / "__init__.py").is_file():
+            parser.error(f"--baseline {source}: no digitlab package there")
+        compileall.compile_dir(source / "digitlab", quiet=1)
+        baselines["serve, baseline" + (f" {number}" if len(args.baseline) > 1 else "")] = source
     folder = Path(tempfile.mkdtemp(prefix="speed_floor-"))
     image = one_image(folder)
     digitlab_cli = [sys.executable, "-m", "digitlab", "predict"]
@@ -109,11 +113,11 @@ def main() -> None:
         "predict --backend torch": lambda: timed([*digitlab_cli, "--backend", "torch", str(image)]),
         "serve to first answer": lambda: serve_to_first_answer(image),
     }
-    if args.baseline is not None:
-        commands["serve, baseline"] = lambda: serve_to_first_answer(image, args.baseline)
+    for name, source in baselines.items():
+        commands[name] = lambda source=source: serve_to_first_answer(image, source)
     print(f"{hardware()}; CPU flags: {cpu_flags()}")
-    if args.baseline is not None:
-        print(f"baseline: {args.baseline}")
+    for name, source in baselines.items():
+        print(f"{name.removeprefix('serve, ')}: {source}")
     print(versions())
     print(f"before: {conditions()}")
     for measure in commands.values():  # one warm-up round: the files in the page cache for every command
@@ -130,9 +134,10 @@ def main() -> None:
         ratios = [f"{statistics.median(t / f for t, f in zip(times, floor)):.2f}x the import floor"]
         if name.startswith("serve"):
             ratios.append(f"{statistics.median(t / p for t, p in zip(times, predict)):.2f}x one-image predict")
-        if name == "serve to first answer" and "serve, baseline" in seconds:
-            ratios.append(f"{statistics.median(t / b for t, b in zip(times, seconds['serve, baseline'])):.2f}x the "
-                          f"baseline's")
+        if name == "serve to first answer":
+            for baseline in baselines:
+                ratios.append(f"{statistics.median(t / b for t, b in zip(times, seconds[baseline])):.2f}x "
+                              f"{baseline.removeprefix('serve, ')}'s")
         print(f"{name:28} {statistics.median(times):9.3f} {min(times):7.3f} {max(times):7.3f}  {', '.join(ratios)}")
     print("targets: one image <= 1.5x the import floor; serve to its first answer <= 2x a one-image predict")
 

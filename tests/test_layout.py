@@ -318,33 +318,39 @@ def test_serve_onnx_without_torch(without, seven, start_server):
 # --- with PyTorch installed: what does not run it never imports it -----------------------------------------------------
 
 # Installed through a sitecustomize module, so the servers' and predict's worker processes inherit it: a process that
-# imports torch writes its command line to the file DIGITLAB_TEST_TORCH_LOG names. An audit hook sees real imports
-# only, not importlib.util.find_spec, which is how the engine asks whether PyTorch is installed.
+# imports one of the packages DIGITLAB_TEST_WATCH names writes a line to the file DIGITLAB_TEST_IMPORT_LOG names, the
+# package and the process's command line as JSON. An audit hook sees real imports only, not importlib.util.find_spec,
+# which is how the engine asks whether PyTorch is installed.
 TRIPWIRE = '''
-import os, sys
+import json, os, sys
 
-_noted = False
+_watched, _noted = set(os.environ["DIGITLAB_TEST_WATCH"].split(",")), set()
 
-def _note_torch(event, args):
-    global _noted
-    if event == "import" and not _noted and str(args[0]).split(".")[0] == "torch":
-        _noted = True
-        with open(os.environ["DIGITLAB_TEST_TORCH_LOG"], "a") as log:
-            log.write(" ".join(sys.argv) + "\\n")
+def _note(event, args):
+    if event == "import" and str(args[0]).split(".")[0] in _watched - _noted:
+        _noted.add(str(args[0]).split(".")[0])
+        with open(os.environ["DIGITLAB_TEST_IMPORT_LOG"], "a") as log:
+            log.write(json.dumps([str(args[0]).split(".")[0], sys.argv]) + "\\n")
 
-sys.addaudithook(_note_torch)
+sys.addaudithook(_note)
 '''
+
+
+def tripwire(folder: Path, *packages: str) -> tuple[dict[str, str], Path]:
+    """(environment, log): run a command with that environment, and the log has a line for every process that
+    imported one of ``packages``."""
+    (folder / "tripwire").mkdir()
+    (folder / "tripwire" / "sitecustomize.py").write_text(TRIPWIRE)
+    log = folder / "imports.jsonl"
+    path = os.pathsep.join([str(folder / "tripwire"), str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])
+    return {**os.environ, "PYTHONPATH": path, "DIGITLAB_TEST_WATCH": ",".join(packages),
+            "DIGITLAB_TEST_IMPORT_LOG": str(log)}, log
 
 
 @pytest.fixture
 def watched(tmp_path):
     """(environment, log): run a command with that environment, and the log names every process that imported torch."""
-    folder = tmp_path / "tripwire"
-    folder.mkdir()
-    (folder / "sitecustomize.py").write_text(TRIPWIRE)
-    log = tmp_path / "torch-imports.txt"
-    path = os.pathsep.join([str(folder), str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])
-    return {**os.environ, "PYTHONPATH": path, "DIGITLAB_TEST_TORCH_LOG": str(log)}, log
+    return tripwire(tmp_path, "torch")
 
 
 def run_watched(env, *argv: str) -> subprocess.CompletedProcess:
@@ -382,6 +388,24 @@ def test_serve_never_imports_torch_when_it_is_installed(watched, seven, start_se
         server.terminate()
         server.communicate(timeout=30)
     assert not log.exists(), f"digitlab serve imported torch in: {log.read_text()}"
+
+
+def test_the_serve_process_leaves_reading_images_to_its_workers(tmp_path, seven, start_server):
+    """`digitlab serve` hands every image to its worker processes, so the server process never imports numpy, OpenCV,
+    Pillow or onnxruntime: they would cost it CPU time on the way to its first answer, while the workers import the
+    same."""
+    env, log = tripwire(tmp_path, "numpy", "cv2", "PIL", "onnxruntime")
+    server, base, _ = start_server("--workers", "2", "--log-level", "warning", env=env)
+    try:
+        assert_reads_seven(base, seven)
+    finally:
+        server.terminate()
+        server.communicate(timeout=30)
+    imports = [json.loads(line) for line in log.read_text().splitlines()]
+    by_server = {package for package, argv in imports if argv[1:2] == ["serve"]}
+    by_workers = {package for package, argv in imports if Path(argv[0]).parts[-2:] == ("serve", "workers.py")}
+    assert by_server == set(), f"the server process imported {sorted(by_server)}"
+    assert by_workers == {"numpy", "cv2", "PIL", "onnxruntime"}, imports  # the tripwire works where images are read
 
 
 # --- the map of the package in docs/architecture.md ----------------------------------------------------------------

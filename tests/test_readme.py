@@ -148,7 +148,7 @@ def test_the_readmes_figures_of_the_bundled_model_are_its_own():
     """The test accuracy, the share of MNIST held out and the threshold the README states are the ones the bundled
     model records (read torch-free)."""
     from digitlab.recognition.engine import load_engine
-    from digitlab.recognition.predict import default_threshold
+    from digitlab.recognition.facts import default_threshold
 
     metadata = load_engine(None, "onnx").metadata
     accuracy = f"**{metadata['test']['accuracy']:.2%}**".replace("%", " %")

@@ -1,4 +1,5 @@
-"""The names of what a digitlab model can answer: the ten digits, and "not a digit" for a network taught to refuse.
+"""The names of what a digitlab model can answer: the ten digits, and "not a digit" for a network taught to refuse;
+and the folders that hold images of each (``CLASS_FOLDERS``).
 
 A checkpoint and its ONNX export carry their class list (``metadata["classes"]``), written from here when a model
 is trained; every consumer reads the list from the metadata and finds the refusal output by its name, never by a
@@ -15,6 +16,10 @@ from typing import Any
 
 DIGITS = tuple(str(digit) for digit in range(10))
 NOT_A_DIGIT = "not a digit"
+# The class-folder layout, DIR/0 ... DIR/9 and DIR/not_a_digit: what training on folders reads (datasets.folders) and
+# what the server's --collect writes (serve.samples).
+NOT_A_DIGIT_FOLDER = "not_a_digit"
+CLASS_FOLDERS = (*DIGITS, NOT_A_DIGIT_FOLDER)
 
 # A model file's metadata is a stranger's text, read before anything else in the file is trusted. Every digitlab
 # checkpoint's is a few kilobytes and a few levels deep; these bounds are far above that, and far below what would
@@ -26,6 +31,13 @@ MAX_METADATA_DEPTH = 32
 def class_names(not_a_digit: bool) -> list[str]:
     """The class list of a model with ten outputs, or eleven when it also says "not a digit"."""
     return [*DIGITS, NOT_A_DIGIT] if not_a_digit else list(DIGITS)
+
+
+def check_class_folder(label: str) -> str:
+    """``label`` if it names a class folder; ValueError with a one-line reason otherwise."""
+    if label not in CLASS_FOLDERS:
+        raise ValueError(f"label must be a digit 0-9 or {NOT_A_DIGIT_FOLDER!r}, not {label!r:.40}")
+    return label
 
 
 def normalisation_of(metadata: Any, source: str | None = None) -> tuple[float, float]:

@@ -12,8 +12,8 @@ import pytest
 
 from digitlab.cli import build_parser, main
 from digitlab.cli.train import RECIPE_ONLY, RESULTS, field_help
-from digitlab.recognition import engine
-from digitlab.recognition.preprocess import POLARITIES
+from digitlab.recognition import backends, engine
+from digitlab.recognition.facts import POLARITIES
 from digitlab.training.config import OPTIMIZERS, RECIPES, SCHEDULES, TrainConfig, recipe_config
 
 
@@ -42,7 +42,7 @@ def test_choices_come_from_their_registries():
     parsers = subcommands()
     assert tuple(options(parsers["train"])["optimizer"].choices) == OPTIMIZERS
     assert tuple(options(parsers["train"])["schedule"].choices) == SCHEDULES
-    assert tuple(options(parsers["predict"])["backend"].choices) == tuple(engine.BACKENDS)
+    assert tuple(options(parsers["predict"])["backend"].choices) == backends.BACKENDS == tuple(engine.ENGINES)
     assert tuple(options(parsers["predict"])["polarity"].choices) == POLARITIES
 
 
@@ -111,8 +111,8 @@ def test_python_dash_m_digitlab():
     ("m.onnx", "torch", True, "torch"),
 ])
 def test_backend_for_a_file(monkeypatch, path, asked, installed, expected):
-    monkeypatch.setattr(engine, "torch_installed", lambda: installed)
-    assert engine.backend_for(path, asked) == expected
+    monkeypatch.setattr(backends, "torch_installed", lambda: installed)
+    assert backends.backend_for(path, asked) == expected
 
 
 def test_predict_picks_onnx_for_an_onnx_file(test_split, tmp_path, capsys):

@@ -1,7 +1,7 @@
-"""decode's list of image formats is the only one: every other reader of image files, and the page, takes it there.
+"""facts' list of image formats is the only one: every other reader of image files, and the page, takes it there.
 
 The suffixes the command line and training pick out of folders, the extensions Ray reads, and the page's file picker
-and its 'not an image' message are checked against ``decode.IMAGE_FORMATS``, so a format added there is added
+and its 'not an image' message are checked against ``facts.IMAGE_FORMATS``, so a format added there is added
 everywhere, and a list written anywhere else fails here.
 """
 
@@ -11,7 +11,8 @@ import json
 import re
 from pathlib import Path
 
-from digitlab.recognition.decode import FORMAT_NAMES, FORMATS, IMAGE_FORMATS, SUFFIXES
+from digitlab.recognition.decode import FORMAT_NAMES, FORMATS
+from digitlab.recognition.facts import IMAGE_FORMATS, SUFFIXES
 
 STATIC = Path(__file__).resolve().parents[2] / "src" / "digitlab" / "serve" / "static"
 NOT_IMAGES = (".txt", ".json", ".heic", ".jfif", ".svg", "")

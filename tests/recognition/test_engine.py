@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from digitlab.training.checkpoint import CheckpointError
-from digitlab.recognition.engine import BUNDLED_INT8, TorchEngine, bundled_int8, load_engine
+from digitlab.recognition.backends import BUNDLED_INT8, backend_for, bundled_int8
+from digitlab.recognition.engine import TorchEngine, load_engine
 
 
 def test_torch_engine_gives_logits_like_the_model(small_model_path, test_split):
@@ -120,7 +121,7 @@ def bundled_pair(tmp_path):
 
 
 def test_the_default_runs_a_checkpoints_own_export_and_torch_when_asked(bundled_pair):
-    from digitlab.recognition.engine import OnnxEngine, backend_for
+    from digitlab.recognition.engine import OnnxEngine
 
     assert isinstance(load_engine(bundled_pair), OnnxEngine) and backend_for(bundled_pair) == "onnx"
     assert isinstance(load_engine(bundled_pair, "onnx"), OnnxEngine)
@@ -130,8 +131,6 @@ def test_the_default_runs_a_checkpoints_own_export_and_torch_when_asked(bundled_
 
 def test_an_export_of_another_checkpoint_beside_it_is_not_used(bundled_pair, small_model_path):
     import shutil
-
-    from digitlab.recognition.engine import backend_for
 
     shutil.copy(small_model_path, bundled_pair)  # another model under the export's stem: its digest differs
     assert isinstance(load_engine(bundled_pair), TorchEngine) and backend_for(bundled_pair) == "torch"
@@ -149,6 +148,19 @@ def test_an_int8_export_is_not_taken_for_the_checkpoint(bundled_pair):
 
     shutil.copy(BUNDLED_INT8, bundled_pair.with_suffix(".onnx"))  # it records the same checkpoint's digest
     assert isinstance(load_engine(bundled_pair), TorchEngine)
+
+
+def test_an_exports_record_is_read_as_onnxruntime_reads_it(tmp_path):
+    """The choice of a backend reads an export's record from its protobuf without onnxruntime (which imports numpy):
+    the same keys and values onnxruntime gives, and None for a file that is no whole ONNX model."""
+    from digitlab.recognition.backends import BUNDLED_ONNX, onnx_metadata
+    from digitlab.recognition.engine import OnnxEngine
+
+    for path in (BUNDLED_ONNX, BUNDLED_INT8) if BUNDLED_INT8.is_file() else (BUNDLED_ONNX,):
+        assert onnx_metadata(path) == dict(OnnxEngine(path).session.get_modelmeta().custom_metadata_map)
+    cut = tmp_path / "cut.onnx"
+    cut.write_bytes(BUNDLED_ONNX.read_bytes()[:5000])  # inside the graph
+    assert onnx_metadata(cut) is None and onnx_metadata(BUNDLED_ONNX.with_suffix(".safetensors")) is None
 
 
 def test_the_default_engine_and_torch_agree_on_the_bundled_model(test_split):

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from digitlab.labels import CLASS_FOLDERS
 from digitlab.recognition.decode import ImageError
-from digitlab.serve.samples import LABELS, save_sample
+from digitlab.serve.samples import save_sample
 
 
 def png(pixels: np.ndarray, mode: str | None = None) -> bytes:
@@ -37,7 +38,7 @@ def test_nothing_is_replaced_and_every_label_has_a_folder(tmp_path):
     data = png(np.zeros((28, 28), np.uint8))
     paths = [save_sample(tmp_path, "3", data, None, {}) for _ in range(5)]
     assert len(set(paths)) == 5 and all(p.is_file() and p.with_suffix(".json").is_file() for p in paths)
-    assert set(LABELS) == {*map(str, range(10)), "not_a_digit"}
+    assert set(CLASS_FOLDERS) == {*map(str, range(10)), "not_a_digit"}
     assert save_sample(tmp_path, "not_a_digit", data, "8", {}).parent.name == "not_a_digit"
 
 

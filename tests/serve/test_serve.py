@@ -8,6 +8,7 @@ import base64
 import io
 import json
 import struct
+import sys
 import threading
 import zlib
 
@@ -728,11 +729,41 @@ def test_worker_processes_run_below_the_server_s_priority(process_client, served
         return os.getpriority(os.PRIO_PROCESS, pid)
 
     server = niceness(0)
+    process_client.portal.call(_all_joined, process_client.app.state.pool)  # each takes its niceness with its settings
     pids = process_client.portal.call(_worker_pids, process_client.app)
     assert len(pids) == 2 and {niceness(pid) for pid in pids} == {min(19, server + WORKER_NICE)}
     settings = ServeSettings(served_onnx, backend="onnx", processes=True, workers=1, worker_nice=0)
     with TestClient(create_app(settings)) as same:
         assert [niceness(pid) for pid in same.portal.call(_worker_pids, same.app)] == [server]
+
+
+def test_the_pool_answers_once_its_first_worker_is_ready_and_replaces_one_that_fails_to_load(served_onnx, digits):
+    """The others load while the first answers; one that fails to load is counted and replaced, as a dead one is."""
+    import asyncio
+
+    from digitlab.serve.workers import WorkerPool
+
+    async def start_with_a_broken_second_worker():
+        pool = WorkerPool(ServeSettings(served_onnx, backend="onnx", processes=True, workers=2))
+        command, spawn, spawned = pool.command, pool._spawn, []
+
+        async def broken_second():
+            spawned.append(1)
+            pool.command = [sys.executable, "-c", "import sys; sys.exit(2)"] if len(spawned) == 2 else command
+            return await spawn()
+
+        pool._spawn = broken_second
+        await pool.start()
+        try:
+            first = await pool.recognise("auto", None, [("a.png", digits[0][0])], False)
+            await _all_joined(pool)
+            return first[0], pool.restarts, len(pool.workers), pool.idle.qsize(), len(spawned)
+        finally:
+            await pool.close()
+
+    answer, restarts, workers, idle, spawned = asyncio.run(start_with_a_broken_second_worker())
+    assert answer["digit"] == digits[0][1]
+    assert (restarts, workers, idle, spawned) == (1, 2, 2, 3)
 
 
 def test_concurrent_requests_to_worker_processes(process_client, digits):
@@ -773,6 +804,14 @@ def test_a_model_the_workers_cannot_load_fails_the_start(tmp_path):
 
 async def _worker_pids(app) -> list[int]:
     return [worker.process.pid for worker in app.state.pool.workers]
+
+
+async def _all_joined(pool) -> None:
+    """Wait until every worker of ``pool`` has loaded its model: the app answers once the first has."""
+    import asyncio
+
+    while pool.joining:
+        await asyncio.sleep(0.01)
 
 
 def test_serve_command_refuses_bad_options(capsys):
@@ -825,7 +864,7 @@ def test_threads_in_the_threaded_server_with_the_torch_backend(served_checkpoint
 
 
 def test_the_default_app_serves_the_bundled_model_in_threads():
-    from digitlab.recognition.decode import MAX_PIXELS
+    from digitlab.recognition.facts import MAX_PIXELS
     from digitlab.training import checkpoint
 
     if not checkpoint.BUNDLED.is_file():
@@ -866,7 +905,9 @@ def test_samples_are_saved_only_when_collecting_and_under_the_same_limits(served
         }
         for status, response in refusals.items():
             assert response.status_code == status, (status, response.text)
-        for response in [saved, form, *refusals.values()]:
+        empty = collecting.post("/api/samples?label=1", content=b"")  # answered where images are read
+        assert empty.status_code == 422 and empty.json()["detail"].startswith("empty body")
+        for response in [saved, form, empty, *refusals.values()]:
             schema["/api/samples"]["POST"].validate_response(response)
         assert collecting.post("/api/samples?label=1", content=png_bytes(np.zeros((2100, 2100), np.uint8))
                                ).status_code == 413  # over the pixel limit, refused before decoding
@@ -895,6 +936,8 @@ def test_a_sample_is_saved_by_a_worker_process_under_a_request_s_time_limit(serv
         assert not any(tmp_path.rglob("*.png"))
         saved = test_client.post(f"/api/samples?label={label}", content=data)  # by the replacement worker
         assert saved.status_code == 200 and (tmp_path / saved.json()["path"]).is_file()
+        empty = test_client.post(f"/api/samples?label={label}", content=b"")
+        assert empty.status_code == 422 and empty.json()["detail"].startswith("empty body")
         pool = test_client.app.state.pool
         assert pool.restarts == 1 and pool.workers[0].process.pid != pid
         pool.waiting = 256  # as many requests wait as the limit allows: a sample is refused at once, as they are

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from digitlab.recognition.decode import MAX_PIXELS
+from digitlab.recognition.facts import MAX_PIXELS
 from digitlab.serve.settings import Limits, ServeSettings, SettingError
 
 
@@ -30,7 +30,7 @@ def test_the_backend_follows_the_file_unless_given(served_checkpoint, served_onn
 
 
 def test_one_default_pixel_limit():
-    # the server refused images over 40 megapixels that `digitlab predict` reads (up to decode.MAX_PIXELS)
+    # the server refused images over 40 megapixels that `digitlab predict` reads (up to facts.MAX_PIXELS)
     assert Limits().max_pixels == ServeSettings().limits.max_pixels == MAX_PIXELS
 
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from digitlab.recognition.engine import load_engine
-from digitlab.recognition.predict import DEFAULT_THRESHOLD, UNCALIBRATED_THRESHOLD, Recognizer
+from digitlab.recognition.facts import DEFAULT_THRESHOLD, UNCALIBRATED_THRESHOLD
+from digitlab.recognition.predict import Recognizer
 from digitlab.training import checkpoint
 from digitlab.training.calibrate import (calibrate, calibration_error, fit_temperature, reliability,
                                         risk_coverage)

@@ -16,7 +16,8 @@ import torch
 
 from digitlab.training import checkpoint, export
 from digitlab.cli import main
-from digitlab.recognition.engine import BUNDLED_INT8, BUNDLED_ONNX, OnnxEngine, load_engine
+from digitlab.recognition.backends import BUNDLED_INT8, BUNDLED_ONNX
+from digitlab.recognition.engine import OnnxEngine, load_engine
 from digitlab.training.export import ExportError, export_onnx
 
 

@@ -33,7 +33,8 @@ def test_bundled_model_is_small_and_says_how_it_was_made(bundled):
 
 
 def test_bundled_model_is_calibrated_on_its_held_out_split_and_its_export_says_so(bundled):
-    from digitlab.recognition.engine import BUNDLED_INT8, OnnxEngine, load_engine
+    from digitlab.recognition.backends import BUNDLED_INT8
+    from digitlab.recognition.engine import OnnxEngine, load_engine
 
     _, meta = bundled
     calibration = meta["calibration"]

@@ -26,15 +26,22 @@ MAX_LIST_LINE = 65_536
 
 
 def add_predict_parsers(subparsers) -> None:
+    p = subparsers.add_parser("predict", help="recognise the digit (or, with --multi, the number) in images",
+                              fill=_options)
+    p.set_defaults(handler=cmd_predict)
+
+
+def _options(p) -> None:
+    """predict's options, added when predict is the command: their defaults come from the Recognizer, whose module
+    imports numpy and OpenCV, which no other command (`digitlab serve` above all) should wait for."""
     import inspect
 
     from digitlab.cli.numbers import whole_number
-    from digitlab.recognition.engine import BACKENDS  # light: neither torch nor onnxruntime is imported here
-    from digitlab.recognition.predict import DEFAULT_THRESHOLD, UNCALIBRATED_THRESHOLD, Recognizer
-    from digitlab.recognition.preprocess import POLARITIES
+    from digitlab.recognition.backends import BACKENDS
+    from digitlab.recognition.facts import DEFAULT_THRESHOLD, POLARITIES, UNCALIBRATED_THRESHOLD
+    from digitlab.recognition.predict import Recognizer
     from digitlab.threads import available_cpus
 
-    p = subparsers.add_parser("predict", help="recognise the digit (or, with --multi, the number) in images")
     p.add_argument("paths", nargs="*", metavar="PATH", help="image files and folders")
     p.add_argument("--files-from", metavar="LIST", help="also read the paths in LIST, a text file with one path (or, "
                    "with --ray, a URI) per line; '-' reads them from standard input (default: none)")
@@ -75,7 +82,6 @@ def add_predict_parsers(subparsers) -> None:
                         "files, with the columns of --out x.parquet, into the folder --out DIR; ADDRESS as ray.init "
                         "takes it (default: $RAY_ADDRESS, else a Ray on this machine). Put the paths before --ray, "
                         "or write --ray=ADDRESS")
-    p.set_defaults(handler=cmd_predict)
 
 
 def cmd_predict(args) -> int:
@@ -84,7 +90,7 @@ def cmd_predict(args) -> int:
     if not args.paths:
         raise ValueError("name the images: PATH ... and/or --files-from LIST")
     if args.int8:
-        from digitlab.recognition.engine import bundled_int8
+        from digitlab.recognition.backends import bundled_int8
 
         args.model, args.backend = bundled_int8(args.model, args.backend), "onnx"
     if args.ray is not None:
@@ -196,7 +202,7 @@ def predict_on_ray(args) -> int:
 
 
 def _check_extra(settings) -> None:
-    from digitlab.recognition.engine import backend_for, torch_installed
+    from digitlab.recognition.backends import backend_for, torch_installed
 
     if backend_for(settings.model, settings.backend) == "torch" and not torch_installed():
         raise ModuleNotFoundError("No module named 'torch'", name="torch")
@@ -209,7 +215,7 @@ def collect_inputs(paths: list[str], recursive: bool) -> tuple[list[str], list[t
     plus what cannot be read and why: folders holding no image files at all, and entries of a folder named like an
     image that are no file (a folder called x.png, a FIFO, a symbolic link to nothing or to itself), which a user
     would otherwise never learn were passed over."""
-    from digitlab.recognition.decode import SUFFIXES
+    from digitlab.recognition.facts import SUFFIXES
 
     files, unread = [], []
     for name in paths:

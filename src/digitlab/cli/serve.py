@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 def add_serve_parsers(subparsers) -> None:
     # light: no torch, no onnxruntime, no FastAPI; the defaults shown are the settings' own
-    from digitlab.recognition.engine import BACKENDS
+    from digitlab.recognition.backends import BACKENDS
     from digitlab.serve.settings import LOG_FORMATS, Limits, ServeSettings
 
     p = subparsers.add_parser("serve", help="the web page and REST API on http://HOST:PORT (docs at /docs)")
@@ -113,7 +113,7 @@ def serve_settings(args) -> ServeSettings:
     if not (math.isfinite(args.max_upload_mb) and args.max_upload_mb * 2**20 >= 1):  # the one option in other units
         raise ValueError(f"--max-upload-mb must be a positive number, not {args.max_upload_mb:g}")
     if args.int8:
-        from digitlab.recognition.engine import bundled_int8
+        from digitlab.recognition.backends import bundled_int8
 
         args.model, args.backend = bundled_int8(args.model, args.backend), "onnx"
     try:

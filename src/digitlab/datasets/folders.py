@@ -41,13 +41,12 @@ import numpy as np
 
 from digitlab.errors import one_line
 from digitlab.files import atomic_write, cache_root
-from digitlab.labels import DIGITS, NOT_A_DIGIT
-from digitlab.recognition.decode import SUFFIXES, ImageError
-from digitlab.recognition.preprocess import POLARITIES, prepare
+from digitlab.labels import CLASS_FOLDERS, DIGITS, NOT_A_DIGIT, NOT_A_DIGIT_FOLDER
+from digitlab.recognition.decode import ImageError
+from digitlab.recognition.facts import POLARITIES, SUFFIXES
+from digitlab.recognition.preprocess import prepare
 
 NOT_A_DIGIT_LABEL = 10                    # the label of DIR/not_a_digit/ images; digits are labelled by themselves
-NOT_A_DIGIT_FOLDER = "not_a_digit"
-CLASS_FOLDERS = (*DIGITS, NOT_A_DIGIT_FOLDER)
 CSV_NAME = "labels.csv"
 IGNORED_SUFFIXES = (".json",)              # sidecars written beside collected drawings
 LAYOUTS = ("csv", "class folders", "file names")
@@ -258,10 +257,10 @@ def preprocessing_version() -> str:
     import cv2
     import PIL
 
-    from digitlab.recognition import decode, glyphs, ink, mnist_form, paper, preprocess
+    from digitlab.recognition import decode, facts, glyphs, ink, mnist_form, paper, preprocess
 
     digest = hashlib.sha256()
-    for module in (decode, preprocess, paper, ink, glyphs, mnist_form):
+    for module in (facts, decode, preprocess, paper, ink, glyphs, mnist_form):
         digest.update(Path(module.__file__).read_bytes())
     digest.update(f"opencv {cv2.__version__} pillow {PIL.__version__} numpy {np.__version__}".encode())
     return digest.hexdigest()[:16]

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from digitlab.recognition.decode import SUFFIXES
+from digitlab.recognition.facts import SUFFIXES
 from digitlab.recognition.formats import COLUMNS, arrow_schema, record
 
 IMAGE_EXTENSIONS = [suffix.removeprefix(".") for suffix in SUFFIXES]  # as Ray's file_extensions takes them

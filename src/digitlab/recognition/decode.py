@@ -14,15 +14,14 @@ import os
 import struct
 import warnings
 from pathlib import Path
-from typing import NamedTuple
 
 import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from digitlab.errors import one_line
+from digitlab.recognition.facts import IMAGE_FORMATS, MAX_PIXELS
 
-MAX_PIXELS = 64_000_000      # a 64-megapixel photo is fine; a 30,000 x 30,000 PNG of 100 kB is a decompression bomb
 WORK_SIDE = 256              # the size preprocessing works at; a JPEG is decoded no larger than it needs
 INFLATE_AHEAD_PIXELS = 4_000_000   # a plain PNG up to this size is inflated by zlib-ng first (`_stored_png`); a
                                    # larger one would hold its pixels twice more in memory, so libspng inflates it
@@ -31,28 +30,7 @@ PNG_CHUNK, STORED_BLOCK = struct.Struct(">I4s"), struct.Struct("<BHH")  # length
 
 UNREADABLE, NOT_AN_IMAGE, TOO_LARGE = "unreadable", "not an image", "too large"  # the kinds of ImageError
 
-
-class ImageFormat(NamedTuple):
-    pillow: str                  # Pillow's name for it, as Image.open(formats=) takes it
-    name: str                    # as people write it
-    media_type: str
-    suffixes: tuple[str, ...]    # the file name endings it comes with, lower case
-
-
-# The formats docs/usage.md promises, and the only ones opened: Pillow knows dozens more (TGA, PCX, SPIDER, EPS - for
-# which it would run Ghostscript on PostScript from a stranger), each one more parser facing untrusted bytes. Every
-# other list of image formats is read from this one: the file names `digitlab predict`, training on folders and Ray
-# take as images, and the page's file picker and its messages (tests/recognition/test_decode.py checks each).
-IMAGE_FORMATS = (
-    ImageFormat("PNG", "PNG", "image/png", (".png",)),
-    ImageFormat("JPEG", "JPEG", "image/jpeg", (".jpg", ".jpeg")),
-    ImageFormat("BMP", "BMP", "image/bmp", (".bmp",)),
-    ImageFormat("GIF", "GIF", "image/gif", (".gif",)),
-    ImageFormat("TIFF", "TIFF", "image/tiff", (".tif", ".tiff")),
-    ImageFormat("WEBP", "WebP", "image/webp", (".webp",)),
-)
-FORMATS = tuple(image_format.pillow for image_format in IMAGE_FORMATS)
-SUFFIXES = tuple(suffix for image_format in IMAGE_FORMATS for suffix in image_format.suffixes)
+FORMATS = tuple(image_format.pillow for image_format in IMAGE_FORMATS)  # facts.IMAGE_FORMATS: the only ones opened
 FORMAT_NAMES = f"{', '.join(f.name for f in IMAGE_FORMATS[:-1])} or {IMAGE_FORMATS[-1].name}"
 
 

@@ -13,9 +13,6 @@ including ``normalisation``) and ``logits(batch)``; ``load_engine`` picks one by
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
-import json
 import os
 from pathlib import Path
 from typing import Any, Protocol
@@ -24,12 +21,7 @@ import numpy as np
 
 from digitlab.errors import one_line
 from digitlab.labels import metadata_from_json, normalisation_of
-
-
-# The bundled model exported to ONNX, beside the bundled checkpoint (checkpoint.BUNDLED; not imported: it needs torch).
-BUNDLED_ONNX = Path(__file__).parent.parent / "pretrained" / "digitnet.onnx"
-# ... and quantised to int8 by `digitlab export --int8` (smaller and faster; its accuracy is in its metadata).
-BUNDLED_INT8 = BUNDLED_ONNX.with_suffix(".int8.onnx")
+from digitlab.recognition.backends import BACKENDS, BUNDLED_ONNX, is_onnx, own_export, without_export
 
 
 class Engine(Protocol):
@@ -132,87 +124,20 @@ class OnnxEngine:
         return self.session.run(None, {self.input_name: batch})[0]
 
 
-BACKENDS = {"torch": TorchEngine, "onnx": OnnxEngine}
-
-
-def torch_installed() -> bool:
-    """Whether PyTorch can be imported, found without importing it."""
-    try:
-        return importlib.util.find_spec("torch") is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def is_onnx(path: str | os.PathLike | None) -> bool:
-    return path is not None and Path(path).suffix.lower() == ".onnx"
-
-
-def export_beside(checkpoint: str | os.PathLike | None, threads: int | None = None) -> OnnxEngine | None:
-    """The ONNX export beside ``checkpoint`` (None: the bundled one), the ``.onnx`` with its stem, loaded, when it was
-    exported from this very file; else None.
-
-    ``digitlab export`` records the SHA-256 of the checkpoint it read in the ONNX metadata (``digitlab_export``), so
-    a checkpoint trained again or calibrated after its export no longer matches, and an export of some other model
-    put beside it never does: either would answer for a different model than the one named. An int8 export records
-    the same checkpoint but answers only within a tolerance of it, so it is not taken for it either."""
-    source = BUNDLED_ONNX.with_suffix(".safetensors") if checkpoint is None else Path(checkpoint)
-    beside = source.with_suffix(".onnx")
-    if is_onnx(source) or not beside.is_file() or not source.is_file():
-        return None
-    try:
-        engine = OnnxEngine(beside, threads)
-    except (ValueError, ImportError):  # not a digitlab export, or no onnxruntime: PyTorch runs the checkpoint
-        return None
-    props = engine.session.get_modelmeta().custom_metadata_map
-    try:
-        record = json.loads(props.get("digitlab_export", "{}"))
-    except json.JSONDecodeError:
-        return None
-    if "digitlab_int8" in props:
-        return None
-    digest = hashlib.sha256(source.read_bytes()).hexdigest()
-    return engine if isinstance(record, dict) and record.get("source_sha256") == digest else None
-
-
-def backend_for(path: str | os.PathLike | None, backend: str | None = None) -> str:
-    """The backend asked for, else the fastest that gives the checkpoint's own answers: onnx for a ``.onnx`` file and
-    for a checkpoint (None: the bundled one) with its export beside it (``export_beside``), else torch; onnx for the
-    bundled model when PyTorch is not installed. The CLI and the server ask here; ``load_engine`` decides alike."""
-    if backend is not None:
-        return backend
-    if is_onnx(path) or export_beside(path) is not None:
-        return "onnx"
-    return _without_export(path)
-
-
-def _without_export(path: str | os.PathLike | None) -> str:
-    """The backend for a model with no export of its own beside it."""
-    return "onnx" if is_onnx(path) or (path is None and not torch_installed()) else "torch"
-
-
-def bundled_int8(model: str | os.PathLike | None, backend: str | None) -> str:
-    """``--int8`` of predict and serve: the bundled model's int8 export, which onnxruntime runs. Another model's int8
-    export is a file like any other, given as the model itself."""
-    if model is not None:
-        raise ValueError(f"--int8 runs the bundled model's int8 export, not --model {model}; pass your own model's "
-                         "(`digitlab export CKPT --onnx model.int8.onnx --int8`) as --model alone")
-    if backend not in (None, "onnx"):
-        raise ValueError(f"--int8 runs on onnxruntime, not --backend {backend}")
-    if not BUNDLED_INT8.is_file():
-        raise ValueError("this install has no bundled int8 model; make one with `digitlab export --onnx "
-                         "model.int8.onnx --int8` and pass it as --model")
-    return str(BUNDLED_INT8)
+ENGINES = {"torch": TorchEngine, "onnx": OnnxEngine}  # by backends.BACKENDS' names
 
 
 def load_engine(path: str | os.PathLike | None = None, backend: str | None = None, **options) -> Engine:
-    """The model at ``path`` (None: the bundled one) behind the named backend (None: ``backend_for`` the file).
+    """The model at ``path`` (None: the bundled one) behind the named backend (None: ``backends.backend_for`` the
+    file).
 
-    Without a backend, and with onnx for a checkpoint, the checkpoint's own export beside it runs on onnxruntime:
-    PyTorch is then never imported. Checked once here, not once to choose and again to load."""
-    if backend is not None and backend not in BACKENDS:
+    Without a backend, and with onnx for a checkpoint, the checkpoint's own export beside it
+    (``backends.own_export``) runs on onnxruntime: PyTorch is then never imported. An export that onnxruntime cannot
+    load is not the checkpoint's either."""
+    if backend is not None and backend not in ENGINES:
         raise ValueError(f"unknown backend {backend!r}; choose one of: {', '.join(sorted(BACKENDS))}")
     if (backend is None and not is_onnx(path)) or (backend == "onnx" and path is not None and not is_onnx(path)):
-        engine = export_beside(path, options.get("threads"))
+        engine = _load_export(own_export(path), options.get("threads"))
         if engine is None and backend == "onnx":
             beside = Path(path).with_suffix(".onnx")
             found = f"{beside} is not an fp32 export of this very file" if beside.is_file() else \
@@ -222,9 +147,16 @@ def load_engine(path: str | os.PathLike | None = None, backend: str | None = Non
     else:
         engine = None
     if engine is None:
-        engine = BACKENDS[backend or _without_export(path)](path, **options)
+        engine = ENGINES[backend or without_export(path)](path, **options)
     check_model(engine, "the bundled model" if path is None else str(path))
     return engine
+
+
+def _load_export(path: Path | None, threads: int | None) -> OnnxEngine | None:
+    try:
+        return None if path is None else OnnxEngine(path, threads)
+    except (ValueError, ImportError):  # not loadable after all: PyTorch runs the checkpoint
+        return None
 
 
 def check_model(engine: Engine, source: str) -> None:

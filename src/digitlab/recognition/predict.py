@@ -18,7 +18,6 @@ rest of the batch goes on. This module imports no torch (the engine decides what
 from __future__ import annotations
 
 import logging
-import numbers
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -28,38 +27,12 @@ import numpy as np
 
 from digitlab.labels import DIGITS, NOT_A_DIGIT, normalisation_of
 from digitlab.errors import one_line
-from digitlab.recognition.decode import MAX_PIXELS, UNREADABLE, ImageError
+from digitlab.recognition.decode import UNREADABLE, ImageError
 from digitlab.recognition.engine import Engine, normalise
-from digitlab.recognition.preprocess import POLARITIES, Prepared, prepare
-
-# A calibrated model answers when its best digit is at least this likely to be right: a bar that itself refuses at
-# most 1 % of the real digits by every writer the project can test (beyond those no bar answers: nothing found, or
-# "not a digit"), read on the choosing half of the other-writer benchmark at the bundled model's temperature
-# (docs/handwriting.md, "The default threshold", says how it was picked in that range). Letters are turned away
-# mostly by the "not a digit" output; a caller who expects letters can ask for a higher bar. A model without a fitted
-# temperature keeps the older bar: label smoothing caps its top probability near 0.9, so it cannot be read as a
-# chance.
-DEFAULT_THRESHOLD = 0.45
-UNCALIBRATED_THRESHOLD = 0.7
+from digitlab.recognition.facts import MAX_PIXELS, POLARITIES, check_threshold, default_threshold
+from digitlab.recognition.preprocess import Prepared, prepare
 
 _log = logging.getLogger(__name__)
-
-
-def default_threshold(metadata: dict) -> float:
-    """The threshold a model is read with unless one is asked for: the one its calibration chose
-    (``calibrate.refusal_bar``), else DEFAULT_THRESHOLD if it is calibrated at all."""
-    calibration = metadata.get("calibration") or {}
-    if not calibration.get("temperature"):
-        return UNCALIBRATED_THRESHOLD
-    return float(calibration.get("threshold", DEFAULT_THRESHOLD))
-
-
-def check_threshold(threshold) -> float:
-    """``threshold`` as a float if it is one a Recognizer takes (a real number from 0 to 1), else a ValueError that
-    says why. The one check of a threshold: the Recognizer's options, ServeSettings and the API's query use it."""
-    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold must be between 0 and 1, not {threshold!r}")  # NaN fails the range too
-    return float(threshold)
 
 
 @dataclass

@@ -34,13 +34,12 @@ from functools import reduce
 import cv2
 import numpy as np
 
-from digitlab.recognition.decode import MAX_PIXELS, WORK_SIDE, decode, to_gray
+from digitlab.recognition.decode import WORK_SIDE, decode, to_gray
+from digitlab.recognition.facts import MAX_PIXELS, POLARITIES
 from digitlab.recognition.glyphs import Region, find_glyphs, region_ink, single_digit_doubt
 from digitlab.recognition.ink import ink_map
 from digitlab.recognition.mnist_form import to_mnist
 from digitlab.recognition.paper import Paper, find_paper
-
-POLARITIES = ("auto", "dark-on-light", "light-on-dark")
 
 
 @dataclass

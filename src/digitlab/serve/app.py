@@ -21,7 +21,8 @@ or a missing form field is 422. The model is loaded before the app answers: in t
 processes `digitlab serve` starts while it imports this module. Images are decoded and recognised (and
 corrected drawings saved) by ``serve.runner`` in threads sharing one engine (both backends are thread-safe for
 inference) or, as ``digitlab serve`` runs it, in worker processes with an engine each (``serve.workers``), so the
-event loop keeps accepting requests and the HTTP process never holds a decoded image. How is said once, in a
+event loop keeps accepting requests and the HTTP process never holds a decoded image (nor, with worker
+processes, imports numpy, OpenCV or Pillow: tests/test_layout.py checks it). How is said once, in a
 ``ServeSettings``. The handlers live in ``serve.routes``, a router per area; this module assembles them.
 
     uvicorn --factory digitlab.serve.app:create_app      # or: digitlab serve --backend onnx --model m.onnx
@@ -34,14 +35,13 @@ import os
 from contextlib import asynccontextmanager
 from typing import Any
 
-import cv2
 from anyio import CapacityLimiter, to_thread
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from digitlab.serve import runner, schemas
+from digitlab.serve import schemas
 from digitlab.serve.gates import ApiError, BodyLimit, Guard
 from digitlab.serve.observe import Metrics, Observe
 from digitlab.serve.routes import meta, pages, predict, samples
@@ -53,8 +53,8 @@ log = logging.getLogger("digitlab.serve")
 
 @asynccontextmanager
 async def _process_lifespan(app: FastAPI):
-    """Start the worker processes (each loads the model), unless they were started with the app, and stop them at
-    the end."""
+    """Start the worker processes (each loads the model; the app answers once the first has), unless they were started
+    with the app, and stop them at the end."""
     settings: ServeSettings = app.state.settings
     pool = getattr(app.state, "pool", None)
     if pool is None:
@@ -62,8 +62,8 @@ async def _process_lifespan(app: FastAPI):
         await pool.start()
     app.state.pool, app.state.metadata, app.state.recognise = pool, pool.metadata, pool.recognise
     app.state.save_sample = pool.save_sample
-    log.info("model %s loaded in %d worker processes (%s backend)", pool.metadata.get("arch"), settings.worker_count,
-             settings.backend)
+    log.info("model %s loaded (%s backend) in the first of %d worker processes; the others join as they load it",
+             pool.metadata.get("arch"), settings.backend, settings.worker_count)
     try:
         yield
     finally:
@@ -73,7 +73,11 @@ async def _process_lifespan(app: FastAPI):
 @asynccontextmanager
 async def _thread_lifespan(app: FastAPI):
     """Load the model once in this process; requests are recognised (and samples saved) in its threads, one per CPU
-    at most."""
+    at most. Only this strategy reads images in this process, so only it imports what reads them."""
+    import cv2
+
+    from digitlab.serve import runner
+
     settings: ServeSettings = app.state.settings
     # Process-wide, and this server runs its requests side by side: OpenCV splitting each image across threads
     # too would only compete with them.

@@ -66,10 +66,12 @@ def recognise(recognizer: Recognizer, items: list[tuple[str, bytes]], multi: boo
 
 def save_sample(settings: ServeSettings, label: str, data: bytes, answer: str | None, model: dict[str, Any],
                 source: str) -> dict[str, Any]:
-    """``samples.save_sample`` into the settings' ``collect`` folder under their pixel limit for samples: ``{"path"}`` relative
-    to that folder, or ``{"error", "status"}`` for an image that cannot be read (nothing is written then). It runs
-    where images are recognised, under the same limits on time, waiting and memory, since keeping a sample decodes it
-    whole."""
+    """``samples.save_sample`` into the settings' ``collect`` folder under their pixel limit for samples: ``{"path"}``
+    relative to that folder, or ``{"error", "status"}`` for an image that cannot be read, an empty one answered as
+    ``recognise`` answers it (nothing is written then). It runs where images are recognised, under the same limits on
+    time, waiting and memory, since keeping a sample decodes it whole."""
+    if not data:
+        return {"error": EMPTY, "status": 422}
     folder = Path(settings.collect)
     try:
         path = samples.save_sample(folder, label, data, answer, model,

@@ -4,10 +4,11 @@ reads (``digitlab serve --collect DIR``).
     save_sample(Path("mine"), "3", png_bytes, answer="8", model="digitnet")
     # -> mine/3/20261202T204512Z-9f1c2ab4.png and, beside it, .json: {"label", "time", "model", "answer", ...}
 
-The layout is the class-folder one (``DIR/0 ... DIR/9``, ``DIR/not_a_digit``). The image is decoded under the same
-pixel limit as a prediction and written as an 8-bit gray PNG: what is kept is pixels, never the uploaded bytes. The
-sidecar is written first and the PNG second, each atomically, under a fresh name: a reader that sees the PNG finds
-its sidecar, and nothing already in the folder is ever replaced. Torch-free and FastAPI-free.
+The layout is the class-folder one (``labels.CLASS_FOLDERS``: ``DIR/0 ... DIR/9``, ``DIR/not_a_digit``). The image is
+decoded under the same pixel limit as a prediction and written as an 8-bit gray PNG: what is kept is pixels, never
+the uploaded bytes. The sidecar is written first and the PNG second, each atomically, under a fresh name: a reader
+that sees the PNG finds its sidecar, and nothing already in the folder is ever replaced. Torch-free and FastAPI-free;
+it runs where images are read (``serve.runner``), not in the server's HTTP process.
 """
 
 from __future__ import annotations
@@ -22,19 +23,11 @@ import cv2
 import numpy as np
 
 from digitlab.files import atomic_write, atomic_write_text
-from digitlab.labels import DIGITS
-from digitlab.recognition.decode import MAX_PIXELS, decode, to_gray
+from digitlab.labels import check_class_folder
+from digitlab.recognition.decode import decode, to_gray
+from digitlab.recognition.facts import MAX_PIXELS
 
-NOT_A_DIGIT_FOLDER = "not_a_digit"
-LABELS = (*DIGITS, NOT_A_DIGIT_FOLDER)
 WHOLE = 1 << 30  # decode at full size: a JPEG is not to be cut down to the working size for keeping
-
-
-def check_label(label: str) -> str:
-    """``label`` if it names a class folder; ValueError with a one-line reason otherwise."""
-    if label not in LABELS:
-        raise ValueError(f"label must be a digit 0-9 or {NOT_A_DIGIT_FOLDER!r}, not {label!r:.40}")
-    return label
 
 
 def save_sample(folder: Path, label: str, data: bytes, answer: str | None, model: dict[str, Any],
@@ -45,7 +38,7 @@ def save_sample(folder: Path, label: str, data: bytes, answer: str | None, model
     cannot be read raises ``decode.ImageError`` (its ``kind`` says which HTTP status), a bad label ValueError;
     nothing is written then.
     """
-    check_label(label)
+    check_class_folder(label)
     gray = to_gray(decode(data, max_pixels, WHOLE)[0])  # (H, W) in [0, 1]; transparency on its background
     ok, png = cv2.imencode(".png", (np.clip(gray, 0.0, 1.0) * 255 + 0.5).astype(np.uint8))
     assert ok, "OpenCV failed to encode a uint8 gray image"

@@ -17,9 +17,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from digitlab.recognition.decode import MAX_PIXELS
-from digitlab.recognition.engine import BACKENDS, BUNDLED_ONNX, backend_for
-from digitlab.recognition.predict import check_threshold
+from digitlab.recognition.backends import BACKENDS, BUNDLED_ONNX, backend_for
+from digitlab.recognition.facts import MAX_PIXELS, check_threshold
 
 # Added to the worker processes' niceness, so that when every CPU is busy the server process still gets one at once
 # to read a request, hand it on and send an answer (measured: docs/serving.md, 'Worker priority'). Lowering a process's
@@ -79,7 +78,7 @@ class ServeSettings:
     """
 
     model: str | None = None              # a .safetensors checkpoint or a .onnx file; None: the bundled model
-    backend: str | None = None            # "torch" or "onnx"; None: engine.backend_for the model file
+    backend: str | None = None            # "torch" or "onnx"; None: backends.backend_for the model file
     threshold: float | None = None  # below this confidence "unsure" (None: the model's default); per request too
     limits: Limits = field(default_factory=Limits)
     processes: bool = False

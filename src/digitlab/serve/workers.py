@@ -4,7 +4,8 @@ Decoding, preprocessing and recognising an image are most of a request's CPU, an
 the GIL between small numpy and OpenCV calls: threads in one process take turns more than they run side by side.
 So the server (one process: HTTP, limits, JSON) hands each request's images to one of N worker processes, each with
 its own model, and waits for the answer without blocking its event loop. A worker runs ``serve.runner``, which
-imports no FastAPI; this module imports no FastAPI either, and never ``serve.app``.
+imports no FastAPI; this module imports no FastAPI either, and never ``serve.app``. Nor does the server's side of it
+import ``serve.runner``: only the workers read images, so only they load numpy, OpenCV and Pillow.
 
     python -m digitlab.serve.workers          # as WorkerPool starts one; the settings come first on stdin
 
@@ -23,7 +24,7 @@ trust each other no further than JSON lets them); lengths are 4-byte big-endian:
 Requests wait for a free worker in the order they came (a FIFO of idle workers), so one slow image delays only the
 requests queued behind it. A worker that dies (killed, out of memory) fails only the request it held, with a 500,
 and is replaced. A model a worker cannot load ends it with one line on stderr and exit code 2, which fails the
-server's start.
+server's start when it is the first worker's (``WorkerPool.start``); a later worker that fails is replaced.
 
 Workers run at a lower scheduling priority than the server (``ServeSettings.worker_nice``): when every CPU is busy
 the server still gets one at once to read a request, hand it on and send an answer, instead of queueing behind
@@ -42,7 +43,6 @@ import sys
 from typing import Any, BinaryIO, Sequence
 
 from digitlab.errors import CheckpointError, DataError, one_line
-from digitlab.serve import runner
 from digitlab.serve.settings import ServeSettings
 from digitlab.threads import yield_when_waiting
 
@@ -94,30 +94,48 @@ class WorkerPool:
         self.idle: asyncio.Queue[Worker | None] = asyncio.Queue()   # None: no worker is left
         self.workers: list[Worker] = []
         self.metadata: dict[str, Any] = {}
-        self.replacing: set[asyncio.Task] = set()  # held here: the loop keeps only weak references to tasks
+        self.joining: set[asyncio.Task] = set()  # workers starting after the first, or replacing one; held here,
+                                                  # as the loop keeps only weak references to tasks
         self.waiting = 0  # requests waiting for an idle worker
         self.restarts = 0  # workers replaced after dying or overrunning (served at /metrics)
 
     async def start(self) -> None:
-        """Start every worker and wait until each has its model loaded (a model that fails to load fails here).
+        """Start the first worker and wait until it has its model loaded (a model that fails to load fails here), then
+        start the others, each ready for requests once it has loaded its own.
 
-        The processes start together, so their interpreters and libraries load side by side; the first gets its
-        settings at once and the others only once its model has loaded and passed the check (``engine.check_model``):
-        a model that cannot be loaded is then said once, by that one worker, while the others exit unheard."""
+        The first worker doubles as the check of the model (``engine.check_model``): one that cannot be loaded is said
+        once, by that worker, before any other starts. The server answers with it meanwhile, and the others start
+        only then, so that on a machine with few CPUs they do not take them from the server's start and the first
+        worker's, the two the first answer waits for (measured: docs/serving.md, 'Start-up'). A later worker that
+        fails to load is replaced, as one that dies is."""
         try:
-            for _ in range(self.settings.worker_count):
-                self.workers.append(await self._spawn())
-            first, *others = self.workers
+            first = await self._spawn()
+            self.workers.append(first)
             await self._load(first)
-            loaded = await asyncio.gather(*(self._load(worker) for worker in others), return_exceptions=True)
-            failed = [result for result in loaded if isinstance(result, BaseException)]
-            if failed:
-                raise failed[0]
         except BaseException:
             await self.close()
             raise
-        for worker in self.workers:
-            self.idle.put_nowait(worker)
+        self.idle.put_nowait(first)
+        for _ in range(self.settings.worker_count - 1):
+            self._in_background(self._join())
+
+    async def _join(self) -> None:
+        """Start a worker; once its model is loaded it waits for requests with the others."""
+        worker = await self._spawn()
+        self.workers.append(worker)
+        try:
+            await self._load(worker)
+        except WorkerError:
+            log.error("worker process %d could not load the model (exit code %s); starting another",
+                      worker.process.pid, worker.process.returncode)
+            await self._replace(worker)
+            return
+        self.idle.put_nowait(worker)
+
+    def _in_background(self, work) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self.joining.add(task)
+        task.add_done_callback(self.joining.discard)
 
     async def _start_one(self) -> Worker:
         """A worker with its model loaded."""
@@ -186,9 +204,7 @@ class WorkerPool:
         except (asyncio.IncompleteReadError, ConnectionError, ValueError, asyncio.CancelledError,
                 asyncio.TimeoutError) as exc:
             # dead, or the client left mid-request: the pipe's state is unknown either way, so it is not reused
-            task = asyncio.get_running_loop().create_task(self._replace(worker))
-            self.replacing.add(task)
-            task.add_done_callback(self.replacing.discard)
+            self._in_background(self._replace(worker))
             if isinstance(exc, asyncio.CancelledError):
                 raise
             if isinstance(exc, asyncio.TimeoutError):
@@ -218,6 +234,10 @@ class WorkerPool:
         self.idle.put_nowait(fresh)
 
     async def close(self) -> None:
+        """Stop every worker, those still loading or being replaced included."""
+        for task in self.joining:
+            task.cancel()
+        await asyncio.gather(*self.joining, return_exceptions=True)
         await asyncio.gather(*(_stop(worker) for worker in self.workers))
         self.workers.clear()
 
@@ -241,6 +261,8 @@ def main() -> None:
     yield_when_waiting()  # started by hand rather than by a WorkerPool: still before the engine imports torch
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the server ends us by EOF
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(name)s: %(message)s")
+    from digitlab.serve import runner  # what reads images: imported while the server is busy with its own start
+
     # The protocol owns the real stdout; anything a library prints goes to stderr instead of corrupting it.
     channel = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
@@ -291,6 +313,8 @@ def _set_process_wide(settings: ServeSettings) -> None:
 def serve_requests(recognizer, source: BinaryIO, channel: BinaryIO, settings: ServeSettings) -> None:
     """Answer requests from ``source`` on ``channel`` until ``source`` closes: recognise their images, or save a
     corrected drawing (a request with ``save``)."""
+    from digitlab.serve import runner
+
     while (message := _read(source)) is not None:
         head, body = message
         request = json.loads(head)

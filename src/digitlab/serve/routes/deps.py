@@ -15,8 +15,7 @@ from typing import Annotated, NamedTuple
 from fastapi import Depends, Request
 from starlette.datastructures import UploadFile
 
-from digitlab.recognition.predict import check_threshold
-from digitlab.recognition.preprocess import POLARITIES
+from digitlab.recognition.facts import POLARITIES, check_threshold
 from digitlab.serve.gates import ApiError
 from digitlab.serve.settings import ServeSettings
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from digitlab.recognition.predict import default_threshold
+from digitlab.recognition.facts import default_threshold
 from digitlab.serve import schemas
 from digitlab.serve.routes.deps import Settings
 

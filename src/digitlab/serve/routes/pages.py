@@ -17,7 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, HTMLResponse
 
 from digitlab.languages import LANGUAGES
-from digitlab.recognition.decode import IMAGE_FORMATS, SUFFIXES
+from digitlab.recognition.facts import IMAGE_FORMATS, SUFFIXES
 
 STATIC = Path(__file__).parents[1] / "static"
 DOCS_ASSETS = "/docs-assets"

@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from digitlab.recognition.preprocess import POLARITIES
+from digitlab.recognition.facts import POLARITIES
 from digitlab.serve import schemas
 from digitlab.serve.gates import ApiError
 from digitlab.serve.routes.deps import OneImage, QueryOptions, Settings, SomeImages, Steps
@@ -28,7 +28,7 @@ QUERY = [
 ]
 STEPS = {"name": "steps", "in": "query", "required": False, "schema": {"type": "boolean", "default": False},
          "description": "also answer how the image was read: the preprocessing's images between its steps"}
-# The body's media types name the common ones, for generated clients; an image in any of decode.IMAGE_FORMATS is read
+# The body's media types name the common ones, for generated clients; an image in any of facts.IMAGE_FORMATS is read
 # whatever its Content-Type says (tests/recognition/test_decode.py checks the schema names no other).
 IMAGE_BODY = {"parameters": [*QUERY, STEPS], "requestBody": {"required": True, "content": {
     "multipart/form-data": {"schema": {"type": "object", "required": ["file"],

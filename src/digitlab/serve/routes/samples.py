@@ -1,5 +1,6 @@
-"""POST /api/samples: teach the model, on a server started with ``--collect DIR``. The image is decoded and saved
-(``serve.samples``) where images are recognised, waiting its turn and held to a request's time."""
+"""POST /api/samples: teach the model, on a server started with ``--collect DIR``. The query is checked here; the
+image is decoded and saved (``serve.runner.save_sample``) where images are recognised, waiting its turn and held to a
+request's time."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 
-from digitlab.serve import runner, samples, schemas
+from digitlab.labels import CLASS_FOLDERS, check_class_folder
+from digitlab.serve import schemas
 from digitlab.serve.gates import ApiError
 from digitlab.serve.routes.deps import OneImage, Settings
 from digitlab.serve.routes.predict import IMAGE_BODY
@@ -16,7 +18,7 @@ from digitlab.serve.routes.predict import IMAGE_BODY
 MAX_ANSWER = 40  # characters of the answer the model gave, kept in the sidecar
 SAMPLE_BODY = {"parameters": [
     {"name": "label", "in": "query", "required": True,
-     "schema": {"type": "string", "enum": list(samples.LABELS)}, "description": "the right answer"},
+     "schema": {"type": "string", "enum": list(CLASS_FOLDERS)}, "description": "the right answer"},
     {"name": "answer", "in": "query", "required": False, "schema": {"type": "string", "maxLength": MAX_ANSWER},
      "description": "what the model answered, kept in the sidecar"},
 ], "requestBody": IMAGE_BODY["requestBody"]}
@@ -34,7 +36,7 @@ async def label_and_answer(request: Request) -> tuple[str, str | None]:
     """The query's ``label`` (a class folder) and ``answer`` (what the model said), or a 422."""
     label, answer = request.query_params.get("label", ""), request.query_params.get("answer")
     try:
-        samples.check_label(label)
+        check_class_folder(label)
     except ValueError as exc:
         raise ApiError(422, str(exc)) from None
     if answer is not None and (len(answer) > MAX_ANSWER or not answer.isprintable()):
@@ -54,8 +56,6 @@ async def add_sample(request: Request, settings: Settings,
     its sidecar ``NAME.json`` (time, model, the answer it gave), for fine-tuning. Only on a server started with
     ``--collect DIR``."""
     (label, answer), (name, data) = query, image
-    if not data:
-        raise ApiError(422, runner.EMPTY)
     model = {"arch": request.app.state.metadata.get("arch"), "backend": settings.backend,
              "file": Path(settings.model).name if settings.model else "bundled"}
     saved = await request.app.state.save_sample(label, data, answer, model, name)
