@@ -8,20 +8,23 @@ from pathlib import Path
 
 import pytest
 
-from digitlab.threads import WAIT_POLICY, available_cpus, yield_when_waiting
+from digitlab.threads import SPIN_COUNT, SPIN_ROUNDS, WAIT_POLICY, available_cpus, yield_when_waiting
 
 
-def test_the_wait_policy_is_set_unless_the_user_set_one():
+def test_the_wait_policy_and_a_short_spin_are_set_unless_the_user_set_them():
     environment = {}
     yield_when_waiting(environment)
-    assert environment[WAIT_POLICY] == "PASSIVE"
+    assert environment == {WAIT_POLICY: "PASSIVE", SPIN_COUNT: str(SPIN_ROUNDS)}
     environment = {WAIT_POLICY: "ACTIVE"}
     yield_when_waiting(environment)
-    assert environment[WAIT_POLICY] == "ACTIVE"
+    assert environment == {WAIT_POLICY: "ACTIVE"}  # libgomp's own spin goes with the user's policy
+    environment = {SPIN_COUNT: "0"}
+    yield_when_waiting(environment)
+    assert environment == {WAIT_POLICY: "PASSIVE", SPIN_COUNT: "0"}
 
 
 def run_python(code: str, **environment) -> str:
-    env = {k: v for k, v in os.environ.items() if k != WAIT_POLICY} | environment
+    env = {k: v for k, v in os.environ.items() if k not in (WAIT_POLICY, SPIN_COUNT)} | environment
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
@@ -29,9 +32,10 @@ def run_python(code: str, **environment) -> str:
 
 def test_the_command_line_sets_it_before_torch_is_imported():
     code = ("import sys; from digitlab.cli import main; main(['models']); "
-            "import os; print(os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules)")
-    assert run_python(code).splitlines()[-1] == "PASSIVE True"
-    assert run_python(code, OMP_WAIT_POLICY="ACTIVE").splitlines()[-1] == "ACTIVE True"
+            "import os; print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'), "
+            "'torch' in sys.modules)")
+    assert run_python(code).splitlines()[-1] == f"PASSIVE {SPIN_ROUNDS} True"
+    assert run_python(code, OMP_WAIT_POLICY="ACTIVE").splitlines()[-1] == "ACTIVE None True"
 
 
 def test_a_serve_worker_process_starts_with_it(served_onnx, monkeypatch):
@@ -49,9 +53,10 @@ def test_a_serve_worker_process_starts_with_it(served_onnx, monkeypatch):
         return dict(item.split("=", 1) for item in raw.decode().split("\0") if "=" in item)
 
     os.environ.pop(WAIT_POLICY, None)
+    monkeypatch.delenv(SPIN_COUNT, raising=False)
     monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
     environment = asyncio.run(environment_of_a_worker())
-    assert environment[WAIT_POLICY] == "PASSIVE"
+    assert environment[WAIT_POLICY] == "PASSIVE" and environment[SPIN_COUNT] == str(SPIN_ROUNDS)
     assert environment["OPENBLAS_NUM_THREADS"] == "1"  # numpy's BLAS threads would only spin beside the others
 
 
