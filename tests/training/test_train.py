@@ -415,3 +415,13 @@ def test_a_resume_file_without_its_optimiser_state_is_a_clear_error(tmp_path):
     save_file(tensors, str(path), metadata={"digitlab": json.dumps(meta)})
     with pytest.raises(CheckpointError, match="not a whole resume file.*--overwrite"):
         train(small(epochs=2, limit=1000), tmp_path, resume=True, quiet=True)
+
+
+def test_training_keeps_freed_memory_for_the_next_step(tmp_path, monkeypatch):
+    """Every run sets the allocator up before its first step (tests/test_allocator.py checks what that does)."""
+    from digitlab.training import loop
+
+    calls = []
+    monkeypatch.setattr(loop, "keep_freed_memory", lambda: calls.append("kept") or True)
+    train(small(limit=200, epochs=1, validation_split=0.0), tmp_path / "run", quiet=True, dry_run=True)
+    assert calls == ["kept"]

@@ -38,7 +38,7 @@ from digitlab.training import checkpoint
 from digitlab.training.config import TrainConfig
 from digitlab.training.data import Split, split_validation
 from digitlab.training.loop import (build_state, epoch_seed, resolve_device, split_training_set, steps_per_epoch,
-                                    train_one_epoch, use_threads, validate)
+                                    train_one_epoch, use_cpu, validate)
 
 OUT_FILES = ("model.safetensors", "model.onnx")
 LETTERS = 2_000                   # letters drawn once for "not a digit": enough for a few short epochs
@@ -157,7 +157,7 @@ def finetune(data_path: str | os.PathLike, out_dir: str | os.PathLike, base: str
     steps = steps_per_epoch(len(user.train) + mix, config.batch_size)
     cfg = training_config(base_config(meta, data_dir), config, steps)
     device = resolve_device(cfg.device)
-    use_threads(cfg.threads)
+    use_cpu(cfg.threads)
     mnist_train, mnist_val = _mnist_parts(base_config(meta, data_dir), config.mnist_ratio)
     say(f"fine-tuning {base_path.name} on {len(user.train)} of your images ({user.data.layout}), "
         f"{len(user.val) if user.val else 0} held out, with {config.mnist_ratio:g} MNIST image(s) per image")

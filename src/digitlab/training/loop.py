@@ -38,6 +38,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from digitlab.allocator import keep_freed_memory
 from digitlab.errors import CheckpointError, TrainingError, one_line
 from digitlab.files import atomic_write_text
 from digitlab.labels import NOT_A_DIGIT
@@ -675,19 +676,21 @@ def _run(cfg: TrainConfig, out_dir: Path, resume: bool, dry_run: bool, command: 
 
 
 def training_device(cfg: TrainConfig, world: Distributed) -> torch.device:
-    """The device this process trains on (under torchrun, its own GPU), with PyTorch's CPU threads set; SyncBatchNorm
-    is refused before any work where it would run on the CPU."""
+    """The device this process trains on (under torchrun, its own GPU), with the CPU set up (``use_cpu``);
+    SyncBatchNorm is refused before any work where it would run on the CPU."""
     device = resolve_device(cfg.device, world.local_rank)
     if cfg.sync_batchnorm and device.type == "cpu":  # --device auto on a machine without a GPU
         raise ValueError(SYNC_BATCHNORM_ON_CPU)
-    use_threads(cfg.threads)
+    use_cpu(cfg.threads)
     return device
 
 
-def use_threads(threads: int) -> None:
+def use_cpu(threads: int) -> None:
     """Train on ``threads`` CPU threads, or with 0 on as many as PyTorch would take but no more than this process
-    may run on: PyTorch counts the host's cores, not this process's share of them."""
+    may run on (PyTorch counts the host's cores, not this process's share of them), with freed memory kept for the
+    next step (``allocator.keep_freed_memory``)."""
     torch.set_num_threads(threads or min(torch.get_num_threads(), available_cpus()))
+    keep_freed_memory()
 
 
 def resume_run(out_dir: Path, cfg: TrainConfig, state: TrainState, world: Distributed,
