@@ -362,12 +362,11 @@ def without_missing_writers(cfg, asked: bool):
 def report_folders(cfg) -> None:
     """Read the run's labelled folders once before training (filling their cache) and say, on stderr, what each
     holds and which files are left out; a folder with nothing usable is an error before the run starts."""
-    from digitlab.training.config import MNIST
+    if not cfg.folders():
+        return  # reading images is not imported for MNIST alone
     from digitlab.datasets.folders import for_model, load_folder, skipped_report
 
-    for source in cfg.data:
-        if source == MNIST:
-            continue
+    for source in cfg.folders():
         data = load_folder(source)
         images, _, _, dropped = for_model(data, cfg.data_config().classes)
         print(f"{source}: {len(images)} labelled images ({data.layout})", file=sys.stderr)

@@ -123,6 +123,10 @@ class TrainConfig:
         """
         return DataConfig(MNIST_MEAN, MNIST_STD, tuple(class_names(self.not_a_digit > 0)))
 
+    def folders(self) -> list[str]:
+        """The labelled image folders the run learns from: ``data`` without MNIST."""
+        return [source for source in self.data if source != MNIST]
+
     def as_record(self) -> dict[str, Any]:
         """The settings as a checkpoint records them: plain JSON values, so a tuple reads back as a list."""
         return json.loads(json.dumps(asdict(self)))

@@ -455,9 +455,11 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
 
 def folder_summaries(cfg: TrainConfig) -> list[dict]:
     """What a checkpoint records of each labelled folder the run trains on: its size, checksum and class counts."""
+    if not cfg.folders():
+        return []  # reading images is not imported for MNIST alone
     from digitlab.datasets.folders import load_folder
 
-    return [load_folder(source).summary() for source in cfg.data if source != MNIST]
+    return [load_folder(source).summary() for source in cfg.folders()]
 
 
 def _model_metadata(cfg: TrainConfig, row: dict[str, float], command: str | None,
