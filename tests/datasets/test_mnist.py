@@ -33,11 +33,14 @@ def test_truncated_file_is_named(copy_dir):
         read_mnist("test", copy_dir)
 
 
-def test_corrupt_byte_is_caught_by_checksum(copy_dir):
-    path = copy_dir / FILES["test-labels"][0]
+def flip_last_byte(path):
     data = bytearray(path.read_bytes())
     data[-1] ^= 0xFF
     path.write_bytes(bytes(data))
+
+
+def test_corrupt_byte_is_caught_by_checksum(copy_dir):
+    flip_last_byte(copy_dir / FILES["test-labels"][0])
     with pytest.raises(DataError, match="t10k-labels-idx1-ubyte.gz"):
         read_mnist("test", copy_dir)
 
@@ -96,7 +99,13 @@ def test_cache_download_failure_is_a_clear_error(tmp_path, monkeypatch):
     assert not list((tmp_path / "digitlab" / "mnist").glob("*.gz"))  # nothing half-written left behind
 
 
-def test_a_verified_file_is_inflated_once_and_then_read_from_the_array_cache(copy_dir, monkeypatch):
+@pytest.fixture
+def fresh_cache(tmp_path, monkeypatch):
+    """An array cache of its own: the session's is shared with every test that reads MNIST."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+
+
+def test_a_verified_file_is_inflated_once_and_then_read_from_the_array_cache(copy_dir, fresh_cache, monkeypatch):
     first = read_mnist("test", copy_dir)
     kept = sorted(p.name for p in arrays_cache_dir().iterdir())
     assert kept == sorted(f"{FILES[key][1]}.npy" for key in ("test-images", "test-labels"))
@@ -110,17 +119,14 @@ def test_a_verified_file_is_inflated_once_and_then_read_from_the_array_cache(cop
     assert again[0].flags.writeable
 
 
-def test_the_checksum_is_checked_even_when_the_array_is_kept(copy_dir):
+def test_the_checksum_is_checked_even_when_the_array_is_kept(copy_dir, fresh_cache):
     read_mnist("test", copy_dir)
-    path = copy_dir / FILES["test-images"][0]
-    data = bytearray(path.read_bytes())
-    data[-1] ^= 0xFF
-    path.write_bytes(bytes(data))
+    flip_last_byte(copy_dir / FILES["test-images"][0])
     with pytest.raises(DataError, match="t10k-images-idx3-ubyte.gz.*checksum"):
         read_mnist("test", copy_dir)
 
 
-def test_a_damaged_or_unwritable_array_cache_costs_only_the_inflating(copy_dir, monkeypatch):
+def test_a_damaged_or_unwritable_array_cache_costs_only_the_inflating(copy_dir, fresh_cache, monkeypatch):
     images, _ = read_mnist("test", copy_dir)
     damaged = arrays_cache_dir() / f"{FILES['test-images'][1]}.npy"
     damaged.write_bytes(b"")
