@@ -379,14 +379,19 @@ def assert_reads_seven(base: str, seven) -> None:
         assert response.status == 200 and json.load(response)["digit"] == 7
 
 
-def test_serve_never_imports_torch_when_it_is_installed(watched, seven, start_server):
-    env, log = watched
-    server, base, health = start_server("--workers", "2", "--log-level", "warning", env=env)
+def serve_two_workers_a_seven(start_server, env, seven) -> None:
+    """Start `digitlab serve` with two workers in ``env``, have it read a 7, and stop it."""
+    server, base, _ = start_server("--workers", "2", "--log-level", "warning", env=env)
     try:
         assert_reads_seven(base, seven)
     finally:
         server.terminate()
         server.communicate(timeout=30)
+
+
+def test_serve_never_imports_torch_when_it_is_installed(watched, seven, start_server):
+    env, log = watched
+    serve_two_workers_a_seven(start_server, env, seven)
     assert not log.exists(), f"digitlab serve imported torch in: {log.read_text()}"
 
 
@@ -395,12 +400,7 @@ def test_the_serve_process_leaves_reading_images_to_its_workers(tmp_path, seven,
     Pillow or onnxruntime: they would cost it CPU time on the way to its first answer, while the workers import the
     same."""
     env, log = tripwire(tmp_path, "numpy", "cv2", "PIL", "onnxruntime")
-    server, base, _ = start_server("--workers", "2", "--log-level", "warning", env=env)
-    try:
-        assert_reads_seven(base, seven)
-    finally:
-        server.terminate()
-        server.communicate(timeout=30)
+    serve_two_workers_a_seven(start_server, env, seven)
     imports = [json.loads(line) for line in log.read_text().splitlines()]
     by_server = {package for package, argv in imports if argv[1:2] == ["serve"]}
     by_workers = {package for package, argv in imports if Path(argv[0]).parts[-2:] == ("serve", "workers.py")}
