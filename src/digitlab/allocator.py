@@ -2,8 +2,8 @@
 
 glibc's malloc gives a block of a few MB its own mapping and unmaps it when it is freed, and trims the heap whenever
 more than a little is free at its top. A training step frees its activations and gradients and allocates the same
-sizes again a moment later, so every step faulted tens of thousands of pages back in: for the `fast` recipe's small
-network about a quarter of each step went to the kernel (docs/results.md, 'Time to accuracy'). Raising both
+sizes again a moment later, so every step faulted thousands of pages back in: for the `fast` recipe's small
+network much of each step went to the kernel (docs/results.md, 'Time to accuracy'). Raising both
 thresholds keeps those blocks in the heap, to be reused; the process holds on to at most TRIM_THRESHOLD of free
 memory it could have returned. PyTorch's own advice for CPU training is a different allocator (jemalloc or tcmalloc,
 preloaded); this asks the one every Linux install has, through its documented ``mallopt``.
