@@ -1,5 +1,6 @@
 """Fine-tuning on a labelled folder: the command writes a self-describing checkpoint and its ONNX export and
-refuses to replace them unasked; the model learns what the folder teaches; a stale temperature is never carried."""
+refuses to replace them unasked; the model learns what the folder teaches; a stale temperature is never carried, the
+base's refusal bar is."""
 
 from __future__ import annotations
 
@@ -85,6 +86,27 @@ def test_a_stale_temperature_is_refitted_or_dropped(tmp_path, small_model_path, 
     assert calibration is None or (calibration["fitted_on"].startswith("after fine-tuning")
                                    and calibration["temperature"] != 0.123)
     assert result.metrics.keys() >= {"before_val_accuracy", "after_val_accuracy"}
+
+
+def test_the_base_models_refusal_bar_is_carried_into_the_fine_tuned_one(tmp_path, labelled_folders):
+    """The bundled model is read with "not a digit" lowered and its own threshold; its fine-tuned copy is read the
+    same way, not with no offset at all (which would refuse real digits the base read)."""
+    from digitlab.recognition.predict import Recognizer
+    from digitlab.recognition.engine import load_engine
+
+    base = tmp_path / "base.safetensors"
+    shutil.copy(checkpoint.BUNDLED, base)
+    _, base_meta = checkpoint.load(base)
+    config = FinetuneConfig(epochs=1, validation_split=0.3, mnist_ratio=2.0)
+    finetune(labelled_folders[0]["class folders"], tmp_path / "out", base, config, export=False, quiet=True)
+    _, meta = checkpoint.load(tmp_path / "out" / "model.safetensors")
+    calibration = meta["calibration"]
+    assert calibration["fitted_on"].startswith("after fine-tuning")
+    assert calibration["not_a_digit_offset"] == base_meta["calibration"]["not_a_digit_offset"] > 0
+    assert calibration["threshold"] == base_meta["calibration"]["threshold"]
+    assert calibration["refusal_bar"]["carried_from_base"] == base_meta["calibration"]["refusal_bar"]
+    recognizer = Recognizer(load_engine(tmp_path / "out" / "model.safetensors", backend="torch"))
+    assert recognizer.not_a_digit_offset == calibration["not_a_digit_offset"]
 
 
 def test_bad_settings_and_empty_folders_are_one_line_errors(tmp_path, small_model_path, capsys):

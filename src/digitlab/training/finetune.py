@@ -13,7 +13,8 @@ The steps, in the order the data flows:
     average the result with the base's weights (``keep_base`` of the base's): most of the gain, less MNIST drift
     score the user's held-out images and MNIST's held-out digits before and after (``loop.validate``)
     fit the confidence temperature again (``calibrate.calibration_entry``): on the user's held-out images together
-                with the base's held-out MNIST digits, since the model will read both
+                with the base's held-out MNIST digits, since the model will read both; the base's refusal bar
+                ("not a digit" offset and threshold) is carried over (``_with_base_bar``)
     write model.safetensors (self-describing; ``finetune`` in its metadata names the base model and the data
                 folder's checksum and size) and its ONNX export model.onnx
 
@@ -179,7 +180,7 @@ def finetune(data_path: str | os.PathLike, out_dir: str | os.PathLike, base: str
     if config.keep_base:
         average_with(model, base_model, config.keep_base)
     metrics |= _scores("after", model, user.val, mnist_val)
-    calibration = _calibrate(model, classes, user.val, mnist_val)
+    calibration = _with_base_bar(_calibrate(model, classes, user.val, mnist_val), meta)
 
     record = _record(meta, base_path, config, command, user, mix, metrics, history, calibration)
     model = model.to("cpu")
@@ -301,6 +302,18 @@ def _scores(when: str, model: torch.nn.Module, user_val: Split | None, mnist_val
             scores[f"{when}_{name}_accuracy"] = round(found["val_accuracy"], 6)
             scores[f"{when}_{name}_loss"] = round(found["val_loss"], 6)
     return scores
+
+
+def _with_base_bar(calibration: dict[str, Any] | None, meta: dict[str, Any]) -> dict[str, Any] | None:
+    """The fitted ``calibration`` with the base model's refusal bar (its "not a digit" offset and threshold, which
+    ``calibrate.refusal_bar`` chose on real handwriting) carried over. Without it the fine-tuned model would be read
+    with no offset and the default threshold, and refuse real digits the base read; choosing the bar again needs the
+    real handwriting (`digitlab calibrate --refusal-bar` on the result)."""
+    base = meta.get("calibration") or {}
+    if calibration is None or "not_a_digit_offset" not in base:
+        return calibration
+    return calibration | {"not_a_digit_offset": base["not_a_digit_offset"], "threshold": base["threshold"],
+                          "refusal_bar": {"carried_from_base": base.get("refusal_bar", {})}}
 
 
 def _calibrate(model: torch.nn.Module, classes: list[str], user_val: Split | None,
