@@ -70,10 +70,10 @@ DRAW = """async ([digits, side]) => {
 
 
 def mnist_digits(count: int) -> np.ndarray:
-    from digitlab.training.data import load_mnist
+    from digitlab.datasets.mnist import read_mnist
 
-    images, _ = load_mnist("test")
-    return images[:count].numpy()  # (N, 28, 28) uint8, bright ink on dark
+    images, _ = read_mnist("test")
+    return images[:count]  # (N, 28, 28) uint8, bright ink on dark
 
 
 def browser_canvas_pngs(count: int) -> list[bytes]:

@@ -84,7 +84,7 @@ def main() -> None:
     from digitlab.recognition.backends import BUNDLED_INT8, BUNDLED_ONNX
     from digitlab.recognition.engine import OnnxEngine
     from digitlab.training import quantise
-    from digitlab.training.data import load_mnist
+    from digitlab.datasets.mnist import read_mnist
 
     fp32_path = Path(args.fp32 or BUNDLED_ONNX)
     with tempfile.TemporaryDirectory() as scratch:
@@ -97,9 +97,9 @@ def main() -> None:
         sizes = {label: path.stat().st_size for label, path in paths.items()}
 
         meta = engines["fp32"].metadata
-        images, labels = load_mnist("test")
-        inputs = quantise.normalised(images.numpy(), meta)
-        accuracies = {label: quantise.accuracy(path, inputs, labels.numpy()) for label, path in paths.items()}
+        images, labels = read_mnist("test")
+        inputs = quantise.normalised(images, meta)
+        accuracies = {label: quantise.accuracy(path, inputs, labels) for label, path in paths.items()}
 
     print(f"command: {' '.join([Path(sys.executable).name] + sys.argv)}")
     print(f"hardware: {hardware()}")

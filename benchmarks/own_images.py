@@ -39,7 +39,7 @@ def conditions(style) -> list[str]:
 
 
 def main() -> None:
-    from digitlab.training.data import load_mnist
+    from digitlab.datasets.mnist import read_mnist
     from digitlab.recognition.engine import load_engine
     from digitlab.recognition.facts import default_threshold
     from digitlab.recognition.predict import Recognizer
@@ -54,8 +54,7 @@ def main() -> None:
 
     engine = load_engine(args.model)
     recognizer = Recognizer(engine, threshold=0.0)
-    images, labels = load_mnist("test", args.data_dir)
-    images, labels = images.numpy(), labels.numpy()
+    images, labels = read_mnist("test", args.data_dir)
 
     raw = recognizer.probabilities(images.astype(np.float32) / 255.0).argmax(1)
     raw_correct = raw == labels

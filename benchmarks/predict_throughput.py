@@ -22,12 +22,12 @@ from pathlib import Path
 
 
 def write_folder(folder: Path, count: int, seed: int) -> None:
-    from digitlab.training.data import load_mnist
+    from digitlab.datasets.mnist import read_mnist
     from digitlab.datasets.render import render_set
 
-    images, _ = load_mnist("test")
+    images, _ = read_mnist("test")
     for first in range(0, count, 250):
-        batch = images[first:min(first + 250, count)].numpy()
+        batch = images[first:min(first + 250, count)]
         for index, (data, style) in enumerate(render_set(batch, seed=seed * 100_000 + first)):
             suffix = "png" if style.jpeg_quality is None else "jpg"
             (folder / f"{first + index:05d}.{suffix}").write_bytes(data)

@@ -43,11 +43,11 @@ FLOOR = "import numpy, cv2, onnxruntime, PIL.Image"
 def one_image(folder: Path) -> Path:
     from PIL import Image
 
-    from digitlab.training.data import load_mnist
+    from digitlab.datasets.mnist import read_mnist
 
-    images, _ = load_mnist("test")
+    images, _ = read_mnist("test")
     path = folder / "one.png"
-    Image.fromarray(255 - images[0].numpy()).resize((112, 112), Image.BILINEAR).save(path)
+    Image.fromarray(255 - images[0]).resize((112, 112), Image.BILINEAR).save(path)
     return path
 
 
