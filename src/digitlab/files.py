@@ -14,7 +14,8 @@ from pathlib import Path
 
 def cache_root() -> Path:
     """The per-user folder digitlab keeps what it can make again in ($XDG_CACHE_HOME/digitlab, ~/.cache/digitlab):
-    downloaded MNIST files, people's folders in MNIST's form, the other writers' training pool."""
+    downloaded MNIST files and their verified arrays, people's folders in MNIST's form, the other writers' training
+    pool."""
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "digitlab"
 
