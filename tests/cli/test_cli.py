@@ -11,6 +11,19 @@ def run(*args):
     return subprocess.run([sys.executable, "-m", "digitlab.cli", *args], capture_output=True, text=True, timeout=120)
 
 
+def test_the_installed_command_is_main_with_its_exit_code_and_whole_output(capsys):
+    from importlib.metadata import entry_points
+
+    import digitlab.cli
+
+    (command,) = entry_points(group="console_scripts", name="digitlab")
+    assert command.load() is digitlab.cli.run  # main, then an exit that leaves garbage collection to the system
+    assert main(["models"]) == 0
+    listed = run("models")  # `python -m digitlab.cli` goes through run() too
+    assert listed.returncode == 0 and listed.stdout == capsys.readouterr().out
+    assert run("train", "--epochs", "0").returncode == 2
+
+
 def test_models_lists_every_network_with_counts(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out

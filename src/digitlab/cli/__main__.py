@@ -2,6 +2,6 @@
 
 import sys
 
-from digitlab.cli import main
+from digitlab.cli import run
 
-sys.exit(main())
+sys.exit(run())
