@@ -70,8 +70,9 @@ def digitlab_worker(recipe: str, epochs: int, limit: int, bf16: bool = False) ->
     import torch
 
     from digitlab.training.config import recipe_config
-    from digitlab.training.loop import (autocast_for, build_state, load_data, measure_test_accuracy,
-                                        step_schedule, steps_per_epoch, train_one_epoch)
+    from digitlab.training.loop import (autocast_for, load_data, measure_test_accuracy, step_schedule,
+                                        steps_per_epoch, train_one_epoch)
+    from digitlab.training.state import build_state
 
     torch.set_num_threads(min(torch.get_num_threads(), available_cpus()))
     cfg = recipe_config(recipe, limit=limit, device="cpu", bf16=bf16)

@@ -83,8 +83,9 @@ def one_run(recipe: str, device_name: str, seed: int, variant: Variant, threads:
     from digitlab.training.config import recipe_config
     from digitlab.training.data import data_config_of, load_mnist, to_input
     from digitlab.training.evaluate import BATCH
-    from digitlab.training.loop import (autocast_for, build_state, load_data, resolve_device, step_schedule,
-                                        steps_per_epoch, train_one_epoch)
+    from digitlab.training.loop import (autocast_for, load_data, resolve_device, step_schedule, steps_per_epoch,
+                                        train_one_epoch)
+    from digitlab.training.state import build_state
 
     torch.set_num_threads(threads or min(torch.get_num_threads(), available_cpus()))  # as `digitlab train` does
     cfg = recipe_config(recipe, seed=seed, device=device_name, epochs=epochs, channels_last=variant.channels_last,

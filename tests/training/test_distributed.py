@@ -8,7 +8,8 @@ import torch
 
 from digitlab.training import checkpoint
 from digitlab.training.data import Split
-from digitlab.training.loop import Distributed, batches, share_batch_norm, steps_per_epoch
+from digitlab.training.distributed import Distributed, share_batch_norm
+from digitlab.training.loop import batches, steps_per_epoch
 from digitlab.training.models import create_model
 
 # A guard against a hang, not a speed check: four Python processes importing torch and meeting over gloo on a

@@ -125,7 +125,8 @@ def test_freeze_norm_keeps_batch_norm_statistics_while_the_weights_learn(freeze)
 
     from digitlab.training.config import TrainConfig
     from digitlab.training.data import Split
-    from digitlab.training.loop import build_state, train_one_epoch
+    from digitlab.training.loop import train_one_epoch
+    from digitlab.training.state import build_state
 
     cfg = TrainConfig(model="digitnet_fast", epochs=1, batch_size=16, validation_split=0.0, channels_last=False)
     state = build_state(cfg, torch.device("cpu"), steps=2)

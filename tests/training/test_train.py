@@ -263,7 +263,7 @@ def test_schedule_settings_are_recorded_in_the_config(tmp_path):
     """The one-cycle warm-up and the plateau factor are settings of the run, so the checkpoint names them."""
     import torch.optim.lr_scheduler as lr
 
-    from digitlab.training.loop import make_schedule
+    from digitlab.training.state import make_schedule
 
     def peak_step(warmup: float) -> int:
         cfg = small(schedule="onecycle", onecycle_warmup=warmup, epochs=1)

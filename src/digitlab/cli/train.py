@@ -293,7 +293,9 @@ def cmd_train(args) -> int:
 
     from digitlab.training.config import DEFAULT_RECIPE, MNIST, RECIPES, TrainConfig, recipe_config
     from digitlab.errors import UsageError
-    from digitlab.training.loop import check_out_dir, check_tensorboard, is_main_process, train
+    from digitlab.training.distributed import is_main_process
+    from digitlab.training.loop import train
+    from digitlab.training.run_folder import check_out_dir, check_tensorboard
 
     # `--model cnn5x5_dense1000` alone means that tutorial's settings, not our network's
     recipe = args.recipe or (args.model if args.model in RECIPES else DEFAULT_RECIPE)

@@ -38,8 +38,9 @@ from digitlab.datasets.folders import LabelledImages, Skipped, for_model, load_f
 from digitlab.training import checkpoint
 from digitlab.training.config import TrainConfig
 from digitlab.training.data import Split, split_validation
-from digitlab.training.loop import (build_state, epoch_seed, resolve_device, split_training_set, steps_per_epoch,
+from digitlab.training.loop import (epoch_seed, resolve_device, split_training_set, steps_per_epoch,
                                     train_one_epoch, use_cpu, validate)
+from digitlab.training.state import build_state
 
 OUT_FILES = ("model.safetensors", "model.onnx")
 LETTERS = 2_000                   # letters drawn once for "not a digit": enough for a few short epochs

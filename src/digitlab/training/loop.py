@@ -5,16 +5,9 @@
 ``train`` is the run that strings them together (resume, early stopping, torchrun); benchmarks call the same
 functions. The whole training set stays in memory as uint8 tensors (on the GPU when there is one); each step
 indexes a batch, augments it as one tensor and takes an optimiser step - no per-sample Python, no loader workers.
-After every epoch the run validates and writes, atomically, ``model.safetensors`` (the self-describing model),
-``resume.safetensors`` (optimiser, schedule and EMA state, and the best weights so far under early stopping),
-``history.json`` and, drawn from it, ``history.csv`` and (after long epochs and at the end) ``curves.png``; so
-Ctrl-C or a kill loses at most the running epoch and ``resume=True`` carries on from the last.
-
-Under ``torchrun`` the same call trains with DistributedDataParallel, nothing to change: every process takes its
-share of each epoch's batches (so the effective batch is ``batch_size`` times the number of processes), gradients
-are averaged across processes (gloo on CPU, NCCL on GPUs), and only rank 0 prints and writes files.
-
-    torchrun --nproc_per_node 2 -m digitlab.cli train --recipe default
+After every epoch the run validates and writes its folder (``run_folder``: the model, what a resume needs, the
+history and its curves), so Ctrl-C or a kill loses at most the running epoch and ``resume=True`` carries on from
+the last. Under ``torchrun`` the same call trains on every process (``distributed``).
 
     result = train(TrainConfig(model="cnn5x5_dense1000", epochs=10), out_dir="runs/cnn5x5")
 """
@@ -22,9 +15,7 @@ are averaged across processes (gloo on CPU, NCCL on GPUs), and only rank 0 print
 from __future__ import annotations
 
 import copy
-import json
 import math
-import os
 import time
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -35,33 +26,23 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from digitlab.allocator import keep_freed_memory
-from digitlab.errors import CheckpointError, TrainingError, one_line
-from digitlab.files import atomic_write_text
+from digitlab.errors import TrainingError
 from digitlab.labels import NOT_A_DIGIT
 from digitlab.threads import available_cpus
 from digitlab.training import checkpoint
 from digitlab.training.augment import random_affine
 from digitlab.training.config import MNIST, SYNC_BATCHNORM_ON_CPU, TrainConfig
-from digitlab.training.data import (DataConfig, Split, attach_data_config, data_config_of, load_mnist,
-                                    split_validation)
+from digitlab.training.data import DataConfig, Split, data_config_of, load_mnist, split_validation
+from digitlab.training.distributed import Distributed, rank_zero_row, start_distributed
 from digitlab.training.evaluate import infer
-from digitlab.training.figures import write_curves
-from digitlab.training.models import create_model
-from digitlab.training.optimisers import make_optimizer
 from digitlab.training.progress import EpochBar
+from digitlab.training.run_folder import (EventLog, check_out_dir, check_tensorboard, folder_summaries,
+                                          model_metadata, remove_leftovers, resume_run, save_epoch)
+from digitlab.training.state import TrainState, build_state
 
 NONDIGIT_POOL = 12_000           # letters drawn once per run; each batch samples its share from them
-# what a run writes into its folder (with --tensorboard, also a folder of event files: TENSORBOARD_DIR)
-RUN_FILES = ("model.safetensors", "resume.safetensors", "history.json", "history.csv", "curves.png")
-TENSORBOARD_DIR = "tensorboard"
-# curves.png is redrawn after every epoch of at least this many seconds (the default recipe's), where a drawing is a
-# small share of the epoch, and at the end of every run; not after each of a short run's epochs, where it is not
-# (docs/results.md, 'Time to accuracy').
-CURVES_AFTER = 20.0
 
 
 @dataclass
@@ -70,38 +51,6 @@ class TrainResult:
     history: list[dict[str, float]]
     out_dir: Path
     metrics: dict[str, float] = field(default_factory=dict)  # what model.safetensors records of those weights
-
-
-@dataclass(frozen=True)
-class Distributed:
-    """Where this process stands in a torchrun job (rank 0 of 1 when run alone)."""
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def is_main_process() -> bool:
-    """True unless this is a torchrun worker other than rank 0 (which must neither print nor write)."""
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-def start_distributed(device_name: str) -> tuple[Distributed, bool]:
-    """Join the process group torchrun describes in WORLD_SIZE/RANK; returns (where we stand, whether we joined)."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return Distributed(), False
-    here = Distributed(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0")))
-    if dist.is_initialized():
-        return here, False
-    on_gpu = device_name.startswith("cuda") or (device_name == "auto" and torch.cuda.is_available())
-    if on_gpu:
-        torch.cuda.set_device(here.local_rank)
-    dist.init_process_group(backend="nccl" if on_gpu else "gloo")
-    return here, True
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -232,72 +181,7 @@ def to_batch(images: torch.Tensor, cfg: TrainConfig, data: DataConfig,
     return x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x
 
 
-# --- the network and what trains it ----------------------------------------------------------------------------------
-
-def make_schedule(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
-    """The learning-rate schedule; 'onecycle' steps every batch, the others once per epoch (``step_schedule``)."""
-    if cfg.schedule == "onecycle":
-        # PyTorch divides by the warm-up's length in steps less one: a warm-up of one step or less cannot be planned.
-        if cfg.onecycle_warmup * cfg.epochs * steps_per_epoch <= 1:
-            needed = math.floor(1 / cfg.onecycle_warmup) + 1
-            raise ValueError(f"the one-cycle schedule needs at least {needed} optimiser steps with a warm-up of "
-                             f"{cfg.onecycle_warmup:g}, this run has {cfg.epochs * steps_per_epoch} ({cfg.epochs} "
-                             f"epoch(s) of {steps_per_epoch} batch(es)): raise --limit or --epochs, or lower "
-                             f"--batch-size")
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.learning_rate, epochs=cfg.epochs,
-                                                   steps_per_epoch=steps_per_epoch, pct_start=cfg.onecycle_warmup)
-    if cfg.schedule == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_epochs, gamma=cfg.step_gamma)
-    if cfg.schedule == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=cfg.plateau_factor,
-                                                          patience=cfg.plateau_patience)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-
-
-@dataclass
-class TrainState:
-    """What a run changes as it trains: built by ``build_state``, stepped by ``train_one_epoch``, saved each epoch."""
-    model: nn.Module                   # the plain module, carrying its data configuration
-    forward: nn.Module                 # what batches go through: the model, its DDP wrapper, or a compiled model
-    optimizer: torch.optim.Optimizer
-    schedule: torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau
-    ema: AveragedModel | None
-
-    @property
-    def eval_model(self) -> nn.Module:
-        """The weights that are validated and saved: the EMA weights when EMA is on."""
-        return self.ema.module if self.ema is not None else self.model
-
-
-def build_state(cfg: TrainConfig, device: torch.device, steps: int, world: Distributed = Distributed(),
-                weights: dict[str, torch.Tensor] | None = None) -> TrainState:
-    """A network (given the run's data configuration), its optimiser, schedule and EMA, on ``device``: fresh, or
-    starting from ``weights`` (fine-tuning), loaded before the EMA copies them."""
-    model = attach_data_config(create_model(cfg.model, **cfg.model_kwargs), cfg.data_config())
-    if weights is not None:
-        model.load_state_dict(weights)
-    model = model.to(device)
-    if cfg.sync_batchnorm and world.world_size > 1:
-        model = share_batch_norm(model)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(cfg, model)
-    # The wrapper averages gradients across processes in backward(); everything else uses the plain module.
-    forward = model if world.world_size == 1 else DistributedDataParallel(model)
-    ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
-           if cfg.ema_decay else None)
-    return TrainState(model, forward, optimizer, make_schedule(cfg, optimizer, steps), ema)
-
-
-def share_batch_norm(model: nn.Module) -> nn.Module:
-    """The network with every batch-norm layer computing its statistics over all processes' batches together
-    (SyncBatchNorm), so that small per-process batches normalise as one large batch would.
-
-    The layers keep their weights, buffers and names, so the checkpoint reads back as the plain network. PyTorch
-    synchronises them on GPUs only; ``training_device`` refuses the setting on the CPU before any work.
-    """
-    return nn.SyncBatchNorm.convert_sync_batchnorm(model)
-
+# --- one epoch, one validation ---------------------------------------------------------------------------------------
 
 def autocast_for(cfg: TrainConfig, device: torch.device) -> AbstractContextManager:
     """What a training step's forward pass and loss run under: bfloat16 autocast when ``cfg.bf16`` (convolutions
@@ -305,8 +189,6 @@ def autocast_for(cfg: TrainConfig, device: torch.device) -> AbstractContextManag
     and the optimiser stay float32), else nothing."""
     return torch.autocast(device.type, dtype=torch.bfloat16) if cfg.bf16 else nullcontext()
 
-
-# --- one epoch, one validation ---------------------------------------------------------------------------------------
 
 def epoch_seed(seed: int, epoch: int) -> int:
     """The seed of one epoch's random draws (batch order, augmentation, letters, dropout).
@@ -428,134 +310,7 @@ def stop_early(cfg: TrainConfig, history: list[dict[str, float]], best: dict[str
                 and history[-1]["epoch"] - best["epoch"] >= cfg.early_stopping)
 
 
-# --- saving and resuming ---------------------------------------------------------------------------------------------
-
-def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
-    tensors, scalars = {}, {}
-    for index, entry in state["state"].items():
-        for key, value in entry.items():
-            if torch.is_tensor(value):
-                tensors[f"optimizer.{index}.{key}"] = value
-            else:
-                scalars[f"{index}.{key}"] = value
-    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
-
-
-def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
-    state: dict[int, dict] = {}
-    for name, value in tensors.items():
-        if name.startswith("optimizer."):
-            _, index, key = name.split(".", 2)
-            state.setdefault(int(index), {})[key] = value
-    for name, value in meta["scalars"].items():
-        index, key = name.split(".", 1)
-        state.setdefault(int(index), {})[key] = value
-    return {"state": state, "param_groups": meta["param_groups"]}
-
-
-def folder_summaries(cfg: TrainConfig) -> list[dict]:
-    """What a checkpoint records of each labelled folder the run trains on: its size, checksum and class counts."""
-    if not cfg.folders():
-        return []  # reading images is not imported for MNIST alone
-    from digitlab.datasets.folders import load_folder
-
-    return [load_folder(source).summary() for source in cfg.folders()]
-
-
-def _model_metadata(cfg: TrainConfig, row: dict[str, float], command: str | None,
-                    folders: list[dict] | None = None) -> dict:
-    """What model.safetensors records about the run and the epoch its weights come from."""
-    from digitlab.datasets.writers import checksums
-
-    return {"config": cfg.as_record(), "epoch": row["epoch"], "command": command,
-            "metrics": {k: v for k, v in row.items() if k.startswith(("val_", "test_"))}} | (
-        {"data_folders": folders} if folders else {}) | (
-        {"other_writers_sha256": checksums(cfg.realdata_dir)} if cfg.other_writers or cfg.real_letters else {})
-
-
-def save_epoch(out_dir: Path, cfg: TrainConfig, state: TrainState, history: list, best: dict,
-               best_weights: dict[str, torch.Tensor] | None, command: str | None,
-               folders: list[dict] | None = None, last: bool = True) -> None:
-    """Write the epoch's model, everything a resume needs (with the best weights so far) and the history, with its
-    table and, after a long epoch or the ``last``, its curves (CURVES_AFTER)."""
-    meta = _model_metadata(cfg, history[-1], command, folders)
-    checkpoint.save(out_dir / "model.safetensors", state.eval_model, meta)
-    opt_tensors, opt_meta = _flatten_optimizer(state.optimizer.state_dict())
-    extra = dict(opt_tensors)
-    if state.ema is not None:
-        extra.update({f"ema.{k}": v for k, v in state.ema.state_dict().items()})
-    if best_weights is not None:
-        extra.update({f"best.{k}": v for k, v in best_weights.items()})
-    schedule_state = {k: v for k, v in state.schedule.state_dict().items() if k != "lr_lambdas"}
-    resume_meta = meta | {"optimizer": opt_meta, "schedule": schedule_state, "history": history, "best": best}
-    checkpoint.save(out_dir / "resume.safetensors", state.model, resume_meta, extra)
-    atomic_write_text(out_dir / "history.json", json.dumps(history, indent=1))
-    write_curves(history, out_dir, draw=last or history[-1].get("seconds", 0) >= CURVES_AFTER)
-
-
-def match_param_layout(optimizer: torch.optim.Optimizer) -> None:
-    """Give each per-parameter state tensor its parameter's memory layout. A file holds them contiguous, while a
-    channels-last network's weights are not; a fused optimiser walks both as flat memory, so a mismatch would mix
-    up their elements."""
-    for param, entry in optimizer.state.items():
-        for key, value in entry.items():
-            if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
-                entry[key] = torch.empty_like(param).copy_(value)
-
-
-def load_resume(out_dir: Path, cfg: TrainConfig,
-                state: TrainState) -> tuple[list, dict, dict[str, torch.Tensor] | None]:
-    """Restore ``state`` from resume.safetensors; returns (history, best epoch so far, its weights or None)."""
-    path = out_dir / "resume.safetensors"
-    tensors, meta = checkpoint.read(path)
-    try:  # compared as recorded (JSON), with today's defaults for settings an older file did not have
-        same = TrainConfig.from_dict(meta["config"] | {"epochs": cfg.epochs}).as_record() == cfg.as_record()
-    except (TypeError, ValueError):
-        same = False
-    if not same:
-        raise ValueError(f"{path} was written with other settings; resume with the same recipe and options "
-                         f"(only --epochs may change)")
-    planned = meta["config"].get("epochs")
-    if cfg.schedule == "onecycle" and planned != cfg.epochs:
-        # The schedule's whole curve is fixed by the run's length; PyTorch would fail epochs later, half-way.
-        raise ValueError(f"{path}: a one-cycle schedule is planned for the whole run ({planned} epochs) and cannot "
-                         f"be stretched to {cfg.epochs}; resume with --epochs {planned}, or start a new run "
-                         f"(another --out, or --overwrite)")
-    state.model.load_state_dict(checkpoint.build(meta, tensors, str(path)).state_dict())
-    try:  # what only a resume file holds; a file that lacks it or holds it mangled is no resume file
-        state.optimizer.load_state_dict(_unflatten_optimizer(tensors, meta["optimizer"]))
-        match_param_layout(state.optimizer)
-        state.schedule.load_state_dict(meta["schedule"] | ({"lr_lambdas": [None]} if cfg.schedule == "constant"
-                                                           else {}))
-        if state.ema is not None:
-            state.ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
-        history, best = list(meta["history"]), dict(meta["best"])
-    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
-        raise CheckpointError(f"{path}: not a whole resume file (its optimiser, schedule or history cannot be read: "
-                              f"{one_line(exc, 80)}); start the run again with --overwrite") from None
-    best_weights = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
-    return history, best, best_weights or None
-
-
 # --- the run ---------------------------------------------------------------------------------------------------------
-
-def check_out_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to replace a trained model unasked, and to "resume" where there is nothing to resume."""
-    if resume:
-        if not (out_dir / "resume.safetensors").is_file():
-            raise ValueError(f"--resume: {out_dir} holds no run to resume (no resume.safetensors); leave out --resume "
-                             f"to start one")
-    elif not overwrite and (out_dir / "model.safetensors").exists():
-        raise ValueError(f"{out_dir} already holds a trained model: continue it with --resume, or replace it with "
-                         f"--overwrite (or choose another --out)")
-
-
-def remove_leftovers(out_dir: Path) -> None:
-    """Delete the hidden temporary files that a write killed half-way left behind (files.atomic_write names them)."""
-    for name in RUN_FILES:
-        for leftover in out_dir.glob(f".{name}.*.tmp"):
-            leftover.unlink(missing_ok=True)
-
 
 def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, dry_run: bool = False,
           command: str | None = None, quiet: bool = False, overwrite: bool = False,
@@ -582,38 +337,6 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, dry_run: 
     finally:
         if joined:
             dist.destroy_process_group()
-
-
-def check_tensorboard() -> None:
-    """A one-line error, before any training, when ``--tensorboard`` is asked for without its package."""
-    import importlib.util
-
-    if importlib.util.find_spec("tensorboard") is None:
-        raise ValueError("--tensorboard needs the tensorboard package: pip install 'digitlab[tensorboard]' "
-                         "(curves.png and history.csv are written without it)")
-
-
-class EventLog:
-    """Each epoch's figures as TensorBoard scalars under ``out_dir/tensorboard``; does nothing when not asked for."""
-
-    def __init__(self, out_dir: Path, enabled: bool):
-        self.writer = None
-        if enabled:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(log_dir=str(out_dir / TENSORBOARD_DIR))
-
-    def add(self, row: dict[str, float]) -> None:
-        if self.writer is None:
-            return
-        for key, value in row.items():
-            if key != "epoch" and isinstance(value, (int, float)):
-                self.writer.add_scalar(key.replace("_", "/", 1), value, global_step=int(row["epoch"]))
-        self.writer.flush()
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
 
 
 def _run(cfg: TrainConfig, out_dir: Path, resume: bool, dry_run: bool, command: str | None, quiet: bool,
@@ -673,8 +396,8 @@ def _run(cfg: TrainConfig, out_dir: Path, resume: bool, dry_run: bool, command: 
         print(f"early stop: no better validation accuracy since epoch {best['epoch']}")
     model, saved = restore_best(state.eval_model, history, best, best_weights)
     if saved["epoch"] != history[-1]["epoch"] and world.is_main:  # early stopping handed back an earlier epoch
-        checkpoint.save(out_dir / "model.safetensors", model, _model_metadata(cfg, saved, command, folders))
-    return TrainResult(model.eval(), history, out_dir, _model_metadata(cfg, saved, command)["metrics"])
+        checkpoint.save(out_dir / "model.safetensors", model, model_metadata(cfg, saved, command, folders))
+    return TrainResult(model.eval(), history, out_dir, model_metadata(cfg, saved, command)["metrics"])
 
 
 def training_device(cfg: TrainConfig, world: Distributed) -> torch.device:
@@ -693,35 +416,6 @@ def use_cpu(threads: int) -> None:
     next step (``allocator.keep_freed_memory``)."""
     torch.set_num_threads(threads or min(torch.get_num_threads(), available_cpus()))
     keep_freed_memory()
-
-
-def resume_run(out_dir: Path, cfg: TrainConfig, state: TrainState, world: Distributed,
-               quiet: bool) -> tuple[list, dict, dict[str, torch.Tensor] | None]:
-    """``load_resume``, and on rank 0 history.json and its table and curves written again where they do not match
-    the resume file: a kill between the resume file and history.json left the latter an epoch short, and a run
-    begun before the curves were drawn has none."""
-    history, best, best_weights = load_resume(out_dir, cfg, state)
-    if world.is_main:
-        record = json.dumps(history, indent=1)
-        history_path = out_dir / "history.json"
-        if not history_path.is_file() or history_path.read_text() != record:
-            atomic_write_text(history_path, record)
-            write_curves(history, out_dir)
-        elif not (out_dir / "curves.png").is_file() or not (out_dir / "history.csv").is_file():
-            write_curves(history, out_dir)
-    if not quiet:
-        print(f"resuming after epoch {len(history)} from {out_dir / 'resume.safetensors'}")
-    return history, best, best_weights
-
-
-def rank_zero_row(row: dict[str, float], world: Distributed) -> dict[str, float]:
-    """Rank 0's figures of the epoch, for every process: each process's batch-norm statistics saw its own batches,
-    and one verdict keeps schedules and early stopping in step."""
-    if world.world_size > 1:
-        shared = [row]
-        dist.broadcast_object_list(shared, src=0)
-        row = shared[0]
-    return row
 
 
 def diverged(cfg: TrainConfig, epoch: int, kept_in: Path | None) -> TrainingError:
