@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from digitlab.cli import build_parser, main
-from digitlab.cli.train import RECIPE_ONLY, RESULTS, field_help
+from digitlab.cli.catalogue import RESULTS
+from digitlab.cli.train import RECIPE_ONLY, field_help
 from digitlab.recognition import backends, engine
 from digitlab.recognition.facts import POLARITIES
 from digitlab.training.config import OPTIMIZERS, RECIPES, SCHEDULES, TrainConfig, recipe_config

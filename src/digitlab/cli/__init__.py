@@ -1,12 +1,14 @@
 """The ``digitlab`` command: one module per job, each adding its subcommands to the one parser built here.
 
-    cli/train.py     train, eval, finetune, calibrate, export,       (need PyTorch: ``digitlab[train]``)
-                     models, summary, recipes
-    cli/predict.py   predict                                         (torch-free: ONNX, or PyTorch when installed)
-    cli/serve.py     serve                                           (``digitlab[serve]``)
-    cli/data.py      export-samples                                  (torch-free)
-    cli/report.py    report                                          (needs PyTorch: ``digitlab[train]``)
-    cli/numbers.py   the type of every whole-number option, bounded to what PyTorch takes
+    cli/train.py       train, finetune                 (need PyTorch: ``digitlab[train]``)
+    cli/checkpoint.py  eval, calibrate, export         (need PyTorch: ``digitlab[train]``)
+    cli/catalogue.py   models, summary, recipes        (need PyTorch: ``digitlab[train]``)
+    cli/predict.py     predict                         (torch-free: ONNX, or PyTorch when installed)
+    cli/serve.py       serve                           (``digitlab[serve]``)
+    cli/data.py        export-samples                  (torch-free)
+    cli/report.py      report                          (needs PyTorch: ``digitlab[train]``)
+    cli/numbers.py     the type of every whole-number option, bounded to what PyTorch takes
+    cli/help.py        the help of the options several jobs share (--data, --data-dir)
 
 Bad arguments or input end in a one-line message and exit code 2, never a traceback; so does a job whose optional
 dependencies are not installed, naming the extra that brings them.
@@ -82,6 +84,8 @@ def missing_extra(command: str, exc: ModuleNotFoundError) -> str | None:
 
 
 def build_parser() -> Parser:
+    from digitlab.cli.catalogue import add_catalogue_parsers
+    from digitlab.cli.checkpoint import add_checkpoint_parsers
     from digitlab.cli.data import add_data_parsers
     from digitlab.cli.predict import add_predict_parsers
     from digitlab.cli.report import add_report_parsers
@@ -92,6 +96,8 @@ def build_parser() -> Parser:
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     add_train_parsers(sub)
+    add_checkpoint_parsers(sub)
+    add_catalogue_parsers(sub)
     add_predict_parsers(sub)
     add_serve_parsers(sub)
     add_data_parsers(sub)

@@ -13,7 +13,7 @@ def add_data_parsers(subparsers) -> None:
 
 
 def _options(p) -> None:
-    from digitlab.cli.train import DATA_DIR_HELP
+    from digitlab.cli.help import DATA_DIR_HELP
     from digitlab.datasets.mnist import SPLIT_SIZES
 
     p.add_argument("out_dir", metavar="OUT_DIR", help="the folder to write to")

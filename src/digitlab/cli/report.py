@@ -17,7 +17,7 @@ def add_report_parsers(subparsers) -> None:
 
 
 def _options(p) -> None:
-    from digitlab.cli.train import DATA_DIR_HELP
+    from digitlab.cli.help import DATA_DIR_HELP
     from digitlab.languages import ALIASES, LANGUAGES
 
     p.add_argument("source", nargs="?", metavar="CKPT|RUN_DIR",
