@@ -51,8 +51,8 @@ def _calibrate_options(p) -> None:
                    "the choosing part of SOURCE (sklearn: scikit-learn's bundled digits, needs digitlab[dev]), drawn "
                    "the ways people hand digits in and read as their files are; the part the benchmarks report is "
                    "never used (default: the validation split alone)")
-    p.add_argument("--other-count", type=whole_number(), metavar="N", help="digits of the other writers, each drawn in every "
-                   f"case (default: {calibrate.OTHER_COUNT})")
+    p.add_argument("--other-count", type=whole_number(), metavar="N", help="digits of the other writers, each drawn "
+                   f"in every case (default: {calibrate.OTHER_COUNT})")
     p.add_argument("--refusal-bar", action="store_true", help="also choose the 'not a digit' offset and the "
                    "threshold the model is read with: of those refusing at most "
                    f"{100 * calibrate.REFUSED_AT_MOST:g}%% of each source's real digits (their choose parts), the one "
@@ -79,8 +79,8 @@ def _export_options(p) -> None:
                    "MNIST test images within --int8-tolerance of the fp32 export (default: fp32)")
     p.add_argument("--int8-tolerance", type=float, metavar="POINTS", help="with --int8: percentage points of test "
                    f"accuracy the int8 model may lose (default: {quantise.TOLERANCE_POINTS:g})")
-    p.add_argument("--calibration-images", type=whole_number(), metavar="N", help="with --int8: MNIST training images its "
-                   f"value ranges are calibrated on (default: {quantise.CALIBRATION_IMAGES})")
+    p.add_argument("--calibration-images", type=whole_number(), metavar="N", help="with --int8: MNIST training "
+                   f"images its value ranges are calibrated on (default: {quantise.CALIBRATION_IMAGES})")
 
 
 # --- handlers -----------------------------------------------------------------------------------------------------

@@ -64,7 +64,8 @@ def _options(p) -> None:
                    "and for a checkpoint with its own export beside it, as the bundled model has; else torch)")
     p.add_argument("--int8", action="store_true", help="run the bundled model's int8 export on onnxruntime: faster, "
                    "its MNIST test accuracy within 0.05 points (docs/serving.md, \"int8\"; default: fp32)")
-    p.add_argument("--batch-size", type=whole_number(), default=inspect.signature(Recognizer).parameters["batch_size"].default,
+    p.add_argument("--batch-size", type=whole_number(),
+                   default=inspect.signature(Recognizer).parameters["batch_size"].default,
                    help="images per model call (default: %(default)s)")
     p.add_argument("--jobs", "-j", type=whole_number(), default=available_cpus(),
                    help="worker processes, each with its own model and one CPU (default: %(default)s, the CPUs "
