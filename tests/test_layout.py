@@ -286,6 +286,7 @@ def test_export_samples_without_torch(without, tmp_path):
 @pytest.mark.parametrize("argv,job,extra", [
     (["train", "--epochs", "1"], "training", "train"),
     (["eval"], "evaluating a checkpoint", "train"),
+    (["calibrate", "x.safetensors"], "calibrating a checkpoint", "train"),
     (["models"], "listing the networks", "train"),
     (["export", "--onnx", "x.onnx"], "exporting to ONNX", "train"),
     (["predict", "--model", "x.safetensors", "x.png"], "running a .safetensors checkpoint", "train"),

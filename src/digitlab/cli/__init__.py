@@ -38,7 +38,7 @@ EXTRAS = {
 }
 # How the message names the job that needed it.
 JOBS = {"train": "training", "eval": "evaluating a checkpoint", "finetune": "fine-tuning",
-        "export": "exporting to ONNX", "models": "listing the networks", "summary": "building a network",
+        "calibrate": "calibrating a checkpoint", "export": "exporting to ONNX", "models": "listing the networks", "summary": "building a network",
         "recipes": "listing the recipes", "predict": "running a .safetensors checkpoint", "serve": "serving",
         "report": "drawing the report"}
 
