@@ -17,7 +17,6 @@ dependencies are not installed, naming the extra that brings them.
 from __future__ import annotations
 
 import argparse
-import gc
 import sys
 
 from digitlab.errors import TrainingError, UsageError
@@ -55,10 +54,13 @@ class Parser(argparse.ArgumentParser):
         self._fill = fill
 
     def fill(self) -> Parser:
+        from digitlab.collector import imports_at_once
+
         if self._fill is not None:
             fill, self._fill = self._fill, None
             try:
-                fill(self)
+                with imports_at_once():  # where a job's options bring in its framework (PyTorch for training)
+                    fill(self)
             except ModuleNotFoundError as exc:
                 raise UsageError(missing_extra(self.prog.split()[-1], exc) or str(exc)) from None
         return self
@@ -143,11 +145,12 @@ def run() -> int:
 
     At exit Python collects garbage over every object still alive, and importing PyTorch makes some hundreds of
     thousands: a quarter to a third of a second that each command paid after its work was done (docs/results.md,
-    'Time to accuracy'). Frozen, they are left to the operating system; atexit handlers, flushes and files closed
-    by their owners are as before, and Python never promised finalisers to objects that live until exit.
+    'Time to accuracy'); ``collector.leave_to_the_system`` spares it.
     """
+    from digitlab.collector import leave_to_the_system
+
     code = main()
-    gc.freeze()
+    leave_to_the_system()
     return code
 
 
