@@ -14,7 +14,8 @@ import torch
 
 from digitlab.training import checkpoint
 from digitlab.training.data import load_mnist
-from digitlab.training.evaluate import TTA_SHIFTS, infer
+from digitlab.scores import TTA_SHIFTS
+from digitlab.training.evaluate import infer
 
 
 def main() -> None:

@@ -82,7 +82,7 @@ def one_run(recipe: str, device_name: str, seed: int, variant: Variant, threads:
 
     from digitlab.training.config import recipe_config
     from digitlab.training.data import data_config_of, load_mnist, to_input
-    from digitlab.training.evaluate import BATCH
+    from digitlab.scores import BATCH
     from digitlab.training.loop import (autocast_for, load_data, resolve_device, step_schedule, steps_per_epoch,
                                         train_one_epoch)
     from digitlab.training.state import build_state

@@ -266,6 +266,22 @@ def test_predict_jobs_without_torch(without, seven, tmp_path):
     assert [json.loads(line)["digit"] for line in out.read_text().splitlines()] == [7] * 40
 
 
+def test_eval_of_an_export_without_torch(without, mnist_dir, seven, tmp_path):
+    """The small install scores an ONNX export on MNIST's test set and on a labelled folder; a checkpoint needs the
+    train extra, said in one line."""
+    export = str(ROOT / "src" / "digitlab" / "pretrained" / "digitnet.onnx")
+    run = without("torch")
+    result = run("-m", "digitlab", "eval", export, "--json", "--data-dir", str(mnist_dir))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["accuracy"] > 0.99
+    (tmp_path / "mine" / "7").mkdir(parents=True)
+    (tmp_path / "mine" / "7" / "a.png").write_bytes(seven.read_bytes())
+    mine = run("-m", "digitlab", "eval", export, "--json", "--data", str(tmp_path / "mine"))
+    assert mine.returncode == 0 and json.loads(mine.stdout)["accuracy"] == 1.0, mine.stderr
+    checkpoint = run("-m", "digitlab", "eval", export.replace(".onnx", ".safetensors"))
+    assert checkpoint.returncode == 2 and checkpoint.stderr.strip().endswith("pip install 'digitlab[train]'")
+
+
 def test_python_api_without_torch(without, seven):
     code = ("import sys\nfrom digitlab.recognition.engine import load_engine\n"
             "from digitlab.recognition.predict import Recognizer\n"
@@ -364,8 +380,9 @@ def test_predict_and_help_never_import_torch_when_it_is_installed(watched, seven
     assert run_watched(env, "predict", "--backend", "torch", "--json", str(seven)).returncode == 0
     assert log.read_text().count("\n") == 1, "the tripwire sees a real import of torch"
     log.unlink()
-    for argv in (["--help"], ["predict", "--help"], ["serve", "--help"], ["predict", "--json", str(seven)],
-                 ["predict", "--json", "--jobs", "2", *[str(seven)] * 40]):
+    export = str(ROOT / "src" / "digitlab" / "pretrained" / "digitnet.onnx")
+    for argv in (["--help"], ["predict", "--help"], ["serve", "--help"], ["eval", "--json", export],
+                 ["predict", "--json", str(seven)], ["predict", "--json", "--jobs", "2", *[str(seven)] * 40]):
         result = run_watched(env, *argv)
         assert result.returncode == 0, (argv, result.stderr[-2000:])
         assert not log.exists(), f"digitlab {' '.join(argv[:3])} imported torch in: {log.read_text()}"

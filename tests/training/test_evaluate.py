@@ -1,27 +1,14 @@
-import pytest
 import torch
 
 from digitlab.training.config import TrainConfig
 from digitlab.training.data import attach_data_config
-from digitlab.training.evaluate import evaluate, format_report, infer, report
+from digitlab.training.evaluate import evaluate, infer
 from digitlab.training.models import create_model
 
 
 def described(name: str) -> torch.nn.Module:
     """A fresh network with the data configuration a run of it would give it."""
     return attach_data_config(create_model(name), TrainConfig(model=name).data_config())
-
-
-def test_report_counts_confusion_precision_recall():
-    labels = torch.tensor([0, 0, 1, 1, 2])
-    predicted = torch.tensor([0, 1, 1, 1, 0])
-    logits = torch.nn.functional.one_hot(predicted, 10).float() * 5
-    result = report(logits, labels)
-    assert result["accuracy"] == 3 / 5
-    assert result["confusion"][0][:3] == [1, 1, 0] and result["confusion"][2][:3] == [1, 0, 0]
-    assert result["precision"][1] == pytest.approx(2 / 3, abs=1e-6) and result["recall"][0] == 0.5
-    assert result["misclassified"] == [1, 4]
-    assert "accuracy: 60.00%" in format_report(result)
 
 
 def test_infer_batches_match_one_pass(test_split):
@@ -43,16 +30,6 @@ def test_evaluate_on_real_images_has_all_fields(test_split):
     assert result["count"] == 200
     assert sum(map(sum, result["confusion"])) == 200
     assert len(result["misclassified"]) == round(200 * (1 - result["accuracy"]))
-
-
-def test_not_a_digit_answers_count_as_errors_and_are_reported_apart():
-    labels = torch.tensor([3, 3, 8, 8])
-    predicted = torch.tensor([3, 10, 8, 10])  # two real digits called "not a digit" by an 11-output network
-    result = report(torch.nn.functional.one_hot(predicted, 11).float() * 5, labels)
-    assert result["accuracy"] == 0.5 and result["refused"] == 2 and result["misclassified"] == [1, 3]
-    assert len(result["confusion"][0]) == 11 and result["confusion"][8][10] == 1
-    assert result["precision"][3] == 1.0
-    assert "'not a digit': 2" in format_report(result) and "none" in format_report(result)
 
 
 def test_infer_on_no_images_is_as_wide_as_the_model():

@@ -1,6 +1,7 @@
-"""The jobs on a trained checkpoint: eval, calibrate and export (all need PyTorch).
+"""The jobs on a trained checkpoint: eval, calibrate and export (all need PyTorch, but for the eval of an export).
 
     digitlab eval runs/cnn5x5_dense1000/model.safetensors
+    digitlab eval model.onnx --tta                         # an export, run by onnxruntime: no PyTorch needed
     digitlab calibrate runs/bundle/model.safetensors --other-writers sklearn --refusal-bar
     digitlab export runs/cnn5x5_dense1000/model.safetensors --onnx model.onnx
 
@@ -20,7 +21,8 @@ from digitlab.cli.help import DATA_DIR_HELP, DATA_HELP
 def add_checkpoint_parsers(subparsers) -> None:
     p = subparsers.add_parser("eval", help="accuracy, per-class precision/recall and confusion on the 10,000 test "
                               "images")
-    p.add_argument("checkpoint", nargs="?", help="a .safetensors checkpoint (default: the bundled model)")
+    p.add_argument("checkpoint", nargs="?", help="a .safetensors checkpoint, or an ONNX export (`digitlab export`), "
+                   "which onnxruntime runs without PyTorch (default: the bundled model)")
     p.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
     p.add_argument("--data", metavar="DIR", help=f"score your own labelled images instead: {DATA_HELP} (default: the "
                    "MNIST test set)")
@@ -86,19 +88,37 @@ def _export_options(p) -> None:
 # --- handlers -----------------------------------------------------------------------------------------------------
 
 def cmd_eval(args) -> int:
-    from digitlab.training import checkpoint
-    from digitlab.training.data import load_mnist
     from digitlab.errors import UsageError
-    from digitlab.training.evaluate import TTA_SHIFTS, evaluate, format_report, headline
+    from digitlab.recognition.backends import is_onnx
+    from digitlab.scores import TTA_SHIFTS
 
     if args.record and args.checkpoint is None:
         raise ValueError("--record needs the checkpoint path it should write to")
     if args.record and args.data:
         raise UsageError("digitlab eval: error: --record writes the MNIST test accuracy; it cannot record --data")
-    model, meta = checkpoint.load(args.checkpoint)
+    if args.record and is_onnx(args.checkpoint):
+        raise ValueError(f"--record writes into a .safetensors checkpoint, and {args.checkpoint} is an ONNX export: "
+                         "record the checkpoint it was exported from")
     shifts = TTA_SHIFTS if args.tta else ((0, 0),)
+    if is_onnx(args.checkpoint):
+        return _eval_export(args, shifts)
+    return _eval_checkpoint(args, shifts)
+
+
+def _eval_checkpoint(args, shifts) -> int:
+    """`eval [CKPT]`: a .safetensors checkpoint (the bundled one by default), run by PyTorch."""
+    from digitlab.scores import format_report, headline, temperature_of
+    from digitlab.training import checkpoint
+    from digitlab.training.data import load_mnist
+    from digitlab.training.evaluate import evaluate, evaluate_folder
+
+    model, meta = checkpoint.load(args.checkpoint)
     if args.data:
-        return _eval_folder(args, model, meta, shifts)
+        from digitlab.datasets.folders import load_folder
+
+        data = load_folder(args.data)
+        result = evaluate_folder(model, data, shifts, temperature_of(meta))
+        return _print_folder(args, result, meta, data, str(args.checkpoint or checkpoint.BUNDLED))
     images, labels = load_mnist("test", args.data_dir)
     result = evaluate(model, images, labels, shifts=shifts)
     if args.record:
@@ -109,16 +129,35 @@ def cmd_eval(args) -> int:
     return 0
 
 
-def _eval_folder(args, model, meta, shifts) -> int:
-    """`eval --data`: the report on the user's images, each mistake named by its file; skipped files on stderr."""
-    from digitlab.training import checkpoint
-    from digitlab.training.calibrate import temperature_of
-    from digitlab.training.evaluate import evaluate_folder, format_report
-    from digitlab.datasets.folders import load_folder, skipped_report
+def _eval_export(args, shifts) -> int:
+    """`eval MODEL.onnx`: an export, run by onnxruntime as `predict` runs it; the same report, and no PyTorch."""
+    from digitlab.datasets.mnist import read_mnist
+    from digitlab.recognition.engine import load_engine
+    from digitlab.scores import engine_logits, format_report, report, score_folder, temperature_of
 
-    data = load_folder(args.data)
-    result = evaluate_folder(model, data, shifts, temperature_of(meta))
-    result["checkpoint"] = str(args.checkpoint or checkpoint.BUNDLED)
+    engine = load_engine(args.checkpoint, "onnx")
+    meta = engine.metadata
+    if args.data:
+        from digitlab.datasets.folders import load_folder
+
+        data = load_folder(args.data)
+        result = score_folder(lambda images: engine_logits(engine, images, shifts), data, list(meta["classes"]),
+                              temperature_of(meta))
+        return _print_folder(args, result, meta, data, str(args.checkpoint))
+    images, labels = read_mnist("test", args.data_dir)
+    result = report(engine_logits(engine, images, shifts), labels)
+    result["checkpoint"] = str(args.checkpoint)
+    result["arch"] = meta["arch"]
+    print(json.dumps(result) if args.json else format_report(result))
+    return 0
+
+
+def _print_folder(args, result, meta, data, name: str) -> int:
+    """`eval --data`: the report on the user's images, each mistake named by its file; skipped files on stderr."""
+    from digitlab.datasets.folders import skipped_report
+    from digitlab.scores import format_report
+
+    result["checkpoint"] = name
     result["arch"] = meta["arch"]
     report = skipped_report(data.skipped + result["dropped"], total=len(data) + len(data.skipped))
     result["skipped"] = [s.to_dict() for s in data.skipped + result.pop("dropped")]

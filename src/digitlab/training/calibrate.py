@@ -229,12 +229,6 @@ def risk_coverage(confidence: np.ndarray, correct: np.ndarray) -> list[dict[str,
             for t, n, w in zip(confidence[last], answered[last], wrong[last])]
 
 
-def temperature_of(meta: dict[str, Any]) -> float:
-    """The temperature a checkpoint's logits are divided by (1 when it was never calibrated), as the Recognizer
-    reads it."""
-    return float((meta.get("calibration") or {}).get("temperature", 1.0))
-
-
 def digit_confidence(logits: torch.Tensor, classes: list[str], temperature: float = 1.0):
     """(top digit's probability, top digit) per row, as the Recognizer computes them: a softmax over every output
     (digits and "not a digit"), read at the digits."""

@@ -24,7 +24,8 @@ import torch
 
 from digitlab.training import checkpoint
 from digitlab.training.data import load_mnist
-from digitlab.training.evaluate import infer, report
+from digitlab.scores import report
+from digitlab.training.evaluate import infer
 from digitlab.training.figures import (confusion_figure, curves_figure, feature_maps_figure, filters_figure,
                                        first_layer, kernels_figure, mistakes_figure, per_class_figure, png_bytes,
                                        samples_figure, caption_of_test_digit)
