@@ -90,7 +90,7 @@ def _export_options(p) -> None:
 def cmd_eval(args) -> int:
     from digitlab.errors import UsageError
     from digitlab.recognition.backends import is_onnx
-    from digitlab.scores import TTA_SHIFTS
+    from digitlab.scores import TTA_SHIFTS, format_report
 
     if args.record and args.checkpoint is None:
         raise ValueError("--record needs the checkpoint path it should write to")
@@ -100,71 +100,63 @@ def cmd_eval(args) -> int:
         raise ValueError(f"--record writes into a .safetensors checkpoint, and {args.checkpoint} is an ONNX export: "
                          "record the checkpoint it was exported from")
     shifts = TTA_SHIFTS if args.tta else ((0, 0),)
-    if is_onnx(args.checkpoint):
-        return _eval_export(args, shifts)
-    return _eval_checkpoint(args, shifts)
+    score = _score_export if is_onnx(args.checkpoint) else _score_checkpoint
+    result, meta, name, data = score(args, shifts)
+    result["checkpoint"], result["arch"] = name, meta["arch"]
+    if data is not None:  # the user's images: each mistake named by its file, skipped files on stderr
+        from digitlab.datasets.folders import skipped_report
+
+        report = skipped_report(data.skipped + result["dropped"], total=len(data) + len(data.skipped))
+        result["skipped"] = [s.to_dict() for s in data.skipped + result.pop("dropped")]
+        if report:
+            print(report, file=sys.stderr)
+    print(json.dumps(result) if args.json else format_report(result, what="test images" if data is None else "images"))
+    return 0
 
 
-def _eval_checkpoint(args, shifts) -> int:
-    """`eval [CKPT]`: a .safetensors checkpoint (the bundled one by default), run by PyTorch."""
-    from digitlab.scores import format_report, headline, temperature_of
+def _user_images(args):
+    """The labelled folder of ``--data``, read once the model is loaded (a bad model is told before a slow read), or
+    None: MNIST's test set."""
+    if not args.data:
+        return None
+    from digitlab.datasets.folders import load_folder
+
+    return load_folder(args.data)
+
+
+def _score_checkpoint(args, shifts) -> tuple[dict, dict, str, object]:
+    """(report, metadata, name, the user's images or None) of a .safetensors checkpoint (the bundled one by default),
+    run by PyTorch on MNIST's test set or on ``--data``; with --record, the test figures written into it."""
+    from digitlab.scores import headline, temperature_of
     from digitlab.training import checkpoint
     from digitlab.training.data import load_mnist
     from digitlab.training.evaluate import evaluate, evaluate_folder
 
     model, meta = checkpoint.load(args.checkpoint)
-    if args.data:
-        from digitlab.datasets.folders import load_folder
-
-        data = load_folder(args.data)
-        result = evaluate_folder(model, data, shifts, temperature_of(meta))
-        return _print_folder(args, result, meta, data, str(args.checkpoint or checkpoint.BUNDLED))
+    name, data = str(args.checkpoint or checkpoint.BUNDLED), _user_images(args)
+    if data is not None:
+        return evaluate_folder(model, data, shifts, temperature_of(meta)), meta, name, data
     images, labels = load_mnist("test", args.data_dir)
     result = evaluate(model, images, labels, shifts=shifts)
     if args.record:
         checkpoint.update_metadata(args.checkpoint, {"test_tta" if args.tta else "test": headline(result, shifts)})
-    result["checkpoint"] = str(args.checkpoint or checkpoint.BUNDLED)
-    result["arch"] = meta["arch"]
-    print(json.dumps(result) if args.json else format_report(result))
-    return 0
+    return result, meta, name, None
 
 
-def _eval_export(args, shifts) -> int:
-    """`eval MODEL.onnx`: an export, run by onnxruntime as `predict` runs it; the same report, and no PyTorch."""
+def _score_export(args, shifts) -> tuple[dict, dict, str, object]:
+    """The same of an ONNX export, run by onnxruntime as `predict` runs it: no PyTorch."""
     from digitlab.datasets.mnist import read_mnist
     from digitlab.recognition.engine import load_engine
-    from digitlab.scores import engine_logits, format_report, report, score_folder, temperature_of
+    from digitlab.scores import engine_logits, report, score_folder, temperature_of
 
     engine = load_engine(args.checkpoint, "onnx")
-    meta = engine.metadata
-    if args.data:
-        from digitlab.datasets.folders import load_folder
-
-        data = load_folder(args.data)
+    meta, name, data = engine.metadata, str(args.checkpoint), _user_images(args)
+    if data is not None:
         result = score_folder(lambda images: engine_logits(engine, images, shifts), data, list(meta["classes"]),
                               temperature_of(meta))
-        return _print_folder(args, result, meta, data, str(args.checkpoint))
+        return result, meta, name, data
     images, labels = read_mnist("test", args.data_dir)
-    result = report(engine_logits(engine, images, shifts), labels)
-    result["checkpoint"] = str(args.checkpoint)
-    result["arch"] = meta["arch"]
-    print(json.dumps(result) if args.json else format_report(result))
-    return 0
-
-
-def _print_folder(args, result, meta, data, name: str) -> int:
-    """`eval --data`: the report on the user's images, each mistake named by its file; skipped files on stderr."""
-    from digitlab.datasets.folders import skipped_report
-    from digitlab.scores import format_report
-
-    result["checkpoint"] = name
-    result["arch"] = meta["arch"]
-    report = skipped_report(data.skipped + result["dropped"], total=len(data) + len(data.skipped))
-    result["skipped"] = [s.to_dict() for s in data.skipped + result.pop("dropped")]
-    if report:
-        print(report, file=sys.stderr)
-    print(json.dumps(result) if args.json else format_report(result, what="images"))
-    return 0
+    return report(engine_logits(engine, images, shifts), labels), meta, name, None
 
 
 def cmd_calibrate(args) -> int:
