@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from digitlab.labels import NOT_A_DIGIT, normalisation_of
+from digitlab.recognition.engine import normalise
 
 # Test-time augmentation: the image itself and its 1-pixel translations. Never flips: they change digits.
 TTA_SHIFTS = ((0, 0), (0, 1), (0, -1), (1, 0), (-1, 0))
@@ -41,8 +42,6 @@ def engine_logits(engine, images: np.ndarray, shifts: tuple[tuple[int, int], ...
     With ``shifts`` ((dy, dx) translations, as ``training.evaluate.infer`` takes them) the softmax outputs of the
     shifted copies are averaged and returned as log-probabilities, so argmax and the loss still apply.
     """
-    from digitlab.recognition.engine import normalise  # numpy and onnxruntime's floor: only when a model is run
-
     mean, std = normalisation_of(engine.metadata)
     outputs = [np.zeros((0, len(engine.metadata["classes"])), np.float32)]
     for start in range(0, len(images), batch_size):
