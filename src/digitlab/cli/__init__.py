@@ -1,7 +1,7 @@
 """The ``digitlab`` command: one module per job, each adding its subcommands to the one parser built here.
 
     cli/train.py       train, finetune                 (need PyTorch: ``digitlab[train]``)
-    cli/checkpoint.py  eval, calibrate, export         (need PyTorch: ``digitlab[train]``)
+    cli/checkpoint.py  eval, calibrate, export         (need PyTorch: ``digitlab[train]``; not eval of an export)
     cli/catalogue.py   models, summary, recipes        (need PyTorch: ``digitlab[train]``)
     cli/predict.py     predict                         (torch-free: ONNX, or PyTorch when installed)
     cli/serve.py       serve                           (``digitlab[serve]``)
@@ -37,9 +37,9 @@ EXTRAS = {
 }
 # How the message names the job that needed it.
 JOBS = {"train": "training", "eval": "evaluating a checkpoint", "finetune": "fine-tuning",
-        "calibrate": "calibrating a checkpoint", "export": "exporting to ONNX", "models": "listing the networks", "summary": "building a network",
-        "recipes": "listing the recipes", "predict": "running a .safetensors checkpoint", "serve": "serving",
-        "report": "drawing the report"}
+        "calibrate": "calibrating a checkpoint", "export": "exporting to ONNX", "models": "listing the networks",
+        "summary": "building a network", "recipes": "listing the recipes",
+        "predict": "running a .safetensors checkpoint", "serve": "serving", "report": "drawing the report"}
 
 
 class Parser(argparse.ArgumentParser):
