@@ -278,7 +278,9 @@ def test_eval_of_an_export_without_torch(without, mnist_dir, seven, tmp_path):
     (tmp_path / "mine" / "7" / "a.png").write_bytes(seven.read_bytes())
     mine = run("-m", "digitlab", "eval", export, "--json", "--data", str(tmp_path / "mine"))
     assert mine.returncode == 0 and json.loads(mine.stdout)["accuracy"] == 1.0, mine.stderr
-    checkpoint = run("-m", "digitlab", "eval", export.replace(".onnx", ".safetensors"))
+    alone = tmp_path / "alone.safetensors"  # a checkpoint with no export of its own beside it
+    alone.write_bytes(Path(export.replace(".onnx", ".safetensors")).read_bytes())
+    checkpoint = run("-m", "digitlab", "eval", str(alone))
     assert checkpoint.returncode == 2 and checkpoint.stderr.strip().endswith("pip install 'digitlab[train]'")
 
 
@@ -301,7 +303,7 @@ def test_export_samples_without_torch(without, tmp_path):
 
 @pytest.mark.parametrize("argv,job,extra", [
     (["train", "--epochs", "1"], "training", "train"),
-    (["eval"], "evaluating a checkpoint", "train"),
+    (["eval", "--backend", "torch"], "evaluating a checkpoint", "train"),
     (["calibrate", "x.safetensors"], "calibrating a checkpoint", "train"),
     (["models"], "listing the networks", "train"),
     (["export", "--onnx", "x.onnx"], "exporting to ONNX", "train"),
@@ -381,7 +383,7 @@ def test_predict_and_help_never_import_torch_when_it_is_installed(watched, seven
     assert log.read_text().count("\n") == 1, "the tripwire sees a real import of torch"
     log.unlink()
     export = str(ROOT / "src" / "digitlab" / "pretrained" / "digitnet.onnx")
-    for argv in (["--help"], ["predict", "--help"], ["serve", "--help"], ["eval", "--json", export],
+    for argv in (["--help"], ["predict", "--help"], ["serve", "--help"], ["eval", "--json", export], ["eval", "--json"],
                  ["predict", "--json", str(seven)], ["predict", "--json", "--jobs", "2", *[str(seven)] * 40]):
         result = run_watched(env, *argv)
         assert result.returncode == 0, (argv, result.stderr[-2000:])

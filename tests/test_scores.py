@@ -66,10 +66,14 @@ def test_eval_of_an_export_reports_what_its_checkpoint_does_and_records_nothing(
         return subprocess.run([sys.executable, "-m", "digitlab", "eval", *args, "--data-dir", str(mnist_dir)],
                               capture_output=True, text=True, timeout=300)
 
-    export, checkpoint = run(str(BUNDLED_ONNX), "--json"), run("--json")
-    assert export.returncode == 0 and checkpoint.returncode == 0, export.stderr + checkpoint.stderr
+    export, checkpoint, default = run(str(BUNDLED_ONNX), "--json"), run("--json", "--backend", "torch"), run("--json")
+    assert export.returncode == checkpoint.returncode == default.returncode == 0, export.stderr + checkpoint.stderr
     read, expected = json.loads(export.stdout), json.loads(checkpoint.stdout)
     assert read["count"] == 10_000 and read["checkpoint"] == str(BUNDLED_ONNX)
+    assert (read["backend"], expected["backend"]) == ("onnx", "torch")
+    # the bundled checkpoint has its own export beside it: as `predict` does, eval runs that unless told otherwise
+    chosen = json.loads(default.stdout)
+    assert chosen["backend"] == "onnx" and chosen["accuracy"] == read["accuracy"]
     assert abs(read["accuracy"] - expected["accuracy"]) <= 2e-4  # at most two near ties fall the other way
     assert len(set(read["misclassified"]) ^ set(expected["misclassified"])) <= 2
     copy = tmp_path / "model.onnx"

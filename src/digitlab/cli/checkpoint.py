@@ -23,6 +23,9 @@ def add_checkpoint_parsers(subparsers) -> None:
                               "images")
     p.add_argument("checkpoint", nargs="?", help="a .safetensors checkpoint, or an ONNX export (`digitlab export`), "
                    "which onnxruntime runs without PyTorch (default: the bundled model)")
+    p.add_argument("--backend", choices=("torch", "onnx"), help="what runs the model (default: as `predict` "
+                   "chooses: onnx for a .onnx file and for a checkpoint with its own export beside it, as the bundled "
+                   "model has; else torch; with --record always torch)")
     p.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
     p.add_argument("--data", metavar="DIR", help=f"score your own labelled images instead: {DATA_HELP} (default: the "
                    "MNIST test set)")
@@ -89,7 +92,7 @@ def _export_options(p) -> None:
 
 def cmd_eval(args) -> int:
     from digitlab.errors import UsageError
-    from digitlab.recognition.backends import is_onnx
+    from digitlab.recognition.backends import backend_for, is_onnx
     from digitlab.scores import TTA_SHIFTS, format_report
 
     if args.record and args.checkpoint is None:
@@ -99,10 +102,15 @@ def cmd_eval(args) -> int:
     if args.record and is_onnx(args.checkpoint):
         raise ValueError(f"--record writes into a .safetensors checkpoint, and {args.checkpoint} is an ONNX export: "
                          "record the checkpoint it was exported from")
+    if args.record and args.backend == "onnx":
+        raise ValueError("--record writes what PyTorch reads in the checkpoint: leave out --backend onnx")
+    if is_onnx(args.checkpoint) and args.backend == "torch":
+        raise ValueError(f"{args.checkpoint} is an ONNX export, which onnxruntime runs: leave out --backend torch")
     shifts = TTA_SHIFTS if args.tta else ((0, 0),)
-    score = _score_export if is_onnx(args.checkpoint) else _score_checkpoint
+    backend = "torch" if args.record else backend_for(args.checkpoint, args.backend)
+    score = _score_export if backend == "onnx" else _score_checkpoint
     result, meta, name, data = score(args, shifts)
-    result["checkpoint"], result["arch"] = name, meta["arch"]
+    result["checkpoint"], result["arch"], result["backend"] = name, meta["arch"], backend
     if data is not None:  # the user's images: each mistake named by its file, skipped files on stderr
         from digitlab.datasets.folders import skipped_report
 
@@ -144,13 +152,16 @@ def _score_checkpoint(args, shifts) -> tuple[dict, dict, str, object]:
 
 
 def _score_export(args, shifts) -> tuple[dict, dict, str, object]:
-    """The same of an ONNX export, run by onnxruntime as `predict` runs it: no PyTorch."""
+    """The same of an ONNX export, or of a checkpoint's own export beside it, run by onnxruntime as `predict` runs
+    it: no PyTorch."""
     from digitlab.datasets.mnist import read_mnist
+    from digitlab.recognition.backends import BUNDLED_ONNX
     from digitlab.recognition.engine import load_engine
     from digitlab.scores import engine_logits, report, score_folder, temperature_of
 
     engine = load_engine(args.checkpoint, "onnx")
-    meta, name, data = engine.metadata, str(args.checkpoint), _user_images(args)
+    name = str(args.checkpoint or BUNDLED_ONNX.with_suffix(".safetensors"))
+    meta, data = engine.metadata, _user_images(args)
     if data is not None:
         result = score_folder(lambda images: engine_logits(engine, images, shifts), data, list(meta["classes"]),
                               temperature_of(meta))
