@@ -68,7 +68,7 @@ def scores(model_path, rest_folder: Path, mnist) -> dict:
     import torch
 
     from digitlab.training import checkpoint
-    from digitlab.scores import temperature_of
+    from digitlab.labels import temperature_of
     from digitlab.training.evaluate import evaluate, evaluate_folder
     from digitlab.datasets.folders import load_folder
 

@@ -59,6 +59,16 @@ def normalisation_of(metadata: Any, source: str | None = None) -> tuple[float, f
     return mean, std
 
 
+def temperature_of(metadata: dict[str, Any]) -> float:
+    """The temperature a model's logits are divided by before the softmax (1 when it was never calibrated), so that
+    a confidence of 0.9 means about 9 in 10 such answers are right (training/calibrate.py); ValueError unless it is
+    a positive, finite number."""
+    temperature = float((metadata.get("calibration") or {}).get("temperature", 1.0))
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"the model's calibration temperature must be positive, not {temperature}")
+    return temperature
+
+
 def metadata_from_json(text: str, source: str) -> dict[str, Any]:
     """A model file's metadata (the JSON object it carries), read within ``MAX_METADATA_CHARS`` and
     ``MAX_METADATA_DEPTH``; ValueError naming ``source`` (the file) for anything else, so a broken or hostile file is

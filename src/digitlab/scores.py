@@ -25,11 +25,6 @@ TTA_SHIFTS = ((0, 0), (0, 1), (0, -1), (1, 0), (-1, 0))
 BATCH = 256
 
 
-def temperature_of(meta: dict[str, Any]) -> float:
-    """The temperature a model's logits are divided by (1 when it was never calibrated), as the Recognizer reads it."""
-    return float((meta.get("calibration") or {}).get("temperature", 1.0))
-
-
 def log_softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))

@@ -135,7 +135,8 @@ def _user_images(args):
 def _score_checkpoint(args, shifts) -> tuple[dict, dict, str, object]:
     """(report, metadata, name, the user's images or None) of a .safetensors checkpoint (the bundled one by default),
     run by PyTorch on MNIST's test set or on ``--data``; with --record, the test figures written into it."""
-    from digitlab.scores import headline, temperature_of
+    from digitlab.labels import temperature_of
+    from digitlab.scores import headline
     from digitlab.training import checkpoint
     from digitlab.training.data import load_mnist
     from digitlab.training.evaluate import evaluate, evaluate_folder
@@ -157,7 +158,8 @@ def _score_export(args, shifts) -> tuple[dict, dict, str, object]:
     from digitlab.datasets.mnist import read_mnist
     from digitlab.recognition.backends import BUNDLED_ONNX
     from digitlab.recognition.engine import load_engine
-    from digitlab.scores import engine_logits, report, score_folder, temperature_of
+    from digitlab.labels import temperature_of
+    from digitlab.scores import engine_logits, report, score_folder
 
     engine = load_engine(args.checkpoint, "onnx")
     name = str(args.checkpoint or BUNDLED_ONNX.with_suffix(".safetensors"))

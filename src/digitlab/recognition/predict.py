@@ -25,7 +25,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from digitlab.labels import DIGITS, NOT_A_DIGIT, normalisation_of
+from digitlab.labels import DIGITS, NOT_A_DIGIT, normalisation_of, temperature_of
 from digitlab.errors import one_line
 from digitlab.recognition.decode import UNREADABLE, ImageError
 from digitlab.recognition.engine import Engine, normalise
@@ -133,12 +133,9 @@ class Recognizer:
         self.digit_outputs, self.not_a_digit_output = _outputs(engine.metadata.get("classes"))
         self.classes = len(engine.metadata["classes"])
         self.mean, self.std = normalisation_of(engine.metadata)
-        # A calibrated model's logits are divided by its fitted temperature, so a confidence of 0.9 means about 9
-        # in 10 such answers are right (training/calibrate.py); an uncalibrated one's are used as they are.
+        # A calibrated model's logits are divided by its fitted temperature (``labels.temperature_of``) ...
+        self.temperature = temperature_of(engine.metadata)
         calibration = engine.metadata.get("calibration") or {}
-        self.temperature = float(calibration.get("temperature", 1.0))
-        if not (np.isfinite(self.temperature) and self.temperature > 0):
-            raise ValueError(f"the model's calibration temperature must be positive, not {self.temperature}")
         # ... and its "not a digit" output lowered by the log-odds its calibration chose, so that it refuses at most
         # the share of real digits the project allows, by every writer it can test (``calibrate.refusal_bar``).
         self.not_a_digit_offset = float(calibration.get("not_a_digit_offset", 0.0))

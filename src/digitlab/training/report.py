@@ -22,9 +22,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from digitlab.labels import temperature_of
+from digitlab.scores import report
 from digitlab.training import checkpoint
 from digitlab.training.data import load_mnist
-from digitlab.scores import report
 from digitlab.training.evaluate import infer
 from digitlab.training.figures import (confusion_figure, curves_figure, feature_maps_figure, filters_figure,
                                        first_layer, kernels_figure, mistakes_figure, per_class_figure, png_bytes,
@@ -149,8 +150,7 @@ def own_digit(image_path: str | os.PathLike) -> np.ndarray:
 def probabilities_of(logits: torch.Tensor, meta: dict[str, Any]) -> np.ndarray:
     """Softmax of the logits, divided first by the model's fitted temperature when it has one: confidences as the
     recogniser reports them."""
-    temperature = float((meta.get("calibration") or {}).get("temperature", 1.0))
-    return torch.softmax(logits.double() / temperature, dim=1).numpy()
+    return torch.softmax(logits.double() / temperature_of(meta), dim=1).numpy()
 
 
 def write_report(path: str | os.PathLike | None = None, out_dir: str | os.PathLike | None = None, *,
