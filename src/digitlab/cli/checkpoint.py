@@ -156,13 +156,13 @@ def _score_export(args, shifts) -> tuple[dict, dict, str, object]:
     """The same of an ONNX export, or of a checkpoint's own export beside it, run by onnxruntime as `predict` runs
     it: no PyTorch."""
     from digitlab.datasets.mnist import read_mnist
-    from digitlab.recognition.backends import BUNDLED_ONNX
+    from digitlab.recognition.backends import BUNDLED_CHECKPOINT
     from digitlab.recognition.engine import load_engine
     from digitlab.labels import temperature_of
     from digitlab.scores import engine_logits, report, score_folder
 
     engine = load_engine(args.checkpoint, "onnx")
-    name = str(args.checkpoint or BUNDLED_ONNX.with_suffix(".safetensors"))
+    name = str(args.checkpoint or BUNDLED_CHECKPOINT)
     meta, data = engine.metadata, _user_images(args)
     if data is not None:
         result = score_folder(lambda images: engine_logits(engine, images, shifts), data, list(meta["classes"]),

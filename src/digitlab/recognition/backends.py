@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Iterator
 
 BACKENDS = ("torch", "onnx")  # engine.ENGINES runs each
-# The bundled model exported to ONNX, beside the bundled checkpoint (checkpoint.BUNDLED; not imported: it needs torch).
-BUNDLED_ONNX = Path(__file__).parent.parent / "pretrained" / "digitnet.onnx"
+# The bundled checkpoint (PyTorch runs it: training.checkpoint.BUNDLED), and beside it its export to ONNX.
+BUNDLED_CHECKPOINT = Path(__file__).parent.parent / "pretrained" / "digitnet.safetensors"
+BUNDLED_ONNX = BUNDLED_CHECKPOINT.with_suffix(".onnx")
 # ... and quantised to int8 by `digitlab export --int8` (smaller and faster; its accuracy is in its metadata).
 BUNDLED_INT8 = BUNDLED_ONNX.with_suffix(".int8.onnx")
 METADATA_PROPS = 14  # ModelProto.metadata_props in onnx.proto: repeated {key = 1, value = 2}
@@ -52,7 +53,7 @@ def without_export(path: str | os.PathLike | None) -> str:
 def own_export(checkpoint: str | os.PathLike | None) -> Path | None:
     """The ONNX export beside ``checkpoint`` (None: the bundled one), the ``.onnx`` with its stem, when it is an fp32
     export of this very file that onnxruntime (installed) can run; else None."""
-    source = BUNDLED_ONNX.with_suffix(".safetensors") if checkpoint is None else Path(checkpoint)
+    source = BUNDLED_CHECKPOINT if checkpoint is None else Path(checkpoint)
     beside = source.with_suffix(".onnx")
     if is_onnx(source) or not beside.is_file() or not source.is_file() or not _installed("onnxruntime"):
         return None

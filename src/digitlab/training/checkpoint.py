@@ -26,11 +26,12 @@ from torch import nn
 from digitlab.errors import CheckpointError, one_line
 from digitlab.files import atomic_write
 from digitlab.labels import metadata_from_json
+from digitlab.recognition.backends import BUNDLED_CHECKPOINT
 from digitlab.training.data import DataConfig, attach_data_config, data_config_of
 from digitlab.training.models import create_model
 
 FORMAT = "digitlab-checkpoint/1"
-BUNDLED = Path(__file__).parent.parent / "pretrained" / "digitnet.safetensors"
+BUNDLED = BUNDLED_CHECKPOINT  # the model the package ships (recognition.backends names its files)
 MAX_PARAMETERS = 50_000_000   # far above any digit network here (the largest has a few million); a file that asks
                               # for more is refused before a byte is allocated
 
